@@ -1,0 +1,1 @@
+//! Parsing of search requests (URL query parameters) into a [`SearchQuery`](super::SearchQuery).

@@ -1,0 +1,1 @@
+//! Structural validation of resources against the R4 StructureDefinitions.
