@@ -3,5 +3,7 @@
 pub mod index;
 pub mod query;
 mod types;
+pub mod values;
 
 pub use types::*;
+pub use values::{normalize_string, parse_date_range, parse_number_range};
