@@ -5,5 +5,6 @@ pub mod query;
 mod types;
 pub mod values;
 
+pub use query::{parse, ParsedSearch, IGNORED_PARAMS};
 pub use types::*;
 pub use values::{normalize_string, parse_date_range, parse_number_range};

@@ -205,7 +205,7 @@ pub fn parse_number_range(s: &str) -> Option<(f64, f64, f64)> {
 /// Rounds to `places` decimal places (negative: to tens, hundreds, …), giving the nearest f64 to
 /// the decimal the computation stands for.
 fn round_to(x: f64, places: i32) -> f64 {
-    if places > 15 || places < -300 {
+    if !(-300..=15).contains(&places) {
         return x;
     }
     if places >= 0 {
