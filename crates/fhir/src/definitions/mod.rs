@@ -134,6 +134,8 @@ pub struct JsonProperty<'a> {
     /// The type the property carries: the single type of a plain element, or the type a
     /// choice property's suffix names (`Quantity` for `valueQuantity`).
     pub type_code: &'a str,
+    /// The index of the element in [`TypeInfo::elements`].
+    pub index: usize,
 }
 
 impl TypeInfo {
@@ -151,6 +153,7 @@ impl TypeInfo {
         Some(JsonProperty {
             element,
             type_code: element.types.get(t as usize).map_or("", String::as_str),
+            index: e as usize,
         })
     }
 

@@ -1,1 +1,0 @@
-//! Structural validation of resources against the R4 StructureDefinitions.
