@@ -1,1 +1,102 @@
-fn main() {}
+//! `phip`: the population health information platform's single binary.
+//!
+//! A thin layer over the library crates: it parses the command line, configuration file and
+//! environment, builds the store and engine, and runs a command.
+
+mod config;
+mod import;
+mod serve;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// phip — population health information platform (FHIR R4).
+#[derive(Parser, Debug)]
+#[command(name = "phip", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (TOML with keys data_dir, listen, base_url, log_format).
+    #[arg(long, global = true, env = "PHIP_CONFIG")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by commands that open the store.
+#[derive(Args, Debug, Clone, Default)]
+struct StoreArgs {
+    /// Data directory of the embedded store [default: ./phip-data].
+    #[arg(long, env = "PHIP_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the FHIR server.
+    Serve {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Address to listen on [default: 127.0.0.1:8080].
+        #[arg(long, env = "PHIP_LISTEN")]
+        listen: Option<String>,
+        /// Public FHIR base URL, when behind a proxy (default: derived from the Host header).
+        #[arg(long, env = "PHIP_BASE_URL")]
+        base_url: Option<String>,
+        /// Log format: `text` or `json`.
+        #[arg(long, env = "PHIP_LOG_FORMAT")]
+        log_format: Option<String>,
+    },
+    /// Load NDJSON files and Bundles into the store (files or directories, recursively).
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Files or directories (`.ndjson`, `.json`, optionally `.gz`).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Resources per database transaction.
+        #[arg(long, default_value_t = 2000)]
+        batch_size: usize,
+    },
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let file = config::FileConfig::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve {
+            store,
+            listen,
+            base_url,
+            log_format,
+        } => {
+            let settings = config::ServeSettings::resolve(&file, store.data_dir, listen, base_url, log_format);
+            serve::run(settings)
+        }
+        Command::Import {
+            store,
+            paths,
+            batch_size,
+        } => {
+            config::init_logging("text");
+            let data_dir = config::data_dir(&file, store.data_dir);
+            import::run(&data_dir, &paths, batch_size.max(1))
+        }
+        Command::Migrate { store } => {
+            config::init_logging("text");
+            let data_dir = config::data_dir(&file, store.data_dir);
+            let store = phip_store::sqlite::SqliteStore::open(&data_dir)?;
+            println!(
+                "schema of {} is at version {}",
+                data_dir.display(),
+                store.schema_version()
+            );
+            Ok(())
+        }
+    }
+}

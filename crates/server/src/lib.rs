@@ -1,1 +1,103 @@
-//! placeholder
+//! The phip HTTP API: FHIR R4 REST over axum.
+//!
+//! Handlers translate HTTP into [`phip_engine::Engine`] calls and [`FhirResponse`]s back into
+//! HTTP; the FHIR rules live in the engine. Engine calls are synchronous (the store runs a
+//! transaction on one connection), so they run on tokio's blocking pool.
+
+mod handlers;
+mod http;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+use phip_engine::Engine;
+use tokio::net::TcpListener;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use http::FHIR_JSON;
+
+/// Settings of the HTTP layer.
+#[derive(Debug, Clone, Default)]
+pub struct ServerConfig {
+    /// The public FHIR base URL (e.g. `https://hic.example.cn/fhir`). When `None`, it is
+    /// derived from each request's `Host` header as `http://{host}/fhir`.
+    pub public_base_url: Option<String>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) engine: Arc<Engine>,
+    pub(crate) config: Arc<ServerConfig>,
+}
+
+impl AppState {
+    /// State over an engine.
+    pub fn new(engine: Arc<Engine>, mut config: ServerConfig) -> Self {
+        if config.max_body_bytes == 0 {
+            config.max_body_bytes = 256 * 1024 * 1024;
+        }
+        Self {
+            engine,
+            config: Arc::new(config),
+        }
+    }
+}
+
+/// The complete router: `/health` and the FHIR API under `/fhir`.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let fhir = Router::new()
+        .route("/", get(handlers::system_search).post(handlers::system_bundle))
+        .route("/metadata", get(handlers::metadata))
+        .route("/_history", get(handlers::system_history))
+        .route("/_search", post(handlers::system_search_post))
+        .route(
+            "/{resource_type}",
+            get(handlers::type_search)
+                .post(handlers::create)
+                .put(handlers::conditional_update)
+                .delete(handlers::conditional_delete),
+        )
+        .route("/{resource_type}/_search", post(handlers::type_search_post))
+        .route("/{resource_type}/_history", get(handlers::type_history))
+        .route(
+            "/{resource_type}/{id}",
+            get(handlers::read)
+                .put(handlers::update)
+                .patch(handlers::patch)
+                .delete(handlers::delete),
+        )
+        .route("/{resource_type}/{id}/{operation}", get(handlers::instance_get))
+        .route(
+            "/{resource_type}/{id}/_history/{version}",
+            get(handlers::vread),
+        )
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed);
+    Router::new()
+        .route("/health", get(handlers::health))
+        .nest("/fhir", fhir)
+        .fallback(handlers::not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

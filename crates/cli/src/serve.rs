@@ -1,0 +1,70 @@
+//! `phip serve`.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use phip_engine::{Engine, EngineConfig};
+use phip_server::{AppState, ServerConfig};
+use phip_store::sqlite::SqliteStore;
+
+use crate::config::{init_logging, ServeSettings};
+
+/// Starts the server and blocks until SIGTERM or Ctrl-C, then shuts down gracefully.
+pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
+    init_logging(&settings.log_format);
+    let store = SqliteStore::open(&settings.data_dir)
+        .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
+    tracing::info!(data_dir = %settings.data_dir.display(), schema = store.schema_version(), "embedded SQLite store open");
+    // Loading the definitions up front keeps the first request fast and fails early if the
+    // embedded data were damaged.
+    let defs = phip_fhir::r4();
+    tracing::info!(resource_types = defs.resource_types().count(), "FHIR R4 definitions loaded");
+    let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
+    let state = AppState::new(
+        engine,
+        ServerConfig {
+            public_base_url: settings.base_url.clone(),
+            max_body_bytes: 0,
+        },
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let address = listener.local_addr()?;
+        let base = settings
+            .base_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}/fhir"));
+        tracing::info!(%address, fhir_base = %base, "phip is serving");
+        phip_server::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!("phip stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown requested; finishing in-flight requests");
+}

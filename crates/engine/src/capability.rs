@@ -1,0 +1,97 @@
+//! The CapabilityStatement (`GET [base]/metadata`), generated from what the engine implements
+//! and the embedded definitions, so that it tells the truth.
+
+use chrono::Utc;
+use phip_fhir::search::ParamType;
+use serde_json::{json, Value};
+
+use crate::Engine;
+
+fn type_code(t: ParamType) -> &'static str {
+    match t {
+        ParamType::String => "string",
+        ParamType::Token => "token",
+        ParamType::Date => "date",
+        ParamType::Reference => "reference",
+        ParamType::Number => "number",
+        ParamType::Quantity => "quantity",
+        ParamType::Uri => "uri",
+        ParamType::Composite => "composite",
+        ParamType::Special => "special",
+    }
+}
+
+impl Engine {
+    /// The server's CapabilityStatement for `base_url`.
+    pub fn capability_statement(&self, base_url: &str) -> Value {
+        let defs = phip_fhir::r4();
+        let interactions = json!([
+            {"code": "read"}, {"code": "vread"}, {"code": "update"}, {"code": "patch"},
+            {"code": "delete"}, {"code": "history-instance"}, {"code": "history-type"},
+            {"code": "create"}, {"code": "search-type"}
+        ]);
+        let resources: Vec<Value> = defs
+            .resource_types()
+            .map(|resource_type| {
+                let params: Vec<Value> = defs
+                    .search_params(resource_type)
+                    .iter()
+                    .filter(|p| p.expression.is_some() || p.code == "_id" || p.code == "_lastUpdated")
+                    .map(|p| {
+                        json!({"name": p.code, "definition": p.url, "type": type_code(p.param_type)})
+                    })
+                    .collect();
+                let mut resource = json!({
+                    "type": resource_type,
+                    "interaction": interactions,
+                    "versioning": "versioned-update",
+                    "readHistory": true,
+                    "updateCreate": true,
+                    "conditionalCreate": true,
+                    "conditionalRead": "not-supported",
+                    "conditionalUpdate": true,
+                    "conditionalDelete": "multiple",
+                    "referencePolicy": ["literal", "logical", "local"],
+                    "searchInclude": ["*"],
+                    "searchRevInclude": ["*"],
+                    "searchParam": params,
+                });
+                if resource_type == "Patient" {
+                    resource["operation"] = json!([{
+                        "name": "everything",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                    }]);
+                }
+                resource
+            })
+            .collect();
+        json!({
+            "resourceType": "CapabilityStatement",
+            "status": "active",
+            "date": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "publisher": "phip",
+            "kind": "instance",
+            "software": {"name": "phip", "version": env!("CARGO_PKG_VERSION")},
+            "implementation": {
+                "description": format!("phip population health information platform ({} store)", self.store().backend_name()),
+                "url": base_url
+            },
+            "fhirVersion": "4.0.1",
+            "format": ["application/fhir+json", "json"],
+            "patchFormat": ["application/json-patch+json"],
+            "rest": [{
+                "mode": "server",
+                "resource": resources,
+                "interaction": [
+                    {"code": "transaction"}, {"code": "batch"},
+                    {"code": "search-system"}, {"code": "history-system"}
+                ],
+                "searchParam": [
+                    {"name": "_id", "type": "token"},
+                    {"name": "_lastUpdated", "type": "date"},
+                    {"name": "_type", "type": "token"}
+                ]
+            }]
+        })
+    }
+}

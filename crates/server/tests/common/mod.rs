@@ -1,0 +1,179 @@
+//! Test harness: a real phip server on a free loopback port with a throwaway data directory,
+//! and a small FHIR client over reqwest.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use phip_engine::{Engine, EngineConfig};
+use phip_server::{AppState, ServerConfig};
+use phip_store::sqlite::SqliteStore;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+/// A running server.
+pub struct TestServer {
+    /// FHIR base URL, e.g. `http://127.0.0.1:4321/fhir`.
+    pub base: String,
+    /// Root URL without `/fhir`.
+    pub root: String,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// A response with its parts decoded.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Resources of a Bundle's entries with `search.mode = match` (or all entries).
+    pub fn entries(&self) -> Vec<Value> {
+        self.body["entry"]
+            .as_array()
+            .map(|e| {
+                e.iter()
+                    .filter(|x| x["search"]["mode"].as_str().unwrap_or("match") == "match")
+                    .map(|x| x["resource"].clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Ids of matched entries.
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .entries()
+            .iter()
+            .filter_map(|r| r["id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn link(&self, relation: &str) -> Option<String> {
+        self.body["link"].as_array()?.iter().find_map(|l| {
+            (l["relation"] == relation).then(|| l["url"].as_str().unwrap_or_default().to_owned())
+        })
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(dir.path()).expect("open store");
+        let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
+        let state = AppState::new(engine, ServerConfig::default());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = phip_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        Self {
+            base: format!("http://{address}/fhir"),
+            root: format!("http://{address}"),
+            client: reqwest::Client::new(),
+            shutdown: Some(tx),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_owned()
+        } else if path.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{}", self.base, path.trim_start_matches('/'))
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            let has_type = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            if !has_type {
+                request = request.header("content-type", "application/fhir+json");
+            }
+            request = request.body(serde_json::to_vec(body).expect("json"));
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Reply { status, headers, body }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, &[]).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::POST, path, Some(body), &[]).await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> Reply {
+        self.send(Method::PUT, path, Some(body), &[]).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, None, &[]).await
+    }
+
+    /// Creates a resource and returns its id, failing the test otherwise.
+    pub async fn create(&self, resource: &Value) -> String {
+        let resource_type = resource["resourceType"].as_str().expect("resourceType");
+        let reply = self.post(resource_type, resource).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create failed: {}", reply.body);
+        reply.body["id"].as_str().expect("id").to_owned()
+    }
+
+    /// Runs a search and returns the sorted ids of the matches (first page).
+    pub async fn search_ids(&self, query: &str) -> Vec<String> {
+        let reply = self.get(query).await;
+        assert_eq!(reply.status, StatusCode::OK, "search {query} failed: {}", reply.body);
+        reply.ids()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts an OperationOutcome body with the expected status.
+pub fn assert_outcome(reply: &Reply, status: u16) {
+    assert_eq!(reply.status.as_u16(), status, "unexpected status; body: {}", reply.body);
+    assert_eq!(reply.body["resourceType"], "OperationOutcome", "body: {}", reply.body);
+    assert!(reply.body["issue"].as_array().is_some_and(|i| !i.is_empty()), "body: {}", reply.body);
+}
