@@ -6,9 +6,24 @@
 //! element is a choice, what type an element has) comes from a [`ModelInfo`] supplied by the
 //! caller, so this crate knows nothing of the FHIR definitions themselves.
 
+mod ast;
+mod eval;
+mod functions;
+mod lexer;
+mod parser;
+mod regex;
+mod temporal;
+mod types;
+mod values;
+
 use std::borrow::Cow;
 
 use serde_json::Value;
+
+use crate::eval::{Evaluator, Scope};
+
+/// The UCUM code system URL (`%ucum`, and the system of quantity literals).
+pub const UCUM: &str = "http://unitsofmeasure.org";
 
 /// What the evaluator needs to know about the FHIR type system.
 pub trait ModelInfo: Send + Sync {
@@ -45,22 +60,72 @@ pub struct Item<'a> {
     pub type_name: Option<Cow<'a, str>>,
 }
 
+impl<'a> Item<'a> {
+    /// An item borrowing `value`, with an optional type.
+    pub fn borrowed(value: &'a Value, type_name: Option<&'a str>) -> Self {
+        Item {
+            value: Cow::Borrowed(value),
+            type_name: type_name.map(Cow::Borrowed),
+        }
+    }
+
+    /// An item for a resource, typed by its `resourceType`.
+    pub fn resource(value: &'a Value) -> Self {
+        Self::borrowed(value, value.get("resourceType").and_then(Value::as_str))
+    }
+
+    /// The type name, if known.
+    pub fn type_name(&self) -> Option<&str> {
+        self.type_name.as_deref()
+    }
+
+    /// Detaches the item from the data it borrows.
+    pub fn into_owned(self) -> Item<'static> {
+        Item {
+            value: Cow::Owned(self.value.into_owned()),
+            type_name: self.type_name.map(|t| Cow::Owned(t.into_owned())),
+        }
+    }
+}
+
+/// A [`ModelInfo`] that knows nothing: navigation then goes purely by JSON keys, choice
+/// elements are recognised by known type suffixes, and resource types by capitalisation.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoModel;
+
+impl ModelInfo for NoModel {
+    fn element(&self, _type_name: &str, _element: &str) -> Option<ElementInfo<'_>> {
+        None
+    }
+
+    fn is_resource_type(&self, _name: &str) -> bool {
+        false
+    }
+
+    fn base_type(&self, _type_name: &str) -> Option<&str> {
+        None
+    }
+}
+
 /// A parse or evaluation error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("FHIRPath error: {0}")]
 pub struct Error(pub String);
 
-/// A parsed FHIRPath expression.
+/// A parsed FHIRPath expression: parse once, evaluate many times.
 #[derive(Debug, Clone)]
 pub struct Expression {
     source: String,
+    root: ast::Node,
 }
 
 impl Expression {
-    /// Parses an expression.
+    /// Parses an expression. Errors name the position (byte offset) of the problem; unknown
+    /// functions and wrong argument counts are reported here rather than at evaluation.
     pub fn parse(source: &str) -> Result<Self, Error> {
         Ok(Self {
             source: source.to_owned(),
+            root: parser::parse(source)?,
         })
     }
 
@@ -72,9 +137,34 @@ impl Expression {
     /// Evaluates the expression with `resource` as the context (`%resource`, `%context`).
     pub fn evaluate<'a>(
         &self,
-        _resource: &'a Value,
-        _model: &dyn ModelInfo,
+        resource: &'a Value,
+        model: &dyn ModelInfo,
     ) -> Result<Vec<Item<'a>>, Error> {
-        Err(Error("not implemented yet".into()))
+        self.evaluate_on(&Item::resource(resource), resource, model)
+    }
+
+    /// Evaluates the expression against `context` (an element inside `resource`, e.g. a
+    /// component of a composite search parameter); `resource` is `%resource`.
+    pub fn evaluate_on<'a>(
+        &self,
+        context: &Item<'a>,
+        resource: &'a Value,
+        model: &dyn ModelInfo,
+    ) -> Result<Vec<Item<'a>>, Error> {
+        let evaluator = Evaluator::new(model, resource, context.clone());
+        let scope = Scope {
+            this: std::slice::from_ref(context),
+            index: None,
+            total: None,
+        };
+        evaluator.eval(&self.root, scope)
+    }
+}
+
+impl std::str::FromStr for Expression {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Self::parse(s)
     }
 }
