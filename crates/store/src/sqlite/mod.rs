@@ -1,0 +1,198 @@
+//! SQLite backend (embedded default).
+//!
+//! One writer connection behind a mutex (SQLite admits one writer at a time; write
+//! transactions start with `BEGIN IMMEDIATE` so that they never fail half-way on a lock
+//! upgrade) and a pool of reader connections. The database runs in WAL mode, so readers see a
+//! consistent snapshot from their first read and never block the writer. `synchronous=FULL`
+//! makes every acknowledged commit survive a power loss.
+//!
+//! Timestamps: a write transaction takes one `last_updated` instant at its first write, strictly
+//! greater than that of every earlier write transaction in the database; all versions written
+//! by that transaction (or by one `bulk_write` call) share it. History order is the global
+//! version sequence, which also orders the versions inside one transaction.
+
+mod catalog;
+mod cursor;
+mod error;
+mod history;
+mod rows;
+mod schema;
+mod search;
+mod tx;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use phip_fhir::search::IndexEntry;
+use rusqlite::{Connection, OpenFlags};
+use serde_json::Value;
+
+use crate::{Store, StoreResult, StoredResource, Transaction, WriteRequest};
+use catalog::Catalog;
+pub use schema::SCHEMA_VERSION;
+use tx::SqliteTransaction;
+
+/// Extracts search index entries from a resource. The default is
+/// [`phip_fhir::search::index::extract`]; tests substitute their own.
+pub type Extractor = Arc<dyn Fn(&Value) -> Vec<IndexEntry> + Send + Sync>;
+
+/// Reader connections kept open when idle; more are opened on demand under load.
+const IDLE_READERS: usize = 4;
+
+/// How long a statement waits for a lock held by another process before giving up with
+/// [`crate::StoreError::Busy`].
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The embedded SQLite store: one database file `phip.db` in a data directory.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Writer>,
+    readers: Mutex<Vec<Connection>>,
+    catalog: Catalog,
+    extractor: Extractor,
+    schema_version: i64,
+}
+
+/// The writer connection and the state that must only change under the writer lock.
+pub(crate) struct Writer {
+    conn: Connection,
+    /// The newest `last_updated` handed out (epoch ms); the next transaction gets a later one.
+    last_ts: i64,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database `phip.db` in `data_dir`, migrating its schema
+    /// to [`SCHEMA_VERSION`]. Fails if the database was written by a newer schema version.
+    pub fn open(data_dir: &Path) -> StoreResult<SqliteStore> {
+        Self::open_with_extractor(data_dir, Arc::new(phip_fhir::search::index::extract))
+    }
+
+    /// Like [`SqliteStore::open`], with a substitute index extractor (for tests of the search
+    /// translation independent of the FHIRPath-driven extraction).
+    #[doc(hidden)]
+    pub fn open_with_extractor(data_dir: &Path, extractor: Extractor) -> StoreResult<SqliteStore> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            error::backend(format!(
+                "cannot create data directory {}: {e}",
+                data_dir.display()
+            ))
+        })?;
+        let path = data_dir.join("phip.db");
+        let mut conn = open_connection(&path, true)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        schema::migrate(&mut conn)?;
+        let schema_version = schema::version(&conn)?;
+        let last_ts: i64 = conn.query_row(
+            "SELECT COALESCE(MAX(last_updated), 0) FROM resource_versions",
+            [],
+            |r| r.get(0),
+        )?;
+        let store = SqliteStore {
+            path,
+            writer: Mutex::new(Writer { conn, last_ts }),
+            readers: Mutex::new(Vec::new()),
+            catalog: Catalog::default(),
+            extractor,
+            schema_version,
+        };
+        let mut readers = Vec::with_capacity(IDLE_READERS);
+        for _ in 0..IDLE_READERS {
+            readers.push(open_connection(&store.path, false)?);
+        }
+        *store.readers.lock() = readers;
+        Ok(store)
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes one resource with the given index entries instead of extracted ones (test seam
+    /// for the search translation).
+    #[doc(hidden)]
+    pub fn write_with_entries(
+        &self,
+        request: WriteRequest,
+        entries: Vec<IndexEntry>,
+    ) -> StoreResult<StoredResource> {
+        let mut tx = self.begin_sqlite_write()?;
+        let stored = tx.write_entries(request, Some(entries))?;
+        tx.commit_inner()?;
+        Ok(stored)
+    }
+
+    fn begin_sqlite_write(&self) -> StoreResult<SqliteTransaction<'_>> {
+        let guard = self.writer.lock();
+        SqliteTransaction::begin_write(self, guard)
+    }
+
+    fn take_reader(&self) -> StoreResult<Connection> {
+        if let Some(conn) = self.readers.lock().pop() {
+            return Ok(conn);
+        }
+        open_connection(&self.path, false)
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        let mut idle = self.readers.lock();
+        if idle.len() < IDLE_READERS * 2 {
+            idle.push(conn);
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("schema_version", &self.schema_version)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open_connection(path: &Path, writer: bool) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(256);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Negative = KiB: 64 MiB of page cache for the writer (bulk index inserts touch many
+    // pages), 16 MiB per reader.
+    conn.pragma_update(None, "cache_size", if writer { -65536 } else { -16384 })?;
+    if !writer {
+        conn.pragma_update(None, "query_only", "ON")?;
+    }
+    Ok(conn)
+}
+
+impl Store for SqliteStore {
+    fn begin_read(&self) -> StoreResult<Box<dyn Transaction + '_>> {
+        let conn = self.take_reader()?;
+        Ok(Box::new(SqliteTransaction::begin_read(self, conn)?))
+    }
+
+    fn begin_write(&self) -> StoreResult<Box<dyn Transaction + '_>> {
+        Ok(Box::new(self.begin_sqlite_write()?))
+    }
+
+    fn bulk_write(&self, requests: Vec<WriteRequest>) -> StoreResult<Vec<StoredResource>> {
+        write::bulk_write(self, requests)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "sqlite"
+    }
+}

@@ -1,0 +1,183 @@
+//! The database schema and its migrations, versioned by `PRAGMA user_version`.
+//!
+//! Layout, chosen for the lookup paths of FHIR search:
+//! - `types`/`params`: small dictionaries so that every other table carries integer ids instead
+//!   of repeated type names and parameter codes. A parameter id is per (type, code), so an index
+//!   lookup on `pid` already restricts the resource type.
+//! - `resources`: one row per logical resource with its current version (`seq` points at the
+//!   version row holding the body, so loading a page is a rowid join).
+//! - `resource_versions`: every version ever written; `seq` (the rowid) is the global
+//!   monotonically increasing order used by system history and history cursors.
+//! - `idx_*`: one narrow table per parameter type, rows for current versions only. Each has a
+//!   covering lookup index that starts with the parameter (or the reference target) and ends
+//!   with `rid`, and an index on `rid` for replacing a resource's rows and for per-resource
+//!   checks (sorting, `:missing`). `grp` ties together the components of one composite
+//!   occurrence (NULL for plain values).
+
+use rusqlite::Connection;
+
+use crate::{StoreError, StoreResult};
+
+/// The newest schema version this binary knows.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[V1];
+
+const V1: &str = r#"
+CREATE TABLE types (
+    tid  INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE
+);
+
+CREATE TABLE params (
+    pid  INTEGER PRIMARY KEY,
+    tid  INTEGER NOT NULL REFERENCES types(tid),
+    code TEXT NOT NULL,
+    UNIQUE (tid, code)
+);
+CREATE INDEX params_code ON params(code);
+
+CREATE TABLE resources (
+    rid          INTEGER PRIMARY KEY,
+    tid          INTEGER NOT NULL REFERENCES types(tid),
+    id           TEXT NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    deleted      INTEGER NOT NULL,
+    seq          INTEGER NOT NULL,
+    UNIQUE (tid, id)
+);
+-- Default search order within a type is rid (the index carries rid implicitly).
+CREATE INDEX resources_type ON resources(tid, deleted);
+CREATE INDEX resources_updated ON resources(tid, last_updated);
+
+CREATE TABLE resource_versions (
+    seq          INTEGER PRIMARY KEY,
+    rid          INTEGER NOT NULL REFERENCES resources(rid),
+    tid          INTEGER NOT NULL,
+    version      INTEGER NOT NULL,
+    last_updated INTEGER NOT NULL,
+    body         TEXT
+);
+CREATE UNIQUE INDEX resource_versions_rid ON resource_versions(rid, version);
+CREATE INDEX resource_versions_type ON resource_versions(tid);
+CREATE INDEX resource_versions_updated ON resource_versions(last_updated);
+
+CREATE TABLE idx_string (
+    rid   INTEGER NOT NULL,
+    pid   INTEGER NOT NULL,
+    grp   INTEGER,
+    norm  TEXT NOT NULL,
+    exact TEXT NOT NULL
+);
+CREATE INDEX idx_string_lookup ON idx_string(pid, norm, rid);
+CREATE INDEX idx_string_rid ON idx_string(rid);
+
+CREATE TABLE idx_token (
+    rid    INTEGER NOT NULL,
+    pid    INTEGER NOT NULL,
+    grp    INTEGER,
+    system TEXT,
+    code   TEXT,
+    text   TEXT
+);
+CREATE INDEX idx_token_lookup ON idx_token(pid, code, system, rid);
+CREATE INDEX idx_token_rid ON idx_token(rid);
+
+CREATE TABLE idx_date (
+    rid   INTEGER NOT NULL,
+    pid   INTEGER NOT NULL,
+    grp   INTEGER,
+    start INTEGER NOT NULL,
+    "end" INTEGER NOT NULL
+);
+CREATE INDEX idx_date_lookup ON idx_date(pid, start, "end", rid);
+CREATE INDEX idx_date_rid ON idx_date(rid);
+
+CREATE TABLE idx_number (
+    rid   INTEGER NOT NULL,
+    pid   INTEGER NOT NULL,
+    grp   INTEGER,
+    value REAL,
+    low   REAL,
+    high  REAL
+);
+CREATE INDEX idx_number_lookup ON idx_number(pid, value, rid);
+CREATE INDEX idx_number_rid ON idx_number(rid);
+
+CREATE TABLE idx_quantity (
+    rid    INTEGER NOT NULL,
+    pid    INTEGER NOT NULL,
+    grp    INTEGER,
+    value  REAL,
+    low    REAL,
+    high   REAL,
+    system TEXT,
+    code   TEXT,
+    unit   TEXT
+);
+CREATE INDEX idx_quantity_lookup ON idx_quantity(pid, code, value, rid);
+CREATE INDEX idx_quantity_rid ON idx_quantity(rid);
+
+CREATE TABLE idx_reference (
+    rid        INTEGER NOT NULL,
+    pid        INTEGER NOT NULL,
+    grp        INTEGER,
+    target_tid INTEGER,
+    target_id  TEXT,
+    url        TEXT,
+    version    TEXT,
+    id_system  TEXT,
+    id_value   TEXT
+);
+-- Serves forward searches (pid + target), chains, _has, _revinclude and the compartment, which
+-- all start from a target (type, id).
+CREATE INDEX idx_reference_target ON idx_reference(target_id, target_tid, pid, rid);
+CREATE INDEX idx_reference_url ON idx_reference(pid, url) WHERE url IS NOT NULL;
+CREATE INDEX idx_reference_rid ON idx_reference(rid);
+
+CREATE TABLE idx_uri (
+    rid INTEGER NOT NULL,
+    pid INTEGER NOT NULL,
+    grp INTEGER,
+    uri TEXT NOT NULL
+);
+CREATE INDEX idx_uri_lookup ON idx_uri(pid, uri, rid);
+CREATE INDEX idx_uri_rid ON idx_uri(rid);
+"#;
+
+/// The index tables, for statements that touch all of them.
+pub(crate) const INDEX_TABLES: &[&str] = &[
+    "idx_string",
+    "idx_token",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_reference",
+    "idx_uri",
+];
+
+/// Reads the schema version of an open database.
+pub(crate) fn version(conn: &Connection) -> StoreResult<i64> {
+    Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
+}
+
+/// Brings the schema up to [`SCHEMA_VERSION`], refusing databases written by a newer binary.
+pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current = version(&tx)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this binary supports \
+             (version {SCHEMA_VERSION}); use a newer phip"
+        )));
+    }
+    for (from, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        tx.execute_batch(sql)?;
+        // PRAGMA takes no bound parameters; the value is our own integer.
+        tx.execute_batch(&format!("PRAGMA user_version = {}", from + 1))?;
+    }
+    tx.commit()?;
+    Ok(())
+}

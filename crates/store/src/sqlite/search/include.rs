@@ -1,0 +1,171 @@
+//! `_include` and `_revinclude`, set-based over a page's resources.
+
+use std::collections::HashSet;
+
+use phip_fhir::search::Include;
+use rusqlite::types::Value as SqlValue;
+
+use super::filter::{Ctx, Scope};
+use crate::sqlite::error::backend;
+use crate::sqlite::rows::load_current;
+use crate::{StoreResult, StoredResource};
+
+/// How many rounds `:iterate` directives run after the first.
+pub(crate) const MAX_ITERATE_DEPTH: usize = 4;
+
+/// Upper bound on included resources per page, so that a `_revinclude` of a hub resource
+/// cannot exhaust memory.
+pub(crate) const MAX_INCLUDED: usize = 10_000;
+
+/// Resources included for a page: deduplicated, never one of the matches, never deleted.
+pub(crate) fn included(
+    ctx: &Ctx<'_, '_>,
+    includes: &[Include],
+    revincludes: &[Include],
+    page: &[(i64, i64)],
+) -> StoreResult<Vec<StoredResource>> {
+    if includes.is_empty() && revincludes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut seen: HashSet<i64> = page.iter().map(|(rid, _)| *rid).collect();
+    let mut found: Vec<i64> = Vec::new();
+    let mut frontier: Vec<(i64, i64)> = page.to_vec();
+    for depth in 0..=MAX_ITERATE_DEPTH {
+        if frontier.is_empty() || found.len() >= MAX_INCLUDED {
+            break;
+        }
+        let mut next = Vec::new();
+        for inc in includes.iter().filter(|i| depth == 0 || i.iterate) {
+            next.extend(forward(ctx, inc, &frontier)?);
+        }
+        for inc in revincludes.iter().filter(|i| depth == 0 || i.iterate) {
+            next.extend(reverse(ctx, inc, &frontier)?);
+        }
+        frontier.clear();
+        for (rid, tid) in next {
+            if found.len() >= MAX_INCLUDED {
+                break;
+            }
+            if seen.insert(rid) {
+                found.push(rid);
+                frontier.push((rid, tid));
+            }
+        }
+    }
+    load_current(ctx.tx, &found)
+}
+
+fn json_list(v: &[i64]) -> StoreResult<String> {
+    serde_json::to_string(v).map_err(|e| backend(e.to_string()))
+}
+
+/// The resources the frontier's references (of `inc`) point at.
+fn forward(
+    ctx: &Ctx<'_, '_>,
+    inc: &Include,
+    frontier: &[(i64, i64)],
+) -> StoreResult<Vec<(i64, i64)>> {
+    let source_tid = if inc.source_type == "*" {
+        None
+    } else {
+        match ctx.type_id(&inc.source_type)? {
+            Some(t) => Some(t),
+            None => return Ok(Vec::new()),
+        }
+    };
+    let sources: Vec<i64> = frontier
+        .iter()
+        .filter(|(_, tid)| source_tid.is_none_or(|s| s == *tid))
+        .map(|(rid, _)| *rid)
+        .collect();
+    if sources.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut args = vec![SqlValue::Text(json_list(&sources)?)];
+    let mut sql = "SELECT DISTINCT t.rid, t.tid FROM idx_reference x \
+         JOIN resources t ON t.tid = x.target_tid AND t.id = x.target_id \
+         WHERE x.rid IN (SELECT value FROM json_each(?1)) AND t.deleted = 0"
+        .to_owned();
+    if inc.param != "*" {
+        let scope = match source_tid {
+            Some(t) => Scope::Types(vec![t]),
+            None => Scope::All,
+        };
+        let pids = ctx.pids(&scope, &inc.param)?;
+        if pids.is_empty() {
+            return Ok(Vec::new());
+        }
+        args.push(SqlValue::Text(json_list(&pids)?));
+        sql.push_str(" AND x.pid IN (SELECT value FROM json_each(?2))");
+    }
+    if let Some(target) = &inc.target_type {
+        let Some(tid) = ctx.type_id(target)? else {
+            return Ok(Vec::new());
+        };
+        args.push(SqlValue::Integer(tid));
+        sql.push_str(&format!(" AND x.target_tid = ?{}", args.len()));
+    }
+    run(ctx, &sql, args)
+}
+
+/// The resources of `inc.source_type` whose references (of `inc`) point at the frontier.
+fn reverse(
+    ctx: &Ctx<'_, '_>,
+    inc: &Include,
+    frontier: &[(i64, i64)],
+) -> StoreResult<Vec<(i64, i64)>> {
+    let target_tid = match &inc.target_type {
+        Some(t) => match ctx.type_id(t)? {
+            Some(tid) => Some(tid),
+            None => return Ok(Vec::new()),
+        },
+        None => None,
+    };
+    let targets: Vec<i64> = frontier
+        .iter()
+        .filter(|(_, tid)| target_tid.is_none_or(|t| t == *tid))
+        .map(|(rid, _)| *rid)
+        .collect();
+    if targets.is_empty() {
+        return Ok(Vec::new());
+    }
+    let source_tid = if inc.source_type == "*" {
+        None
+    } else {
+        match ctx.type_id(&inc.source_type)? {
+            Some(t) => Some(t),
+            None => return Ok(Vec::new()),
+        }
+    };
+    let mut args = vec![SqlValue::Text(json_list(&targets)?)];
+    let mut sql = "SELECT DISTINCT s.rid, s.tid FROM resources p \
+         JOIN idx_reference x ON x.target_id = p.id AND x.target_tid = p.tid \
+         JOIN resources s ON s.rid = x.rid \
+         WHERE p.rid IN (SELECT value FROM json_each(?1)) AND s.deleted = 0"
+        .to_owned();
+    if inc.param != "*" {
+        let scope = match source_tid {
+            Some(t) => Scope::Types(vec![t]),
+            None => Scope::All,
+        };
+        let pids = ctx.pids(&scope, &inc.param)?;
+        if pids.is_empty() {
+            return Ok(Vec::new());
+        }
+        args.push(SqlValue::Text(json_list(&pids)?));
+        sql.push_str(" AND x.pid IN (SELECT value FROM json_each(?2))");
+    }
+    if let Some(tid) = source_tid {
+        args.push(SqlValue::Integer(tid));
+        sql.push_str(&format!(" AND s.tid = ?{}", args.len()));
+    }
+    run(ctx, &sql, args)
+}
+
+fn run(ctx: &Ctx<'_, '_>, sql: &str, args: Vec<SqlValue>) -> StoreResult<Vec<(i64, i64)>> {
+    let mut stmt = ctx.tx.conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+        Ok((r.get(0)?, r.get(1)?))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}

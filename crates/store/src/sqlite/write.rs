@@ -1,0 +1,407 @@
+//! The write path: versions, the current-version row and the search index rows.
+
+use chrono::Utc;
+use phip_fhir::search::{IndexEntry, IndexValue};
+use rusqlite::{params, OptionalExtension};
+use serde_json::{Map, Value};
+
+use super::error::backend;
+use super::rows::{from_millis, instant_text};
+use super::schema::INDEX_TABLES;
+use super::tx::SqliteTransaction;
+use super::SqliteStore;
+use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
+
+/// Parameters that map onto columns of `resources` and need no index rows.
+const COLUMN_PARAMS: &[&str] = &["_id", "_lastUpdated"];
+
+struct Current {
+    rid: i64,
+    version: i64,
+    last_updated: i64,
+    deleted: bool,
+}
+
+impl SqliteTransaction<'_> {
+    /// Writes one version. `entries` replaces extraction when given (bulk pre-extraction and the
+    /// test seam).
+    pub(crate) fn write_entries(
+        &mut self,
+        request: WriteRequest,
+        entries: Option<Vec<IndexEntry>>,
+    ) -> StoreResult<StoredResource> {
+        if !self.is_writer() {
+            return Err(backend("write in a read-only transaction"));
+        }
+        let store = self.store;
+        let tid =
+            store
+                .catalog
+                .ensure_type(&self.conn, &mut self.pending, &request.resource_type)?;
+        let current = self
+            .conn
+            .prepare_cached(
+                "SELECT rid, version, last_updated, deleted FROM resources \
+                 WHERE tid = ?1 AND id = ?2",
+            )?
+            .query_row(params![tid, request.id], |r| {
+                Ok(Current {
+                    rid: r.get(0)?,
+                    version: r.get(1)?,
+                    last_updated: r.get(2)?,
+                    deleted: r.get(3)?,
+                })
+            })
+            .optional()?;
+        let current_version = current.as_ref().map_or(0, |c| c.version as u64);
+        if let Some(expected) = request.expected_version {
+            if expected != current_version {
+                return Err(StoreError::VersionConflict {
+                    expected,
+                    current: current_version,
+                });
+            }
+        }
+
+        let Some(mut body) = request.resource else {
+            return self.delete(request.resource_type, request.id, current);
+        };
+        match body.get("resourceType").and_then(Value::as_str) {
+            Some(t) if t == request.resource_type => {}
+            other => {
+                return Err(backend(format!(
+                    "resourceType {other:?} does not match the written type {}",
+                    request.resource_type
+                )))
+            }
+        }
+        let ts = self.timestamp()?;
+        let version = current.as_ref().map_or(1, |c| c.version + 1);
+        stamp(&mut body, &request.id, version, ts)?;
+        let text = serde_json::to_string(&body).map_err(|e| backend(e.to_string()))?;
+        let entries = match entries {
+            Some(e) => e,
+            None => (store.extractor)(&body),
+        };
+        let seq = self.next_seq()?;
+        let rid = match &current {
+            Some(c) => {
+                self.conn
+                    .prepare_cached(
+                        "UPDATE resources SET version = ?2, last_updated = ?3, deleted = 0, \
+                         seq = ?4 WHERE rid = ?1",
+                    )?
+                    .execute(params![c.rid, version, ts, seq])?;
+                if !c.deleted {
+                    self.delete_index_rows(c.rid)?;
+                }
+                c.rid
+            }
+            None => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO resources(tid, id, version, last_updated, deleted, seq) \
+                         VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+                    )?
+                    .execute(params![tid, request.id, version, ts, seq])?;
+                self.conn.last_insert_rowid()
+            }
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO resource_versions(seq, rid, tid, version, last_updated, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![seq, rid, tid, version, ts, text])?;
+        self.insert_index_rows(tid, rid, &entries)?;
+        Ok(StoredResource {
+            resource_type: request.resource_type,
+            id: request.id,
+            version_id: version as u64,
+            last_updated: from_millis(ts)?,
+            resource: Some(body),
+        })
+    }
+
+    /// Records a deletion. Deleting what does not exist or is already deleted writes nothing
+    /// and returns the current state (version 0 for a resource that never existed).
+    fn delete(
+        &mut self,
+        resource_type: String,
+        id: String,
+        current: Option<Current>,
+    ) -> StoreResult<StoredResource> {
+        let c = match current {
+            Some(c) if !c.deleted => c,
+            Some(c) => {
+                return Ok(StoredResource {
+                    resource_type,
+                    id,
+                    version_id: c.version as u64,
+                    last_updated: from_millis(c.last_updated)?,
+                    resource: None,
+                })
+            }
+            None => {
+                return Ok(StoredResource {
+                    resource_type,
+                    id,
+                    version_id: 0,
+                    last_updated: Utc::now(),
+                    resource: None,
+                })
+            }
+        };
+        let ts = self.timestamp()?;
+        let seq = self.next_seq()?;
+        let version = c.version + 1;
+        self.conn
+            .prepare_cached(
+                "UPDATE resources SET version = ?2, last_updated = ?3, deleted = 1, seq = ?4 \
+                 WHERE rid = ?1",
+            )?
+            .execute(params![c.rid, version, ts, seq])?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO resource_versions(seq, rid, tid, version, last_updated, body) \
+                 SELECT ?1, rid, tid, ?2, ?3, NULL FROM resources WHERE rid = ?4",
+            )?
+            .execute(params![seq, version, ts, c.rid])?;
+        self.delete_index_rows(c.rid)?;
+        Ok(StoredResource {
+            resource_type,
+            id,
+            version_id: version as u64,
+            last_updated: from_millis(ts)?,
+            resource: None,
+        })
+    }
+
+    fn delete_index_rows(&self, rid: i64) -> StoreResult<()> {
+        for table in INDEX_TABLES {
+            self.conn
+                .prepare_cached(&format!("DELETE FROM {table} WHERE rid = ?1"))?
+                .execute([rid])?;
+        }
+        Ok(())
+    }
+
+    fn insert_index_rows(&mut self, tid: i64, rid: i64, entries: &[IndexEntry]) -> StoreResult<()> {
+        let mut grp = 0_i64;
+        let mut last_param: Option<(&str, i64)> = None;
+        for entry in entries {
+            if COLUMN_PARAMS.contains(&entry.param.as_str()) {
+                continue;
+            }
+            match &entry.value {
+                IndexValue::Composite(parts) => {
+                    grp += 1;
+                    for (i, part) in parts.iter().enumerate() {
+                        let code = format!("{}#{i}", entry.param);
+                        let pid = self.store.catalog.ensure_param(
+                            &self.conn,
+                            &mut self.pending,
+                            tid,
+                            &code,
+                        )?;
+                        self.insert_value(tid, rid, pid, Some(grp), part)?;
+                    }
+                }
+                value => {
+                    // Entries come grouped by parameter; skip the id lookup for repeats.
+                    let pid = match last_param {
+                        Some((code, pid)) if code == entry.param => pid,
+                        _ => {
+                            let pid = self.store.catalog.ensure_param(
+                                &self.conn,
+                                &mut self.pending,
+                                tid,
+                                &entry.param,
+                            )?;
+                            last_param = Some((&entry.param, pid));
+                            pid
+                        }
+                    };
+                    self.insert_value(tid, rid, pid, None, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_value(
+        &mut self,
+        _tid: i64,
+        rid: i64,
+        pid: i64,
+        grp: Option<i64>,
+        value: &IndexValue,
+    ) -> StoreResult<()> {
+        let conn = &self.conn;
+        match value {
+            IndexValue::String { normalized, exact } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_string(rid, pid, grp, norm, exact) VALUES (?1,?2,?3,?4,?5)",
+                )?
+                .execute(params![rid, pid, grp, normalized, exact])?;
+            }
+            IndexValue::Token { system, code, text } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_token(rid, pid, grp, system, code, text) \
+                     VALUES (?1,?2,?3,?4,?5,?6)",
+                )?
+                .execute(params![rid, pid, grp, system, code, text])?;
+            }
+            IndexValue::Date { start, end } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_date(rid, pid, grp, start, \"end\") VALUES (?1,?2,?3,?4,?5)",
+                )?
+                .execute(params![rid, pid, grp, start, end])?;
+            }
+            IndexValue::Number { value, low, high } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_number(rid, pid, grp, value, low, high) \
+                     VALUES (?1,?2,?3,?4,?5,?6)",
+                )?
+                .execute(params![
+                    rid,
+                    pid,
+                    grp,
+                    finite(*value),
+                    finite(*low),
+                    finite(*high)
+                ])?;
+            }
+            IndexValue::Quantity {
+                value,
+                low,
+                high,
+                system,
+                code,
+                unit,
+            } => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_quantity(rid, pid, grp, value, low, high, system, code, unit) \
+                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                )?
+                .execute(params![
+                    rid,
+                    pid,
+                    grp,
+                    finite(*value),
+                    finite(*low),
+                    finite(*high),
+                    system,
+                    code,
+                    unit
+                ])?;
+            }
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+                version,
+                identifier,
+            } => {
+                let target_tid = match target_type {
+                    Some(t) => Some(self.store.catalog.ensure_type(
+                        &self.conn,
+                        &mut self.pending,
+                        t,
+                    )?),
+                    None => None,
+                };
+                let (id_system, id_value) = match identifier {
+                    Some((s, v)) => (s.as_deref(), Some(v.as_str())),
+                    None => (None, None),
+                };
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO idx_reference(rid, pid, grp, target_tid, target_id, url, \
+                         version, id_system, id_value) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                    )?
+                    .execute(params![
+                        rid, pid, grp, target_tid, target_id, url, version, id_system, id_value
+                    ])?;
+            }
+            IndexValue::Uri(uri) => {
+                conn.prepare_cached(
+                    "INSERT INTO idx_uri(rid, pid, grp, uri) VALUES (?1,?2,?3,?4)",
+                )?
+                .execute(params![rid, pid, grp, uri])?;
+            }
+            // Composites nest only one level deep; a nested one has no meaningful rows.
+            IndexValue::Composite(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// SQLite stores NaN as NULL anyway; make that explicit so comparisons simply never match.
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated`.
+fn stamp(body: &mut Value, id: &str, version: i64, ts: i64) -> StoreResult<()> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| backend("a resource must be a JSON object"))?;
+    obj.insert("id".into(), Value::String(id.to_owned()));
+    let meta = obj
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !meta.is_object() {
+        *meta = Value::Object(Map::new());
+    }
+    if let Value::Object(meta) = meta {
+        meta.insert("versionId".into(), Value::String(version.to_string()));
+        meta.insert("lastUpdated".into(), Value::String(instant_text(ts)?));
+    }
+    Ok(())
+}
+
+/// Writes many resources in one transaction. Index extraction (the expensive, CPU-bound part)
+/// runs on all cores before the writer lock is taken, so the lock is held only for SQL.
+pub(crate) fn bulk_write(
+    store: &SqliteStore,
+    requests: Vec<WriteRequest>,
+) -> StoreResult<Vec<StoredResource>> {
+    let entries = extract_parallel(store, &requests)?;
+    let mut tx = store.begin_sqlite_write()?;
+    let mut out = Vec::with_capacity(requests.len());
+    for (mut request, entries) in requests.into_iter().zip(entries) {
+        request.expected_version = None;
+        out.push(tx.write_entries(request, entries)?);
+    }
+    tx.commit_inner()?;
+    Ok(out)
+}
+
+type Extracted = Vec<Option<Vec<IndexEntry>>>;
+
+fn extract_parallel(store: &SqliteStore, requests: &[WriteRequest]) -> StoreResult<Extracted> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let extract_one = |r: &WriteRequest| r.resource.as_ref().map(|body| (store.extractor)(body));
+    if threads <= 1 || requests.len() < 64 {
+        return Ok(requests.iter().map(extract_one).collect());
+    }
+    let chunk = requests.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(extract_one).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(requests.len());
+        for handle in handles {
+            let part = handle
+                .join()
+                .map_err(|_| backend("index extraction panicked"))?;
+            out.extend(part);
+        }
+        Ok(out)
+    })
+}
