@@ -560,22 +560,37 @@ impl<'a> Evaluator<'a, '_> {
         })
     }
 
-    /// `resolve()` without a server: references resolve to themselves, typed by their target.
+    /// `resolve()` without a server: references resolve to themselves, typed by their target
+    /// (the type name borrows from the reference text when the item is borrowed).
     fn resolve(&self, item: &Item<'a>, out: &mut Collection<'a>) {
-        match &*item.value {
+        let type_name = match &item.value {
+            Cow::Borrowed(v) => match self.target(v) {
+                Target::Local(found) => return out.push(found),
+                Target::Typed(t) => t.map(Cow::Borrowed),
+                Target::Nothing => return,
+            },
+            Cow::Owned(v) => match self.target(v) {
+                Target::Local(found) => return out.push(found),
+                Target::Typed(t) => t.map(|t| Cow::Owned(t.to_owned())),
+                Target::Nothing => return,
+            },
+        };
+        out.push(Item {
+            value: item.value.clone(),
+            type_name,
+        });
+    }
+
+    fn target<'v>(&self, v: &'v Value) -> Target<'v, 'a> {
+        match v {
             Value::Object(obj) => {
                 let reference = obj.get("reference").and_then(Value::as_str);
                 if let Some(r) = reference {
                     if let Some(found) = self.local_resource(r) {
-                        out.push(found);
-                        return;
+                        return Target::Local(found);
                     }
                     if let Some(ty) = self.reference_type(r) {
-                        out.push(Item {
-                            value: item.value.clone(),
-                            type_name: Some(Cow::Owned(ty.to_owned())),
-                        });
-                        return;
+                        return Target::Typed(Some(ty));
                     }
                 }
                 // A logical reference may still state its target type.
@@ -584,17 +599,13 @@ impl<'a> Evaluator<'a, '_> {
                     .and_then(Value::as_str)
                     .filter(|t| self.is_resource_type(t));
                 if ty.is_some() || reference.is_some() {
-                    out.push(Item {
-                        value: item.value.clone(),
-                        type_name: ty.map(|t| Cow::Owned(t.to_owned())),
-                    });
+                    Target::Typed(ty)
+                } else {
+                    Target::Nothing
                 }
             }
-            Value::String(s) => out.push(Item {
-                value: item.value.clone(),
-                type_name: self.reference_type(s).map(|t| Cow::Owned(t.to_owned())),
-            }),
-            _ => {}
+            Value::String(s) => Target::Typed(self.reference_type(s)),
+            _ => Target::Nothing,
         }
     }
 
@@ -634,6 +645,16 @@ impl<'a> Evaluator<'a, '_> {
             _ => None,
         }
     }
+}
+
+/// What a reference points at.
+enum Target<'v, 'a> {
+    /// A resource inside the current one (contained, or a Bundle entry).
+    Local(Item<'a>),
+    /// The reference itself, with the target type when it can be told.
+    Typed(Option<&'v str>),
+    /// Not a reference.
+    Nothing,
 }
 
 fn lambda_scope<'s, 'a>(item: &'s Item<'a>, index: usize, outer: Scope<'s, 'a>) -> Scope<'s, 'a> {

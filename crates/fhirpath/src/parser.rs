@@ -64,9 +64,9 @@ impl Parser {
 
     fn next(&mut self) -> Token {
         let t = self.peek().clone();
-        if self.at < self.tokens.len() - 1 {
-            self.at += 1;
-        }
+        // Always advancing (even past Eof, which `peek` clamps to) lets callers step back
+        // with `at -= 1` after looking at a token.
+        self.at += 1;
         t
     }
 
@@ -322,7 +322,9 @@ impl Parser {
                 if self.eat_sym(")") {
                     break;
                 }
-                self.expect_sym(",")?;
+                if !self.eat_sym(",") {
+                    return Err(self.error("expected ',' or ')'"));
+                }
             }
         }
         if args.len() < min || args.len() > max {

@@ -297,8 +297,8 @@ pub(crate) fn to_boolean(item: &Item) -> Option<bool> {
         Value::Number(_) => match Num::of(&item.value)? {
             Num::Int(1) => Some(true),
             Num::Int(0) => Some(false),
-            Num::Dec(f) if f == 1.0 => Some(true),
-            Num::Dec(f) if f == 0.0 => Some(false),
+            Num::Dec(1.0) => Some(true),
+            Num::Dec(0.0) => Some(false),
             _ => None,
         },
         _ => None,
