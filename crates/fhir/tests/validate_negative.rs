@@ -467,6 +467,22 @@ fn nested_paths_and_inline_resources() {
 }
 
 #[test]
+fn narrative() {
+    valid(
+        json!({"resourceType": "Patient", "text": {"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">Jo</div>"}}),
+    );
+    assert_eq!(
+        one_issue(json!({"resourceType": "Patient", "text": {"status": "generated", "div": "Jo"}})),
+        (IssueType::Value, "Patient.text.div".into())
+    );
+    assert_eq!(
+        one_issue(json!({"resourceType": "Patient", "text": {"status": "generated"}})),
+        (IssueType::Required, "Patient.text.div".into())
+    );
+}
+
+#[test]
 fn collects_all_errors() {
     let all = issues(json!({
         "resourceType": "Observation",

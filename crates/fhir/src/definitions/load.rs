@@ -198,19 +198,6 @@ fn build_param(
     }
 }
 
-/// Whether `name` is `ancestor` or derives from it.
-fn derives_from(types: &HashMap<String, TypeInfo>, name: &str, ancestor: &str) -> bool {
-    let mut current = Some(name);
-    for _ in 0..8 {
-        match current {
-            Some(n) if n == ancestor => return true,
-            Some(n) => current = types.get(n).and_then(|t| t.base.as_deref()),
-            None => return false,
-        }
-    }
-    false
-}
-
 pub(super) fn load() -> Definitions {
     let raw_types: RawTypes =
         serde_json::from_slice(&gunzip(TYPES_GZ)).expect("embedded types.json is valid");
@@ -252,12 +239,20 @@ pub(super) fn load() -> Definitions {
         .collect();
     all_resource_types.sort_unstable();
     let mut params_by_type = HashMap::with_capacity(all_resource_types.len());
+    let mut by_base: HashMap<&str, Vec<&RawParam>> = HashMap::new();
+    for raw in &raw_params.parameters {
+        for base in &raw.base {
+            by_base.entry(base.as_str()).or_default().push(raw);
+        }
+    }
     for &rt in &all_resource_types {
-        let mut applicable: Vec<&RawParam> = raw_params
-            .parameters
-            .iter()
-            .filter(|p| p.base.iter().any(|b| derives_from(&types, rt, b)))
-            .collect();
+        // The type's own parameters and those of its ancestors (DomainResource, Resource).
+        let mut applicable: Vec<&RawParam> = Vec::new();
+        let mut current = Some(rt);
+        while let Some(name) = current {
+            applicable.extend(by_base.get(name).into_iter().flatten());
+            current = types.get(name).and_then(|t| t.base.as_deref());
+        }
         applicable.sort_by(|a, b| a.code.cmp(&b.code).then_with(|| a.url.cmp(&b.url)));
         let mut tp = TypeParams::default();
         for raw in applicable {

@@ -108,7 +108,8 @@ pub(super) fn check(prim: Primitive, type_code: &str, value: &Value) -> Result<(
                 ));
             }
             let ok = match prim {
-                Primitive::String | Primitive::Xhtml => true,
+                Primitive::String => true,
+                Primitive::Xhtml => is_xhtml_div(s),
                 Primitive::Code => is_code(s),
                 Primitive::Id => is_id(s),
                 Primitive::Uri => !s.chars().any(is_space),
@@ -148,6 +149,7 @@ fn hint(prim: Primitive) -> &'static str {
         }
         Primitive::Instant => " (YYYY-MM-DDThh:mm:ss[.fff] with a time zone)",
         Primitive::Time => " (hh:mm:ss[.fff])",
+        Primitive::Xhtml => " (the narrative must be one XHTML <div> element)",
         _ => "",
     }
 }
@@ -175,6 +177,18 @@ pub(super) fn describe(value: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Narrative.div: a single XHTML `div` element (txt-1/txt-2 and the XHTML rules are not
+/// checked in depth; this catches plain text or other markup put in its place).
+fn is_xhtml_div(s: &str) -> bool {
+    let s = s.trim_matches(is_space);
+    let rest = match s.strip_prefix("<div") {
+        Some(rest) => rest,
+        None => return false,
+    };
+    rest.starts_with([' ', '>', '/', '\t', '\n', '\r'])
+        && (s.ends_with("</div>") || s.ends_with("/>"))
 }
 
 /// `\s` of the spec's regexes, which are XML Schema ones: only these four characters.
@@ -445,6 +459,16 @@ mod tests {
         assert!(!is_uuid("urn:uuid:C757873D-EC9A-4326-A141-556F43239520"));
         assert!(is_base64("aGVsbG8=") && is_base64(" aGVs\nbG8= ") && !is_base64("abc"));
         assert!(!is_base64("ab c d") && !is_base64("a*cd"));
+    }
+
+    #[test]
+    fn xhtml() {
+        assert!(is_xhtml_div(
+            "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"
+        ));
+        assert!(is_xhtml_div("<div/>") && is_xhtml_div(" <div>\n</div>\n"));
+        assert!(!is_xhtml_div("plain text") && !is_xhtml_div("<divx></divx>"));
+        assert!(!is_xhtml_div("<p>x</p>") && !is_xhtml_div("<div>unclosed"));
     }
 
     #[test]
