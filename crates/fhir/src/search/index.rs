@@ -94,7 +94,7 @@ fn composite_values(
             let (Some(expr), Some(component_def)) = (expr, defs.search_param_by_url(url)) else {
                 return;
             };
-            let Ok(component_items) = evaluate_component(expr, item, resource, model) else {
+            let Ok(component_items) = expr.evaluate_on(item, resource, model) else {
                 return;
             };
             let mut values = Vec::new();
@@ -106,18 +106,6 @@ fn composite_values(
         }
         combine(&per_component, out);
     }
-}
-
-/// Evaluates a composite component's expression relative to one item of the composite.
-fn evaluate_component<'a>(
-    expr: &phip_fhirpath::Expression,
-    item: &Item<'a>,
-    _resource: &'a Value,
-    model: &dyn ModelInfo,
-) -> Result<Vec<Item<'a>>, phip_fhirpath::Error> {
-    // TODO: switch to `evaluate_on` once the FHIRPath crate provides it.
-    let _ = (expr, item, model);
-    Err(phip_fhirpath::Error("evaluate_on not available".into()))
 }
 
 /// Appends the cartesian product of the component values (one `Composite` per combination).
@@ -654,7 +642,7 @@ fn type_id_tail<'s>(
     let n = segments.len();
     let candidates = [
         (n >= 4 && segments[n - 2] == "_history").then(|| (n - 4, Some(segments[n - 1]))),
-        (n >= 2).then_some((n - 2, None)),
+        (n >= 2).then(|| (n - 2, None)),
     ];
     for (at, version) in candidates.into_iter().flatten() {
         if !absolute && at != 0 {
