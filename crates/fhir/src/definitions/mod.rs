@@ -36,6 +36,8 @@ pub struct SearchParamDef {
     /// to start with the concrete type. `None` when there is no expression (`_text`,
     /// `_content`, `_query`) or it failed to parse (see [`Definitions::parse_failures`]).
     /// Looked up by URL ([`Definitions::search_param_by_url`]) it is the whole expression.
+    /// The narrowed expression gives the same items as the whole one, except that a lone
+    /// remaining branch does not remove duplicates as a union would.
     pub compiled: Option<Expression>,
     /// The components' expressions, parsed: (definition URL, expression). `None` for an
     /// expression that failed to parse.
