@@ -247,6 +247,16 @@ fn date_values_and_prefixes() {
     assert_eq!(start, 1_609_459_200_000);
     assert_eq!(end, 1_609_459_200_000 + 59_999);
 
+    // A `+` that was not percent-encoded arrives as a space.
+    assert_eq!(
+        one_filter("Observation", &[("date", "ge2020-03-04T10:00:00 08:00")]),
+        param(
+            "date",
+            ParamType::Date,
+            Modifier::None,
+            vec![date(Prefix::Ge, "2020-03-04T02:00:00Z")]
+        )
+    );
     let e = err("Patient", &[("birthdate", "12/03/1980")]);
     assert_eq!(e.issues[0].code, IssueType::Invalid);
     assert!(e.to_string().contains("birthdate"), "{e}");
@@ -717,6 +727,7 @@ fn result_parameters() {
             iterate: false
         }]
     );
+    assert_eq!(ok("Patient", &[("_elements", " , ")]).query.elements, None);
     let star = ok(
         "Observation",
         &[("_include", "*"), ("_revinclude:recurse", "*:*")],

@@ -5,6 +5,10 @@
 //! page (§3.1.1.4, "Search parameter types"). Values that cannot be converted are skipped:
 //! extraction runs on every write and must never fail because of odd data.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+
 use phip_fhirpath::{Item, ModelInfo};
 use serde_json::{Map, Value};
 
@@ -64,17 +68,84 @@ pub fn convert_item(param_type: ParamType, item: &Item<'_>, out: &mut Vec<IndexV
     convert_value(param_type, &item.value, type_name, out);
 }
 
+/// Above this many values a parameter is deduplicated by hash rather than by linear scan, so
+/// that a resource with thousands of codes (a CodeSystem) stays linear.
+const LINEAR_DEDUPE_LIMIT: usize = 16;
+
 fn push_unique(code: &str, values: &mut Vec<IndexValue>, entries: &mut Vec<IndexEntry>) {
     let first = entries.len();
+    if values.len() <= LINEAR_DEDUPE_LIMIT {
+        for value in values.drain(..) {
+            if !entries[first..].iter().any(|e| e.value == value) {
+                entries.push(IndexEntry {
+                    param: code.to_owned(),
+                    value,
+                });
+            }
+        }
+        return;
+    }
+    let mut seen: HashMap<u64, Vec<usize>> = HashMap::with_capacity(values.len());
     for value in values.drain(..) {
-        if entries[first..].iter().any(|e| e.value == value) {
+        let key = value_hash(&value);
+        let same = seen.entry(key).or_default();
+        if same.iter().any(|&i| entries[i].value == value) {
             continue;
         }
+        same.push(entries.len());
         entries.push(IndexEntry {
             param: code.to_owned(),
             value,
         });
     }
+}
+
+/// A hash consistent with `IndexValue`'s `PartialEq` (floats by bit pattern; `0.0`/`-0.0` may
+/// hash apart, which only costs a duplicate row).
+fn value_hash(value: &IndexValue) -> u64 {
+    fn feed(value: &IndexValue, h: &mut DefaultHasher) {
+        std::mem::discriminant(value).hash(h);
+        match value {
+            IndexValue::String { normalized, exact } => (normalized, exact).hash(h),
+            IndexValue::Token { system, code, text } => (system, code, text).hash(h),
+            IndexValue::Date { start, end } => (start, end).hash(h),
+            IndexValue::Number { value, low, high } => {
+                (value.to_bits(), low.to_bits(), high.to_bits()).hash(h)
+            }
+            IndexValue::Quantity {
+                value,
+                low,
+                high,
+                system,
+                code,
+                unit,
+            } => (
+                value.to_bits(),
+                low.to_bits(),
+                high.to_bits(),
+                system,
+                code,
+                unit,
+            )
+                .hash(h),
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+                version,
+                identifier,
+            } => (target_type, target_id, url, version, identifier).hash(h),
+            IndexValue::Uri(u) => u.hash(h),
+            IndexValue::Composite(parts) => {
+                for part in parts {
+                    feed(part, h);
+                }
+            }
+        }
+    }
+    let mut h = DefaultHasher::new();
+    feed(value, &mut h);
+    h.finish()
 }
 
 fn composite_values(
@@ -1142,6 +1213,33 @@ mod tests {
         out.clear();
         combine(&[vec![a], vec![]], &mut out);
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn dedupes_many_values_by_hash() {
+        let mut values: Vec<IndexValue> = (0..100)
+            .map(|i| tok(Some("s"), Some(&format!("c{}", i % 40)), None))
+            .collect();
+        values.push(IndexValue::Number {
+            value: 1.0,
+            low: 0.5,
+            high: 1.5,
+        });
+        values.push(IndexValue::Number {
+            value: 1.0,
+            low: 0.5,
+            high: 1.5,
+        });
+        let mut entries = vec![IndexEntry {
+            param: "other".into(),
+            value: tok(Some("s"), Some("c0"), None),
+        }];
+        push_unique("code", &mut values, &mut entries);
+        assert_eq!(entries.len(), 1 + 40 + 1);
+        assert_eq!(entries[1].value, tok(Some("s"), Some("c0"), None));
+        assert_eq!(entries[40].value, tok(Some("s"), Some("c39"), None));
+        assert!(entries[1..].iter().all(|e| e.param == "code"));
+        assert!(values.is_empty());
     }
 
     #[test]

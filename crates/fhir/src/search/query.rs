@@ -258,8 +258,12 @@ impl Parser {
                 };
             }
             "_elements" if modifier.is_none() => {
+                let mut given = value.split(',').map(str::trim).filter(|e| !e.is_empty());
+                let Some(first) = given.next() else {
+                    return Ok(());
+                };
                 let elements = self.query.elements.get_or_insert_with(Vec::new);
-                for e in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+                for e in std::iter::once(first).chain(given) {
                     if !elements.iter().any(|x| x == e) {
                         elements.push(e.to_owned());
                     }
@@ -817,7 +821,9 @@ fn parse_value(
         },
         ParamType::Date => {
             let (prefix, rest) = split_prefix(raw.trim());
-            let (start, end) = parse_date_range(rest).ok_or_else(|| bad("date"))?;
+            // An unencoded `+` of a zone offset arrives form-decoded as a space.
+            let rest = rest.replace(' ', "+");
+            let (start, end) = parse_date_range(&rest).ok_or_else(|| bad("date"))?;
             SearchValue::Date { prefix, start, end }
         }
         ParamType::Number => {
