@@ -284,6 +284,9 @@ impl<'a, 'm> Evaluator<'a, 'm> {
 
     /// Whether `item` is of type `want` or a subtype of it.
     pub fn is_type(&self, item: &Item, namespace: Option<&str>, want: &str) -> bool {
+        if item.type_name.is_none() && untyped_primitive_is(&item.value, want) {
+            return true;
+        }
         let Some(actual) = item
             .type_name
             .as_deref()
@@ -610,9 +613,42 @@ fn choice_suffix<'k>(key: &'k str, base: &str) -> Option<&'k str> {
 }
 
 fn type_cow(name: &str) -> Cow<'static, str> {
+    // R4 StructureDefinitions type a few elements (`Resource.id`, `Extension.url`) with
+    // FHIRPath System type URLs.
+    let name = name
+        .strip_prefix("http://hl7.org/fhirpath/System.")
+        .unwrap_or(name);
     match intern(name) {
         Some(t) => Cow::Borrowed(t),
         None => Cow::Owned(name.to_owned()),
+    }
+}
+
+/// Whether a primitive JSON value of unknown FHIR type could be of type `want`: without
+/// model information a string may be a `canonical` or a `date` as well as a `string`.
+fn untyped_primitive_is(v: &Value, want: &str) -> bool {
+    let system = system_type(want);
+    match v {
+        Value::String(s) => match system {
+            Some("String") => true,
+            Some("Date" | "DateTime" | "Time") => Temporal::parse(s).is_some_and(|t| {
+                let kind = match t.kind {
+                    crate::temporal::TemporalKind::Date => "Date",
+                    crate::temporal::TemporalKind::DateTime => "DateTime",
+                    crate::temporal::TemporalKind::Time => "Time",
+                };
+                // A date-only string is also a valid (partial) dateTime.
+                system == Some(kind) || (kind == "Date" && system == Some("DateTime"))
+            }),
+            _ => false,
+        },
+        Value::Number(n) => match system {
+            Some("Integer") => n.as_i64().is_some(),
+            Some("Decimal") => true,
+            _ => false,
+        },
+        Value::Bool(_) => system == Some("Boolean"),
+        _ => false,
     }
 }
 

@@ -5,6 +5,31 @@
 //! logic — plus the common functions of the FHIRPath N1 specification. Type information (which
 //! element is a choice, what type an element has) comes from a [`ModelInfo`] supplied by the
 //! caller, so this crate knows nothing of the FHIR definitions themselves.
+//!
+//! ```
+//! use phip_fhirpath::{Expression, NoModel};
+//! use serde_json::json;
+//!
+//! let expr = Expression::parse("Patient.name.where(use = 'official').given.first()").unwrap();
+//! let patient = json!({"resourceType": "Patient", "name": [{"use": "official", "given": ["Ann"]}]});
+//! let result = expr.evaluate(&patient, &NoModel).unwrap();
+//! assert_eq!(*result[0].value, json!("Ann"));
+//! ```
+//!
+//! Semantics worth knowing:
+//! - Results borrow from the input JSON; only computed values (literals, function results)
+//!   are owned.
+//! - A capitalised path segment is a type name: `Patient.name` on a Practitioner is empty.
+//! - Choice elements (`Observation.value`) find `valueQuantity`, `valueString`, …, typed by
+//!   the suffix. Without model information, navigation goes by JSON key alone.
+//! - `resolve()` makes no server round trip: a reference resolves to itself, typed by the
+//!   target resource type in its URL, so `where(resolve() is Patient)` filters by target.
+//!   `#id` references resolve to the contained resource, and inside a Bundle a reference equal
+//!   to an entry's `fullUrl` resolves to that entry's resource.
+//! - `matches()` / `replaceMatches()` use a small built-in regex engine (see `regex.rs`) with
+//!   linear-time matching, so hostile patterns cannot hang a write.
+
+#![warn(missing_docs)]
 
 mod ast;
 mod eval;

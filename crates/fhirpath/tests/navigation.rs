@@ -131,6 +131,21 @@ fn navigation_without_model_information() {
     assert_eq!(items[0].type_name(), Some("Quantity"));
     let expr = Expression::parse("Observation.effective.ofType(dateTime)").unwrap();
     assert_eq!(expr.evaluate(&o, &NoModel).unwrap().len(), 1);
+    // Untyped strings may be any string-like or (when they parse) date-like primitive.
+    for (expr, count) in [
+        ("Observation.status.ofType(code)", 1),
+        ("Observation.status.ofType(canonical)", 1),
+        ("Observation.status.ofType(date)", 0),
+        ("Observation.status.ofType(boolean)", 0),
+        ("Observation.effective.ofType(date)", 0),
+        ("Observation.id.as(uri)", 1),
+    ] {
+        let e = Expression::parse(expr).unwrap();
+        assert_eq!(e.evaluate(&o, &NoModel).unwrap().len(), count, "{expr}");
+    }
+    let d = json!({"resourceType": "Patient", "birthDate": "2000-01-01"});
+    let e = Expression::parse("birthDate.ofType(dateTime) | birthDate.ofType(date)").unwrap();
+    assert_eq!(e.evaluate(&d, &NoModel).unwrap().len(), 1);
     let expr = Expression::parse("Observation.code.coding.code").unwrap();
     let codes = expr.evaluate(&o, &NoModel).unwrap();
     assert_eq!(codes.len(), 1);

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::path::Path;
 
 use phip_fhirpath::{ElementInfo, Expression, Item, ModelInfo};
 use serde_json::Value;
@@ -299,4 +300,33 @@ pub fn error(expr: &str, resource: &Value) -> String {
         Ok(v) => panic!("{expr}: expected an error, got {v:?}"),
         Err(err) => err.to_string(),
     }
+}
+
+/// (key, resource types with the constraint at their root, expression) of the error-severity
+/// invariants (warnings such as dom-6 "should have narrative" are guidelines).
+pub fn invariants() -> Vec<(String, Vec<String>, String)> {
+    all_invariants()
+        .into_iter()
+        .filter(|(_, severity, _, _)| severity == "error")
+        .map(|(key, _, roots, expr)| (key, roots, expr))
+        .collect()
+}
+
+/// (key, severity, resource types with the constraint at their root, expression).
+pub fn all_invariants() -> Vec<(String, String, Vec<String>, String)> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/r4-invariants.tsv");
+    let text = std::fs::read_to_string(path).expect("invariants fixture");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let f: Vec<&str> = l.splitn(4, '\t').collect();
+            assert_eq!(f.len(), 4, "bad fixture line {l}");
+            let roots = f[2]
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            (f[0].to_owned(), f[1].to_owned(), roots, f[3].to_owned())
+        })
+        .collect()
 }
