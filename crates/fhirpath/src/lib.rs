@@ -193,3 +193,25 @@ impl std::str::FromStr for Expression {
         Self::parse(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expressions_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Expression>();
+        assert_send_sync::<Error>();
+    }
+
+    #[test]
+    fn item_helpers() {
+        let v = serde_json::json!({"resourceType": "Patient"});
+        let item = Item::resource(&v);
+        assert_eq!(item.type_name(), Some("Patient"));
+        let owned: Item<'static> = item.into_owned();
+        assert_eq!(owned.type_name(), Some("Patient"));
+        assert_eq!(Expression::parse("a.b").unwrap().source(), "a.b");
+    }
+}
