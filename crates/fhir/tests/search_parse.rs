@@ -783,6 +783,24 @@ fn unknown_parameters() {
     assert!(p.warnings.to_string().contains("'foo'"));
     assert!(p.warnings.to_string().contains("nosuch"));
 
+    // Unknown parameters inside chains and reverse chains are unknown parameters too.
+    let p = parse(
+        Some("Patient"),
+        &pairs(&[
+            ("_has:Observation:patient:nosuch", "1"),
+            ("general-practitioner.nosuch", "2"),
+        ]),
+        false,
+    )
+    .unwrap();
+    assert!(p.query.filters.is_empty());
+    let w = p.warnings.to_string();
+    assert!(
+        w.contains("'_has:Observation:patient:nosuch'")
+            && w.contains("'general-practitioner.nosuch'"),
+        "{w}"
+    );
+
     // Unsupported parameters: `_text` has no expression, `near` is special.
     err("Patient", &[("_text", "x")]);
     err("Location", &[("near", "1|2|3|km")]);

@@ -540,11 +540,9 @@ fn parse_has(
             "Unknown resource type '{source}' in '{name}'"
         )));
     }
-    let ref_def = defs.search_param(source, ref_param).ok_or_else(|| {
-        ParamError::Invalid(format!(
-            "Unknown search parameter '{ref_param}' for {source} in '{name}'"
-        ))
-    })?;
+    let ref_def = defs
+        .search_param(source, ref_param)
+        .ok_or(ParamError::Unknown)?;
     if ref_def.param_type != ParamType::Reference {
         return Err(ParamError::Invalid(format!(
             "{source}:{ref_param} is not a reference parameter (in '{name}')"
@@ -557,15 +555,8 @@ fn parse_has(
             )));
         }
     }
-    let inner = match parse_filter(defs, Scope::Type(source), inner_name, value, depth + 1) {
-        Ok(Some(inner)) => inner,
-        Ok(None) => return Ok(None),
-        Err(ParamError::Unknown) => {
-            return Err(ParamError::Invalid(format!(
-                "Unknown search parameter '{inner_name}' for {source} in '{name}'"
-            )))
-        }
-        Err(e) => return Err(e),
+    let Some(inner) = parse_filter(defs, Scope::Type(source), inner_name, value, depth + 1)? else {
+        return Ok(None);
     };
     Ok(Some(Filter::Has {
         source_type: source.to_owned(),
@@ -617,20 +608,12 @@ fn parse_chain(
             .cloned()
             .collect(),
     };
+    // No target defines the inner parameter: the chain names an unknown parameter.
     let Some(first) = target_types.first() else {
-        return Err(ParamError::Invalid(format!(
-            "No resource type that '{code}' can refer to has a search parameter '{inner_code}' (in '{name}')"
-        )));
+        return Err(ParamError::Unknown);
     };
-    let inner = match parse_filter(defs, Scope::Type(first), inner_name, value, depth + 1) {
-        Ok(Some(inner)) => inner,
-        Ok(None) => return Ok(None),
-        Err(ParamError::Unknown) => {
-            return Err(ParamError::Invalid(format!(
-                "Unknown search parameter '{inner_code}' for {first} in '{name}'"
-            )))
-        }
-        Err(e) => return Err(e),
+    let Some(inner) = parse_filter(defs, Scope::Type(first), inner_name, value, depth + 1)? else {
+        return Ok(None);
     };
     Ok(Some(Filter::Chain {
         reference_param: code.to_owned(),
