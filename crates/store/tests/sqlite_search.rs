@@ -192,7 +192,10 @@ fn date_search() {
         ["o3"]
     );
     // `ap` widens by 10% of the distance to now: years ago, that is months.
-    assert_eq!(sorted(&s, "Observation", "date=ap2020-06-02"), ["o1", "o2", "o3"]);
+    assert_eq!(
+        sorted(&s, "Observation", "date=ap2020-06-02"),
+        ["o1", "o2", "o3"]
+    );
     assert!(search(&s, "Observation", "date=ap2024-06-02").is_empty());
 }
 

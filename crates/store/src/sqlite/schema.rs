@@ -8,11 +8,13 @@
 //!   version row holding the body, so loading a page is a rowid join).
 //! - `resource_versions`: every version ever written; `seq` (the rowid) is the global
 //!   monotonically increasing order used by system history and history cursors.
-//! - `idx_*`: one narrow table per parameter type, rows for current versions only. Each has a
-//!   covering lookup index that starts with the parameter (or the reference target) and ends
-//!   with `rid`, and an index on `rid` for replacing a resource's rows and for per-resource
-//!   checks (sorting, `:missing`). `grp` ties together the components of one composite
-//!   occurrence (NULL for plain values).
+//! - `idx_*`: one narrow table per parameter type, rows for current versions only. They are
+//!   `WITHOUT ROWID` tables clustered on `(rid, n)` (`n` numbers a resource's rows), so that
+//!   replacing a resource's rows and per-resource lookups (sort values) are range operations
+//!   on the table itself, and each row costs one table and one index insert. The lookup index
+//!   starts with the parameter (or the reference target) and, like every index of a
+//!   `WITHOUT ROWID` table, ends with the key `(rid, n)`, so it covers "which rids match".
+//!   `grp` ties together the components of one composite occurrence (NULL for plain values).
 
 use rusqlite::Connection;
 
@@ -66,48 +68,53 @@ CREATE INDEX resource_versions_updated ON resource_versions(last_updated);
 
 CREATE TABLE idx_string (
     rid   INTEGER NOT NULL,
+    n     INTEGER NOT NULL,
     pid   INTEGER NOT NULL,
     grp   INTEGER,
     norm  TEXT NOT NULL,
-    exact TEXT NOT NULL
-);
-CREATE INDEX idx_string_lookup ON idx_string(pid, norm, rid);
-CREATE INDEX idx_string_rid ON idx_string(rid);
+    exact TEXT NOT NULL,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_string_lookup ON idx_string(pid, norm);
 
 CREATE TABLE idx_token (
     rid    INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
     pid    INTEGER NOT NULL,
     grp    INTEGER,
     system TEXT,
     code   TEXT,
-    text   TEXT
-);
-CREATE INDEX idx_token_lookup ON idx_token(pid, code, system, rid);
-CREATE INDEX idx_token_rid ON idx_token(rid);
+    text   TEXT,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_token_lookup ON idx_token(pid, code, system);
 
 CREATE TABLE idx_date (
     rid   INTEGER NOT NULL,
+    n     INTEGER NOT NULL,
     pid   INTEGER NOT NULL,
     grp   INTEGER,
     start INTEGER NOT NULL,
-    "end" INTEGER NOT NULL
-);
-CREATE INDEX idx_date_lookup ON idx_date(pid, start, "end", rid);
-CREATE INDEX idx_date_rid ON idx_date(rid);
+    "end" INTEGER NOT NULL,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_date_lookup ON idx_date(pid, start, "end");
 
 CREATE TABLE idx_number (
     rid   INTEGER NOT NULL,
+    n     INTEGER NOT NULL,
     pid   INTEGER NOT NULL,
     grp   INTEGER,
     value REAL,
     low   REAL,
-    high  REAL
-);
-CREATE INDEX idx_number_lookup ON idx_number(pid, value, rid);
-CREATE INDEX idx_number_rid ON idx_number(rid);
+    high  REAL,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_number_lookup ON idx_number(pid, value);
 
 CREATE TABLE idx_quantity (
     rid    INTEGER NOT NULL,
+    n      INTEGER NOT NULL,
     pid    INTEGER NOT NULL,
     grp    INTEGER,
     value  REAL,
@@ -115,13 +122,14 @@ CREATE TABLE idx_quantity (
     high   REAL,
     system TEXT,
     code   TEXT,
-    unit   TEXT
-);
-CREATE INDEX idx_quantity_lookup ON idx_quantity(pid, code, value, rid);
-CREATE INDEX idx_quantity_rid ON idx_quantity(rid);
+    unit   TEXT,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_quantity_lookup ON idx_quantity(pid, code, value);
 
 CREATE TABLE idx_reference (
     rid        INTEGER NOT NULL,
+    n          INTEGER NOT NULL,
     pid        INTEGER NOT NULL,
     grp        INTEGER,
     target_tid INTEGER,
@@ -129,22 +137,23 @@ CREATE TABLE idx_reference (
     url        TEXT,
     version    TEXT,
     id_system  TEXT,
-    id_value   TEXT
-);
+    id_value   TEXT,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
 -- Serves forward searches (pid + target), chains, _has, _revinclude and the compartment, which
 -- all start from a target (type, id).
-CREATE INDEX idx_reference_target ON idx_reference(target_id, target_tid, pid, rid);
+CREATE INDEX idx_reference_target ON idx_reference(target_id, target_tid, pid);
 CREATE INDEX idx_reference_url ON idx_reference(pid, url) WHERE url IS NOT NULL;
-CREATE INDEX idx_reference_rid ON idx_reference(rid);
 
 CREATE TABLE idx_uri (
     rid INTEGER NOT NULL,
+    n   INTEGER NOT NULL,
     pid INTEGER NOT NULL,
     grp INTEGER,
-    uri TEXT NOT NULL
-);
-CREATE INDEX idx_uri_lookup ON idx_uri(pid, uri, rid);
-CREATE INDEX idx_uri_rid ON idx_uri(rid);
+    uri TEXT NOT NULL,
+    PRIMARY KEY (rid, n)
+) WITHOUT ROWID;
+CREATE INDEX idx_uri_lookup ON idx_uri(pid, uri);
 "#;
 
 /// The index tables, for statements that touch all of them.

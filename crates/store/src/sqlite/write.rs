@@ -188,6 +188,7 @@ impl SqliteTransaction<'_> {
 
     fn insert_index_rows(&mut self, tid: i64, rid: i64, entries: &[IndexEntry]) -> StoreResult<()> {
         let mut grp = 0_i64;
+        let mut n = 0_i64;
         let mut last_param: Option<(&str, i64)> = None;
         for entry in entries {
             if COLUMN_PARAMS.contains(&entry.param.as_str()) {
@@ -204,7 +205,8 @@ impl SqliteTransaction<'_> {
                             tid,
                             &code,
                         )?;
-                        self.insert_value(tid, rid, pid, Some(grp), part)?;
+                        n += 1;
+                        self.insert_value(rid, n, pid, Some(grp), part)?;
                     }
                 }
                 value => {
@@ -222,7 +224,8 @@ impl SqliteTransaction<'_> {
                             pid
                         }
                     };
-                    self.insert_value(tid, rid, pid, None, value)?;
+                    n += 1;
+                    self.insert_value(rid, n, pid, None, value)?;
                 }
             }
         }
@@ -231,8 +234,8 @@ impl SqliteTransaction<'_> {
 
     fn insert_value(
         &mut self,
-        _tid: i64,
         rid: i64,
+        n: i64,
         pid: i64,
         grp: Option<i64>,
         value: &IndexValue,
@@ -241,30 +244,32 @@ impl SqliteTransaction<'_> {
         match value {
             IndexValue::String { normalized, exact } => {
                 conn.prepare_cached(
-                    "INSERT INTO idx_string(rid, pid, grp, norm, exact) VALUES (?1,?2,?3,?4,?5)",
+                    "INSERT INTO idx_string(rid, n, pid, grp, norm, exact) VALUES (?1,?2,?3,?4,?5,?6)",
                 )?
-                .execute(params![rid, pid, grp, normalized, exact])?;
+                .execute(params![rid, n, pid, grp, normalized, exact])?;
             }
             IndexValue::Token { system, code, text } => {
                 conn.prepare_cached(
-                    "INSERT INTO idx_token(rid, pid, grp, system, code, text) \
-                     VALUES (?1,?2,?3,?4,?5,?6)",
+                    "INSERT INTO idx_token(rid, n, pid, grp, system, code, text) \
+                     VALUES (?1,?2,?3,?4,?5,?6,?7)",
                 )?
-                .execute(params![rid, pid, grp, system, code, text])?;
+                .execute(params![rid, n, pid, grp, system, code, text])?;
             }
             IndexValue::Date { start, end } => {
                 conn.prepare_cached(
-                    "INSERT INTO idx_date(rid, pid, grp, start, \"end\") VALUES (?1,?2,?3,?4,?5)",
+                    "INSERT INTO idx_date(rid, n, pid, grp, start, \"end\") \
+                     VALUES (?1,?2,?3,?4,?5,?6)",
                 )?
-                .execute(params![rid, pid, grp, start, end])?;
+                .execute(params![rid, n, pid, grp, start, end])?;
             }
             IndexValue::Number { value, low, high } => {
                 conn.prepare_cached(
-                    "INSERT INTO idx_number(rid, pid, grp, value, low, high) \
-                     VALUES (?1,?2,?3,?4,?5,?6)",
+                    "INSERT INTO idx_number(rid, n, pid, grp, value, low, high) \
+                     VALUES (?1,?2,?3,?4,?5,?6,?7)",
                 )?
                 .execute(params![
                     rid,
+                    n,
                     pid,
                     grp,
                     finite(*value),
@@ -281,11 +286,12 @@ impl SqliteTransaction<'_> {
                 unit,
             } => {
                 conn.prepare_cached(
-                    "INSERT INTO idx_quantity(rid, pid, grp, value, low, high, system, code, unit) \
-                     VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                    "INSERT INTO idx_quantity(rid, n, pid, grp, value, low, high, system, code, \
+                     unit) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
                 )?
                 .execute(params![
                     rid,
+                    n,
                     pid,
                     grp,
                     finite(*value),
@@ -317,18 +323,18 @@ impl SqliteTransaction<'_> {
                 };
                 self.conn
                     .prepare_cached(
-                        "INSERT INTO idx_reference(rid, pid, grp, target_tid, target_id, url, \
-                         version, id_system, id_value) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                        "INSERT INTO idx_reference(rid, n, pid, grp, target_tid, target_id, url, \
+                         version, id_system, id_value) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
                     )?
                     .execute(params![
-                        rid, pid, grp, target_tid, target_id, url, version, id_system, id_value
+                        rid, n, pid, grp, target_tid, target_id, url, version, id_system, id_value
                     ])?;
             }
             IndexValue::Uri(uri) => {
                 conn.prepare_cached(
-                    "INSERT INTO idx_uri(rid, pid, grp, uri) VALUES (?1,?2,?3,?4)",
+                    "INSERT INTO idx_uri(rid, n, pid, grp, uri) VALUES (?1,?2,?3,?4,?5)",
                 )?
-                .execute(params![rid, pid, grp, uri])?;
+                .execute(params![rid, n, pid, grp, uri])?;
             }
             // Composites nest only one level deep; a nested one has no meaningful rows.
             IndexValue::Composite(_) => {}

@@ -35,7 +35,7 @@ pub(crate) fn key_expr(
         ParamType::Date => ("idx_date", if asc { "start" } else { "\"end\"" }),
         ParamType::Number => ("idx_number", "value"),
         ParamType::Quantity => ("idx_quantity", "value"),
-        ParamType::Reference => ("idx_reference", "COALESCE(target_id, url)"),
+        ParamType::Reference => ("idx_reference", "target_id"),
         ParamType::Uri => ("idx_uri", "uri"),
         ParamType::Composite | ParamType::Special => {
             return Err(StoreError::UnsupportedSearch(format!(
@@ -50,8 +50,16 @@ pub(crate) fn key_expr(
     }
     let x = b.alias("k");
     let pid_list = b.int_list(&pids);
+    let value = if key.param_type == ParamType::Reference {
+        format!("COALESCE({x}.target_id, {x}.url)")
+    } else {
+        format!("{x}.{col}")
+    };
+    // `+pid` keeps the planner off the parameter index: the resource's own rows (a range of
+    // the table's key) are the few to look at.
     Ok(format!(
-        "(SELECT {agg}({x}.{col}) FROM {table} {x} WHERE {x}.rid = {alias}.rid AND {x}.pid IN {pid_list})"
+        "(SELECT {agg}({value}) FROM {table} {x} \
+         WHERE {x}.rid = {alias}.rid AND +{x}.pid IN {pid_list})"
     ))
 }
 
