@@ -146,6 +146,16 @@ fn bulk_load_throughput() {
         ),
         ("MedicationRequest", "patient.gender=female&_total=accurate"),
         ("Patient", "_revinclude=Encounter:subject"),
+        ("Patient", "name=ab&_sort=family"),
+        ("Encounter", "date=ge2010&status=finished&_sort=date"),
+        (
+            "Condition",
+            "code:not=http://snomed.info/sct|44054006&onset-date:missing=true",
+        ),
+        (
+            "Procedure",
+            "subject:Patient.birthdate=lt1960&code=http://snomed.info/sct|430193006",
+        ),
     ] {
         let params: Vec<(String, String)> = q
             .split('&')
@@ -160,6 +170,9 @@ fn bulk_load_throughput() {
             cursor: PageCursor::First,
             page_size: 20,
         };
+        if std::env::var("PHIP_EXPLAIN").is_ok() {
+            println!("{}", store.explain_search(&req).unwrap());
+        }
         let t = Instant::now();
         let reps = 20;
         let mut page = None;

@@ -130,6 +130,14 @@ impl SqliteStore {
         Ok(stored)
     }
 
+    /// The SQL a search translates to and SQLite's query plans for it (diagnostics).
+    #[doc(hidden)]
+    pub fn explain_search(&self, request: &crate::SearchRequest) -> StoreResult<String> {
+        let conn = self.take_reader()?;
+        let tx = SqliteTransaction::begin_read(self, conn)?;
+        search::explain(&tx, request)
+    }
+
     fn begin_sqlite_write(&self) -> StoreResult<SqliteTransaction<'_>> {
         let guard = self.writer.lock();
         SqliteTransaction::begin_write(self, guard)
@@ -172,7 +180,10 @@ fn open_connection(path: &Path, writer: bool) -> StoreResult<Connection> {
     // Negative = KiB: 64 MiB of page cache for the writer (bulk index inserts touch many
     // pages), 16 MiB per reader.
     conn.pragma_update(None, "cache_size", if writer { -65536 } else { -16384 })?;
-    if !writer {
+    if writer {
+        // Bound the WAL file after a checkpoint (a bulk load can grow it a lot).
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    } else {
         conn.pragma_update(None, "query_only", "ON")?;
     }
     Ok(conn)

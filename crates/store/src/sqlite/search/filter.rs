@@ -603,8 +603,10 @@ pub(crate) fn date_condition(
             format!("({end_col} > {e} OR {})", eq(b))
         }
         Prefix::Le => {
+            // Both branches imply `start <= end`; stating it gives the index a range.
             let s = b.arg(start);
-            format!("({start_col} < {s} OR {})", eq(b))
+            let e = b.arg(end);
+            format!("({start_col} <= {e} AND ({start_col} < {s} OR {}))", eq(b))
         }
         Prefix::Sa => format!("{start_col} > {}", b.arg(end)),
         Prefix::Eb => format!("{end_col} < {}", b.arg(start)),

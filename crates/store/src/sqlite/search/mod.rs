@@ -25,31 +25,28 @@ struct PageRow {
     raw: RawVersion,
 }
 
-pub(crate) fn search(
-    tx: &mut SqliteTransaction<'_>,
-    request: &SearchRequest,
-) -> StoreResult<SearchPage> {
-    let tx = &*tx;
-    let ctx = Ctx {
-        tx,
-        now_ms: Utc::now().timestamp_millis(),
-    };
-    let q = &request.query;
-    let empty = SearchPage {
-        matches: Vec::new(),
-        included: Vec::new(),
-        total: Some(0),
-        next: None,
-        previous: None,
-    };
+/// The SQL of one search page.
+pub(crate) struct Plan {
+    /// `SELECT COUNT(*)` of all matches; binds the first `where_args` arguments.
+    count_sql: String,
+    where_args: usize,
+    /// The page: rid, tid, sort values, then [`VERSION_COLUMNS`].
+    page_sql: String,
+    args: Vec<rusqlite::types::Value>,
+    /// Whether the page is read backwards (`PageCursor::Before`).
+    before: bool,
+}
 
+/// Translates a request; `None` when the searched type has never been stored (no matches).
+pub(crate) fn plan(ctx: &Ctx<'_, '_>, request: &SearchRequest) -> StoreResult<Option<Plan>> {
+    let q = &request.query;
     // WHERE over `r` (resources): type, not deleted, every filter.
     let mut b = Sql::default();
     let mut conds = vec!["r.deleted = 0".to_owned()];
     let scope = match &q.resource_type {
         Some(t) => {
             let Some(tid) = ctx.type_id(t)? else {
-                return Ok(empty);
+                return Ok(None);
             };
             conds.push(format!("r.tid = {}", b.arg(tid)));
             Scope::Types(vec![tid])
@@ -57,39 +54,15 @@ pub(crate) fn search(
         None => Scope::All,
     };
     for f in &q.filters {
-        conds.push(filter::predicate(&ctx, &mut b, f, "r", &scope)?);
+        conds.push(filter::predicate(ctx, &mut b, f, "r", &scope)?);
     }
     let where_sql = conds.join(" AND ");
     let where_args = b.args.len();
-
-    let total = match q.total {
-        TotalMode::Accurate | TotalMode::Estimate => {
-            let n: i64 = tx
-                .conn
-                .prepare_cached(&format!(
-                    "SELECT COUNT(*) FROM resources r WHERE {where_sql}"
-                ))?
-                .query_row(
-                    rusqlite::params_from_iter(b.args[..where_args].iter()),
-                    |r| r.get(0),
-                )?;
-            Some(n as u64)
-        }
-        TotalMode::None => None,
-    };
-    if request.page_size == 0 {
-        return Ok(SearchPage {
-            matches: Vec::new(),
-            included: Vec::new(),
-            total,
-            next: None,
-            previous: None,
-        });
-    }
+    let count_sql = format!("SELECT COUNT(*) FROM resources r WHERE {where_sql}");
 
     let mut key_cols = String::new();
     for (i, key) in q.sort.iter().enumerate() {
-        let e = sort::key_expr(&ctx, &mut b, key, "r", &scope)?;
+        let e = sort::key_expr(ctx, &mut b, key, "r", &scope)?;
         key_cols.push_str(&format!(", {e} AS s{i}"));
     }
     let (position, before) = match &request.cursor {
@@ -105,7 +78,7 @@ pub(crate) fn search(
     let p_keys: String = (0..q.sort.len()).map(|i| format!(", p.s{i}")).collect();
     // The inner query picks the page's rids (sorting only narrow rows); the outer one loads
     // those rows' bodies.
-    let sql = format!(
+    let page_sql = format!(
         "SELECT p.rid, r.tid{p_keys}, {VERSION_COLUMNS} FROM (\
            SELECT m.* FROM (SELECT r.rid AS rid{key_cols} FROM resources r WHERE {where_sql}) m \
            WHERE {keyset} ORDER BY {} LIMIT {limit}\
@@ -114,11 +87,86 @@ pub(crate) fn search(
         sort::order_by(&q.sort, "m", before),
         sort::order_by(&q.sort, "p", false),
     );
+    Ok(Some(Plan {
+        count_sql,
+        where_args,
+        page_sql,
+        args: b.args,
+        before,
+    }))
+}
+
+/// The SQL of a search and SQLite's query plans for it (diagnostics).
+pub(crate) fn explain(tx: &SqliteTransaction<'_>, request: &SearchRequest) -> StoreResult<String> {
+    let ctx = Ctx {
+        tx,
+        now_ms: Utc::now().timestamp_millis(),
+    };
+    let Some(plan) = plan(&ctx, request)? else {
+        return Ok("no resources of this type".into());
+    };
+    let mut out = String::new();
+    for (sql, args) in [
+        (&plan.count_sql, &plan.args[..plan.where_args]),
+        (&plan.page_sql, &plan.args[..]),
+    ] {
+        out.push_str(sql);
+        out.push('\n');
+        let mut stmt = tx.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
+        while let Some(row) = rows.next()? {
+            let detail: String = row.get(3)?;
+            out.push_str(&format!("  {detail}\n"));
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) fn search(
+    tx: &mut SqliteTransaction<'_>,
+    request: &SearchRequest,
+) -> StoreResult<SearchPage> {
+    let tx = &*tx;
+    let ctx = Ctx {
+        tx,
+        now_ms: Utc::now().timestamp_millis(),
+    };
+    let q = &request.query;
+    let Some(plan) = plan(&ctx, request)? else {
+        return Ok(SearchPage {
+            matches: Vec::new(),
+            included: Vec::new(),
+            total: Some(0),
+            next: None,
+            previous: None,
+        });
+    };
+    let total = match q.total {
+        TotalMode::Accurate | TotalMode::Estimate => {
+            let n: i64 = tx.conn.prepare_cached(&plan.count_sql)?.query_row(
+                rusqlite::params_from_iter(plan.args[..plan.where_args].iter()),
+                |r| r.get(0),
+            )?;
+            Some(n as u64)
+        }
+        TotalMode::None => None,
+    };
+    if request.page_size == 0 {
+        return Ok(SearchPage {
+            matches: Vec::new(),
+            included: Vec::new(),
+            total,
+            next: None,
+            previous: None,
+        });
+    }
+    let before = plan.before;
+    let sql = &plan.page_sql;
     let nkeys = q.sort.len();
     let mut rows: Vec<PageRow> = Vec::new();
     {
-        let mut stmt = tx.conn.prepare_cached(&sql)?;
-        let mut res = stmt.query(rusqlite::params_from_iter(b.args.iter()))?;
+        let mut stmt = tx.conn.prepare_cached(sql)?;
+        let mut res = stmt.query(rusqlite::params_from_iter(plan.args.iter()))?;
         while let Some(row) = res.next()? {
             let mut keys = Vec::with_capacity(nkeys);
             for i in 0..nkeys {
