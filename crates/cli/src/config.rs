@@ -28,7 +28,8 @@ impl FileConfig {
         };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading configuration file {}", path.display()))?;
-        toml::from_str(&text).with_context(|| format!("parsing configuration file {}", path.display()))
+        toml::from_str(&text)
+            .with_context(|| format!("parsing configuration file {}", path.display()))
     }
 }
 

@@ -52,8 +52,15 @@ pub fn run(data_dir: &Path, paths: &[PathBuf], batch_size: usize) -> anyhow::Res
     let mut totals = Totals::default();
     for file in &files {
         progress.set_message(file.display().to_string());
-        import_file(store.as_ref(), &engine, file, batch_size, &mut totals, &progress)
-            .with_context(|| format!("importing {}", file.display()))?;
+        import_file(
+            store.as_ref(),
+            &engine,
+            file,
+            batch_size,
+            &mut totals,
+            &progress,
+        )
+        .with_context(|| format!("importing {}", file.display()))?;
         if let Ok(meta) = std::fs::metadata(file) {
             progress.inc(meta.len());
         }
@@ -73,7 +80,9 @@ pub fn run(data_dir: &Path, paths: &[PathBuf], batch_size: usize) -> anyhow::Res
 
 fn collect_files(path: &Path, files: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     if path.is_dir() {
-        for entry in std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))? {
+        for entry in
+            std::fs::read_dir(path).with_context(|| format!("reading {}", path.display()))?
+        {
             collect_files(&entry?.path(), files)?;
         }
     } else {
@@ -122,7 +131,11 @@ fn to_write(mut resource: Value) -> Result<WriteRequest, String> {
     })
 }
 
-fn flush(store: &dyn Store, batch: &mut Vec<WriteRequest>, totals: &mut Totals) -> anyhow::Result<()> {
+fn flush(
+    store: &dyn Store,
+    batch: &mut Vec<WriteRequest>,
+    totals: &mut Totals,
+) -> anyhow::Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
@@ -140,9 +153,16 @@ fn import_file(
     progress: &ProgressBar,
 ) -> anyhow::Result<()> {
     let name = path.to_string_lossy();
-    let ndjson = name.strip_suffix(".gz").unwrap_or(&name).ends_with(".ndjson");
+    let ndjson = name
+        .strip_suffix(".gz")
+        .unwrap_or(&name)
+        .ends_with(".ndjson");
     let mut batch = Vec::with_capacity(batch_size);
-    let mut add = |resource: Value, origin: String, batch: &mut Vec<WriteRequest>, totals: &mut Totals| -> anyhow::Result<()> {
+    let add = |resource: Value,
+               origin: String,
+               batch: &mut Vec<WriteRequest>,
+               totals: &mut Totals|
+     -> anyhow::Result<()> {
         match to_write(resource) {
             Ok(write) => {
                 batch.push(write);
@@ -181,7 +201,10 @@ fn import_file(
         if value.get("resourceType").and_then(Value::as_str) == Some("Bundle")
             && matches!(bundle_type, "transaction" | "batch")
         {
-            let entries = value.get("entry").and_then(Value::as_array).map_or(0, Vec::len);
+            let entries = value
+                .get("entry")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
             let ctx = RequestContext::new("http://localhost/fhir");
             match engine.process_bundle(&ctx, value) {
                 Ok(_) => totals.imported += entries as u64,
@@ -191,10 +214,19 @@ fn import_file(
                 }
             }
         } else if value.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
-            let entries = value.get("entry").and_then(Value::as_array).cloned().unwrap_or_default();
+            let entries = value
+                .get("entry")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
             for (index, entry) in entries.into_iter().enumerate() {
                 if let Some(resource) = entry.get("resource").cloned() {
-                    add(resource, format!("{} entry {index}", path.display()), &mut batch, totals)?;
+                    add(
+                        resource,
+                        format!("{} entry {index}", path.display()),
+                        &mut batch,
+                        totals,
+                    )?;
                 }
             }
         } else {

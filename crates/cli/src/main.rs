@@ -75,7 +75,8 @@ fn main() -> anyhow::Result<()> {
             base_url,
             log_format,
         } => {
-            let settings = config::ServeSettings::resolve(&file, store.data_dir, listen, base_url, log_format);
+            let settings =
+                config::ServeSettings::resolve(&file, store.data_dir, listen, base_url, log_format);
             serve::run(settings)
         }
         Command::Import {

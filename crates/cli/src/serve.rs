@@ -18,7 +18,10 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     // Loading the definitions up front keeps the first request fast and fails early if the
     // embedded data were damaged.
     let defs = phip_fhir::r4();
-    tracing::info!(resource_types = defs.resource_types().count(), "FHIR R4 definitions loaded");
+    tracing::info!(
+        resource_types = defs.resource_types().count(),
+        "FHIR R4 definitions loaded"
+    );
     let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
     let state = AppState::new(
         engine,

@@ -109,7 +109,11 @@ fn parse_target(base: &str, url: &str) -> Target {
     }
     let parts: Vec<&str> = relative.split('/').collect();
     match parts.as_slice() {
-        [ty] if !ty.is_empty() && !ty.starts_with('_') && !ty.starts_with('$') && *ty != "metadata" => {
+        [ty] if !ty.is_empty()
+            && !ty.starts_with('_')
+            && !ty.starts_with('$')
+            && *ty != "metadata" =>
+        {
             Target::Type((*ty).to_owned())
         }
         [ty, id] if !id.starts_with('_') && !id.starts_with('$') => {
@@ -174,7 +178,10 @@ fn parse_entries(ctx: &RequestContext, bundle: &Value, max: usize) -> FhirResult
             method,
             target: parse_target(&ctx.base_url, &url),
             url,
-            full_url: entry.get("fullUrl").and_then(Value::as_str).map(str::to_owned),
+            full_url: entry
+                .get("fullUrl")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             resource,
             if_none_exist: request
                 .get("ifNoneExist")
@@ -193,8 +200,9 @@ fn response_entry(ctx: &RequestContext, outcome: &WriteOutcome, status_text: &st
     if let Some(stored) = &outcome.stored {
         response["location"] = json!(version_url(&ctx.base_url, stored));
         response["etag"] = json!(format!("W/\"{}\"", stored.version_id));
-        response["lastModified"] =
-            json!(stored.last_updated.to_rfc3339_opts(SecondsFormat::Millis, true));
+        response["lastModified"] = json!(stored
+            .last_updated
+            .to_rfc3339_opts(SecondsFormat::Millis, true));
         entry["fullUrl"] = json!(format!(
             "{}/{}/{}",
             ctx.base_url, stored.resource_type, stored.id
@@ -250,7 +258,7 @@ impl Engine {
         let mut gets = Vec::new();
         {
             let mut tx = self.store().begin_write()?;
-            let ids = self.assign_ids(tx.as_mut(), ctx, &mut entries)?;
+            let ids = self.assign_ids(tx.as_mut(), &mut entries)?;
             self.resolve_references(tx.as_mut(), &mut entries, &ids)?;
             let mut order: Vec<usize> = (0..entries.len()).collect();
             order.sort_by_key(|&i| entries[i].method.rank());
@@ -261,8 +269,8 @@ impl Engine {
                     continue;
                 }
                 let index = entry.index;
-                let (outcome, text) = execute_write(tx.as_mut(), entry)
-                    .map_err(|e| entry_error(index, e))?;
+                let (outcome, text) =
+                    execute_write(tx.as_mut(), entry).map_err(|e| entry_error(index, e))?;
                 responses[index] = Some(response_entry(ctx, &outcome, &text));
             }
             tx.commit()?;
@@ -280,19 +288,19 @@ impl Engine {
         let mut result = new_bundle("transaction-response");
         result.insert(
             "entry".into(),
-            Value::Array(responses.into_iter().map(|r| r.unwrap_or(json!({}))).collect()),
+            Value::Array(
+                responses
+                    .into_iter()
+                    .map(|r| r.unwrap_or(json!({})))
+                    .collect(),
+            ),
         );
         Ok(FhirResponse::with_body(200, Value::Object(result)))
     }
 
     /// Assigns the final id of every entry that creates or conditionally updates, so that
     /// references between entries can be rewritten before anything is written.
-    fn assign_ids(
-        &self,
-        tx: &mut dyn Transaction,
-        ctx: &RequestContext,
-        entries: &mut [Entry],
-    ) -> FhirResult<IdMap> {
+    fn assign_ids(&self, tx: &mut dyn Transaction, entries: &mut [Entry]) -> FhirResult<IdMap> {
         let mut ids = IdMap::new();
         for entry in entries.iter_mut() {
             let index = entry.index;
@@ -306,15 +314,17 @@ impl Engine {
                 (Method::Post, Target::Type(ty)) => {
                     let mut existing = None;
                     if let Some(criteria) = &entry.if_none_exist {
-                        let matches = match_condition(tx, ty, criteria)
-                            .map_err(|e| entry_error(index, e))?;
+                        let matches =
+                            match_condition(tx, ty, criteria).map_err(|e| entry_error(index, e))?;
                         if matches.len() > 1 {
                             return Err(entry_error(
                                 index,
                                 FhirError::new(
                                     412,
                                     IssueType::MultipleMatches,
-                                    format!("ifNoneExist {criteria:?} matches more than one resource"),
+                                    format!(
+                                        "ifNoneExist {criteria:?} matches more than one resource"
+                                    ),
                                 ),
                             ));
                         }
@@ -325,7 +335,9 @@ impl Engine {
                         None => {
                             let id = new_id();
                             // Carry the assigned id to the create itself.
-                            if let Some(resource) = entry.resource.as_mut().and_then(Value::as_object_mut) {
+                            if let Some(resource) =
+                                entry.resource.as_mut().and_then(Value::as_object_mut)
+                            {
                                 resource.insert("id".into(), json!(id));
                             }
                             id
@@ -334,7 +346,8 @@ impl Engine {
                     Some(format!("{ty}/{id}"))
                 }
                 (Method::Put, Target::Conditional(ty, criteria)) => {
-                    let matches = match_condition(tx, ty, criteria).map_err(|e| entry_error(index, e))?;
+                    let matches =
+                        match_condition(tx, ty, criteria).map_err(|e| entry_error(index, e))?;
                     match matches.len() {
                         0 => {
                             let id = entry
@@ -362,7 +375,9 @@ impl Engine {
                         }
                     }
                 }
-                (Method::Put | Method::Patch, Target::Instance(ty, id)) => Some(format!("{ty}/{id}")),
+                (Method::Put | Method::Patch, Target::Instance(ty, id)) => {
+                    Some(format!("{ty}/{id}"))
+                }
                 _ => None,
             };
             if let (Some(full_url), Some(final_ref)) = (&entry.full_url, final_ref) {
@@ -380,7 +395,9 @@ impl Engine {
                 if ids.insert(full_url.clone(), final_ref).is_some() {
                     return Err(entry_error(
                         index,
-                        FhirError::bad_request(format!("fullUrl {full_url:?} appears more than once")),
+                        FhirError::bad_request(format!(
+                            "fullUrl {full_url:?} appears more than once"
+                        )),
                     ));
                 }
             }
@@ -443,7 +460,9 @@ impl Engine {
                         _ => Err(FhirError::new(
                             412,
                             IssueType::MultipleMatches,
-                            format!("the conditional reference {text:?} matches more than one resource"),
+                            format!(
+                                "the conditional reference {text:?} matches more than one resource"
+                            ),
                         )),
                     };
                 }
@@ -459,7 +478,8 @@ impl Engine {
         let mut responses = Vec::with_capacity(entries.len());
         for mut entry in entries {
             let result = if matches!(entry.method, Method::Get | Method::Head) {
-                self.execute_read(ctx, &entry).map(|r| read_response_entry(&r))
+                self.execute_read(ctx, &entry)
+                    .map(|r| read_response_entry(&r))
             } else {
                 self.execute_batch_write(ctx, &mut entry)
             };
@@ -481,7 +501,8 @@ impl Engine {
     fn execute_batch_write(&self, ctx: &RequestContext, entry: &mut Entry) -> FhirResult<Value> {
         if let Some(resource) = &mut entry.resource {
             let mut check = |text: &str, is_reference: bool| -> FhirResult<Option<String>> {
-                if is_reference && (text.starts_with("urn:uuid:") || is_conditional_reference(text)) {
+                if is_reference && (text.starts_with("urn:uuid:") || is_conditional_reference(text))
+                {
                     return Err(FhirError::bad_request(format!(
                         "batch entries are independent: the reference {text:?} cannot be resolved (use a transaction)"
                     )));
@@ -501,13 +522,18 @@ impl Engine {
             Target::Instance(ty, id) => self.read(ctx, ty, id),
             Target::Version(ty, id, vid) => self.vread(ctx, ty, id, vid),
             Target::Type(ty) => self.search(ctx, Some(ty), &[]),
-            Target::Conditional(ty, query) => self.search(ctx, Some(ty), &parse_query_string(query)),
+            Target::Conditional(ty, query) => {
+                self.search(ctx, Some(ty), &parse_query_string(query))
+            }
             Target::Other(path) => {
                 let (path, query) = path.split_once('?').unwrap_or((path, ""));
                 let params = parse_query_string(query);
                 let parts: Vec<&str> = path.split('/').collect();
                 match parts.as_slice() {
-                    ["metadata"] => Ok(FhirResponse::with_body(200, self.capability_statement(&ctx.base_url))),
+                    ["metadata"] => Ok(FhirResponse::with_body(
+                        200,
+                        self.capability_statement(&ctx.base_url),
+                    )),
                     ["_history"] => self.history(ctx, None, None, &params),
                     [ty, "_history"] => self.history(ctx, Some(ty), None, &params),
                     [ty, id, "_history"] => self.history(ctx, Some(ty), Some(id), &params),
@@ -535,11 +561,17 @@ fn read_response_entry(response: &FhirResponse) -> Value {
 }
 
 /// Executes one write entry inside an open transaction.
-fn execute_write(tx: &mut dyn Transaction, entry: &mut Entry) -> FhirResult<(WriteOutcome, String)> {
+fn execute_write(
+    tx: &mut dyn Transaction,
+    entry: &mut Entry,
+) -> FhirResult<(WriteOutcome, String)> {
     let resource = entry.resource.take();
     let outcome = match (entry.method, &entry.target, resource) {
         (Method::Post, Target::Type(ty), Some(resource)) => {
-            let assigned = resource.get("id").and_then(Value::as_str).map(str::to_owned);
+            let assigned = resource
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             // The id was assigned (or an existing match found) in the identification pass.
             match &entry.if_none_exist {
                 Some(criteria) => create_in(tx, ty, resource, Some(criteria), assigned)?,
@@ -550,7 +582,10 @@ fn execute_write(tx: &mut dyn Transaction, entry: &mut Entry) -> FhirResult<(Wri
             update_in(tx, ty, id, resource, entry.if_match)?
         }
         (Method::Put, Target::Conditional(ty, criteria), Some(resource)) => {
-            let assigned = resource.get("id").and_then(Value::as_str).map(str::to_owned);
+            let assigned = resource
+                .get("id")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             conditional_update_in(tx, ty, criteria, resource, entry.if_match, assigned)?
         }
         (Method::Patch, Target::Instance(ty, id), Some(patch)) => {
@@ -568,7 +603,11 @@ fn execute_write(tx: &mut dyn Transaction, entry: &mut Entry) -> FhirResult<(Wri
             )))
         }
     };
-    let status = if outcome.status == 204 { 204 } else { outcome.status };
+    let status = if outcome.status == 204 {
+        204
+    } else {
+        outcome.status
+    };
     Ok((outcome, status_text(status)))
 }
 
@@ -584,8 +623,9 @@ fn binary_patch_body(resource: &Value) -> FhirResult<Value> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(data)
             .map_err(|_| FhirError::bad_request("the PATCH Binary's data is not valid base64"))?;
-        return serde_json::from_slice(&bytes)
-            .map_err(|e| FhirError::bad_request(format!("the PATCH Binary does not hold a JSON Patch: {e}")));
+        return serde_json::from_slice(&bytes).map_err(|e| {
+            FhirError::bad_request(format!("the PATCH Binary does not hold a JSON Patch: {e}"))
+        });
     }
     Err(FhirError::bad_request(
         "a PATCH entry needs a Binary resource holding a JSON Patch",

@@ -76,9 +76,9 @@ impl From<StoreError> for FhirError {
                 }
             }
             StoreError::UnsupportedSearch(msg) => Self::new(400, IssueType::NotSupported, msg),
-            StoreError::InvalidCursor => {
-                Self::bad_request("the paging link is invalid or has expired; start the search again")
-            }
+            StoreError::InvalidCursor => Self::bad_request(
+                "the paging link is invalid or has expired; start the search again",
+            ),
             StoreError::Busy => Self::new(503, IssueType::Transient, "the database is busy; retry"),
             StoreError::Backend(msg) => {
                 tracing::error!(error = %msg, "storage failure");

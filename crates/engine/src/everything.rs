@@ -65,7 +65,8 @@ impl Engine {
 
         let base = &ctx.base_url;
         let path = format!("{base}/Patient/{patient_id}/$everything");
-        let mut links = vec![json!({"relation": "self", "url": format!("{path}?{}", encode_query(params))})];
+        let mut links =
+            vec![json!({"relation": "self", "url": format!("{path}?{}", encode_query(params))})];
         if let Some(next) = next {
             let mut next_params: Vec<(String, String)> = params
                 .iter()

@@ -120,7 +120,8 @@ impl Engine {
             (Some(rt), None) => format!("{base}/{rt}/_history"),
             _ => format!("{base}/_history"),
         };
-        let mut links = vec![json!({"relation": "self", "url": format!("{path}?{}", encode_query(params))})];
+        let mut links =
+            vec![json!({"relation": "self", "url": format!("{path}?{}", encode_query(params))})];
         if let Some(next) = &page.next_cursor {
             let mut next_params: Vec<(String, String)> = params
                 .iter()

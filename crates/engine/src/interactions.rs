@@ -27,7 +27,10 @@ pub(crate) struct WriteOutcome {
 /// Parses an `ETag`/`If-Match` value such as `W/"3"` or `3` into a version number.
 pub fn parse_version_tag(tag: &str) -> FhirResult<u64> {
     let trimmed = tag.trim();
-    let inner = trimmed.strip_prefix("W/").unwrap_or(trimmed).trim_matches('"');
+    let inner = trimmed
+        .strip_prefix("W/")
+        .unwrap_or(trimmed)
+        .trim_matches('"');
     inner.parse::<u64>().map_err(|_| {
         FhirError::bad_request(format!(
             "invalid version tag {trimmed:?}: expected W/\"<versionId>\""
@@ -156,13 +159,13 @@ pub(crate) fn create_in(
                     stored: matches.into_iter().next(),
                 })
             }
-            _ => {
-                return Err(FhirError::new(
-                    412,
-                    IssueType::MultipleMatches,
-                    format!("conditional create: the condition {criteria:?} matches more than one resource"),
-                ))
-            }
+            _ => return Err(FhirError::new(
+                412,
+                IssueType::MultipleMatches,
+                format!(
+                    "conditional create: the condition {criteria:?} matches more than one resource"
+                ),
+            )),
         }
     }
     let id = assigned_id.unwrap_or_else(new_id);
@@ -264,7 +267,9 @@ pub(crate) fn conditional_update_in(
         _ => Err(FhirError::new(
             412,
             IssueType::MultipleMatches,
-            format!("conditional update: the condition {criteria:?} matches more than one resource"),
+            format!(
+                "conditional update: the condition {criteria:?} matches more than one resource"
+            ),
         )),
     }
 }

@@ -2,7 +2,6 @@
 
 use chrono::Utc;
 use phip_fhir::search::{query, SummaryMode, TotalMode};
-use phip_fhir::IssueType;
 use phip_store::{PageCursor, SearchRequest, StoredResource};
 use serde_json::{json, Map, Value};
 
@@ -116,7 +115,10 @@ impl Engine {
         let mut page_link = |relation: &str, cursor: String| {
             let mut with_cursor = search_params.clone();
             with_cursor.push((CURSOR_PARAM.to_owned(), cursor));
-            links.push(link(relation, format!("{path}?{}", encode_query(&with_cursor))));
+            links.push(link(
+                relation,
+                format!("{path}?{}", encode_query(&with_cursor)),
+            ));
         };
         if let Some(next) = &page.next {
             page_link("next", format!("n{next}"));
@@ -144,20 +146,13 @@ impl Engine {
             }
         }
         if !parsed.warnings.issues.is_empty() {
-            entries.push(json!({"resource": parsed.warnings.to_json(), "search": {"mode": "outcome"}}));
+            entries.push(
+                json!({"resource": parsed.warnings.to_json(), "search": {"mode": "outcome"}}),
+            );
         }
         if !entries.is_empty() {
             bundle.insert("entry".into(), Value::Array(entries));
         }
         Ok(FhirResponse::with_body(200, Value::Object(bundle)))
     }
-}
-
-/// Rejects a `_cursor` that is not ours, used by callers that page through other listings.
-pub(crate) fn invalid_paging() -> FhirError {
-    FhirError::new(
-        400,
-        IssueType::Invalid,
-        "the paging link is invalid; start again",
-    )
 }

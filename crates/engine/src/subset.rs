@@ -14,7 +14,9 @@ fn mark_subsetted(object: &mut Map<String, Value>) {
         .entry("meta")
         .or_insert_with(|| Value::Object(Map::new()));
     if let Some(meta) = meta.as_object_mut() {
-        let tags = meta.entry("tag").or_insert_with(|| Value::Array(Vec::new()));
+        let tags = meta
+            .entry("tag")
+            .or_insert_with(|| Value::Array(Vec::new()));
         if let Some(tags) = tags.as_array_mut() {
             tags.push(tag);
         }
@@ -45,7 +47,10 @@ pub fn apply_subset(resource: Value, summary: SummaryMode, elements: Option<&[St
             .into_iter()
             .filter(|(name, _)| always(name) || name == "text")
             .collect(),
-        (SummaryMode::Data, _) => object.into_iter().filter(|(name, _)| name != "text").collect(),
+        (SummaryMode::Data, _) => object
+            .into_iter()
+            .filter(|(name, _)| name != "text")
+            .collect(),
         (_, Some(names)) if !names.is_empty() => object
             .into_iter()
             .filter(|(name, _)| always(name) || names.iter().any(|n| n == name))

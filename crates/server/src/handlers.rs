@@ -94,7 +94,11 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
         None => Ok(None),
         Some(value) => {
             let text = value.to_str().map_err(|_| {
-                error(400, IssueType::Value, "the If-Match header is not valid text")
+                error(
+                    400,
+                    IssueType::Value,
+                    "the If-Match header is not valid text",
+                )
             })?;
             phip_engine::parse_version_tag(text)
                 .map(Some)
@@ -104,8 +108,15 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
 }
 
 /// Form-encoded (`application/x-www-form-urlencoded`) search body plus URL parameters.
-fn search_post_params(query: &Query, headers: &HeaderMap, body: &Bytes) -> Result<Vec<(String, String)>, Response> {
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+fn search_post_params(
+    query: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Vec<(String, String)>, Response> {
+    if let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         let media = content_type.split(';').next().unwrap_or("").trim();
         if !media.is_empty() && media != "application/x-www-form-urlencoded" {
             return Err(error(
@@ -126,7 +137,11 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
     let ok = tokio::task::spawn_blocking(move || engine.store().begin_read().is_ok())
         .await
         .unwrap_or(false);
-    let status = if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({
         "status": if ok { "ok" } else { "unavailable" },
         "store": state.engine.store().backend_name(),
@@ -136,65 +151,133 @@ pub(crate) async fn health(State(state): State<AppState>) -> Response {
 }
 
 /// `GET /fhir/metadata`.
-pub(crate) async fn metadata(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     run(state, &headers, &query, |engine, ctx| {
-        Ok(FhirResponse::with_body(200, engine.capability_statement(&ctx.base_url)))
+        Ok(FhirResponse::with_body(
+            200,
+            engine.capability_statement(&ctx.base_url),
+        ))
     })
     .await
 }
 
 /// `GET /fhir?params`: system search.
-pub(crate) async fn system_search(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn system_search(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| engine.search(ctx, None, &params)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.search(ctx, None, &params)
+    })
+    .await
 }
 
 /// `POST /fhir/_search`.
-pub(crate) async fn system_search_post(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn system_search_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = search_post_params(&query, &headers, &body)?;
-    run(state, &headers, &query, move |engine, ctx| engine.search(ctx, None, &params)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.search(ctx, None, &params)
+    })
+    .await
 }
 
 /// `POST /fhir`: transaction or batch.
-pub(crate) async fn system_bundle(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn system_bundle(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     let bundle = parse_body(&headers, &body, false)?;
-    run(state, &headers, &query, move |engine, ctx| engine.process_bundle(ctx, bundle)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.process_bundle(ctx, bundle)
+    })
+    .await
 }
 
 /// `GET /fhir/_history`.
-pub(crate) async fn system_history(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn system_history(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| engine.history(ctx, None, None, &params)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.history(ctx, None, None, &params)
+    })
+    .await
 }
 
 /// `GET /fhir/{type}?params`.
-pub(crate) async fn type_search(State(state): State<AppState>, Path(resource_type): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn type_search(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| engine.search(ctx, Some(&resource_type), &params)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.search(ctx, Some(&resource_type), &params)
+    })
+    .await
 }
 
 /// `POST /fhir/{type}/_search`.
-pub(crate) async fn type_search_post(State(state): State<AppState>, Path(resource_type): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn type_search_post(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = search_post_params(&query, &headers, &body)?;
-    run(state, &headers, &query, move |engine, ctx| engine.search(ctx, Some(&resource_type), &params)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.search(ctx, Some(&resource_type), &params)
+    })
+    .await
 }
 
 /// `GET /fhir/{type}/_history`.
-pub(crate) async fn type_history(State(state): State<AppState>, Path(resource_type): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn type_history(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| engine.history(ctx, Some(&resource_type), None, &params)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.history(ctx, Some(&resource_type), None, &params)
+    })
+    .await
 }
 
 /// `POST /fhir/{type}` with optional `If-None-Exist`.
-pub(crate) async fn create(State(state): State<AppState>, Path(resource_type): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     let resource = parse_body(&headers, &body, false)?;
     let if_none_exist = headers
@@ -208,7 +291,13 @@ pub(crate) async fn create(State(state): State<AppState>, Path(resource_type): P
 }
 
 /// `PUT /fhir/{type}?criteria`: conditional update.
-pub(crate) async fn conditional_update(State(state): State<AppState>, Path(resource_type): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn conditional_update(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     if query.params.is_empty() {
         return Err(error(405, IssueType::NotSupported, format!("PUT /{resource_type} needs an id (PUT /{resource_type}/[id]) or search criteria (conditional update)")));
@@ -223,21 +312,41 @@ pub(crate) async fn conditional_update(State(state): State<AppState>, Path(resou
 }
 
 /// `DELETE /fhir/{type}?criteria`: conditional delete.
-pub(crate) async fn conditional_delete(State(state): State<AppState>, Path(resource_type): Path<String>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn conditional_delete(
+    State(state): State<AppState>,
+    Path(resource_type): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     if query.params.is_empty() {
-        return Err(error(405, IssueType::NotSupported, format!("DELETE /{resource_type} needs an id or search criteria (conditional delete)")));
+        return Err(error(
+            405,
+            IssueType::NotSupported,
+            format!("DELETE /{resource_type} needs an id or search criteria (conditional delete)"),
+        ));
     }
     let criteria = query.raw.clone();
-    run(state, &headers, &query, move |engine, ctx| engine.conditional_delete(ctx, &resource_type, &criteria)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.conditional_delete(ctx, &resource_type, &criteria)
+    })
+    .await
 }
 
 /// `GET /fhir/{type}/{id}`.
-pub(crate) async fn read(State(state): State<AppState>, Path((resource_type, id)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let summary = query.get("_summary").map(str::to_owned);
     let elements = query.get("_elements").map(str::to_owned);
-    let if_none_match = headers.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let if_none_match = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let response = run(state, &headers, &query, move |engine, ctx| {
         let mut response = engine.read(ctx, &resource_type, &id)?;
         if let Some(tag) = if_none_match {
@@ -255,7 +364,8 @@ pub(crate) async fn read(State(state): State<AppState>, Path((resource_type, id)
                     Some("data") => phip_fhir::search::SummaryMode::Data,
                     _ => phip_fhir::search::SummaryMode::False,
                 };
-                let names: Option<Vec<String>> = elements.map(|e| e.split(',').map(|s| s.trim().to_owned()).collect());
+                let names: Option<Vec<String>> =
+                    elements.map(|e| e.split(',').map(|s| s.trim().to_owned()).collect());
                 response.body = Some(phip_engine::apply_subset(body, mode, names.as_deref()));
             }
         }
@@ -266,51 +376,112 @@ pub(crate) async fn read(State(state): State<AppState>, Path((resource_type, id)
 }
 
 /// `PUT /fhir/{type}/{id}` with optional `If-Match`.
-pub(crate) async fn update(State(state): State<AppState>, Path((resource_type, id)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     let resource = parse_body(&headers, &body, false)?;
     let if_match = if_match(&headers)?;
-    run(state, &headers, &query, move |engine, ctx| engine.update(ctx, &resource_type, &id, resource, if_match)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.update(ctx, &resource_type, &id, resource, if_match)
+    })
+    .await
 }
 
 /// `PATCH /fhir/{type}/{id}` with a JSON Patch.
-pub(crate) async fn patch(State(state): State<AppState>, Path((resource_type, id)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery, body: Bytes) -> HandlerResult {
+pub(crate) async fn patch(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> HandlerResult {
     let query = Query::new(raw);
     let patch = parse_body(&headers, &body, true)?;
     let if_match = if_match(&headers)?;
-    run(state, &headers, &query, move |engine, ctx| engine.patch(ctx, &resource_type, &id, &patch, if_match)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.patch(ctx, &resource_type, &id, &patch, if_match)
+    })
+    .await
 }
 
 /// `DELETE /fhir/{type}/{id}`.
-pub(crate) async fn delete(State(state): State<AppState>, Path((resource_type, id)): Path<(String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    Path((resource_type, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let if_match = if_match(&headers)?;
-    run(state, &headers, &query, move |engine, ctx| engine.delete(ctx, &resource_type, &id, if_match)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.delete(ctx, &resource_type, &id, if_match)
+    })
+    .await
 }
 
 /// `GET /fhir/{type}/{id}/_history` and `GET /fhir/Patient/{id}/$everything`.
-pub(crate) async fn instance_get(State(state): State<AppState>, Path((resource_type, id, operation)): Path<(String, String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn instance_get(
+    State(state): State<AppState>,
+    Path((resource_type, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
     match (resource_type.as_str(), operation.as_str()) {
-        (_, "_history") => run(state, &headers, &query, move |engine, ctx| engine.history(ctx, Some(&resource_type), Some(&id), &params)).await,
-        ("Patient", "$everything") => run(state, &headers, &query, move |engine, ctx| engine.patient_everything(ctx, &id, &params)).await,
-        _ => Err(error(404, IssueType::NotSupported, format!("{resource_type}/{id}/{operation} is not a supported operation"))),
+        (_, "_history") => {
+            run(state, &headers, &query, move |engine, ctx| {
+                engine.history(ctx, Some(&resource_type), Some(&id), &params)
+            })
+            .await
+        }
+        ("Patient", "$everything") => {
+            run(state, &headers, &query, move |engine, ctx| {
+                engine.patient_everything(ctx, &id, &params)
+            })
+            .await
+        }
+        _ => Err(error(
+            404,
+            IssueType::NotSupported,
+            format!("{resource_type}/{id}/{operation} is not a supported operation"),
+        )),
     }
 }
 
 /// `GET /fhir/{type}/{id}/_history/{version}`.
-pub(crate) async fn vread(State(state): State<AppState>, Path((resource_type, id, version)): Path<(String, String, String)>, headers: HeaderMap, RawQuery(raw): RawQuery) -> HandlerResult {
+pub(crate) async fn vread(
+    State(state): State<AppState>,
+    Path((resource_type, id, version)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
     let query = Query::new(raw);
-    run(state, &headers, &query, move |engine, ctx| engine.vread(ctx, &resource_type, &id, &version)).await
+    run(state, &headers, &query, move |engine, ctx| {
+        engine.vread(ctx, &resource_type, &id, &version)
+    })
+    .await
 }
 
 /// Unknown paths.
 pub(crate) async fn not_found() -> Response {
-    error(404, IssueType::NotFound, "no such endpoint; the FHIR API is under /fhir")
+    error(
+        404,
+        IssueType::NotFound,
+        "no such endpoint; the FHIR API is under /fhir",
+    )
 }
 
 /// Known paths with a method they do not support.
 pub(crate) async fn method_not_allowed() -> Response {
-    error(405, IssueType::NotSupported, "this method is not allowed on this endpoint")
+    error(
+        405,
+        IssueType::NotSupported,
+        "this method is not allowed on this endpoint",
+    )
 }

@@ -86,7 +86,10 @@ pub(crate) fn prefer(headers: &HeaderMap) -> (Option<ReturnPreference>, bool) {
         let Ok(text) = value.to_str() else { continue };
         for directive in text.split([',', ';']) {
             let directive = directive.trim();
-            match directive.split_once('=').map(|(k, v)| (k.trim(), v.trim().trim_matches('"'))) {
+            match directive
+                .split_once('=')
+                .map(|(k, v)| (k.trim(), v.trim().trim_matches('"')))
+            {
                 Some(("return", "minimal")) => return_preference = Some(ReturnPreference::Minimal),
                 Some(("return", "representation")) => {
                     return_preference = Some(ReturnPreference::Representation)
@@ -149,18 +152,37 @@ pub(crate) fn check_accept(headers: &HeaderMap, format: Option<&str>) -> Result<
 
 /// Parses a JSON request body, checking its media type.
 pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8], patch: bool) -> Result<Value, Response> {
-    if let Some(content_type) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+    if let Some(content_type) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    {
         let media = content_type.split(';').next().unwrap_or("").trim();
         let ok = if patch {
-            matches!(media, "application/json-patch+json" | "application/json" | "application/fhir+json")
+            matches!(
+                media,
+                "application/json-patch+json" | "application/json" | "application/fhir+json"
+            )
         } else {
-            matches!(media, "application/fhir+json" | "application/json" | "application/json+fhir" | "text/json")
+            matches!(
+                media,
+                "application/fhir+json"
+                    | "application/json"
+                    | "application/json+fhir"
+                    | "text/json"
+            )
         };
         if !ok {
             return Err(error(
                 415,
                 IssueType::NotSupported,
-                format!("unsupported Content-Type {content_type:?}; send application/fhir+json{}", if patch { " or application/json-patch+json" } else { "" }),
+                format!(
+                    "unsupported Content-Type {content_type:?}; send application/fhir+json{}",
+                    if patch {
+                        " or application/json-patch+json"
+                    } else {
+                        ""
+                    }
+                ),
             ));
         }
     }

@@ -53,7 +53,10 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     let fhir = Router::new()
-        .route("/", get(handlers::system_search).post(handlers::system_bundle))
+        .route(
+            "/",
+            get(handlers::system_search).post(handlers::system_bundle),
+        )
         .route("/metadata", get(handlers::metadata))
         .route("/_history", get(handlers::system_history))
         .route("/_search", post(handlers::system_search_post))
@@ -73,7 +76,10 @@ pub fn router(state: AppState) -> Router {
                 .patch(handlers::patch)
                 .delete(handlers::delete),
         )
-        .route("/{resource_type}/{id}/{operation}", get(handlers::instance_get))
+        .route(
+            "/{resource_type}/{id}/{operation}",
+            get(handlers::instance_get),
+        )
         .route(
             "/{resource_type}/{id}/_history/{version}",
             get(handlers::vread),
@@ -82,6 +88,10 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed);
     Router::new()
         .route("/health", get(handlers::health))
+        .route(
+            "/fhir/",
+            get(handlers::system_search).post(handlers::system_bundle),
+        )
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

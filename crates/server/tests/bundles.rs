@@ -38,7 +38,10 @@ async fn transaction_rewrites_placeholders_and_is_atomic() {
     assert_eq!(entries.len(), 3);
     for entry in entries {
         assert_eq!(entry["response"]["status"], "201 Created", "{entry}");
-        assert!(entry["response"]["location"].as_str().unwrap().contains("/_history/1"));
+        assert!(entry["response"]["location"]
+            .as_str()
+            .unwrap()
+            .contains("/_history/1"));
     }
     let observation_location = entries[0]["response"]["location"].as_str().unwrap();
     let observation = server.get(observation_location).await;
@@ -46,7 +49,9 @@ async fn transaction_rewrites_placeholders_and_is_atomic() {
     assert!(subject.starts_with("Patient/"), "rewritten: {subject}");
     let patient = server.get(subject).await;
     assert_eq!(patient.status, StatusCode::OK);
-    let org_ref = patient.body["managingOrganization"]["reference"].as_str().unwrap();
+    let org_ref = patient.body["managingOrganization"]["reference"]
+        .as_str()
+        .unwrap();
     assert!(org_ref.starts_with("Organization/"), "{org_ref}");
 
     // Replaying with ifNoneExist reuses the organization; a conditional reference resolves it.
@@ -73,9 +78,19 @@ async fn transaction_rewrites_placeholders_and_is_atomic() {
     ]);
     let reply = server.post("", &failing).await;
     assert_outcome(&reply, 400);
-    assert!(reply.body.to_string().contains("entry[1]"), "names the entry: {}", reply.body);
-    assert!(server.search_ids("Patient?family=Rollback").await.is_empty());
-    assert_eq!(server.get("Patient?_summary=count").await.body["total"], before);
+    assert!(
+        reply.body.to_string().contains("entry[1]"),
+        "names the entry: {}",
+        reply.body
+    );
+    assert!(server
+        .search_ids("Patient?family=Rollback")
+        .await
+        .is_empty());
+    assert_eq!(
+        server.get("Patient?_summary=count").await.body["total"],
+        before
+    );
 
     // Conditional references that match nothing, or several, fail and name the reference.
     let dangling = transaction(vec![json!({"resource": {"resourceType": "Patient",
@@ -83,7 +98,10 @@ async fn transaction_rewrites_placeholders_and_is_atomic() {
         "request": {"method": "POST", "url": "Patient"}})]);
     let reply = server.post("", &dangling).await;
     assert!(reply.status.is_client_error());
-    assert!(reply.body.to_string().contains("Organization?identifier=urn:phip:org|nope"));
+    assert!(reply
+        .body
+        .to_string()
+        .contains("Organization?identifier=urn:phip:org|nope"));
     let unknown_placeholder = transaction(vec![json!({"resource": {"resourceType": "Patient",
         "managingOrganization": {"reference": "urn:uuid:00000000-0000-4000-8000-00000000dead"}},
         "request": {"method": "POST", "url": "Patient"}})]);
@@ -93,8 +111,12 @@ async fn transaction_rewrites_placeholders_and_is_atomic() {
 #[tokio::test(flavor = "multi_thread")]
 async fn transaction_update_delete_and_read_entries() {
     let server = TestServer::start().await;
-    let keep = server.create(&json!({"resourceType": "Patient", "name": [{"family": "Keep"}]})).await;
-    let drop_id = server.create(&json!({"resourceType": "Patient", "name": [{"family": "Drop"}]})).await;
+    let keep = server
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Keep"}]}))
+        .await;
+    let drop_id = server
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Drop"}]}))
+        .await;
     let bundle = transaction(vec![
         json!({"request": {"method": "GET", "url": format!("Patient/{keep}")}}),
         json!({"resource": {"resourceType": "Patient", "id": keep, "name": [{"family": "Kept"}]},
@@ -106,11 +128,26 @@ async fn transaction_update_delete_and_read_entries() {
     let reply = server.post("", &bundle).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let entries = reply.body["entry"].as_array().unwrap();
-    assert_eq!(entries[0]["resource"]["name"][0]["family"], "Kept", "GET runs after the writes");
+    assert_eq!(
+        entries[0]["resource"]["name"][0]["family"], "Kept",
+        "GET runs after the writes"
+    );
     assert_eq!(entries[1]["response"]["status"], "200 OK");
-    assert!(entries[2]["response"]["status"].as_str().unwrap().starts_with("204") || entries[2]["response"]["status"].as_str().unwrap().starts_with("200"));
+    assert!(
+        entries[2]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("204")
+            || entries[2]["response"]["status"]
+                .as_str()
+                .unwrap()
+                .starts_with("200")
+    );
     assert_eq!(entries[3]["response"]["status"], "201 Created");
-    assert_eq!(server.get(&format!("Patient/{drop_id}")).await.status, StatusCode::GONE);
+    assert_eq!(
+        server.get(&format!("Patient/{drop_id}")).await.status,
+        StatusCode::GONE
+    );
 
     // A stale ifMatch fails the whole transaction with 412.
     let stale = transaction(vec![
@@ -123,7 +160,10 @@ async fn transaction_update_delete_and_read_entries() {
 
     // Prefer: return=representation includes the resources in the response.
     let with_bodies = server.send(Method::POST, "", Some(&transaction(vec![json!({"resource": {"resourceType": "Patient", "name": [{"family": "Shown"}]}, "request": {"method": "POST", "url": "Patient"}})])), &[("prefer", "return=representation")]).await;
-    assert_eq!(with_bodies.body["entry"][0]["resource"]["name"][0]["family"], "Shown");
+    assert_eq!(
+        with_bodies.body["entry"][0]["resource"]["name"][0]["family"],
+        "Shown"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,12 +180,29 @@ async fn batch_entries_are_independent() {
     assert_eq!(reply.body["type"], "batch-response");
     let entries = reply.body["entry"].as_array().unwrap();
     assert_eq!(entries[0]["response"]["status"], "201 Created");
-    assert!(entries[1]["response"]["status"].as_str().unwrap().starts_with("400"));
-    assert_eq!(entries[1]["response"]["outcome"]["resourceType"], "OperationOutcome");
-    assert!(entries[2]["response"]["status"].as_str().unwrap().starts_with("404"));
+    assert!(entries[1]["response"]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("400"));
+    assert_eq!(
+        entries[1]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
+    assert!(entries[2]["response"]["status"]
+        .as_str()
+        .unwrap()
+        .starts_with("404"));
     assert_eq!(entries[3]["resource"]["type"], "searchset");
     assert_eq!(server.search_ids("Patient?family=Good").await.len(), 1);
 
-    assert_outcome(&server.post("", &json!({"resourceType": "Bundle", "type": "collection"})).await, 400);
-    assert_outcome(&server.post("", &json!({"resourceType": "Patient"})).await, 400);
+    assert_outcome(
+        &server
+            .post("", &json!({"resourceType": "Bundle", "type": "collection"}))
+            .await,
+        400,
+    );
+    assert_outcome(
+        &server.post("", &json!({"resourceType": "Patient"})).await,
+        400,
+    );
 }

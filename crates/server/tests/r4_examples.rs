@@ -4,6 +4,26 @@
 
 mod common;
 
+/// Official examples that break the R4 specification itself; phip rejects them with an
+/// OperationOutcome naming the offending element (file, expected path in the outcome).
+const INVALID_EXAMPLES: &[(&str, &str)] = &[
+    ("package/ImplementationGuide-fhir.json", "ImplementationGuide.name"),
+    ("package/ig-r4.json", "ImplementationGuide.name"),
+    ("package/Questionnaire-qs1.json", "Questionnaire.item[0].item[0].linkId"),
+    ("package/SearchParameter-codesystem-extensions-CodeSystem-author.json", "SearchParameter.base"),
+    ("package/SearchParameter-codesystem-extensions-CodeSystem-effective.json", "SearchParameter.base"),
+    ("package/SearchParameter-codesystem-extensions-CodeSystem-end.json", "SearchParameter.base"),
+    ("package/SearchParameter-codesystem-extensions-CodeSystem-keyword.json", "SearchParameter.base"),
+    ("package/SearchParameter-codesystem-extensions-CodeSystem-workflow.json", "SearchParameter.base"),
+    ("package/SearchParameter-valueset-extensions-ValueSet-author.json", "SearchParameter.base"),
+    ("package/SearchParameter-valueset-extensions-ValueSet-effective.json", "SearchParameter.base"),
+    ("package/SearchParameter-valueset-extensions-ValueSet-end.json", "SearchParameter.base"),
+    ("package/SearchParameter-valueset-extensions-ValueSet-keyword.json", "SearchParameter.base"),
+    ("package/SearchParameter-valueset-extensions-ValueSet-workflow.json", "SearchParameter.base"),
+    // Its id has 69 characters; FHIR ids have at most 64.
+    ("package/SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json", "invalid id"),
+];
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
@@ -14,19 +34,28 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 fn examples() -> Vec<(String, Value)> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/hl7.fhir.r4.examples-4.0.1.tgz");
-    let file = std::fs::File::open(path).expect("the examples package is committed under fixtures/");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/hl7.fhir.r4.examples-4.0.1.tgz"
+    );
+    let file =
+        std::fs::File::open(path).expect("the examples package is committed under fixtures/");
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut resources = Vec::new();
     for entry in archive.entries().expect("tar") {
         let mut entry = entry.expect("tar entry");
         let name = entry.path().expect("path").to_string_lossy().into_owned();
-        if !name.ends_with(".json") || name.ends_with("package.json") || name.ends_with(".index.json") {
+        if !name.ends_with(".json")
+            || name.ends_with("package.json")
+            || name.ends_with(".index.json")
+        {
             continue;
         }
         let mut text = String::new();
         entry.read_to_string(&mut text).expect("utf-8");
-        let Ok(value) = serde_json::from_str::<Value>(&text) else { continue };
+        let Ok(value) = serde_json::from_str::<Value>(&text) else {
+            continue;
+        };
         if value.get("resourceType").and_then(Value::as_str).is_some() {
             resources.push((name, value));
         }
@@ -47,7 +76,11 @@ fn strip_meta(mut resource: Value) -> Value {
 }
 
 fn escape(value: &str) -> String {
-    let escaped = value.replace('\\', "\\\\").replace(',', "\\,").replace('$', "\\$").replace('|', "\\|");
+    let escaped = value
+        .replace('\\', "\\\\")
+        .replace(',', "\\,")
+        .replace('$', "\\$")
+        .replace('|', "\\|");
     percent_encode(&escaped)
 }
 
@@ -68,7 +101,14 @@ fn clause_for(entries: &[IndexEntry]) -> Option<String> {
         (_, "_id" | "_lastUpdated") => 9,
         (IndexValue::Token { code: Some(_), .. }, _) => 0,
         (IndexValue::String { .. }, _) => 1,
-        (IndexValue::Reference { target_type: Some(_), target_id: Some(_), .. }, _) => 2,
+        (
+            IndexValue::Reference {
+                target_type: Some(_),
+                target_id: Some(_),
+                ..
+            },
+            _,
+        ) => 2,
         (IndexValue::Uri(_), _) => 3,
         (IndexValue::Date { .. }, _) => 4,
         _ => 8,
@@ -77,7 +117,11 @@ fn clause_for(entries: &[IndexEntry]) -> Option<String> {
     sorted.sort_by_key(|e| rank(e));
     for entry in sorted {
         let value = match &entry.value {
-            IndexValue::Token { system, code: Some(code), .. } => match system {
+            IndexValue::Token {
+                system,
+                code: Some(code),
+                ..
+            } => match system {
                 Some(system) => format!("{}|{}", escape(system), escape(code)),
                 None => escape(code),
             },
@@ -85,10 +129,19 @@ fn clause_for(entries: &[IndexEntry]) -> Option<String> {
                 let prefix: String = exact.chars().take(20).collect();
                 escape(&prefix)
             }
-            IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. } => escape(&format!("{t}/{id}")),
+            IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(id),
+                ..
+            } => escape(&format!("{t}/{id}")),
             IndexValue::Uri(uri) => escape(uri),
             IndexValue::Date { start, end } if *start > i64::MIN / 2 && *end < i64::MAX / 2 => {
-                return Some(format!("{0}=ge{1}&{0}=le{2}", entry.param, percent_encode(&iso(*start)), percent_encode(&iso(*end))));
+                return Some(format!(
+                    "{0}=ge{1}&{0}=le{2}",
+                    entry.param,
+                    percent_encode(&iso(*start)),
+                    percent_encode(&iso(*end))
+                ));
             }
             _ => continue,
         };
@@ -101,12 +154,34 @@ fn clause_for(entries: &[IndexEntry]) -> Option<String> {
 async fn official_r4_examples_round_trip_and_are_searchable() {
     let server = Arc::new(TestServer::start().await);
     let all = examples();
-    assert!(all.len() > 2000, "the package holds thousands of resources, found {}", all.len());
+    assert!(
+        all.len() > 2000,
+        "the package holds thousands of resources, found {}",
+        all.len()
+    );
 
     // The last file for a given Type/id wins (a few examples share ids).
     let mut latest: BTreeMap<(String, String), (String, Value)> = BTreeMap::new();
     let mut without_id = Vec::new();
+    let mut failures = Vec::new();
+    let mut rejected_as_expected = 0;
     for (name, resource) in all {
+        if let Some((_, expected)) = INVALID_EXAMPLES.iter().find(|(file, _)| *file == name) {
+            let rt = resource["resourceType"].as_str().unwrap();
+            let reply = match resource.get("id").and_then(Value::as_str) {
+                Some(id) => server.put(&format!("{rt}/{id}"), &resource).await,
+                None => server.post(rt, &resource).await,
+            };
+            if reply.status != StatusCode::BAD_REQUEST || !reply.body.to_string().contains(expected)
+            {
+                failures.push(format!(
+                    "{name}: expected a 400 naming {expected}, got {} {}",
+                    reply.status, reply.body
+                ));
+            }
+            rejected_as_expected += 1;
+            continue;
+        }
         let rt = resource["resourceType"].as_str().unwrap().to_owned();
         match resource.get("id").and_then(Value::as_str) {
             Some(id) => {
@@ -115,8 +190,12 @@ async fn official_r4_examples_round_trip_and_are_searchable() {
             None => without_id.push((name, resource)),
         }
     }
+    assert_eq!(
+        rejected_as_expected,
+        INVALID_EXAMPLES.len(),
+        "every listed invalid example exists"
+    );
 
-    let mut failures = Vec::new();
     let items: Vec<_> = latest.into_iter().collect();
     for chunk in items.chunks(64) {
         let mut tasks = Vec::new();
@@ -125,25 +204,40 @@ async fn official_r4_examples_round_trip_and_are_searchable() {
             tasks.push(tokio::spawn(async move {
                 let put = server.put(&format!("{rt}/{id}"), &resource).await;
                 if !put.status.is_success() {
-                    return Err(format!("{name}: PUT {rt}/{id} → {}: {}", put.status, put.body));
+                    return Err(format!(
+                        "{name}: PUT {rt}/{id} → {}: {}",
+                        put.status, put.body
+                    ));
                 }
                 let read = server.get(&format!("{rt}/{id}")).await;
                 if read.status != StatusCode::OK {
                     return Err(format!("{name}: GET → {}", read.status));
                 }
                 if strip_meta(read.body.clone()) != strip_meta(resource.clone()) {
-                    return Err(format!("{name}: read back differs:\nsent {}\ngot  {}", resource, read.body));
+                    return Err(format!(
+                        "{name}: read back differs:\nsent {}\ngot  {}",
+                        resource, read.body
+                    ));
                 }
                 let by_id = server.search_ids(&format!("{rt}?_id={id}")).await;
                 if by_id != vec![id.clone()] {
                     return Err(format!("{name}: _id search returned {by_id:?}"));
                 }
                 let entries = phip_fhir::search::index::extract(&read.body);
-                let clause = clause_for(&entries).unwrap_or_else(|| format!("_lastUpdated=le{}", percent_encode(read.body["meta"]["lastUpdated"].as_str().unwrap_or(""))));
+                let clause = clause_for(&entries).unwrap_or_else(|| {
+                    format!(
+                        "_lastUpdated=le{}",
+                        percent_encode(read.body["meta"]["lastUpdated"].as_str().unwrap_or(""))
+                    )
+                });
                 let query = format!("{rt}?_id={id}&{clause}");
                 let found = server.get(&query).await;
                 if found.status != StatusCode::OK || found.ids() != vec![id.clone()] {
-                    return Err(format!("{name}: {query} → {} {:?}", found.status, found.body.get("entry").map(|_| found.ids())));
+                    return Err(format!(
+                        "{name}: {query} → {} {:?}",
+                        found.status,
+                        found.body.get("entry").map(|_| found.ids())
+                    ));
                 }
                 Ok(())
             }));
@@ -158,13 +252,19 @@ async fn official_r4_examples_round_trip_and_are_searchable() {
         let rt = resource["resourceType"].as_str().unwrap().to_owned();
         let created = server.post(&rt, &resource).await;
         if created.status != StatusCode::CREATED {
-            failures.push(format!("{name}: POST → {}: {}", created.status, created.body));
+            failures.push(format!(
+                "{name}: POST → {}: {}",
+                created.status, created.body
+            ));
         }
     }
     if !failures.is_empty() {
         for failure in failures.iter().take(40) {
             eprintln!("{failure}");
         }
-        panic!("{} of the official examples failed (first 40 above)", failures.len());
+        panic!(
+            "{} of the official examples failed (first 40 above)",
+            failures.len()
+        );
     }
 }

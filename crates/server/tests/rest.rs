@@ -28,14 +28,30 @@ async fn health_and_metadata() {
     assert_eq!(metadata.status, StatusCode::OK);
     assert_eq!(metadata.body["resourceType"], "CapabilityStatement");
     assert_eq!(metadata.body["fhirVersion"], "4.0.1");
-    let resources = metadata.body["rest"][0]["resource"].as_array().expect("resources");
+    let resources = metadata.body["rest"][0]["resource"]
+        .as_array()
+        .expect("resources");
     assert!(resources.len() >= 140, "every R4 resource type is listed");
-    let patient = resources.iter().find(|r| r["type"] == "Patient").expect("Patient");
-    let params: Vec<&str> = patient["searchParam"].as_array().unwrap().iter().filter_map(|p| p["name"].as_str()).collect();
+    let patient = resources
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .expect("Patient");
+    let params: Vec<&str> = patient["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
     for expected in ["birthdate", "family", "identifier", "_id", "_lastUpdated"] {
-        assert!(params.contains(&expected), "Patient search parameter {expected} advertised");
+        assert!(
+            params.contains(&expected),
+            "Patient search parameter {expected} advertised"
+        );
     }
-    assert!(metadata.header("content-type").unwrap().starts_with("application/fhir+json"));
+    assert!(metadata
+        .header("content-type")
+        .unwrap()
+        .starts_with("application/fhir+json"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -48,7 +64,10 @@ async fn create_read_update_delete_lifecycle() {
     assert!(created.body["meta"]["lastUpdated"].is_string());
     assert_eq!(created.header("etag"), Some("W/\"1\""));
     let location = created.header("location").unwrap();
-    assert!(location.ends_with(&format!("/Patient/{id}/_history/1")), "{location}");
+    assert!(
+        location.ends_with(&format!("/Patient/{id}/_history/1")),
+        "{location}"
+    );
     assert!(location.starts_with(&server.base));
 
     let read = server.get(&format!("Patient/{id}")).await;
@@ -69,25 +88,39 @@ async fn create_read_update_delete_lifecycle() {
     assert_eq!(v1.body["name"][0]["family"], "Zhang");
     let v2 = server.get(&format!("Patient/{id}/_history/2")).await;
     assert_eq!(v2.body["name"][0]["family"], "Li");
-    assert_eq!(server.get(&format!("Patient/{id}/_history/9")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        server.get(&format!("Patient/{id}/_history/9")).await.status,
+        StatusCode::NOT_FOUND
+    );
 
     let deleted = server.delete(&format!("Patient/{id}")).await;
     assert!(deleted.status == StatusCode::OK || deleted.status == StatusCode::NO_CONTENT);
     let gone = server.get(&format!("Patient/{id}")).await;
     assert_outcome(&gone, 410);
     // Versions before the deletion stay readable; the deletion is a version of its own.
-    assert_eq!(server.get(&format!("Patient/{id}/_history/2")).await.status, StatusCode::OK);
+    assert_eq!(
+        server.get(&format!("Patient/{id}/_history/2")).await.status,
+        StatusCode::OK
+    );
     assert_outcome(&server.get(&format!("Patient/{id}/_history/3")).await, 410);
 
     let history = server.get(&format!("Patient/{id}/_history")).await;
     assert_eq!(history.status, StatusCode::OK);
     assert_eq!(history.body["type"], "history");
     assert_eq!(history.body["total"], 3);
-    let methods: Vec<&str> = history.body["entry"].as_array().unwrap().iter().map(|e| e["request"]["method"].as_str().unwrap()).collect();
+    let methods: Vec<&str> = history.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["method"].as_str().unwrap())
+        .collect();
     assert_eq!(methods, ["DELETE", "PUT", "POST"], "newest first");
 
     // Deleted resources are not found by search.
-    assert!(server.search_ids(&format!("Patient?_id={id}")).await.is_empty());
+    assert!(server
+        .search_ids(&format!("Patient?_id={id}"))
+        .await
+        .is_empty());
 
     // Re-creating by update after delete resumes the version sequence.
     let mut again = patient("Wang");
@@ -116,13 +149,37 @@ async fn if_match_prevents_lost_updates() {
     let id = server.create(&patient("Zhao")).await;
     let mut body = server.get(&format!("Patient/{id}")).await.body;
     body["gender"] = json!("female");
-    let ok = server.send(Method::PUT, &format!("Patient/{id}"), Some(&body), &[("if-match", "W/\"1\"")]).await;
+    let ok = server
+        .send(
+            Method::PUT,
+            &format!("Patient/{id}"),
+            Some(&body),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
     assert_eq!(ok.status, StatusCode::OK);
-    let stale = server.send(Method::PUT, &format!("Patient/{id}"), Some(&body), &[("if-match", "W/\"1\"")]).await;
+    let stale = server
+        .send(
+            Method::PUT,
+            &format!("Patient/{id}"),
+            Some(&body),
+            &[("if-match", "W/\"1\"")],
+        )
+        .await;
     assert_outcome(&stale, 412);
-    let bad = server.send(Method::PUT, &format!("Patient/{id}"), Some(&body), &[("if-match", "nonsense")]).await;
+    let bad = server
+        .send(
+            Method::PUT,
+            &format!("Patient/{id}"),
+            Some(&body),
+            &[("if-match", "nonsense")],
+        )
+        .await;
     assert_outcome(&bad, 400);
-    assert_eq!(server.get(&format!("Patient/{id}")).await.body["meta"]["versionId"], "2");
+    assert_eq!(
+        server.get(&format!("Patient/{id}")).await.body["meta"]["versionId"],
+        "2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -140,7 +197,15 @@ async fn concurrent_writers_with_same_if_match_one_wins() {
             body["name"][0]["given"] = json!([format!("writer-{round}-{writer}")]);
             let tag = format!("W/\"{version}\"");
             tasks.push(tokio::spawn(async move {
-                server.send(Method::PUT, &format!("Patient/{id}"), Some(&body), &[("if-match", tag.as_str())]).await.status
+                server
+                    .send(
+                        Method::PUT,
+                        &format!("Patient/{id}"),
+                        Some(&body),
+                        &[("if-match", tag.as_str())],
+                    )
+                    .await
+                    .status
             }));
         }
         let mut statuses = Vec::new();
@@ -148,39 +213,80 @@ async fn concurrent_writers_with_same_if_match_one_wins() {
             statuses.push(task.await.unwrap());
         }
         let wins = statuses.iter().filter(|s| **s == StatusCode::OK).count();
-        let conflicts = statuses.iter().filter(|s| **s == StatusCode::PRECONDITION_FAILED).count();
-        assert_eq!(wins, 1, "round {round}: exactly one writer wins: {statuses:?}");
-        assert_eq!(conflicts, 7, "round {round}: the others get 412: {statuses:?}");
+        let conflicts = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+            .count();
+        assert_eq!(
+            wins, 1,
+            "round {round}: exactly one writer wins: {statuses:?}"
+        );
+        assert_eq!(
+            conflicts, 7,
+            "round {round}: the others get 412: {statuses:?}"
+        );
     }
     let history = server.get(&format!("Patient/{id}/_history")).await;
-    assert_eq!(history.body["total"], 6, "one version per round, no duplicates");
+    assert_eq!(
+        history.body["total"], 6,
+        "one version per round, no duplicates"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn conditional_create_update_delete() {
     let server = TestServer::start().await;
-    let headers = [("if-none-exist", "identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Qian")];
-    let first = server.send(Method::POST, "Patient", Some(&patient("Qian")), &headers).await;
+    let headers = [(
+        "if-none-exist",
+        "identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Qian",
+    )];
+    let first = server
+        .send(Method::POST, "Patient", Some(&patient("Qian")), &headers)
+        .await;
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
-    let second = server.send(Method::POST, "Patient", Some(&patient("Qian")), &headers).await;
-    assert_eq!(second.status, StatusCode::OK, "existing match returned: {}", second.body);
+    let second = server
+        .send(Method::POST, "Patient", Some(&patient("Qian")), &headers)
+        .await;
+    assert_eq!(
+        second.status,
+        StatusCode::OK,
+        "existing match returned: {}",
+        second.body
+    );
     assert_eq!(first.body["id"], second.body["id"]);
     assert_eq!(server.search_ids("Patient?family=Qian").await.len(), 1);
 
     // Conditional update: one match → update it.
     let mut body = patient("Qian");
     body["gender"] = json!("female");
-    let updated = server.put("Patient?identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Qian", &body).await;
+    let updated = server
+        .put(
+            "Patient?identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Qian",
+            &body,
+        )
+        .await;
     assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
     assert_eq!(updated.body["id"], first.body["id"]);
     assert_eq!(updated.body["gender"], "female");
     // No match → create.
-    let created = server.put("Patient?identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Zhou", &patient("Zhou")).await;
+    let created = server
+        .put(
+            "Patient?identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Zhou",
+            &patient("Zhou"),
+        )
+        .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     // Several matches → 412.
     server.create(&patient("Wu")).await;
     server.create(&patient("Wu")).await;
-    let ambiguous = server.send(Method::POST, "Patient", Some(&patient("Wu")), &[("if-none-exist", "family=Wu")]).await;
+    let ambiguous = server
+        .send(
+            Method::POST,
+            "Patient",
+            Some(&patient("Wu")),
+            &[("if-none-exist", "family=Wu")],
+        )
+        .await;
     assert_outcome(&ambiguous, 412);
     let ambiguous = server.put("Patient?family=Wu", &patient("Wu")).await;
     assert_outcome(&ambiguous, 412);
@@ -199,13 +305,27 @@ async fn concurrent_conditional_creates_make_one_resource() {
     for _ in 0..10 {
         let server = server.clone();
         tasks.push(tokio::spawn(async move {
-            server.send(Method::POST, "Patient", Some(&patient("Feng")), &[("if-none-exist", "identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Feng")]).await.status
+            server
+                .send(
+                    Method::POST,
+                    "Patient",
+                    Some(&patient("Feng")),
+                    &[(
+                        "if-none-exist",
+                        "identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Feng",
+                    )],
+                )
+                .await
+                .status
         }));
     }
     let mut created = 0;
     for task in tasks {
         let status = task.await.unwrap();
-        assert!(status == StatusCode::CREATED || status == StatusCode::OK, "{status}");
+        assert!(
+            status == StatusCode::CREATED || status == StatusCode::OK,
+            "{status}"
+        );
         if status == StatusCode::CREATED {
             created += 1;
         }
@@ -222,28 +342,69 @@ async fn json_patch() {
         {"op": "replace", "path": "/gender", "value": "female"},
         {"op": "add", "path": "/name/0/given/-", "value": "Min"}
     ]);
-    let reply = server.send(Method::PATCH, &format!("Patient/{id}"), Some(&patch), &[("content-type", "application/json-patch+json")]).await;
+    let reply = server
+        .send(
+            Method::PATCH,
+            &format!("Patient/{id}"),
+            Some(&patch),
+            &[("content-type", "application/json-patch+json")],
+        )
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["gender"], "female");
     assert_eq!(reply.body["name"][0]["given"], json!(["Wei", "Min"]));
     assert_eq!(reply.body["meta"]["versionId"], "2");
     // A patch producing an invalid resource is refused and changes nothing.
     let bad = json!([{"op": "add", "path": "/unknownElement", "value": 1}]);
-    let reply = server.send(Method::PATCH, &format!("Patient/{id}"), Some(&bad), &[("content-type", "application/json-patch+json")]).await;
+    let reply = server
+        .send(
+            Method::PATCH,
+            &format!("Patient/{id}"),
+            Some(&bad),
+            &[("content-type", "application/json-patch+json")],
+        )
+        .await;
     assert_outcome(&reply, 422);
-    let stale = server.send(Method::PATCH, &format!("Patient/{id}"), Some(&patch), &[("content-type", "application/json-patch+json"), ("if-match", "W/\"1\"")]).await;
+    let stale = server
+        .send(
+            Method::PATCH,
+            &format!("Patient/{id}"),
+            Some(&patch),
+            &[
+                ("content-type", "application/json-patch+json"),
+                ("if-match", "W/\"1\""),
+            ],
+        )
+        .await;
     assert_outcome(&stale, 412);
-    assert_eq!(server.get(&format!("Patient/{id}")).await.body["meta"]["versionId"], "2");
+    assert_eq!(
+        server.get(&format!("Patient/{id}")).await.body["meta"]["versionId"],
+        "2"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefer_return() {
     let server = TestServer::start().await;
-    let minimal = server.send(Method::POST, "Patient", Some(&patient("Ma")), &[("prefer", "return=minimal")]).await;
+    let minimal = server
+        .send(
+            Method::POST,
+            "Patient",
+            Some(&patient("Ma")),
+            &[("prefer", "return=minimal")],
+        )
+        .await;
     assert_eq!(minimal.status, StatusCode::CREATED);
     assert!(minimal.body.is_null(), "no body: {}", minimal.body);
     assert!(minimal.header("location").is_some());
-    let outcome = server.send(Method::POST, "Patient", Some(&patient("Ma")), &[("prefer", "return=OperationOutcome")]).await;
+    let outcome = server
+        .send(
+            Method::POST,
+            "Patient",
+            Some(&patient("Ma")),
+            &[("prefer", "return=OperationOutcome")],
+        )
+        .await;
     assert_eq!(outcome.status, StatusCode::CREATED);
     assert_eq!(outcome.body["resourceType"], "OperationOutcome");
 }
@@ -253,20 +414,61 @@ async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
     let server = TestServer::start().await;
     let id = server.create(&patient("Guo")).await;
 
-    let raw = server.client.post(server.url("Patient")).header("content-type", "application/fhir+json").body("{not json").send().await.unwrap();
+    let raw = server
+        .client
+        .post(server.url("Patient"))
+        .header("content-type", "application/fhir+json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(raw.status(), StatusCode::BAD_REQUEST);
     let body: Value = raw.json().await.unwrap();
     assert_eq!(body["resourceType"], "OperationOutcome");
 
-    assert_outcome(&server.post("Patient", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}})).await, 400);
+    assert_outcome(
+        &server
+            .post(
+                "Patient",
+                &json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}}),
+            )
+            .await,
+        400,
+    );
     assert_outcome(&server.post("Patient", &json!({"name": "x"})).await, 400);
-    let unknown = server.post("Patient", &json!({"resourceType": "Patient", "nickname": "x"})).await;
+    let unknown = server
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient", "nickname": "x"}),
+        )
+        .await;
     assert_outcome(&unknown, 400);
-    assert!(unknown.body.to_string().contains("nickname"), "names the element: {}", unknown.body);
-    let wrong_type = server.post("Patient", &json!({"resourceType": "Patient", "birthDate": 1980})).await;
+    assert!(
+        unknown.body.to_string().contains("nickname"),
+        "names the element: {}",
+        unknown.body
+    );
+    let wrong_type = server
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient", "birthDate": 1980}),
+        )
+        .await;
     assert_outcome(&wrong_type, 400);
-    assert!(wrong_type.body.to_string().contains("birthDate"), "{}", wrong_type.body);
-    assert_outcome(&server.post("Patient", &json!({"resourceType": "Patient", "birthDate": "1980-13-45"})).await, 400);
+    assert!(
+        wrong_type.body.to_string().contains("birthDate"),
+        "{}",
+        wrong_type.body
+    );
+    assert_outcome(
+        &server
+            .post(
+                "Patient",
+                &json!({"resourceType": "Patient", "birthDate": "1980-13-45"}),
+            )
+            .await,
+        400,
+    );
     assert_outcome(&server.get("NotAType/1").await, 404);
     assert_outcome(&server.get("Patient/does-not-exist").await, 404);
     assert_outcome(&server.get("Patient/bad$id").await, 400);
@@ -283,11 +485,35 @@ async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
     assert_eq!(current.body["name"][0]["family"], "Guo");
 
     // Unsupported media types and methods.
-    let xml = server.send(Method::GET, &format!("Patient/{id}"), None, &[("accept", "application/fhir+xml")]).await;
+    let xml = server
+        .send(
+            Method::GET,
+            &format!("Patient/{id}"),
+            None,
+            &[("accept", "application/fhir+xml")],
+        )
+        .await;
     assert_outcome(&xml, 406);
-    let wrong_content = server.send(Method::POST, "Patient", Some(&patient("x")), &[("content-type", "application/xml")]).await;
+    let wrong_content = server
+        .send(
+            Method::POST,
+            "Patient",
+            Some(&patient("x")),
+            &[("content-type", "application/xml")],
+        )
+        .await;
     assert_outcome(&wrong_content, 415);
-    assert_outcome(&server.send(Method::POST, &format!("Patient/{id}"), Some(&patient("x")), &[]).await, 405);
+    assert_outcome(
+        &server
+            .send(
+                Method::POST,
+                &format!("Patient/{id}"),
+                Some(&patient("x")),
+                &[],
+            )
+            .await,
+        405,
+    );
     assert_outcome(&server.get(&format!("{}/nowhere", server.root)).await, 404);
 }
 
@@ -298,7 +524,9 @@ async fn type_and_system_history() {
     let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     let b = server.create(&patient("Luo")).await;
-    server.create(&json!({"resourceType": "Organization", "name": "Community clinic"})).await;
+    server
+        .create(&json!({"resourceType": "Organization", "name": "Community clinic"}))
+        .await;
     let mut body = server.get(&format!("Patient/{a}")).await.body;
     body["gender"] = json!("other");
     server.put(&format!("Patient/{a}"), &body).await;
@@ -307,9 +535,19 @@ async fn type_and_system_history() {
     assert_eq!(type_history.body["total"], 3);
     let system_history = server.get("_history").await;
     assert_eq!(system_history.body["total"], 4);
-    let recent = server.get(&format!("Patient/_history?_since={}", since.replace('+', "%2B"))).await;
+    let recent = server
+        .get(&format!(
+            "Patient/_history?_since={}",
+            since.replace('+', "%2B")
+        ))
+        .await;
     assert_eq!(recent.status, StatusCode::OK, "{}", recent.body);
-    let ids: Vec<&str> = recent.body["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = recent.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, [a.as_str(), b.as_str()], "newest first, only since");
 
     // Paging through history.

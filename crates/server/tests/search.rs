@@ -56,10 +56,23 @@ async fn load(server: &TestServer) -> Data {
             "valueQuantity": {"value": value, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}
         })
     };
-    let obs_high = server.create(&observation(&zhang, 150.0, "2024-03-01T08:30:00+08:00")).await;
-    let obs_low = server.create(&observation(&zhang, 118.0, "2024-06-15")).await;
-    let obs_li = server.create(&observation(&li, 125.5, "2023-11-20T10:00:00Z")).await;
-    Data { zhang, li, clinic, obs_high, obs_low, obs_li }
+    let obs_high = server
+        .create(&observation(&zhang, 150.0, "2024-03-01T08:30:00+08:00"))
+        .await;
+    let obs_low = server
+        .create(&observation(&zhang, 118.0, "2024-06-15"))
+        .await;
+    let obs_li = server
+        .create(&observation(&li, 125.5, "2023-11-20T10:00:00Z"))
+        .await;
+    Data {
+        zhang,
+        li,
+        clinic,
+        obs_high,
+        obs_low,
+        obs_li,
+    }
 }
 
 fn sorted(mut ids: Vec<String>) -> Vec<String> {
@@ -77,54 +90,179 @@ async fn parameter_types_and_modifiers() {
     // string: prefix, case-insensitive; :exact; :contains; CJK text.
     assert_eq!(server.search_ids("Patient?family=zha").await, zhang);
     assert_eq!(server.search_ids("Patient?family:exact=Zhang").await, zhang);
-    assert!(server.search_ids("Patient?family:exact=zhang").await.is_empty());
+    assert!(server
+        .search_ids("Patient?family:exact=zhang")
+        .await
+        .is_empty());
     assert_eq!(server.search_ids("Patient?name:contains=han").await, zhang);
-    assert_eq!(server.search_ids("Patient?name=%E5%BC%A0").await, zhang, "张 matches 张伟");
+    assert_eq!(
+        server.search_ids("Patient?name=%E5%BC%A0").await,
+        zhang,
+        "张 matches 张伟"
+    );
     assert_eq!(server.search_ids("Patient?address-city=shanghai").await, li);
     // token: code, system|code, |code, :not, :text; identifier; boolean.
     assert_eq!(server.search_ids("Patient?gender=male").await, zhang);
     assert_eq!(server.search_ids("Patient?gender:not=male").await, li);
-    assert_eq!(server.search_ids("Patient?identifier=urn:phip:resident-id|11010219800517001X").await, zhang);
-    assert_eq!(server.search_ids("Patient?identifier=11010219800517001X").await, zhang);
-    assert!(server.search_ids("Patient?identifier=other-system|11010219800517001X").await.is_empty());
+    assert_eq!(
+        server
+            .search_ids("Patient?identifier=urn:phip:resident-id|11010219800517001X")
+            .await,
+        zhang
+    );
+    assert_eq!(
+        server
+            .search_ids("Patient?identifier=11010219800517001X")
+            .await,
+        zhang
+    );
+    assert!(server
+        .search_ids("Patient?identifier=other-system|11010219800517001X")
+        .await
+        .is_empty());
     assert_eq!(server.search_ids("Patient?active=true").await, zhang);
     assert_eq!(server.search_ids("Patient?phone=13800138000").await, zhang);
-    assert_eq!(server.search_ids("Observation?code=http://loinc.org|8480-6").await.len(), 3);
-    assert_eq!(server.search_ids("Observation?code:text=systolic").await.len(), 3);
+    assert_eq!(
+        server
+            .search_ids("Observation?code=http://loinc.org|8480-6")
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        server
+            .search_ids("Observation?code:text=systolic")
+            .await
+            .len(),
+        3
+    );
     // OR within a parameter, AND across repetitions.
-    assert_eq!(server.search_ids("Patient?gender=male,female").await.len(), 2);
-    assert!(server.search_ids("Patient?gender=male&gender=female").await.is_empty());
+    assert_eq!(
+        server.search_ids("Patient?gender=male,female").await.len(),
+        2
+    );
+    assert!(server
+        .search_ids("Patient?gender=male&gender=female")
+        .await
+        .is_empty());
     // date: precisions and prefixes.
     assert_eq!(server.search_ids("Patient?birthdate=1980").await, zhang);
     assert_eq!(server.search_ids("Patient?birthdate=1980-05").await, zhang);
-    assert_eq!(server.search_ids("Patient?birthdate=1980-05-17").await, zhang);
-    assert_eq!(server.search_ids("Patient?birthdate=gt1985-01-01").await, li);
+    assert_eq!(
+        server.search_ids("Patient?birthdate=1980-05-17").await,
+        zhang
+    );
+    assert_eq!(
+        server.search_ids("Patient?birthdate=gt1985-01-01").await,
+        li
+    );
     assert_eq!(server.search_ids("Patient?birthdate=lt1985").await, zhang);
-    assert_eq!(server.search_ids("Patient?birthdate=ge1990-01-01").await, li);
-    assert_eq!(server.search_ids("Patient?birthdate=le1980-05-17").await, zhang);
-    assert_eq!(server.search_ids("Patient?birthdate=ne1980-05-17").await, li);
-    assert_eq!(server.search_ids("Observation?date=2024-03-01").await, vec![d.obs_high.clone()], "08:30+08:00 is 00:30Z on 1 March");
-    assert_eq!(server.search_ids("Observation?date=sa2024-01-01").await, sorted(vec![d.obs_high.clone(), d.obs_low.clone()]));
-    assert_eq!(server.search_ids("Observation?date=eb2024-01-01").await, vec![d.obs_li.clone()]);
-    assert_eq!(server.search_ids("Observation?date=ge2024-03-01T00:00:00Z&date=lt2024-04-01").await, vec![d.obs_high.clone()]);
+    assert_eq!(
+        server.search_ids("Patient?birthdate=ge1990-01-01").await,
+        li
+    );
+    assert_eq!(
+        server.search_ids("Patient?birthdate=le1980-05-17").await,
+        zhang
+    );
+    assert_eq!(
+        server.search_ids("Patient?birthdate=ne1980-05-17").await,
+        li
+    );
+    assert_eq!(
+        server.search_ids("Observation?date=2024-03-01").await,
+        vec![d.obs_high.clone()],
+        "08:30+08:00 is 00:30Z on 1 March"
+    );
+    assert_eq!(
+        server.search_ids("Observation?date=sa2024-01-01").await,
+        sorted(vec![d.obs_high.clone(), d.obs_low.clone()])
+    );
+    assert_eq!(
+        server.search_ids("Observation?date=eb2024-01-01").await,
+        vec![d.obs_li.clone()]
+    );
+    assert_eq!(
+        server
+            .search_ids("Observation?date=ge2024-03-01T00:00:00Z&date=lt2024-04-01")
+            .await,
+        vec![d.obs_high.clone()]
+    );
     // quantity and number-like comparisons.
-    assert_eq!(server.search_ids("Observation?value-quantity=gt140").await, vec![d.obs_high.clone()]);
-    assert_eq!(server.search_ids("Observation?value-quantity=lt120|http://unitsofmeasure.org|mm[Hg]").await, vec![d.obs_low.clone()]);
-    assert_eq!(server.search_ids("Observation?value-quantity=125.5").await, vec![d.obs_li.clone()]);
-    assert!(server.search_ids("Observation?value-quantity=lt120|http://unitsofmeasure.org|kg").await.is_empty());
+    assert_eq!(
+        server.search_ids("Observation?value-quantity=gt140").await,
+        vec![d.obs_high.clone()]
+    );
+    assert_eq!(
+        server
+            .search_ids("Observation?value-quantity=lt120|http://unitsofmeasure.org|mm[Hg]")
+            .await,
+        vec![d.obs_low.clone()]
+    );
+    assert_eq!(
+        server.search_ids("Observation?value-quantity=125.5").await,
+        vec![d.obs_li.clone()]
+    );
+    assert!(server
+        .search_ids("Observation?value-quantity=lt120|http://unitsofmeasure.org|kg")
+        .await
+        .is_empty());
     // reference: Type/id, id, :Type, absolute.
     let expected_zhang_obs = sorted(vec![d.obs_high.clone(), d.obs_low.clone()]);
-    assert_eq!(server.search_ids(&format!("Observation?subject=Patient/{}", d.zhang)).await, expected_zhang_obs);
-    assert_eq!(server.search_ids(&format!("Observation?patient={}", d.zhang)).await, expected_zhang_obs);
-    assert_eq!(server.search_ids(&format!("Observation?subject:Patient={}", d.zhang)).await, expected_zhang_obs);
-    assert_eq!(server.search_ids(&format!("Patient?organization=Organization/{}", d.clinic)).await, zhang);
+    assert_eq!(
+        server
+            .search_ids(&format!("Observation?subject=Patient/{}", d.zhang))
+            .await,
+        expected_zhang_obs
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Observation?patient={}", d.zhang))
+            .await,
+        expected_zhang_obs
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Observation?subject:Patient={}", d.zhang))
+            .await,
+        expected_zhang_obs
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?organization=Organization/{}", d.clinic))
+            .await,
+        zhang
+    );
     // _id and _lastUpdated.
-    assert_eq!(server.search_ids(&format!("Patient?_id={},{}", d.zhang, d.li)).await.len(), 2);
-    assert_eq!(server.search_ids("Patient?_lastUpdated=gt2000-01-01").await.len(), 2);
-    assert!(server.search_ids("Patient?_lastUpdated=lt2000-01-01").await.is_empty());
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?_id={},{}", d.zhang, d.li))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        server
+            .search_ids("Patient?_lastUpdated=gt2000-01-01")
+            .await
+            .len(),
+        2
+    );
+    assert!(server
+        .search_ids("Patient?_lastUpdated=lt2000-01-01")
+        .await
+        .is_empty());
     // :missing.
-    assert_eq!(server.search_ids("Patient?organization:missing=true").await, li);
-    assert_eq!(server.search_ids("Patient?organization:missing=false").await, zhang);
+    assert_eq!(
+        server.search_ids("Patient?organization:missing=true").await,
+        li
+    );
+    assert_eq!(
+        server
+            .search_ids("Patient?organization:missing=false")
+            .await,
+        zhang
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -132,25 +270,79 @@ async fn chains_has_and_includes() {
     let server = TestServer::start().await;
     let d = load(&server).await;
     let zhang_obs = sorted(vec![d.obs_high.clone(), d.obs_low.clone()]);
-    assert_eq!(server.search_ids("Observation?subject:Patient.family=Zhang").await, zhang_obs);
-    assert_eq!(server.search_ids("Observation?patient.birthdate=1980").await, zhang_obs);
-    assert_eq!(server.search_ids("Observation?subject:Patient.organization.name=xicheng").await, zhang_obs, "two-level chain");
-    assert_eq!(server.search_ids("Patient?_has:Observation:patient:value-quantity=gt140").await, vec![d.zhang.clone()]);
-    assert_eq!(server.search_ids("Patient?_has:Observation:subject:code=8480-6").await.len(), 2);
+    assert_eq!(
+        server
+            .search_ids("Observation?subject:Patient.family=Zhang")
+            .await,
+        zhang_obs
+    );
+    assert_eq!(
+        server
+            .search_ids("Observation?patient.birthdate=1980")
+            .await,
+        zhang_obs
+    );
+    assert_eq!(
+        server
+            .search_ids("Observation?subject:Patient.organization.name=xicheng")
+            .await,
+        zhang_obs,
+        "two-level chain"
+    );
+    assert_eq!(
+        server
+            .search_ids("Patient?_has:Observation:patient:value-quantity=gt140")
+            .await,
+        vec![d.zhang.clone()]
+    );
+    assert_eq!(
+        server
+            .search_ids("Patient?_has:Observation:subject:code=8480-6")
+            .await
+            .len(),
+        2
+    );
 
-    let included = server.get(&format!("Observation?_id={}&_include=Observation:subject", d.obs_high)).await;
+    let included = server
+        .get(&format!(
+            "Observation?_id={}&_include=Observation:subject",
+            d.obs_high
+        ))
+        .await;
     let entries = included.body["entry"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "{}", included.body);
-    assert!(entries.iter().any(|e| e["search"]["mode"] == "include" && e["resource"]["id"] == d.zhang.as_str()));
+    assert!(entries
+        .iter()
+        .any(|e| e["search"]["mode"] == "include" && e["resource"]["id"] == d.zhang.as_str()));
 
-    let rev = server.get(&format!("Patient?_id={}&_revinclude=Observation:subject", d.zhang)).await;
-    let modes: Vec<&str> = rev.body["entry"].as_array().unwrap().iter().map(|e| e["search"]["mode"].as_str().unwrap()).collect();
+    let rev = server
+        .get(&format!(
+            "Patient?_id={}&_revinclude=Observation:subject",
+            d.zhang
+        ))
+        .await;
+    let modes: Vec<&str> = rev.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["search"]["mode"].as_str().unwrap())
+        .collect();
     assert_eq!(modes.iter().filter(|m| **m == "match").count(), 1);
     assert_eq!(modes.iter().filter(|m| **m == "include").count(), 2);
 
     // :iterate follows includes of included resources.
-    let iterate = server.get(&format!("Observation?_id={}&_include=Observation:subject&_include:iterate=Patient:organization", d.obs_high)).await;
-    let ids: Vec<&str> = iterate.body["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].as_str().unwrap()).collect();
+    let iterate = server
+        .get(&format!(
+            "Observation?_id={}&_include=Observation:subject&_include:iterate=Patient:organization",
+            d.obs_high
+        ))
+        .await;
+    let ids: Vec<&str> = iterate.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["resource"]["id"].as_str().unwrap())
+        .collect();
     assert!(ids.contains(&d.clinic.as_str()), "{ids:?}");
 }
 
@@ -163,14 +355,27 @@ async fn sorting_paging_and_result_parameters() {
             .await;
     }
     let asc = server.get("Patient?_sort=birthdate&_count=100").await;
-    let dates: Vec<&str> = asc.entries().iter().map(|r| r["birthDate"].as_str().unwrap()).collect::<Vec<_>>().into_iter().collect();
+    let dates: Vec<String> = asc
+        .entries()
+        .iter()
+        .map(|r| r["birthDate"].as_str().unwrap().to_owned())
+        .collect();
     let mut expected = dates.clone();
     expected.sort();
     assert_eq!(dates, expected);
     let desc = server.get("Patient?_sort=-birthdate&_count=3").await;
     assert_eq!(desc.entries()[0]["birthDate"], "1974-01-01");
     let multi = server.get("Patient?_sort=family,-birthdate&_count=5").await;
-    let firsts: Vec<(String, String)> = multi.entries().iter().map(|r| (r["name"][0]["family"].as_str().unwrap().to_owned(), r["birthDate"].as_str().unwrap().to_owned())).collect();
+    let firsts: Vec<(String, String)> = multi
+        .entries()
+        .iter()
+        .map(|r| {
+            (
+                r["name"][0]["family"].as_str().unwrap().to_owned(),
+                r["birthDate"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
     assert_eq!(firsts[0], ("Fam00".to_owned(), "1970-01-01".to_owned()));
     assert_eq!(firsts[1], ("Fam00".to_owned(), "1965-01-01".to_owned()));
 
@@ -185,7 +390,9 @@ async fn sorting_paging_and_result_parameters() {
             assert!(seen.insert(id), "no duplicates across pages");
         }
         if pages == 1 {
-            server.create(&json!({"resourceType": "Patient", "name": [{"family": "Late"}]})).await;
+            server
+                .create(&json!({"resourceType": "Patient", "name": [{"family": "Late"}]}))
+                .await;
         }
         let Some(next) = page.link("next") else { break };
         page = server.get(&next).await;
@@ -196,13 +403,23 @@ async fn sorting_paging_and_result_parameters() {
             assert_eq!(back.entries().len(), 10);
         }
     }
-    assert!(seen.len() >= 25, "all original resources seen: {}", seen.len());
+    assert!(
+        seen.len() >= 25,
+        "all original resources seen: {}",
+        seen.len()
+    );
 
     // Sorted paging stays consistent too.
     let mut sorted_seen = Vec::new();
-    let mut page = server.get("Patient?_sort=-birthdate&_count=7&birthdate=gt1900").await;
+    let mut page = server
+        .get("Patient?_sort=-birthdate&_count=7&birthdate=gt1900")
+        .await;
     loop {
-        sorted_seen.extend(page.entries().iter().map(|r| r["birthDate"].as_str().unwrap().to_owned()));
+        sorted_seen.extend(
+            page.entries()
+                .iter()
+                .map(|r| r["birthDate"].as_str().unwrap().to_owned()),
+        );
         let Some(next) = page.link("next") else { break };
         page = server.get(&next).await;
     }
@@ -241,16 +458,42 @@ async fn unknown_and_invalid_parameters() {
     let lenient = server.get("Patient?foo=bar&gender=male").await;
     assert_eq!(lenient.status, StatusCode::OK);
     assert_eq!(lenient.ids().len(), 1, "unknown parameter ignored");
-    let outcome = lenient.body["entry"].as_array().unwrap().iter().find(|e| e["search"]["mode"] == "outcome").expect("outcome entry");
+    let outcome = lenient.body["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("outcome entry");
     assert!(outcome["resource"].to_string().contains("foo"));
     let self_link = lenient.link("self").unwrap();
     assert!(self_link.contains("gender=male"));
 
-    let strict = server.send(Method::GET, "Patient?foo=bar", None, &[("prefer", "handling=strict")]).await;
+    let strict = server
+        .send(
+            Method::GET,
+            "Patient?foo=bar",
+            None,
+            &[("prefer", "handling=strict")],
+        )
+        .await;
     assert_outcome(&strict, 400);
     assert_outcome(&server.get("Patient?birthdate=notadate").await, 400);
     assert_outcome(&server.get("Patient?gender:exact=male").await, 400);
-    assert_outcome(&server.get("Patient?_sort=nosuchparam").await, 400);
+    let lenient_sort = server.get("Patient?_sort=nosuchparam").await;
+    assert_eq!(lenient_sort.status, StatusCode::OK);
+    assert!(
+        lenient_sort.body.to_string().contains("nosuchparam"),
+        "reported as a warning"
+    );
+    let strict_sort = server
+        .send(
+            Method::GET,
+            "Patient?_sort=nosuchparam",
+            None,
+            &[("prefer", "handling=strict")],
+        )
+        .await;
+    assert_outcome(&strict_sort, 400);
     assert_outcome(&server.get("Patient?_count=-1").await, 400);
     assert_outcome(&server.get("Patient?_cursor=zzz").await, 400);
 }
@@ -265,13 +508,20 @@ async fn system_search_and_everything() {
     let by_id = server.get(&format!("?_id={}", d.zhang)).await;
     assert_eq!(by_id.entries().len(), 1);
 
-    let everything = server.get(&format!("Patient/{}/$everything", d.zhang)).await;
+    let everything = server
+        .get(&format!("Patient/{}/$everything", d.zhang))
+        .await;
     assert_eq!(everything.status, StatusCode::OK, "{}", everything.body);
     let ids = everything.ids();
     assert!(ids.contains(&d.zhang));
     assert!(ids.contains(&d.obs_high) && ids.contains(&d.obs_low));
-    assert!(!ids.contains(&d.obs_li), "another patient's data is not included");
-    let paged = server.get(&format!("Patient/{}/$everything?_count=1", d.zhang)).await;
+    assert!(
+        !ids.contains(&d.obs_li),
+        "another patient's data is not included"
+    );
+    let paged = server
+        .get(&format!("Patient/{}/$everything?_count=1", d.zhang))
+        .await;
     assert_eq!(paged.entries().len(), 1);
     assert!(paged.link("next").is_some());
     assert_outcome(&server.get("Patient/nobody/$everything").await, 404);

@@ -73,7 +73,9 @@ impl TestServer {
         let store = SqliteStore::open(dir.path()).expect("open store");
         let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
         let state = AppState::new(engine, ServerConfig::default());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -94,8 +96,8 @@ impl TestServer {
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()
-        } else if path.is_empty() {
-            self.base.clone()
+        } else if path.is_empty() || path.starts_with('?') {
+            format!("{}{path}", self.base)
         } else {
             format!("{}/{}", self.base, path.trim_start_matches('/'))
         }
@@ -113,7 +115,9 @@ impl TestServer {
             request = request.header(*name, *value);
         }
         if let Some(body) = body {
-            let has_type = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+            let has_type = headers
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
             if !has_type {
                 request = request.header("content-type", "application/fhir+json");
             }
@@ -126,9 +130,14 @@ impl TestServer {
         let body = if bytes.is_empty() {
             Value::Null
         } else {
-            serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
         };
-        Reply { status, headers, body }
+        Reply {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn get(&self, path: &str) -> Reply {
@@ -151,14 +160,24 @@ impl TestServer {
     pub async fn create(&self, resource: &Value) -> String {
         let resource_type = resource["resourceType"].as_str().expect("resourceType");
         let reply = self.post(resource_type, resource).await;
-        assert_eq!(reply.status, StatusCode::CREATED, "create failed: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::CREATED,
+            "create failed: {}",
+            reply.body
+        );
         reply.body["id"].as_str().expect("id").to_owned()
     }
 
     /// Runs a search and returns the sorted ids of the matches (first page).
     pub async fn search_ids(&self, query: &str) -> Vec<String> {
         let reply = self.get(query).await;
-        assert_eq!(reply.status, StatusCode::OK, "search {query} failed: {}", reply.body);
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "search {query} failed: {}",
+            reply.body
+        );
         reply.ids()
     }
 }
@@ -173,7 +192,22 @@ impl Drop for TestServer {
 
 /// Asserts an OperationOutcome body with the expected status.
 pub fn assert_outcome(reply: &Reply, status: u16) {
-    assert_eq!(reply.status.as_u16(), status, "unexpected status; body: {}", reply.body);
-    assert_eq!(reply.body["resourceType"], "OperationOutcome", "body: {}", reply.body);
-    assert!(reply.body["issue"].as_array().is_some_and(|i| !i.is_empty()), "body: {}", reply.body);
+    assert_eq!(
+        reply.status.as_u16(),
+        status,
+        "unexpected status; body: {}",
+        reply.body
+    );
+    assert_eq!(
+        reply.body["resourceType"], "OperationOutcome",
+        "body: {}",
+        reply.body
+    );
+    assert!(
+        reply.body["issue"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty()),
+        "body: {}",
+        reply.body
+    );
 }
