@@ -117,7 +117,11 @@ pub struct OperationOutcome {
 
 impl OperationOutcome {
     /// An outcome with one issue.
-    pub fn single(severity: IssueSeverity, code: IssueType, diagnostics: impl Into<String>) -> Self {
+    pub fn single(
+        severity: IssueSeverity,
+        code: IssueType,
+        diagnostics: impl Into<String>,
+    ) -> Self {
         let mut outcome = Self::default();
         outcome.push(severity, code, diagnostics, None);
         outcome
@@ -156,7 +160,9 @@ impl OperationOutcome {
     /// R4 requires at least one issue.
     pub fn to_json(&self) -> Value {
         let issues: Vec<Value> = if self.issues.is_empty() {
-            vec![json!({"severity": "information", "code": "informational", "diagnostics": "All OK"})]
+            vec![
+                json!({"severity": "information", "code": "informational", "diagnostics": "All OK"}),
+            ]
         } else {
             self.issues
                 .iter()
