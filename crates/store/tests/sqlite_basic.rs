@@ -381,3 +381,90 @@ fn bulk_write_assigns_versions() {
     let r = tx.read("Patient", "p5").unwrap().unwrap();
     assert_eq!(r.resource.unwrap()["name"][0]["family"], "N105");
 }
+
+#[test]
+fn group_commit_keeps_transactions_independent() {
+    let (_d, s) = store();
+    let s = Arc::new(s);
+    let (tx_started, started) = std::sync::mpsc::channel();
+    let first = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let mut tx = s.begin_write().unwrap();
+            tx.write(WriteRequest {
+                resource_type: "Basic".into(),
+                id: "x".into(),
+                resource: Some(json!({"resourceType": "Basic"})),
+                expected_version: None,
+            })
+            .unwrap();
+            tx_started.send(()).unwrap();
+            // Let the second writer queue up behind us, so that our commit joins a group
+            // that it closes.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            tx.commit()
+        })
+    };
+    started.recv().unwrap();
+    let second = {
+        let s = s.clone();
+        std::thread::spawn(move || {
+            let mut tx = s.begin_write().unwrap();
+            // Sees the first transaction's work (same group) and its new type id.
+            assert!(tx.read("Basic", "x").unwrap().is_some());
+            tx.write(WriteRequest {
+                resource_type: "Basic".into(),
+                id: "y".into(),
+                resource: Some(json!({"resourceType": "Basic"})),
+                expected_version: None,
+            })
+            .unwrap();
+            // Abandoned: rolls back only its own work.
+        })
+    };
+    first.join().unwrap().unwrap();
+    second.join().unwrap();
+    let mut tx = s.begin_read().unwrap();
+    assert!(tx.read("Basic", "x").unwrap().is_some());
+    assert!(tx.read("Basic", "y").unwrap().is_none());
+}
+
+#[test]
+fn concurrent_commits_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let handles: Vec<_> = (0..6)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..25 {
+                        put(
+                            &s,
+                            "Patient",
+                            &format!("t{t}-{i}"),
+                            Some(patient("X")),
+                            Some(0),
+                        )
+                        .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+    }
+    let s = SqliteStore::open(dir.path()).unwrap();
+    let mut tx = s.begin_read().unwrap();
+    let page = tx
+        .history(&HistoryQuery {
+            scope: HistoryScope::Type("Patient".into()),
+            since: None,
+            before: None,
+            count: 10,
+            cursor: None,
+        })
+        .unwrap();
+    assert_eq!(page.total, 150);
+}

@@ -1,8 +1,9 @@
 //! Integer ids for resource types and (type, parameter code) pairs.
 //!
-//! The shared cache only ever holds ids that are committed: a write transaction keeps the ids
-//! it creates in a [`Pending`] set that is merged on commit, because a rolled-back id would be
-//! handed out again by SQLite to a different name.
+//! The shared cache only ever holds ids that are durable: a write transaction keeps the ids it
+//! creates in a [`Pending`] set that moves to its commit group's set on commit and to the
+//! shared cache once the group is durable, because a rolled-back id would be handed out again
+//! by SQLite to a different name.
 
 use std::collections::HashMap;
 
@@ -11,36 +12,41 @@ use rusqlite::{Connection, OptionalExtension};
 
 use crate::StoreResult;
 
-/// Committed type and parameter ids, shared by all connections of a store.
+/// Durable type and parameter ids, shared by all connections of a store.
 #[derive(Default)]
 pub(crate) struct Catalog {
     types: RwLock<HashMap<String, i64>>,
     params: RwLock<HashMap<(i64, String), i64>>,
 }
 
-/// Ids created by an uncommitted write transaction.
+/// Ids created by writes that are not durable yet.
 #[derive(Default)]
 pub(crate) struct Pending {
     types: HashMap<String, i64>,
     params: HashMap<(i64, String), i64>,
 }
 
+impl Pending {
+    /// Takes over the ids of another set.
+    pub(crate) fn absorb(&mut self, other: Pending) {
+        self.types.extend(other.types);
+        self.params.extend(other.params);
+    }
+}
+
 impl Catalog {
-    /// The id of a type, if any resource or reference of that type was ever stored (or
-    /// created by the calling transaction).
+    /// The id of a type, if any resource or reference of that type was ever stored. `pending`
+    /// are the not yet durable sets visible to the caller's connection; a row found in the
+    /// database but in none of them is durable and is cached.
     pub(crate) fn type_id(
         &self,
         conn: &Connection,
-        pending: &Pending,
+        pending: &[&Pending],
         name: &str,
     ) -> StoreResult<Option<i64>> {
-        if let Some(tid) = pending.types.get(name) {
+        if let Some(tid) = pending.iter().find_map(|p| p.types.get(name)) {
             return Ok(Some(*tid));
         }
-        self.committed_type_id(conn, name)
-    }
-
-    fn committed_type_id(&self, conn: &Connection, name: &str) -> StoreResult<Option<i64>> {
         if let Some(&tid) = self.types.read().get(name) {
             return Ok(Some(tid));
         }
@@ -48,44 +54,43 @@ impl Catalog {
             .prepare_cached("SELECT tid FROM types WHERE name = ?1")?
             .query_row([name], |r| r.get(0))
             .optional()?;
-        // The caller looked in its pending set first, so a row found here is committed and
-        // safe to share.
         if let Some(tid) = tid {
             self.types.write().insert(name.to_owned(), tid);
         }
         Ok(tid)
     }
 
-    /// The id of a type, created if needed (write transactions only).
+    /// The id of a type, created if needed (write transactions only) in `created`.
     pub(crate) fn ensure_type(
         &self,
         conn: &Connection,
-        pending: &mut Pending,
+        created: &mut Pending,
+        group: &Pending,
         name: &str,
     ) -> StoreResult<i64> {
-        if let Some(tid) = self.type_id(conn, pending, name)? {
+        if let Some(tid) = self.type_id(conn, &[created, group], name)? {
             return Ok(tid);
         }
         conn.prepare_cached("INSERT INTO types(name) VALUES (?1)")?
             .execute([name])?;
         let tid = conn.last_insert_rowid();
-        pending.types.insert(name.to_owned(), tid);
+        created.types.insert(name.to_owned(), tid);
         Ok(tid)
     }
 
-    /// The id of a parameter of a type, if any value of it was ever stored (or created by the
-    /// calling transaction).
+    /// The id of a parameter of a type, if any value of it was ever stored.
     pub(crate) fn param_id(
         &self,
         conn: &Connection,
-        pending: &Pending,
+        pending: &[&Pending],
         tid: i64,
         code: &str,
     ) -> StoreResult<Option<i64>> {
-        if let Some(pid) = pending.params.get(&(tid, code.to_owned())) {
+        let key = (tid, code.to_owned());
+        if let Some(pid) = pending.iter().find_map(|p| p.params.get(&key)) {
             return Ok(Some(*pid));
         }
-        if let Some(&pid) = self.params.read().get(&(tid, code.to_owned())) {
+        if let Some(&pid) = self.params.read().get(&key) {
             return Ok(Some(pid));
         }
         let pid: Option<i64> = conn
@@ -93,7 +98,7 @@ impl Catalog {
             .query_row(rusqlite::params![tid, code], |r| r.get(0))
             .optional()?;
         if let Some(pid) = pid {
-            self.params.write().insert((tid, code.to_owned()), pid);
+            self.params.write().insert(key, pid);
         }
         Ok(pid)
     }
@@ -102,22 +107,22 @@ impl Catalog {
     pub(crate) fn ensure_param(
         &self,
         conn: &Connection,
-        pending: &mut Pending,
+        created: &mut Pending,
+        group: &Pending,
         tid: i64,
         code: &str,
     ) -> StoreResult<i64> {
-        if let Some(pid) = self.param_id(conn, pending, tid, code)? {
+        if let Some(pid) = self.param_id(conn, &[created, group], tid, code)? {
             return Ok(pid);
         }
-        let key = (tid, code.to_owned());
         conn.prepare_cached("INSERT INTO params(tid, code) VALUES (?1, ?2)")?
             .execute(rusqlite::params![tid, code])?;
         let pid = conn.last_insert_rowid();
-        pending.params.insert(key, pid);
+        created.params.insert((tid, code.to_owned()), pid);
         Ok(pid)
     }
 
-    /// Publishes the ids of a committed transaction.
+    /// Publishes the ids of a durable commit.
     pub(crate) fn merge(&self, pending: Pending) {
         if !pending.types.is_empty() {
             self.types.write().extend(pending.types);

@@ -21,12 +21,11 @@ pub(crate) fn history(
         total: 0,
         next_cursor: None,
     };
-    let catalog = &tx.store.catalog;
     let mut conds: Vec<String> = Vec::new();
     let mut args: Vec<SqlValue> = Vec::new();
     match &query.scope {
         HistoryScope::Instance { resource_type, id } => {
-            let Some(tid) = catalog.type_id(&tx.conn, &tx.pending, resource_type)? else {
+            let Some(tid) = tx.type_id(resource_type)? else {
                 return Ok(empty);
             };
             let rid: Option<i64> = tx
@@ -41,7 +40,7 @@ pub(crate) fn history(
             conds.push(format!("v.rid = ?{}", args.len()));
         }
         HistoryScope::Type(resource_type) => {
-            let Some(tid) = catalog.type_id(&tx.conn, &tx.pending, resource_type)? else {
+            let Some(tid) = tx.type_id(resource_type)? else {
                 return Ok(empty);
             };
             args.push(SqlValue::Integer(tid));
@@ -140,8 +139,7 @@ pub(crate) fn patient_compartment(
     count: usize,
     cursor_text: Option<&str>,
 ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
-    let catalog = &tx.store.catalog;
-    let Some(patient_tid) = catalog.type_id(&tx.conn, &tx.pending, "Patient")? else {
+    let Some(patient_tid) = tx.type_id("Patient")? else {
         return Ok((Vec::new(), None));
     };
     let patient_rid: Option<i64> = tx
@@ -170,7 +168,7 @@ pub(crate) fn patient_compartment(
             if code == "{def}" {
                 continue;
             }
-            if let Some(pid) = catalog.param_id(&tx.conn, &tx.pending, *tid, code)? {
+            if let Some(pid) = tx.param_id(*tid, code)? {
                 pids.push(pid);
             }
         }

@@ -69,11 +69,7 @@ pub(crate) fn read_current(
     resource_type: &str,
     id: &str,
 ) -> StoreResult<Option<StoredResource>> {
-    let Some(tid) = tx
-        .store
-        .catalog
-        .type_id(&tx.conn, &tx.pending, resource_type)?
-    else {
+    let Some(tid) = tx.type_id(resource_type)? else {
         return Ok(None);
     };
     let raw = tx
@@ -95,11 +91,7 @@ pub(crate) fn read_version(
     id: &str,
     version: u64,
 ) -> StoreResult<Option<StoredResource>> {
-    let Some(tid) = tx
-        .store
-        .catalog
-        .type_id(&tx.conn, &tx.pending, resource_type)?
-    else {
+    let Some(tid) = tx.type_id(resource_type)? else {
         return Ok(None);
     };
     let Ok(version) = i64::try_from(version) else {

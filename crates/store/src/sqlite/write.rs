@@ -34,10 +34,7 @@ impl SqliteTransaction<'_> {
             return Err(backend("write in a read-only transaction"));
         }
         let store = self.store;
-        let tid =
-            store
-                .catalog
-                .ensure_type(&self.conn, &mut self.pending, &request.resource_type)?;
+        let tid = self.ensure_type(&request.resource_type)?;
         let current = self
             .conn
             .prepare_cached(
@@ -199,12 +196,7 @@ impl SqliteTransaction<'_> {
                     grp += 1;
                     for (i, part) in parts.iter().enumerate() {
                         let code = format!("{}#{i}", entry.param);
-                        let pid = self.store.catalog.ensure_param(
-                            &self.conn,
-                            &mut self.pending,
-                            tid,
-                            &code,
-                        )?;
+                        let pid = self.ensure_param(tid, &code)?;
                         n += 1;
                         self.insert_value(rid, n, pid, Some(grp), part)?;
                     }
@@ -214,12 +206,7 @@ impl SqliteTransaction<'_> {
                     let pid = match last_param {
                         Some((code, pid)) if code == entry.param => pid,
                         _ => {
-                            let pid = self.store.catalog.ensure_param(
-                                &self.conn,
-                                &mut self.pending,
-                                tid,
-                                &entry.param,
-                            )?;
+                            let pid = self.ensure_param(tid, &entry.param)?;
                             last_param = Some((&entry.param, pid));
                             pid
                         }
@@ -310,11 +297,7 @@ impl SqliteTransaction<'_> {
                 identifier,
             } => {
                 let target_tid = match target_type {
-                    Some(t) => Some(self.store.catalog.ensure_type(
-                        &self.conn,
-                        &mut self.pending,
-                        t,
-                    )?),
+                    Some(t) => Some(self.ensure_type(t)?),
                     None => None,
                 };
                 let (id_system, id_value) = match identifier {
@@ -374,7 +357,7 @@ pub(crate) fn bulk_write(
     requests: Vec<WriteRequest>,
 ) -> StoreResult<Vec<StoredResource>> {
     let entries = extract_parallel(store, &requests)?;
-    let mut tx = store.begin_sqlite_write()?;
+    let mut tx = store.begin_sqlite_write(true)?;
     let mut out = Vec::with_capacity(requests.len());
     for (mut request, entries) in requests.into_iter().zip(entries) {
         request.expected_version = None;

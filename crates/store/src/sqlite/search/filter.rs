@@ -33,10 +33,7 @@ pub(crate) struct Ctx<'a, 's> {
 
 impl Ctx<'_, '_> {
     pub(crate) fn type_id(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.tx
-            .store
-            .catalog
-            .type_id(&self.tx.conn, &self.tx.pending, name)
+        self.tx.type_id(name)
     }
 
     /// The parameter ids of `code` in the scope's types (empty: no value was ever stored).
@@ -45,12 +42,7 @@ impl Ctx<'_, '_> {
             Scope::Types(tids) => {
                 let mut out = Vec::with_capacity(tids.len());
                 for tid in tids {
-                    if let Some(pid) = self.tx.store.catalog.param_id(
-                        &self.tx.conn,
-                        &self.tx.pending,
-                        *tid,
-                        code,
-                    )? {
+                    if let Some(pid) = self.tx.param_id(*tid, code)? {
                         out.push(pid);
                     }
                 }
