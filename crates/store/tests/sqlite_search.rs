@@ -417,6 +417,27 @@ fn walk(s: &SqliteStore, ty: &str, query: &str, size: usize) -> Vec<String> {
     }
 }
 
+/// Walks back from the last page by `previous` links; returns the rows before the last page.
+fn walk_back(s: &SqliteStore, ty: &str, query: &str, size: usize) -> Vec<String> {
+    let mut cursor = PageCursor::First;
+    let mut last = loop {
+        let page = run(s, &request(Some(ty), query, cursor, size)).unwrap();
+        match page.next.clone() {
+            Some(n) => cursor = PageCursor::After(n),
+            None => break page,
+        }
+    };
+    let mut out: Vec<String> = Vec::new();
+    while let Some(prev) = last.previous.clone() {
+        last = run(s, &request(Some(ty), query, PageCursor::Before(prev), size)).unwrap();
+        assert!(last.next.is_some());
+        let mut ids = ids_of(&last);
+        ids.extend(out);
+        out = ids;
+    }
+    out
+}
+
 #[test]
 fn keyset_paging_in_every_order() {
     let (_d, s) = fixture();
@@ -426,10 +447,18 @@ fn keyset_paging_in_every_order() {
         "_sort=-birthdate",
         "_sort=family",
         "_sort=gender,-_id",
+        "_sort=-gender,birthdate",
     ] {
         let all = search(&s, "Patient", q);
+        assert_eq!(all.len(), 4);
         for size in 1..=4 {
             assert_eq!(walk(&s, "Patient", q, size), all, "{q} by {size}");
+            let last_page = (all.len() - 1) / size * size;
+            assert_eq!(
+                walk_back(&s, "Patient", q, size),
+                all[..last_page],
+                "{q} back by {size}"
+            );
         }
     }
 }
