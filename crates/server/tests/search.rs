@@ -252,6 +252,22 @@ async fn parameter_types_and_modifiers() {
         .search_ids("Patient?_lastUpdated=lt2000-01-01")
         .await
         .is_empty());
+    // composite: code and value on the same observation.
+    assert_eq!(
+        server
+            .search_ids("Observation?code-value-quantity=http://loinc.org|8480-6$gt140")
+            .await,
+        vec![d.obs_high.clone()]
+    );
+    assert!(server
+        .search_ids("Observation?code-value-quantity=http://loinc.org|718-7$gt140")
+        .await
+        .is_empty());
+    // uri :below on a profile-less resource set is empty; _profile exact match.
+    assert!(server
+        .search_ids("Patient?_profile:below=http://example.org")
+        .await
+        .is_empty());
     // :missing.
     assert_eq!(
         server.search_ids("Patient?organization:missing=true").await,

@@ -1,0 +1,389 @@
+//! The `phip` binary as an operator runs it: `serve` with flags, environment and a config file,
+//! graceful shutdown on SIGTERM, `import` of Synthea NDJSON, and durability of acknowledged
+//! writes across `kill -9`.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const PHIP: &str = env!("CARGO_BIN_EXE_phip");
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `phip serve` child process, killed on drop.
+struct Server {
+    child: Child,
+    base: String,
+    root: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut command = Command::new(PHIP);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(&listen)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = command.spawn().expect("spawn phip serve");
+        let server = Self {
+            child,
+            base: format!("http://{listen}/fhir"),
+            root: format!("http://{listen}"),
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = reqwest::blocking_client();
+        while Instant::now() < deadline {
+            if let Ok(response) = client.get(format!("{}/health", self.root)).send() {
+                if response.status().is_success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("phip serve did not become healthy");
+    }
+
+    fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "phip did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny blocking HTTP client built on reqwest's async client, to keep dependencies small.
+mod reqwest {
+    pub use ::reqwest::*;
+
+    pub struct BlockingClient {
+        runtime: tokio::runtime::Runtime,
+        client: ::reqwest::Client,
+    }
+
+    pub struct Request<'a> {
+        client: &'a BlockingClient,
+        builder: ::reqwest::RequestBuilder,
+    }
+
+    pub struct Reply {
+        status: StatusCode,
+        body: Vec<u8>,
+    }
+
+    impl Reply {
+        pub fn status(&self) -> StatusCode {
+            self.status
+        }
+        pub fn json(&self) -> serde_json::Value {
+            serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+        }
+    }
+
+    pub fn blocking_client() -> BlockingClient {
+        BlockingClient {
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime"),
+            client: ::reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("client"),
+        }
+    }
+
+    impl BlockingClient {
+        pub fn get(&self, url: String) -> Request<'_> {
+            Request {
+                client: self,
+                builder: self.client.get(url),
+            }
+        }
+        pub fn post(&self, url: String, body: &serde_json::Value) -> Request<'_> {
+            Request {
+                client: self,
+                builder: self
+                    .client
+                    .post(url)
+                    .header("content-type", "application/fhir+json")
+                    .body(serde_json::to_vec(body).expect("json")),
+            }
+        }
+    }
+
+    impl Request<'_> {
+        pub fn send(self) -> Result<Reply> {
+            let builder = self.builder;
+            self.client.runtime.block_on(async move {
+                let response = builder.send().await?;
+                let status = response.status();
+                let body = response.bytes().await?.to_vec();
+                Ok(Reply { status, body })
+            })
+        }
+    }
+}
+
+#[test]
+fn serve_answers_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), &[]);
+    let client = reqwest::blocking_client();
+    let created = client
+        .post(
+            format!("{}/Patient", server.base),
+            &json!({"resourceType": "Patient", "name": [{"family": "Tang"}]}),
+        )
+        .send()
+        .expect("create");
+    assert_eq!(created.status().as_u16(), 201);
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    let status = server.terminate();
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    assert!(
+        dir.path().join("phip.db").exists(),
+        "data in the data directory"
+    );
+
+    // Restarted on the same data directory, the resource is still there.
+    let server = Server::start(dir.path(), &[]);
+    let read = client
+        .get(format!("{}/Patient/{id}", server.base))
+        .send()
+        .expect("read");
+    assert_eq!(read.status().as_u16(), 200);
+    assert_eq!(read.json()["name"][0]["family"], "Tang");
+}
+
+#[test]
+fn configuration_file_and_environment() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("from-config");
+    let port = free_port();
+    let config = dir.path().join("phip.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\nlisten = \"127.0.0.1:{port}\"\nbase_url = \"https://hic.example.cn/fhir\"\n", data.display().to_string()),
+    )
+    .expect("write config");
+    let mut child = Command::new(PHIP)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let client = reqwest::blocking_client();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut ok = false;
+    while Instant::now() < deadline {
+        if let Ok(r) = client
+            .get(format!("http://127.0.0.1:{port}/fhir/metadata"))
+            .send()
+        {
+            let body = r.json();
+            assert_eq!(
+                body["implementation"]["url"], "https://hic.example.cn/fhir",
+                "base_url from the file"
+            );
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "server from config file answered");
+    assert!(data.join("phip.db").exists(), "data_dir from the file");
+
+    // An unknown key is refused with a clear message rather than ignored.
+    std::fs::write(&config, "data_dirr = \"x\"\n").expect("write");
+    let output = Command::new(PHIP)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("data_dirr"));
+
+    // Environment variables work like flags.
+    let env_dir = dir.path().join("from-env");
+    let output = Command::new(PHIP)
+        .arg("migrate")
+        .env("PHIP_DATA_DIR", &env_dir)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(env_dir.join("phip.db").exists());
+}
+
+#[test]
+fn import_synthea_ndjson() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fixtures = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/synthea-10-patients"
+    );
+    let output = Command::new(PHIP)
+        .args(["import", "--data-dir"])
+        .arg(dir.path())
+        .arg(fixtures)
+        .output()
+        .expect("run import");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("imported 7160 resources"), "{stdout}");
+    assert!(stdout.contains("0 rejected"), "{stdout}");
+
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::blocking_client();
+    let count = |query: &str| -> u64 {
+        let reply = client
+            .get(format!("{}/{query}", server.base))
+            .send()
+            .expect("search");
+        assert_eq!(reply.status().as_u16(), 200, "{query}");
+        reply.json()["total"].as_u64().expect("total")
+    };
+    assert_eq!(
+        count("Patient?_summary=count"),
+        13,
+        "the sample holds 13 patients"
+    );
+    let encounters = count("Encounter?_summary=count");
+    assert!(encounters > 100, "{encounters}");
+    // References between imported resources resolve in chained search.
+    let patients = client
+        .get(format!("{}/Patient?_count=1", server.base))
+        .send()
+        .expect("search")
+        .json();
+    let family = patients["entry"][0]["resource"]["name"][0]["family"]
+        .as_str()
+        .expect("family")
+        .to_owned();
+    let chained = count(&format!("Encounter?patient.family={family}&_summary=count"));
+    assert!(chained > 0, "chained search over imported references");
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &[]);
+    let base = server.base.clone();
+    // Writers run until the server dies under them; every acknowledged id is recorded.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut writers = Vec::new();
+    for writer in 0..3 {
+        let base = base.clone();
+        let acknowledged = acknowledged.clone();
+        writers.push(std::thread::spawn(move || {
+            let client = reqwest::blocking_client();
+            for i in 0..100_000 {
+                let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": (0..20).map(|j| json!({
+                    "resource": {"resourceType": "Observation", "status": "final",
+                        "code": {"text": format!("w{writer}-{i}-{j}")}},
+                    "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<Value>>()});
+                match client.post(base.clone(), &bundle).send() {
+                    Ok(reply) if reply.status().is_success() => {
+                        let body = reply.json();
+                        let mut ids = acknowledged.lock().expect("lock");
+                        for entry in body["entry"].as_array().into_iter().flatten() {
+                            if let Some(location) = entry["response"]["location"].as_str() {
+                                ids.push(location.to_owned());
+                            }
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = server;
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("wait");
+    for writer in writers {
+        let _ = writer.join();
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(
+        acknowledged.len() >= 20,
+        "some writes were acknowledged before the kill"
+    );
+
+    let server = Server::start(dir.path(), &[]);
+    let client = reqwest::blocking_client();
+    for location in &acknowledged {
+        // location: {base}/Observation/{id}/_history/1
+        let path = location.split("/fhir/").nth(1).expect("relative");
+        let id_path = path.split("/_history").next().expect("id path");
+        let reply = client
+            .get(format!("{}/{id_path}", server.base))
+            .send()
+            .expect("read");
+        assert_eq!(
+            reply.status().as_u16(),
+            200,
+            "acknowledged {id_path} lost after kill -9"
+        );
+    }
+    let total = client
+        .get(format!("{}/Observation?_summary=count", server.base))
+        .send()
+        .expect("count")
+        .json()["total"]
+        .as_u64()
+        .expect("total");
+    assert!(total as usize >= acknowledged.len());
+    assert_eq!(
+        total % 20,
+        0,
+        "transactions are all-or-nothing even when killed mid-way"
+    );
+}
