@@ -159,13 +159,15 @@ pub(crate) fn create_in(
                     stored: matches.into_iter().next(),
                 })
             }
-            _ => return Err(FhirError::new(
-                412,
-                IssueType::MultipleMatches,
-                format!(
+            _ => {
+                return Err(FhirError::new(
+                    412,
+                    IssueType::MultipleMatches,
+                    format!(
                     "conditional create: the condition {criteria:?} matches more than one resource"
                 ),
-            )),
+                ))
+            }
         }
     }
     let id = assigned_id.unwrap_or_else(new_id);
