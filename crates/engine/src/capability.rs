@@ -36,7 +36,9 @@ impl Engine {
                 let params: Vec<Value> = defs
                     .search_params(resource_type)
                     .iter()
-                    .filter(|p| p.expression.is_some() || p.code == "_id" || p.code == "_lastUpdated")
+                    // Only parameters phip indexes: `special` ones (e.g. `near`) and those
+                    // without an expression (`_text`, `_content`, `_query`) are not offered.
+                    .filter(|p| p.param_type != ParamType::Special && p.compiled.is_some())
                     .map(|p| {
                         json!({"name": p.code, "definition": p.url, "type": type_code(p.param_type)})
                     })

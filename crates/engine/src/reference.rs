@@ -7,10 +7,10 @@ use serde_json::Value;
 /// Visits every `reference` string of `Reference`-shaped objects and every other string value
 /// (for `urn:uuid:` placeholders used outside `reference`, e.g. in `uri` elements), letting
 /// `rewrite` replace it. Returns the first error `rewrite` reports.
-pub(crate) fn rewrite_references<E>(
-    value: &mut Value,
-    rewrite: &mut dyn FnMut(&str, bool) -> Result<Option<String>, E>,
-) -> Result<(), E> {
+pub(crate) fn rewrite_references<E, F>(value: &mut Value, rewrite: &mut F) -> Result<(), E>
+where
+    F: FnMut(&str, bool) -> Result<Option<String>, E>,
+{
     match value {
         Value::Object(object) => {
             for (key, child) in object.iter_mut() {

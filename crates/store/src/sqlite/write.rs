@@ -331,22 +331,22 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// Sets `id`, `meta.versionId` and `meta.lastUpdated`.
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping `resourceType`, `id` and `meta`
+/// first as FHIR JSON conventionally has them.
 fn stamp(body: &mut Value, id: &str, version: i64, ts: i64) -> StoreResult<()> {
     let obj = body
         .as_object_mut()
         .ok_or_else(|| backend("a resource must be a JSON object"))?;
-    obj.insert("id".into(), Value::String(id.to_owned()));
-    let meta = obj
-        .entry("meta")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !meta.is_object() {
-        *meta = Value::Object(Map::new());
-    }
-    if let Value::Object(meta) = meta {
-        meta.insert("versionId".into(), Value::String(version.to_string()));
-        meta.insert("lastUpdated".into(), Value::String(instant_text(ts)?));
-    }
+    let mut meta = match obj.shift_remove("meta") {
+        Some(Value::Object(meta)) => meta,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(instant_text(ts)?));
+    obj.shift_remove("id");
+    let first = usize::from(obj.keys().next().is_some_and(|k| k == "resourceType"));
+    obj.shift_insert(first, "id".into(), Value::String(id.to_owned()));
+    obj.shift_insert(first + 1, "meta".into(), Value::Object(meta));
     Ok(())
 }
 
