@@ -10,8 +10,7 @@ use phip_fhir::IssueType;
 use serde_json::json;
 
 use crate::http::{
-    check_accept, error, error_response, fhir_response, parse_body, prefer, HandlerResult,
-    OutputOptions,
+    check_accept, error, fhir_response, parse_body, prefer, ApiError, HandlerResult, OutputOptions,
 };
 use crate::AppState;
 
@@ -83,13 +82,10 @@ where
             tracing::error!(error = %e, "engine task failed");
             error(500, IssueType::Exception, "internal error")
         })?;
-    match result {
-        Ok(response) => Ok(fhir_response(response, output)),
-        Err(err) => Err(error_response(err)),
-    }
+    Ok(fhir_response(result?, output))
 }
 
-fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
     match headers.get(header::IF_MATCH) {
         None => Ok(None),
         Some(value) => {
@@ -100,9 +96,7 @@ fn if_match(headers: &HeaderMap) -> Result<Option<u64>, Response> {
                     "the If-Match header is not valid text",
                 )
             })?;
-            phip_engine::parse_version_tag(text)
-                .map(Some)
-                .map_err(error_response)
+            Ok(Some(phip_engine::parse_version_tag(text)?))
         }
     }
 }
@@ -112,7 +106,7 @@ fn search_post_params(
     query: &Query,
     headers: &HeaderMap,
     body: &Bytes,
-) -> Result<Vec<(String, String)>, Response> {
+) -> Result<Vec<(String, String)>, ApiError> {
     if let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -475,6 +469,7 @@ pub(crate) async fn not_found() -> Response {
         IssueType::NotFound,
         "no such endpoint; the FHIR API is under /fhir",
     )
+    .into_response()
 }
 
 /// Known paths with a method they do not support.
@@ -484,4 +479,5 @@ pub(crate) async fn method_not_allowed() -> Response {
         IssueType::NotSupported,
         "this method is not allowed on this endpoint",
     )
+    .into_response()
 }

@@ -16,8 +16,24 @@ pub(crate) struct OutputOptions {
     pub pretty: bool,
 }
 
+/// An error of a handler: a FHIR error rendered as an OperationOutcome response.
+#[derive(Debug)]
+pub(crate) struct ApiError(pub FhirError);
+
+impl From<FhirError> for ApiError {
+    fn from(error: FhirError) -> Self {
+        Self(error)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        error_response(self.0)
+    }
+}
+
 /// The result type of every handler.
-pub(crate) type HandlerResult = Result<Response, Response>;
+pub(crate) type HandlerResult = Result<Response, ApiError>;
 
 /// Serialises a JSON body.
 fn json_body(value: &Value, options: OutputOptions) -> Vec<u8> {
@@ -73,9 +89,9 @@ pub(crate) fn error_response(error: FhirError) -> Response {
         .into_response()
 }
 
-/// A quick error response.
-pub(crate) fn error(status: u16, code: IssueType, message: impl Into<String>) -> Response {
-    error_response(FhirError::new(status, code, message))
+/// A quick error.
+pub(crate) fn error(status: u16, code: IssueType, message: impl Into<String>) -> ApiError {
+    ApiError(FhirError::new(status, code, message))
 }
 
 /// Reads `Prefer` header directives.
@@ -107,7 +123,7 @@ pub(crate) fn prefer(headers: &HeaderMap) -> (Option<ReturnPreference>, bool) {
 }
 
 /// Refuses media types phip does not produce (only JSON is supported; XML clients get 406).
-pub(crate) fn check_accept(headers: &HeaderMap, format: Option<&str>) -> Result<(), Response> {
+pub(crate) fn check_accept(headers: &HeaderMap, format: Option<&str>) -> Result<(), ApiError> {
     if let Some(format) = format {
         let ok = matches!(
             format,
@@ -151,7 +167,7 @@ pub(crate) fn check_accept(headers: &HeaderMap, format: Option<&str>) -> Result<
 }
 
 /// Parses a JSON request body, checking its media type.
-pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8], patch: bool) -> Result<Value, Response> {
+pub(crate) fn parse_body(headers: &HeaderMap, body: &[u8], patch: bool) -> Result<Value, ApiError> {
     if let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

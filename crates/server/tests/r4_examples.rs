@@ -199,7 +199,8 @@ async fn official_r4_examples_round_trip_and_are_searchable() {
     let items: Vec<_> = latest.into_iter().collect();
     for chunk in items.chunks(64) {
         let mut tasks = Vec::new();
-        for ((rt, id), (name, resource)) in chunk.iter().cloned() {
+        for item in chunk {
+            let ((rt, id), (name, resource)) = item.clone();
             let server = server.clone();
             tasks.push(tokio::spawn(async move {
                 let put = server.put(&format!("{rt}/{id}"), &resource).await;
