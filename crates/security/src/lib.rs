@@ -1,0 +1,26 @@
+//! Trust primitives for phip: the pieces the server and engine need to authenticate callers,
+//! authorise what they do, and sign documents — with no HTTP and no storage of their own.
+//!
+//! - [`sm`]: SM3 digests and SM2 signatures (GM/T 0003 / GB/T 32918, default user ID
+//!   `1234567812345678`, Z_A pre-hash), as DER or raw `r || s`.
+//! - [`keys`]: a [`keys::KeyRing`] of ES256 and SM2 signing keys kept in a directory
+//!   (`keys.json`), private keys encrypted at rest under a master key; JWKS export; rotation.
+//! - [`jws`]: compact JWS with `ES256` and `SM2SM3` (plus `ES384` verification), detached
+//!   payloads for FHIR `Signature.data`, verification against a JWKS.
+//! - [`token`]: access tokens (JWT) — minting, validation, and SMART Backend Services client
+//!   assertions with a replay cache.
+//! - [`scope`]: SMART App Launch v1/v2 scopes and the question "does this token permit that?".
+//! - [`division`]: GB/T 2260 administrative division codes (province → prefecture → county).
+//!
+//! Everything that reads external input returns a typed error rather than panicking.
+
+#![warn(missing_docs)]
+
+pub mod division;
+pub mod jws;
+pub mod keys;
+pub mod scope;
+pub mod sm;
+pub mod token;
+
+pub(crate) mod util;
