@@ -24,7 +24,6 @@ pub(crate) fn random_bytes(buf: &mut [u8]) -> Result<(), getrandom::Error> {
 }
 
 /// Seconds since the Unix epoch (the JWT `NumericDate`). A clock before 1970 reads as 0.
-#[allow(dead_code)]
 pub(crate) fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -43,7 +42,6 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// A fresh random identifier (128 bits, base64url), used for `jti` and key ids.
-#[allow(dead_code)]
 pub(crate) fn random_id() -> Result<String, getrandom::Error> {
     let mut b = [0u8; 16];
     random_bytes(&mut b)?;
