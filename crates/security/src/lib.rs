@@ -13,6 +13,37 @@
 //! - [`division`]: GB/T 2260 administrative division codes (province → prefecture → county).
 //!
 //! Everything that reads external input returns a typed error rather than panicking.
+//!
+//! ## Wiring it together
+//!
+//! ```
+//! use phip_security::{keys::KeyRing, scope::{Interaction, ScopeContext}, token::*};
+//! use std::time::Duration;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = tempfile::tempdir()?;
+//! // At start-up: the data directory's key ring (created on first use).
+//! let ring = KeyRing::open(dir.path())?;
+//! let issuer = TokenIssuer::from_key_ring(&ring, "https://hic.example.cn/auth",
+//!                                         "https://hic.example.cn/fhir")?;
+//! let validator = TokenValidator::new("https://hic.example.cn/fhir")
+//!     .trust_issuer("https://hic.example.cn/auth", ring.jwks());
+//!
+//! // `phip token --scope 'patient/*.rs' --patient 123`
+//! let minted = issuer.mint(&Grant {
+//!     sub: "resident-123".into(),
+//!     scope: "patient/*.rs".into(),
+//!     patient: Some("123".into()),
+//!     ..Grant::default()
+//! }, Duration::from_secs(3600))?;
+//!
+//! // Per request: authenticate, then authorise each interaction.
+//! let claims = validator.validate(&minted.token)?;
+//! let scopes = claims.scopes()?;
+//! assert!(scopes.permits(ScopeContext::Patient, "Observation", Interaction::Search));
+//! assert!(!scopes.permits(ScopeContext::Patient, "Observation", Interaction::Update));
+//! assert!(!scopes.permits(ScopeContext::User, "Observation", Interaction::Read));
+//! # Ok(()) }
+//! ```
 
 #![warn(missing_docs)]
 
