@@ -9,6 +9,8 @@
 //! The traits are synchronous on purpose: both SQLite and the PostgreSQL client run a
 //! transaction on one connection, and the HTTP layer calls into the store from a blocking pool.
 
+pub mod postgres;
+mod sqlgen;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};

@@ -1,9 +1,5 @@
 //! Search: one SQL statement per page (plus one for the total and one per include round).
-
-mod builder;
-mod filter;
-mod include;
-mod sort;
+//! The translation itself is shared with PostgreSQL (`crate::sqlgen`).
 
 use chrono::Utc;
 use phip_fhir::search::TotalMode;
@@ -11,9 +7,9 @@ use phip_fhir::search::TotalMode;
 use super::cursor::{self, KeyValue};
 use super::rows::{RawVersion, VERSION_COLUMNS};
 use super::tx::SqliteTransaction;
+use crate::sqlgen::filter::Ctx;
+use crate::sqlgen::{self, Catalog, Dialect, PageShape, Plan, Position, SqlArg};
 use crate::{PageCursor, SearchPage, SearchRequest, StoreError, StoreResult};
-use builder::Sql;
-use filter::{Ctx, Scope};
 
 const SEARCH_CURSOR: &str = "s";
 
@@ -25,81 +21,54 @@ struct PageRow {
     raw: RawVersion,
 }
 
-/// The SQL of one search page.
-pub(crate) struct Plan {
-    /// `SELECT COUNT(*)` of all matches; binds the first `where_args` arguments.
-    count_sql: String,
-    where_args: usize,
-    /// The page: rid, tid, sort values, then [`VERSION_COLUMNS`].
-    page_sql: String,
-    args: Vec<rusqlite::types::Value>,
-    /// Whether the page is read backwards (`PageCursor::Before`).
-    before: bool,
+impl Catalog for SqliteTransaction<'_> {
+    fn type_id(&self, name: &str) -> StoreResult<Option<i64>> {
+        SqliteTransaction::type_id(self, name)
+    }
+
+    fn param_id(&self, tid: i64, code: &str) -> StoreResult<Option<i64>> {
+        SqliteTransaction::param_id(self, tid, code)
+    }
+
+    fn params_with_code(&self, code: &str) -> StoreResult<Vec<i64>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT pid FROM params WHERE code = ?1")?;
+        let rows = stmt.query_map([code], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
 }
 
-/// Translates a request; `None` when the searched type has never been stored (no matches).
-pub(crate) fn plan(ctx: &Ctx<'_, '_>, request: &SearchRequest) -> StoreResult<Option<Plan>> {
-    let q = &request.query;
-    // WHERE over `r` (resources): type, not deleted, every filter.
-    let mut b = Sql::default();
-    let mut conds = vec!["r.deleted = 0".to_owned()];
-    let scope = match &q.resource_type {
-        Some(t) => {
-            let Some(tid) = ctx.type_id(t)? else {
-                return Ok(None);
-            };
-            conds.push(format!("r.tid = {}", b.arg(tid)));
-            Scope::Types(vec![tid])
-        }
-        None => Scope::All,
-    };
-    for f in &q.filters {
-        conds.push(filter::predicate(ctx, &mut b, f, "r", &scope)?);
+impl rusqlite::ToSql for SqlArg {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, Value, ValueRef};
+        Ok(match self {
+            SqlArg::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(*i)),
+            SqlArg::Real(r) => ToSqlOutput::Borrowed(ValueRef::Real(*r)),
+            SqlArg::Text(t) => ToSqlOutput::Borrowed(ValueRef::Text(t.as_bytes())),
+            SqlArg::IntList(v) => ToSqlOutput::Owned(Value::Text(
+                serde_json::to_string(v)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            )),
+        })
     }
-    let where_sql = conds.join(" AND ");
-    let where_args = b.args.len();
-    let count_sql = format!("SELECT COUNT(*) FROM resources r WHERE {where_sql}");
+}
 
-    let mut key_cols = String::new();
-    for (i, key) in q.sort.iter().enumerate() {
-        let e = sort::key_expr(ctx, &mut b, key, "r", &scope)?;
-        key_cols.push_str(&format!(", {e} AS s{i}"));
-    }
-    let (position, before) = match &request.cursor {
-        PageCursor::First => (None, false),
-        PageCursor::After(c) => (Some(decode_key(c, q.sort.len())?), false),
-        PageCursor::Before(c) => (Some(decode_key(c, q.sort.len())?), true),
-    };
-    let keyset = match &position {
-        Some((values, rid)) => sort::keyset(&mut b, &q.sort, values, *rid, "m", before),
-        None => "1".to_owned(),
-    };
-    let limit = b.arg(request.page_size as i64 + 1);
-    let p_keys: String = (0..q.sort.len()).map(|i| format!(", p.s{i}")).collect();
-    // The inner query picks the page's rids (sorting only narrow rows); the outer one loads
-    // those rows' bodies.
-    let page_sql = format!(
-        "SELECT p.rid, r.tid{p_keys}, {VERSION_COLUMNS} FROM (\
-           SELECT m.* FROM (SELECT r.rid AS rid{key_cols} FROM resources r WHERE {where_sql}) m \
-           WHERE {keyset} ORDER BY {} LIMIT {limit}\
-         ) p JOIN resources r ON r.rid = p.rid JOIN types ty ON ty.tid = r.tid \
-         JOIN resource_versions v ON v.seq = r.seq ORDER BY {}",
-        sort::order_by(&q.sort, "m", before),
-        sort::order_by(&q.sort, "p", false),
-    );
-    Ok(Some(Plan {
-        count_sql,
-        where_args,
-        page_sql,
-        args: b.args,
-        before,
-    }))
+/// A page's versions are found through the current version's sequence number.
+const SHAPE: PageShape<'static> = PageShape {
+    columns: VERSION_COLUMNS,
+    joins: "JOIN types ty ON ty.tid = r.tid JOIN resource_versions v ON v.seq = r.seq",
+};
+
+/// Translates a request; `None` when the searched type has never been stored (no matches).
+fn plan(ctx: &Ctx<'_>, request: &SearchRequest) -> StoreResult<Option<Plan>> {
+    sqlgen::plan(ctx, Dialect::Sqlite, request, &SHAPE, decode_key)
 }
 
 /// The SQL of a search and SQLite's query plans for it (diagnostics).
 pub(crate) fn explain(tx: &SqliteTransaction<'_>, request: &SearchRequest) -> StoreResult<String> {
     let ctx = Ctx {
-        tx,
+        catalog: tx,
         now_ms: Utc::now().timestamp_millis(),
     };
     let Some(plan) = plan(&ctx, request)? else {
@@ -128,7 +97,7 @@ pub(crate) fn search(
 ) -> StoreResult<SearchPage> {
     let tx = &*tx;
     let ctx = Ctx {
-        tx,
+        catalog: tx,
         now_ms: Utc::now().timestamp_millis(),
     };
     let q = &request.query;
@@ -211,7 +180,22 @@ pub(crate) fn search(
         .into_iter()
         .map(|r| r.raw.into_stored())
         .collect::<StoreResult<Vec<_>>>()?;
-    let included = include::included(&ctx, &q.includes, &q.revincludes, &page)?;
+    let mut run = |sql: &str, args: &[SqlArg]| -> StoreResult<Vec<(i64, i64)>> {
+        let mut stmt = tx.conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    };
+    let found = sqlgen::include::included(
+        &ctx,
+        Dialect::Sqlite,
+        &q.includes,
+        &q.revincludes,
+        &page,
+        &mut run,
+    )?;
+    let included = super::rows::load_current(tx, &found)?;
     Ok(SearchPage {
         matches,
         included,
@@ -221,10 +205,19 @@ pub(crate) fn search(
     })
 }
 
-fn decode_key(c: &str, nkeys: usize) -> StoreResult<(Vec<KeyValue>, i64)> {
+fn decode_key(c: &str, nkeys: usize) -> StoreResult<Position> {
     let (keys, rid): (Vec<KeyValue>, i64) = cursor::decode(SEARCH_CURSOR, c)?;
     if keys.len() != nkeys {
         return Err(StoreError::InvalidCursor);
     }
-    Ok((keys, rid))
+    let values = keys
+        .iter()
+        .map(|k| match k.to_sql() {
+            rusqlite::types::Value::Integer(i) => Some(SqlArg::Int(i)),
+            rusqlite::types::Value::Real(r) => Some(SqlArg::Real(r)),
+            rusqlite::types::Value::Text(t) => Some(SqlArg::Text(t)),
+            rusqlite::types::Value::Null | rusqlite::types::Value::Blob(_) => None,
+        })
+        .collect();
+    Ok((values, rid))
 }

@@ -3,12 +3,10 @@
 use std::collections::HashSet;
 
 use phip_fhir::search::Include;
-use rusqlite::types::Value as SqlValue;
 
 use super::filter::{Ctx, Scope};
-use crate::sqlite::error::backend;
-use crate::sqlite::rows::load_current;
-use crate::{StoreResult, StoredResource};
+use super::{Dialect, SqlArg};
+use crate::StoreResult;
 
 /// How many rounds `:iterate` directives run after the first.
 pub(crate) const MAX_ITERATE_DEPTH: usize = 4;
@@ -17,13 +15,19 @@ pub(crate) const MAX_ITERATE_DEPTH: usize = 4;
 /// cannot exhaust memory.
 pub(crate) const MAX_INCLUDED: usize = 10_000;
 
-/// Resources included for a page: deduplicated, never one of the matches, never deleted.
+/// Runs one include query and returns its `(rid, tid)` rows.
+pub(crate) type RunQuery<'a> = dyn FnMut(&str, &[SqlArg]) -> StoreResult<Vec<(i64, i64)>> + 'a;
+
+/// The rids of the resources included for a page (`(rid, tid)` of its matches), in discovery
+/// order: deduplicated, never one of the matches, never deleted.
 pub(crate) fn included(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
+    dialect: Dialect,
     includes: &[Include],
     revincludes: &[Include],
     page: &[(i64, i64)],
-) -> StoreResult<Vec<StoredResource>> {
+    run: &mut RunQuery<'_>,
+) -> StoreResult<Vec<i64>> {
     if includes.is_empty() && revincludes.is_empty() {
         return Ok(Vec::new());
     }
@@ -36,10 +40,10 @@ pub(crate) fn included(
         }
         let mut next = Vec::new();
         for inc in includes.iter().filter(|i| depth == 0 || i.iterate) {
-            next.extend(forward(ctx, inc, &frontier)?);
+            next.extend(forward(ctx, dialect, inc, &frontier, run)?);
         }
         for inc in revincludes.iter().filter(|i| depth == 0 || i.iterate) {
-            next.extend(reverse(ctx, inc, &frontier)?);
+            next.extend(reverse(ctx, dialect, inc, &frontier, run)?);
         }
         frontier.clear();
         for (rid, tid) in next {
@@ -52,18 +56,16 @@ pub(crate) fn included(
             }
         }
     }
-    load_current(ctx.tx, &found)
-}
-
-fn json_list(v: &[i64]) -> StoreResult<String> {
-    serde_json::to_string(v).map_err(|e| backend(e.to_string()))
+    Ok(found)
 }
 
 /// The resources the frontier's references (of `inc`) point at.
 fn forward(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
+    dialect: Dialect,
     inc: &Include,
     frontier: &[(i64, i64)],
+    run: &mut RunQuery<'_>,
 ) -> StoreResult<Vec<(i64, i64)>> {
     let source_tid = if inc.source_type == "*" {
         None
@@ -81,11 +83,14 @@ fn forward(
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args = vec![SqlValue::Text(json_list(&sources)?)];
-    let mut sql = "SELECT DISTINCT t.rid, t.tid FROM idx_reference x \
+    let mut args = vec![SqlArg::IntList(sources)];
+    let mut sql = format!(
+        "SELECT DISTINCT t.rid, t.tid FROM idx_reference x \
          JOIN resources t ON t.tid = x.target_tid AND t.id = x.target_id \
-         WHERE x.rid IN (SELECT value FROM json_each(?1)) AND t.deleted = 0"
-        .to_owned();
+         WHERE x.rid {} AND t.deleted = {}",
+        dialect.in_list(1),
+        dialect.bool_literal(false)
+    );
     if inc.param != "*" {
         let scope = match source_tid {
             Some(t) => Scope::Types(vec![t]),
@@ -95,24 +100,29 @@ fn forward(
         if pids.is_empty() {
             return Ok(Vec::new());
         }
-        args.push(SqlValue::Text(json_list(&pids)?));
-        sql.push_str(" AND x.pid IN (SELECT value FROM json_each(?2))");
+        args.push(SqlArg::IntList(pids));
+        sql.push_str(&format!(" AND x.pid {}", dialect.in_list(2)));
     }
     if let Some(target) = &inc.target_type {
         let Some(tid) = ctx.type_id(target)? else {
             return Ok(Vec::new());
         };
-        args.push(SqlValue::Integer(tid));
-        sql.push_str(&format!(" AND x.target_tid = ?{}", args.len()));
+        args.push(SqlArg::Int(tid));
+        sql.push_str(&format!(
+            " AND x.target_tid = {}",
+            dialect.placeholder(args.len())
+        ));
     }
-    run(ctx, &sql, args)
+    run(&sql, &args)
 }
 
 /// The resources of `inc.source_type` whose references (of `inc`) point at the frontier.
 fn reverse(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
+    dialect: Dialect,
     inc: &Include,
     frontier: &[(i64, i64)],
+    run: &mut RunQuery<'_>,
 ) -> StoreResult<Vec<(i64, i64)>> {
     let target_tid = match &inc.target_type {
         Some(t) => match ctx.type_id(t)? {
@@ -137,12 +147,15 @@ fn reverse(
             None => return Ok(Vec::new()),
         }
     };
-    let mut args = vec![SqlValue::Text(json_list(&targets)?)];
-    let mut sql = "SELECT DISTINCT s.rid, s.tid FROM resources p \
+    let mut args = vec![SqlArg::IntList(targets)];
+    let mut sql = format!(
+        "SELECT DISTINCT s.rid, s.tid FROM resources p \
          JOIN idx_reference x ON x.target_id = p.id AND x.target_tid = p.tid \
          JOIN resources s ON s.rid = x.rid \
-         WHERE p.rid IN (SELECT value FROM json_each(?1)) AND s.deleted = 0"
-        .to_owned();
+         WHERE p.rid {} AND s.deleted = {}",
+        dialect.in_list(1),
+        dialect.bool_literal(false)
+    );
     if inc.param != "*" {
         let scope = match source_tid {
             Some(t) => Scope::Types(vec![t]),
@@ -152,20 +165,12 @@ fn reverse(
         if pids.is_empty() {
             return Ok(Vec::new());
         }
-        args.push(SqlValue::Text(json_list(&pids)?));
-        sql.push_str(" AND x.pid IN (SELECT value FROM json_each(?2))");
+        args.push(SqlArg::IntList(pids));
+        sql.push_str(&format!(" AND x.pid {}", dialect.in_list(2)));
     }
     if let Some(tid) = source_tid {
-        args.push(SqlValue::Integer(tid));
-        sql.push_str(&format!(" AND s.tid = ?{}", args.len()));
+        args.push(SqlArg::Int(tid));
+        sql.push_str(&format!(" AND s.tid = {}", dialect.placeholder(args.len())));
     }
-    run(ctx, &sql, args)
-}
-
-fn run(ctx: &Ctx<'_, '_>, sql: &str, args: Vec<SqlValue>) -> StoreResult<Vec<(i64, i64)>> {
-    let mut stmt = ctx.tx.conn.prepare_cached(sql)?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-        Ok((r.get(0)?, r.get(1)?))
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    run(&sql, &args)
 }

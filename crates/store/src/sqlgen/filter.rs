@@ -12,8 +12,7 @@ use phip_fhir::search::{
 };
 
 use super::builder::{like_escape, prefix_upper, Sql};
-use crate::sqlite::schema::INDEX_TABLES;
-use crate::sqlite::tx::SqliteTransaction;
+use super::{Catalog, INDEX_TABLES};
 use crate::{StoreError, StoreResult};
 
 /// The resource types a filter applies to.
@@ -26,14 +25,14 @@ pub(crate) enum Scope {
 }
 
 /// Lookups a translation needs.
-pub(crate) struct Ctx<'a, 's> {
-    pub(crate) tx: &'a SqliteTransaction<'s>,
+pub(crate) struct Ctx<'a> {
+    pub(crate) catalog: &'a dyn Catalog,
     pub(crate) now_ms: i64,
 }
 
-impl Ctx<'_, '_> {
+impl Ctx<'_> {
     pub(crate) fn type_id(&self, name: &str) -> StoreResult<Option<i64>> {
-        self.tx.type_id(name)
+        self.catalog.type_id(name)
     }
 
     /// The parameter ids of `code` in the scope's types (empty: no value was ever stored).
@@ -42,20 +41,13 @@ impl Ctx<'_, '_> {
             Scope::Types(tids) => {
                 let mut out = Vec::with_capacity(tids.len());
                 for tid in tids {
-                    if let Some(pid) = self.tx.param_id(*tid, code)? {
+                    if let Some(pid) = self.catalog.param_id(*tid, code)? {
                         out.push(pid);
                     }
                 }
                 Ok(out)
             }
-            Scope::All => {
-                let mut stmt = self
-                    .tx
-                    .conn
-                    .prepare_cached("SELECT pid FROM params WHERE code = ?1")?;
-                let rows = stmt.query_map([code], |r| r.get(0))?;
-                Ok(rows.collect::<Result<_, _>>()?)
-            }
+            Scope::All => self.catalog.params_with_code(code),
         }
     }
 }
@@ -64,12 +56,9 @@ fn unsupported(msg: impl Into<String>) -> StoreError {
     StoreError::UnsupportedSearch(msg.into())
 }
 
-const TRUE: &str = "1";
-const FALSE: &str = "0";
-
 /// The SQL predicate for one filter on the `resources` row `alias` of a type in `scope`.
 pub(crate) fn predicate(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     filter: &Filter,
     alias: &str,
@@ -89,7 +78,7 @@ pub(crate) fn predicate(
         } => {
             let pids = ctx.pids(scope, reference_param)?;
             if pids.is_empty() {
-                return Ok(FALSE.into());
+                return Ok(b.lit(false));
             }
             let (target_scope, target_tids) = if target_types.is_empty() {
                 (Scope::All, None)
@@ -101,7 +90,7 @@ pub(crate) fn predicate(
                     }
                 }
                 if tids.is_empty() {
-                    return Ok(FALSE.into());
+                    return Ok(b.lit(false));
                 }
                 (Scope::Types(tids.clone()), Some(tids))
             };
@@ -113,10 +102,11 @@ pub(crate) fn predicate(
                 None => String::new(),
             };
             let inner = predicate(ctx, b, inner, &t, &target_scope)?;
+            let live = b.lit(false);
             Ok(format!(
                 "{alias}.rid IN (SELECT {x}.rid FROM idx_reference {x} \
                  JOIN resources {t} ON {t}.tid = {x}.target_tid AND {t}.id = {x}.target_id \
-                 WHERE {x}.pid IN {pid_list}{tid_cond} AND {t}.deleted = 0 AND ({inner}))"
+                 WHERE {x}.pid IN {pid_list}{tid_cond} AND {t}.deleted = {live} AND ({inner}))"
             ))
         }
         Filter::Has {
@@ -125,23 +115,24 @@ pub(crate) fn predicate(
             inner,
         } => {
             let Some(stid) = ctx.type_id(source_type)? else {
-                return Ok(FALSE.into());
+                return Ok(b.lit(false));
             };
             let source_scope = Scope::Types(vec![stid]);
             let pids = ctx.pids(&source_scope, reference_param)?;
             if pids.is_empty() {
-                return Ok(FALSE.into());
+                return Ok(b.lit(false));
             }
             let x = b.alias("x");
             let s = b.alias("s");
             let t = b.alias("t");
             let pid_list = b.int_list(&pids);
             let inner = predicate(ctx, b, inner, &s, &source_scope)?;
+            let live = b.lit(false);
             Ok(format!(
                 "{alias}.rid IN (SELECT {t}.rid FROM idx_reference {x} \
                  JOIN resources {s} ON {s}.rid = {x}.rid \
                  JOIN resources {t} ON {t}.tid = {x}.target_tid AND {t}.id = {x}.target_id \
-                 WHERE {x}.pid IN {pid_list} AND {s}.deleted = 0 AND ({inner}))"
+                 WHERE {x}.pid IN {pid_list} AND {s}.deleted = {live} AND ({inner}))"
             ))
         }
     }
@@ -149,7 +140,7 @@ pub(crate) fn predicate(
 
 #[allow(clippy::too_many_arguments)]
 fn param_predicate(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     code: &str,
     param_type: ParamType,
@@ -186,13 +177,13 @@ fn param_predicate(
         for v in values {
             ors.push(composite_value(ctx, b, code, v, alias, scope)?);
         }
-        return Ok(or_all(ors));
+        return Ok(or_all(b, ors));
     }
     let table = table_of(param_type)?;
     let pids = ctx.pids(scope, code)?;
     let negated = *modifier == Modifier::Not;
     if pids.is_empty() {
-        return Ok(if negated { TRUE } else { FALSE }.into());
+        return Ok(b.lit(negated));
     }
     let x = b.alias("x");
     let pid_list = b.int_list(&pids);
@@ -200,16 +191,16 @@ fn param_predicate(
     for v in values {
         ors.push(value_condition(ctx, b, param_type, modifier, v, &x)?);
     }
-    let cond = or_all(ors);
+    let cond = or_all(b, ors);
     Ok(format!(
         "{alias}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE {x}.pid IN {pid_list} AND ({cond}))",
         if negated { "NOT " } else { "" }
     ))
 }
 
-fn or_all(parts: Vec<String>) -> String {
+fn or_all(b: &Sql, parts: Vec<String>) -> String {
     match parts.len() {
-        0 => FALSE.into(),
+        0 => b.lit(false),
         1 => parts.into_iter().next().unwrap_or_default(),
         _ => format!("({})", parts.join(") OR (")),
     }
@@ -247,7 +238,7 @@ fn value_type(v: &SearchValue) -> StoreResult<ParamType> {
 }
 
 fn missing_predicate(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     code: &str,
     param_type: ParamType,
@@ -266,7 +257,7 @@ fn missing_predicate(
         (vec![table_of(param_type)?], ctx.pids(scope, code)?)
     };
     if pids.is_empty() {
-        return Ok(if missing { TRUE } else { FALSE }.into());
+        return Ok(b.lit(missing));
     }
     let pid_list = b.int_list(&pids);
     let selects: Vec<String> = tables
@@ -282,7 +273,7 @@ fn missing_predicate(
 
 /// One composite value: all components on the same occurrence (`grp`).
 fn composite_value(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     code: &str,
     value: &SearchValue,
@@ -293,7 +284,7 @@ fn composite_value(
         return Err(unsupported(format!("a non-composite value for {code}")));
     };
     if parts.is_empty() {
-        return Ok(FALSE.into());
+        return Ok(b.lit(false));
     }
     let mut from = String::new();
     let mut conds = Vec::new();
@@ -301,7 +292,7 @@ fn composite_value(
     for (i, part) in parts.iter().enumerate() {
         let pids = ctx.pids(scope, &format!("{code}#{i}"))?;
         if pids.is_empty() {
-            return Ok(FALSE.into());
+            return Ok(b.lit(false));
         }
         let ptype = value_type(part)?;
         let table = table_of(ptype)?;
@@ -329,7 +320,7 @@ fn composite_value(
 
 /// The condition on one index row `x` for one searched value.
 fn value_condition(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     param_type: ParamType,
     modifier: &Modifier,
@@ -364,7 +355,7 @@ fn value_condition(
                     TokenSystem::NoSystem => parts.push(format!("{x}.system IS NULL")),
                     TokenSystem::Is(s) => parts.push(format!("{x}.system = {}", b.arg(s.clone()))),
                 }
-                Ok(and_all(parts))
+                Ok(and_all(b, parts))
             }
             (Modifier::Below | Modifier::Above, _) => {
                 Err(unsupported("token :below/:above need terminology support"))
@@ -436,7 +427,7 @@ fn value_condition(
                 (Some(s), None) => parts.push(format!("{x}.system = {}", b.arg(s.clone()))),
                 (None, None) => {}
             }
-            Ok(and_all(parts))
+            Ok(and_all(b, parts))
         }
         ParamType::Reference => reference_condition(ctx, b, modifier, value, x),
         ParamType::Uri => {
@@ -449,9 +440,9 @@ fn value_condition(
     }
 }
 
-fn and_all(parts: Vec<String>) -> String {
+fn and_all(b: &Sql, parts: Vec<String>) -> String {
     if parts.is_empty() {
-        TRUE.into()
+        b.lit(true)
     } else {
         parts.join(" AND ")
     }
@@ -507,7 +498,7 @@ fn uri_condition(b: &mut Sql, modifier: &Modifier, u: &str, col: &str) -> StoreR
 }
 
 fn reference_condition(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     modifier: &Modifier,
     value: &SearchValue,
@@ -549,12 +540,12 @@ fn reference_condition(
                     parts.push(format!("{x}.target_id = {}", b.arg(id.clone())));
                     if let Some(t) = type_name {
                         let Some(tid) = ctx.type_id(t)? else {
-                            return Ok(FALSE.into());
+                            return Ok(b.lit(false));
                         };
                         parts.push(format!("{x}.target_tid = {}", b.arg(tid)));
                     }
                 }
-                (None, None) => return Ok(FALSE.into()),
+                (None, None) => return Ok(b.lit(false)),
             }
             if let Some(v) = version {
                 parts.push(format!("{x}.version = {}", b.arg(v.clone())));
@@ -566,13 +557,13 @@ fn reference_condition(
             )))
         }
     }
-    Ok(and_all(parts))
+    Ok(and_all(b, parts))
 }
 
 /// Date prefixes on a resource range `[start_col, end_col]` against the searched range
 /// `[start, end]`, per the R4 search page (§3.1.1.4.2).
 pub(crate) fn date_condition(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     prefix: Prefix,
     start: i64,
@@ -651,7 +642,7 @@ fn id_predicate(
     alias: &str,
 ) -> StoreResult<String> {
     let negated = match modifier {
-        Modifier::Missing(m) => return Ok(if *m { FALSE } else { TRUE }.into()),
+        Modifier::Missing(m) => return Ok(b.lit(!*m)),
         Modifier::None | Modifier::Exact => false,
         Modifier::Not => true,
         other => return Err(unsupported(format!("modifier {other:?} on _id"))),
@@ -666,7 +657,7 @@ fn id_predicate(
         }
     }
     if ids.is_empty() {
-        return Ok(if negated { TRUE } else { FALSE }.into());
+        return Ok(b.lit(negated));
     }
     Ok(format!(
         "{alias}.id {}IN ({})",
@@ -676,14 +667,14 @@ fn id_predicate(
 }
 
 fn column_date_predicate(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     modifier: &Modifier,
     values: &[SearchValue],
     col: &str,
 ) -> StoreResult<String> {
     match modifier {
-        Modifier::Missing(m) => return Ok(if *m { FALSE } else { TRUE }.into()),
+        Modifier::Missing(m) => return Ok(b.lit(!*m)),
         Modifier::None => {}
         other => return Err(unsupported(format!("modifier {other:?} on _lastUpdated"))),
     }
@@ -694,18 +685,18 @@ fn column_date_predicate(
         };
         ors.push(date_condition(ctx, b, *prefix, *start, *end, col, col));
     }
-    Ok(or_all(ors))
+    Ok(or_all(b, ors))
 }
 
 fn type_predicate(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     modifier: &Modifier,
     values: &[SearchValue],
     alias: &str,
 ) -> StoreResult<String> {
     let negated = match modifier {
-        Modifier::Missing(m) => return Ok(if *m { FALSE } else { TRUE }.into()),
+        Modifier::Missing(m) => return Ok(b.lit(!*m)),
         Modifier::None => false,
         Modifier::Not => true,
         other => return Err(unsupported(format!("modifier {other:?} on _type"))),
@@ -721,7 +712,7 @@ fn type_predicate(
         }
     }
     if tids.is_empty() {
-        return Ok(if negated { TRUE } else { FALSE }.into());
+        return Ok(b.lit(negated));
     }
     Ok(format!(
         "{alias}.tid {}IN {}",

@@ -10,13 +10,13 @@ use phip_fhir::search::{ParamType, SortDirection, SortKey};
 
 use super::builder::Sql;
 use super::filter::{Ctx, Scope};
-use crate::sqlite::cursor::KeyValue;
+use super::SqlArg;
 use crate::{StoreError, StoreResult};
 
 /// The value a resource sorts by for one key: the smallest of its values for an ascending
 /// key, the largest for a descending one.
 pub(crate) fn key_expr(
-    ctx: &Ctx<'_, '_>,
+    ctx: &Ctx<'_>,
     b: &mut Sql,
     key: &SortKey,
     alias: &str,
@@ -83,7 +83,7 @@ pub(crate) fn order_by(keys: &[SortKey], m: &str, reverse: bool) -> String {
 pub(crate) fn keyset(
     b: &mut Sql,
     keys: &[SortKey],
-    values: &[KeyValue],
+    values: &[Option<SqlArg>],
     rid: i64,
     m: &str,
     before: bool,
@@ -94,10 +94,10 @@ pub(crate) fn keyset(
         let asc = key.direction == SortDirection::Ascending;
         cond = match (value, before) {
             // Missing values sort last: after a missing value come only other missing ones.
-            (KeyValue::Null, false) => format!("({col} IS NULL AND ({cond}))"),
-            (KeyValue::Null, true) => format!("({col} IS NOT NULL OR ({cond}))"),
-            (v, before) => {
-                let p = b.arg(v.to_sql());
+            (None, false) => format!("({col} IS NULL AND ({cond}))"),
+            (None, true) => format!("({col} IS NOT NULL OR ({cond}))"),
+            (Some(v), before) => {
+                let p = b.arg(v.clone());
                 let op = if asc != before { ">" } else { "<" };
                 let nulls = if before {
                     ""

@@ -1,20 +1,29 @@
 //! Accumulates bound parameters and fresh table aliases while SQL text is assembled.
 
-use rusqlite::types::Value as SqlValue;
+use super::{Dialect, SqlArg};
 
 /// Bound arguments (numbered placeholders, so fragments may be assembled in any order) and an
-/// alias counter.
-#[derive(Default)]
+/// alias counter, for one dialect.
 pub(crate) struct Sql {
-    pub(crate) args: Vec<SqlValue>,
+    pub(crate) args: Vec<SqlArg>,
+    pub(crate) dialect: Dialect,
     aliases: usize,
 }
 
 impl Sql {
+    /// An empty statement for a dialect.
+    pub(crate) fn new(dialect: Dialect) -> Sql {
+        Sql {
+            args: Vec::new(),
+            dialect,
+            aliases: 0,
+        }
+    }
+
     /// Binds a value and returns its placeholder.
-    pub(crate) fn arg(&mut self, v: impl Into<SqlValue>) -> String {
+    pub(crate) fn arg(&mut self, v: impl Into<SqlArg>) -> String {
         self.args.push(v.into());
-        format!("?{}", self.args.len())
+        self.dialect.placeholder(self.args.len())
     }
 
     /// Binds a list of integers and returns a parenthesized placeholder list for `IN`.
@@ -27,6 +36,11 @@ impl Sql {
     pub(crate) fn alias(&mut self, prefix: &str) -> String {
         self.aliases += 1;
         format!("{prefix}{}", self.aliases)
+    }
+
+    /// A condition that is constantly true or false.
+    pub(crate) fn lit(&self, b: bool) -> String {
+        self.dialect.bool_literal(b).to_owned()
     }
 }
 
@@ -43,7 +57,9 @@ pub(crate) fn like_escape(s: &str) -> String {
 }
 
 /// The exclusive upper bound of the strings starting with `prefix`, for a range predicate
-/// that can use an index (`col >= prefix AND col < upper`).
+/// that can use an index (`col >= prefix AND col < upper`). Both backends compare text
+/// bytewise (SQLite's BINARY, PostgreSQL's `COLLATE "C"`), where U+10FFFF sorts after every
+/// other character.
 pub(crate) fn prefix_upper(prefix: &str) -> String {
     let mut s = prefix.to_owned();
     s.push(char::MAX);

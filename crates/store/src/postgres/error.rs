@@ -1,0 +1,54 @@
+//! Mapping of PostgreSQL errors onto [`StoreError`].
+
+use postgres::error::SqlState;
+
+use crate::StoreError;
+
+/// Maps a driver error. Conflicts the caller can retry (serialization failures, deadlocks,
+/// lock timeouts, a server shutting down) become [`StoreError::Busy`]; a lost or refused
+/// connection becomes a `Backend` error that says so.
+pub(crate) fn pg(e: postgres::Error) -> StoreError {
+    if let Some(code) = e.code() {
+        if [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::T_R_DEADLOCK_DETECTED,
+            SqlState::LOCK_NOT_AVAILABLE,
+            SqlState::QUERY_CANCELED,
+            SqlState::TOO_MANY_CONNECTIONS,
+            SqlState::CANNOT_CONNECT_NOW,
+        ]
+        .contains(code)
+        {
+            return StoreError::Busy;
+        }
+        if matches!(*code, SqlState::ADMIN_SHUTDOWN | SqlState::CRASH_SHUTDOWN) {
+            return StoreError::Backend(format!("the PostgreSQL server is shutting down: {e}"));
+        }
+        let detail = e
+            .as_db_error()
+            .map(|d| {
+                let mut s = d.message().to_owned();
+                if let Some(detail) = d.detail() {
+                    s.push_str(": ");
+                    s.push_str(detail);
+                }
+                s
+            })
+            .unwrap_or_else(|| e.to_string());
+        return StoreError::Backend(format!("PostgreSQL error {}: {detail}", code.code()));
+    }
+    if e.is_closed() {
+        return StoreError::Backend("the connection to PostgreSQL was lost".into());
+    }
+    StoreError::Backend(format!("PostgreSQL connection failed: {e}"))
+}
+
+/// Whether an error means the connection can no longer be used.
+pub(crate) fn is_fatal(e: &postgres::Error) -> bool {
+    e.is_closed() || e.code().is_none()
+}
+
+/// A failure that is the store's own (bad stored data, misuse), not PostgreSQL's.
+pub(crate) fn backend(msg: impl Into<String>) -> StoreError {
+    StoreError::Backend(msg.into())
+}

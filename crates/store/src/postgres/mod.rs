@@ -1,0 +1,243 @@
+//! PostgreSQL backend (production).
+//!
+//! Same behaviour as the SQLite backend behind the same traits, with concurrent writers:
+//! - Reads run in `REPEATABLE READ READ ONLY` transactions: one snapshot for the whole
+//!   transaction, as SQLite's WAL readers have.
+//! - Writes run in `READ COMMITTED` transactions. A write locks the resource's row
+//!   (`SELECT … FOR UPDATE`), so writers of one resource queue up and each sees the version
+//!   the previous one committed: the optimistic lock (`expected_version`) has exactly one
+//!   winner per version and versions stay gapless. Two creates of one new id meet on the
+//!   primary key of `resource_ids` (`INSERT … ON CONFLICT DO NOTHING` waits for the other
+//!   transaction and then sees its row).
+//! - A search inside a write transaction (conditional create/update/delete, conditional
+//!   references) first takes a transaction-scoped advisory lock keyed by a hash of the
+//!   searched type and criteria, so that two transactions searching-then-writing with the
+//!   same criteria run one after the other and the second sees the first one's resource.
+//!   Unrelated writers never wait for each other.
+//!
+//! Timestamps: a write transaction takes one `last_updated` at its first write, later than
+//! every timestamp this process handed out before; a version of a resource is also always
+//! later than the resource's previous version (the row lock orders them), whatever the clocks
+//! of several servers say. History order is the global `seq` of versions.
+
+mod catalog;
+mod cursor;
+mod error;
+mod history;
+mod pool;
+mod schema;
+mod search;
+mod tx;
+mod write;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use postgres::types::{IsNull, ToSql, Type};
+use postgres::Config;
+
+use crate::sqlgen::SqlArg;
+use crate::{Store, StoreError, StoreResult, StoredResource, Transaction, WriteRequest};
+use catalog::PgCatalog;
+use pool::{PgConn, Pool};
+pub use schema::SCHEMA_VERSION;
+use tx::PgTransaction;
+
+/// Extracts search index entries from a resource (see [`crate::sqlite::Extractor`]).
+pub type Extractor = crate::sqlite::Extractor;
+
+/// Connections a store opens at most by [`PostgresStore::connect`]; enough for the blocking
+/// thread pool of one server without exhausting PostgreSQL's `max_connections` when several
+/// servers share a database (use PgBouncer beyond that, see docs/postgres.md).
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    pool: Pool,
+    catalog: PgCatalog,
+    extractor: Extractor,
+    /// The newest `last_updated` (epoch ms) this process handed out.
+    clock: Mutex<i64>,
+    schema_version: i64,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or a
+    /// libpq key/value string) with a pool of [`DEFAULT_POOL_SIZE`] connections, and migrates
+    /// its schema to [`SCHEMA_VERSION`]. Fails if the server cannot be reached or the database
+    /// was written by a newer schema version.
+    pub fn connect(url: &str) -> StoreResult<PostgresStore> {
+        Self::connect_with(
+            url,
+            DEFAULT_POOL_SIZE,
+            Arc::new(phip_fhir::search::index::extract),
+        )
+    }
+
+    /// Like [`PostgresStore::connect`] with a pool size and an index extractor (tests
+    /// substitute their own to test the search translation apart from extraction).
+    pub fn connect_with(
+        url: &str,
+        pool_size: usize,
+        extractor: Extractor,
+    ) -> StoreResult<PostgresStore> {
+        let mut config: Config = url
+            .parse()
+            .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("phip");
+        }
+        config.keepalives(true);
+        let mut conn = PgConn::connect(&config)?;
+        let schema_version = schema::migrate(&mut conn)?;
+        let last: i64 = conn
+            .query_one(
+                "SELECT COALESCE(MAX(last_updated), 0) FROM resource_versions",
+                &[],
+            )?
+            .get(0);
+        let store = PostgresStore {
+            pool: Pool::new(config.clone(), pool_size),
+            catalog: PgCatalog::new(config),
+            extractor,
+            clock: Mutex::new(last),
+            schema_version,
+        };
+        store.catalog.preload()?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations (also done by [`PostgresStore::connect`]) and returns the
+    /// schema version. Safe to run from several processes at once.
+    pub fn migrate(&self) -> StoreResult<i64> {
+        let mut conn = self.pool.get()?;
+        schema::migrate(&mut conn)
+    }
+
+    /// The schema version of the database when the store connected.
+    pub fn schema_version(&self) -> i64 {
+        self.schema_version
+    }
+
+    /// Where the store connects (`host:port/dbname`), for logs.
+    pub fn describe(&self) -> String {
+        pool::describe(self.pool.config())
+    }
+
+    /// Writes one resource with the given index entries instead of extracted ones (test seam
+    /// for the search translation).
+    #[doc(hidden)]
+    pub fn write_with_entries(
+        &self,
+        request: WriteRequest,
+        entries: Vec<phip_fhir::search::IndexEntry>,
+    ) -> StoreResult<StoredResource> {
+        let mut tx = PgTransaction::begin(self, true)?;
+        let mut out = tx.write_batch(vec![(request, Some(entries))], true)?;
+        tx.commit_inner()?;
+        out.pop()
+            .ok_or_else(|| StoreError::Backend("write returned nothing".into()))
+    }
+
+    /// The SQL a search translates to and PostgreSQL's plans for it (diagnostics).
+    #[doc(hidden)]
+    pub fn explain_search(&self, request: &crate::SearchRequest) -> StoreResult<String> {
+        let mut tx = PgTransaction::begin(self, false)?;
+        search::explain(&mut tx, request)
+    }
+
+    /// The timestamp for a new write transaction: now, or just after the last one handed out.
+    fn next_timestamp(&self) -> i64 {
+        let mut last = self.clock.lock();
+        let now = chrono::Utc::now().timestamp_millis();
+        *last = now.max(*last + 1);
+        *last
+    }
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("database", &self.describe())
+            .field("schema_version", &self.schema_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store for PostgresStore {
+    fn begin_read(&self) -> StoreResult<Box<dyn Transaction + '_>> {
+        Ok(Box::new(PgTransaction::begin(self, false)?))
+    }
+
+    fn begin_write(&self) -> StoreResult<Box<dyn Transaction + '_>> {
+        Ok(Box::new(PgTransaction::begin(self, true)?))
+    }
+
+    fn bulk_write(&self, requests: Vec<WriteRequest>) -> StoreResult<Vec<StoredResource>> {
+        write::bulk_write(self, requests)
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// Binds a generated argument to whatever type PostgreSQL inferred for its placeholder (the
+/// shared SQL generator does not know that `pid` is an `integer` and `rid` a `bigint`).
+impl ToSql for SqlArg {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            SqlArg::Int(i) => match *ty {
+                Type::INT2 => i16::try_from(*i)?.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*i)?.to_sql(ty, out),
+                Type::FLOAT8 => (*i as f64).to_sql(ty, out),
+                Type::FLOAT4 => (*i as f32).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => i.to_string().to_sql(ty, out),
+                _ => i.to_sql(ty, out),
+            },
+            SqlArg::Real(r) => match *ty {
+                Type::FLOAT4 => (*r as f32).to_sql(ty, out),
+                _ => r.to_sql(ty, out),
+            },
+            SqlArg::Text(t) => t.as_str().to_sql(ty, out),
+            SqlArg::IntList(v) => match *ty {
+                Type::INT4_ARRAY => {
+                    let narrow: Result<Vec<i32>, _> = v.iter().map(|x| i32::try_from(*x)).collect();
+                    narrow?.to_sql(ty, out)
+                }
+                _ => v.to_sql(ty, out),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// The arguments as the driver's parameter list.
+fn params(args: &[SqlArg]) -> Vec<&(dyn ToSql + Sync)> {
+    args.iter().map(|a| a as &(dyn ToSql + Sync)).collect()
+}
+
+/// An integer column of any width.
+fn get_int(row: &postgres::Row, i: usize) -> StoreResult<i64> {
+    let ty = row.columns()[i].type_().clone();
+    let v = match ty {
+        Type::INT2 => row.try_get::<_, i16>(i).map(i64::from),
+        Type::INT4 => row.try_get::<_, i32>(i).map(i64::from),
+        _ => row.try_get::<_, i64>(i),
+    };
+    v.map_err(error::pg)
+}

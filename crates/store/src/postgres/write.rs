@@ -1,0 +1,858 @@
+//! The write path, set-based: one call writes a batch of requests (one request for a single
+//! write, thousands for a bulk load) with a fixed number of statements — lock the existing
+//! rows, create the new identities, then one multi-row statement per table (`unnest` of array
+//! parameters, so the statement text and its prepared plan do not depend on the batch size).
+
+use std::collections::HashMap;
+
+use phip_fhir::search::{IndexEntry, IndexValue};
+use serde_json::{Map, Value};
+
+use super::catalog::to_i32;
+use super::error::backend;
+use super::history::{from_millis, instant_text};
+use super::tx::PgTransaction;
+use super::PostgresStore;
+use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
+
+/// Parameters that map onto columns of `resources` and need no index rows.
+const COLUMN_PARAMS: &[&str] = &["_id", "_lastUpdated"];
+
+/// Attempts of a bulk write that lost a deadlock against another writer.
+const BULK_ATTEMPTS: usize = 3;
+
+/// The state of one logical resource while a batch is applied.
+#[derive(Clone)]
+struct Slot {
+    tid: i64,
+    id: String,
+    rid: i64,
+    version: i64,
+    last_updated: i64,
+    deleted: bool,
+    /// Whether `resources` has a row for it (before this batch).
+    stored: bool,
+    /// Whether the stored row had index rows (stored and not deleted).
+    had_index: bool,
+    /// Whether this batch wrote a version of it.
+    dirty: bool,
+    /// Index entries of its final version in this batch (`None` when deleted).
+    entries: Option<Vec<IndexEntry>>,
+}
+
+/// One request with its pre-extracted index entries (extracted here when `None`).
+pub(crate) type Item = (WriteRequest, Option<Vec<IndexEntry>>);
+
+impl PgTransaction<'_> {
+    /// Writes the requests in order. With `check`, each request's `expected_version` is
+    /// enforced; bulk loads pass `false`.
+    pub(crate) fn write_batch(
+        &mut self,
+        items: Vec<Item>,
+        check: bool,
+    ) -> StoreResult<Vec<StoredResource>> {
+        if !self.writer {
+            return Err(backend("write in a read-only transaction"));
+        }
+        let store = self.store;
+        // Validate and map every request onto a slot (one per distinct resource).
+        let mut slot_of: HashMap<(i64, String), usize> = HashMap::new();
+        let mut slots: Vec<Slot> = Vec::new();
+        let mut order: Vec<usize> = Vec::with_capacity(items.len());
+        for (request, _) in &items {
+            if let Some(body) = &request.resource {
+                match body.get("resourceType").and_then(Value::as_str) {
+                    Some(t) if t == request.resource_type => {}
+                    other => {
+                        return Err(backend(format!(
+                            "resourceType {other:?} does not match the written type {}",
+                            request.resource_type
+                        )))
+                    }
+                }
+            }
+            let tid = store.catalog.ensure_type(&request.resource_type)?;
+            let key = (tid, request.id.clone());
+            let slot = *slot_of.entry(key).or_insert_with(|| {
+                slots.push(Slot {
+                    tid,
+                    id: request.id.clone(),
+                    rid: 0,
+                    version: 0,
+                    last_updated: 0,
+                    deleted: false,
+                    stored: false,
+                    had_index: false,
+                    dirty: false,
+                    entries: None,
+                });
+                slots.len() - 1
+            });
+            order.push(slot);
+        }
+
+        let all: Vec<usize> = (0..slots.len()).collect();
+        self.lock_existing(&mut slots, &all)?;
+        if check {
+            check_versions(&items, &order, &slots)?;
+        }
+        self.create_identities(&mut slots, &items, &order)?;
+        if check {
+            // A concurrent create of the same id may have won meanwhile.
+            check_versions(&items, &order, &slots)?;
+        }
+
+        // Apply the requests in order to the slots, collecting version rows.
+        let ts = self.timestamp();
+        let mut versions = VersionRows::default();
+        let mut out = Vec::with_capacity(items.len());
+        for ((request, entries), &i) in items.into_iter().zip(&order) {
+            let slot = &mut slots[i];
+            let Some(mut body) = request.resource else {
+                if !slot.stored && !slot.dirty || slot.deleted {
+                    // Deleting what does not exist or is already deleted writes nothing.
+                    out.push(StoredResource {
+                        resource_type: request.resource_type,
+                        id: request.id,
+                        version_id: slot.version as u64,
+                        last_updated: if slot.version == 0 {
+                            chrono::Utc::now()
+                        } else {
+                            from_millis(slot.last_updated)?
+                        },
+                        resource: None,
+                    });
+                    continue;
+                }
+                let at = ts.max(slot.last_updated + 1);
+                slot.version += 1;
+                slot.last_updated = at;
+                slot.deleted = true;
+                slot.dirty = true;
+                slot.entries = None;
+                versions.push(slot, None);
+                out.push(StoredResource {
+                    resource_type: request.resource_type,
+                    id: request.id,
+                    version_id: slot.version as u64,
+                    last_updated: from_millis(at)?,
+                    resource: None,
+                });
+                continue;
+            };
+            // A version is always later than the resource's previous one, even if another
+            // server's clock is ahead of ours.
+            let at = ts.max(slot.last_updated + 1);
+            let version = slot.version + 1;
+            stamp(&mut body, &request.id, version, at)?;
+            let text = serde_json::to_string(&body).map_err(|e| backend(e.to_string()))?;
+            slot.version = version;
+            slot.last_updated = at;
+            slot.deleted = false;
+            slot.dirty = true;
+            slot.entries = Some(match entries {
+                Some(e) => e,
+                None => (store.extractor)(&body),
+            });
+            versions.push(slot, Some(text));
+            out.push(StoredResource {
+                resource_type: request.resource_type,
+                id: request.id,
+                version_id: version as u64,
+                last_updated: from_millis(at)?,
+                resource: Some(body),
+            });
+        }
+        self.store_slots(&slots)?;
+        versions.insert(self)?;
+        let mut index = IndexRows::default();
+        for slot in slots.iter().filter(|s| s.dirty) {
+            if let Some(entries) = &slot.entries {
+                index.add(store, slot.tid, slot.rid, entries)?;
+            }
+        }
+        index.insert(self)?;
+        Ok(out)
+    }
+
+    /// Reads and locks (`FOR UPDATE`) the stored rows of the given slots, in rid order so that
+    /// concurrent batches lock in the same order.
+    fn lock_existing(&mut self, slots: &mut [Slot], which: &[usize]) -> StoreResult<()> {
+        if which.is_empty() {
+            return Ok(());
+        }
+        let tids: Vec<i32> = which.iter().map(|&i| to_i32(slots[i].tid)).collect();
+        let ids: Vec<&str> = which.iter().map(|&i| slots[i].id.as_str()).collect();
+        let rows = if which.len() == 1 {
+            self.conn.query(
+                "SELECT rid, tid, id, version, last_updated, deleted FROM resources \
+                 WHERE tid = $1 AND id = $2 FOR UPDATE",
+                &[&tids[0], &ids[0]],
+            )?
+        } else {
+            self.conn.query(
+                "SELECT r.rid, r.tid, r.id, r.version, r.last_updated, r.deleted FROM resources r \
+                 JOIN unnest($1::integer[], $2::text[]) AS k(tid, id) \
+                 ON r.tid = k.tid AND r.id = k.id ORDER BY r.rid FOR UPDATE OF r",
+                &[&tids, &ids],
+            )?
+        };
+        let index: HashMap<(i64, &str), usize> = which
+            .iter()
+            .map(|&i| ((slots[i].tid, slots[i].id.as_str()), i))
+            .collect();
+        let mut found = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let tid = i64::from(row.get::<_, i32>(1));
+            let id: &str = row.get(2);
+            if let Some(&i) = index.get(&(tid, id)) {
+                found.push((i, row));
+            }
+        }
+        for (i, row) in found {
+            let s = &mut slots[i];
+            s.rid = row.get(0);
+            s.version = row.get(3);
+            s.last_updated = row.get(4);
+            s.deleted = row.get(5);
+            s.stored = true;
+            s.had_index = !s.deleted;
+        }
+        Ok(())
+    }
+
+    /// Gives every slot that is written but not stored a rid, through `resource_ids`. A create
+    /// that collides with a concurrent one waits for it; if it committed, the resource now
+    /// exists and is locked and updated instead.
+    fn create_identities(
+        &mut self,
+        slots: &mut [Slot],
+        items: &[Item],
+        order: &[usize],
+    ) -> StoreResult<()> {
+        let mut wanted = vec![false; slots.len()];
+        for ((request, _), &i) in items.iter().zip(order) {
+            if request.resource.is_some() && !slots[i].stored {
+                wanted[i] = true;
+            }
+        }
+        let mut missing: Vec<usize> = (0..slots.len()).filter(|&i| wanted[i]).collect();
+        // Sorted, so that concurrent batches wait on each other's keys in one order.
+        missing.sort_by(|&a, &b| (slots[a].tid, &slots[a].id).cmp(&(slots[b].tid, &slots[b].id)));
+        for _ in 0..5 {
+            if missing.is_empty() {
+                return Ok(());
+            }
+            let ids: Vec<&str> = missing.iter().map(|&i| slots[i].id.as_str()).collect();
+            let tids: Vec<i32> = missing.iter().map(|&i| to_i32(slots[i].tid)).collect();
+            let rows = self.conn.query(
+                "INSERT INTO resource_ids (id, tid, rid) \
+                 SELECT k.id, k.tid, nextval('rid_seq') \
+                 FROM unnest($1::text[], $2::integer[]) WITH ORDINALITY AS k(id, tid, o) \
+                 ORDER BY k.o ON CONFLICT DO NOTHING RETURNING id, tid, rid",
+                &[&ids, &tids],
+            )?;
+            let mut created: HashMap<(i64, String), i64> = HashMap::with_capacity(rows.len());
+            for row in rows {
+                created.insert(
+                    (i64::from(row.get::<_, i32>(1)), row.get(0)),
+                    row.get::<_, i64>(2),
+                );
+            }
+            let mut collided = Vec::new();
+            for &i in &missing {
+                match created.remove(&(slots[i].tid, slots[i].id.clone())) {
+                    Some(rid) => slots[i].rid = rid,
+                    None => collided.push(i),
+                }
+            }
+            if collided.is_empty() {
+                return Ok(());
+            }
+            // The identities exist: committed by a concurrent create (whose resource rows are
+            // now visible), or left without a resource row, which is adopted.
+            self.lock_existing(slots, &collided)?;
+            let mut orphans = Vec::new();
+            for &i in &collided {
+                if slots[i].stored {
+                    continue;
+                }
+                let row = self.conn.query_opt(
+                    "SELECT rid FROM resource_ids WHERE id = $1 AND tid = $2",
+                    &[&slots[i].id, &to_i32(slots[i].tid)],
+                )?;
+                match row {
+                    Some(r) => slots[i].rid = r.get(0),
+                    None => orphans.push(i),
+                }
+            }
+            missing = orphans;
+        }
+        Err(StoreError::Busy)
+    }
+
+    /// Inserts or updates the `resources` rows of the written slots and drops the index rows
+    /// of their previous versions.
+    fn store_slots(&mut self, slots: &[Slot]) -> StoreResult<()> {
+        let mut new = ResourceRows::default();
+        let mut changed = ResourceRows::default();
+        let mut reindexed: Vec<i64> = Vec::new();
+        for s in slots.iter().filter(|s| s.dirty) {
+            if s.stored {
+                changed.push(s);
+            } else {
+                new.push(s);
+            }
+            if s.had_index {
+                reindexed.push(s.rid);
+            }
+        }
+        if !new.rid.is_empty() {
+            self.conn.execute(
+                "INSERT INTO resources (rid, tid, id, version, last_updated, deleted) \
+                 SELECT * FROM unnest($1::bigint[], $2::integer[], $3::text[], $4::bigint[], \
+                 $5::bigint[], $6::boolean[])",
+                &[
+                    &new.rid,
+                    &new.tid,
+                    &new.id,
+                    &new.version,
+                    &new.last_updated,
+                    &new.deleted,
+                ],
+            )?;
+        }
+        if !changed.rid.is_empty() {
+            self.conn.execute(
+                "UPDATE resources r SET version = u.version, last_updated = u.last_updated, \
+                 deleted = u.deleted \
+                 FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::boolean[]) \
+                 AS u(rid, version, last_updated, deleted) WHERE r.rid = u.rid",
+                &[
+                    &changed.rid,
+                    &changed.version,
+                    &changed.last_updated,
+                    &changed.deleted,
+                ],
+            )?;
+        }
+        if !reindexed.is_empty() {
+            // One round trip for all seven tables.
+            let deletes: Vec<String> = crate::sqlgen::INDEX_TABLES
+                .iter()
+                .enumerate()
+                .map(|(i, t)| format!("d{i} AS (DELETE FROM {t} WHERE rid = ANY($1))"))
+                .collect();
+            self.conn.execute(
+                &format!("WITH {} SELECT 1", deletes.join(", ")),
+                &[&reindexed],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks the optimistic locks of a batch against the stored state, before anything is
+/// written.
+fn check_versions(items: &[Item], order: &[usize], slots: &[Slot]) -> StoreResult<()> {
+    let mut version: Vec<i64> = slots.iter().map(|s| s.version).collect();
+    let mut deleted: Vec<bool> = slots.iter().map(|s| s.deleted || !s.stored).collect();
+    for ((request, _), &i) in items.iter().zip(order) {
+        let current = version[i] as u64;
+        if let Some(expected) = request.expected_version {
+            if expected != current {
+                return Err(StoreError::VersionConflict { expected, current });
+            }
+        }
+        match &request.resource {
+            Some(_) => {
+                version[i] += 1;
+                deleted[i] = false;
+            }
+            None if !deleted[i] => {
+                version[i] += 1;
+                deleted[i] = true;
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Column arrays of `resources` rows.
+#[derive(Default)]
+struct ResourceRows {
+    rid: Vec<i64>,
+    tid: Vec<i32>,
+    id: Vec<String>,
+    version: Vec<i64>,
+    last_updated: Vec<i64>,
+    deleted: Vec<bool>,
+}
+
+impl ResourceRows {
+    fn push(&mut self, s: &Slot) {
+        self.rid.push(s.rid);
+        self.tid.push(to_i32(s.tid));
+        self.id.push(s.id.clone());
+        self.version.push(s.version);
+        self.last_updated.push(s.last_updated);
+        self.deleted.push(s.deleted);
+    }
+}
+
+/// Column arrays of `resource_versions` rows, in write order (which `seq` follows).
+#[derive(Default)]
+struct VersionRows {
+    rid: Vec<i64>,
+    version: Vec<i64>,
+    tid: Vec<i32>,
+    last_updated: Vec<i64>,
+    body: Vec<Option<String>>,
+}
+
+impl VersionRows {
+    fn push(&mut self, s: &Slot, body: Option<String>) {
+        self.rid.push(s.rid);
+        self.version.push(s.version);
+        self.tid.push(to_i32(s.tid));
+        self.last_updated.push(s.last_updated);
+        self.body.push(body);
+    }
+
+    fn insert(self, tx: &mut PgTransaction<'_>) -> StoreResult<()> {
+        if self.rid.is_empty() {
+            return Ok(());
+        }
+        tx.conn.execute(
+            "INSERT INTO resource_versions (rid, version, tid, last_updated, body) \
+             SELECT rid, version, tid, last_updated, body \
+             FROM unnest($1::bigint[], $2::bigint[], $3::integer[], $4::bigint[], $5::text[]) \
+             WITH ORDINALITY AS u(rid, version, tid, last_updated, body, o) ORDER BY o",
+            &[
+                &self.rid,
+                &self.version,
+                &self.tid,
+                &self.last_updated,
+                &self.body,
+            ],
+        )?;
+        Ok(())
+    }
+}
+
+/// The key columns every index table starts with.
+#[derive(Default)]
+struct Key {
+    rid: Vec<i64>,
+    n: Vec<i32>,
+    pid: Vec<i32>,
+    grp: Vec<Option<i32>>,
+}
+
+impl Key {
+    fn push(&mut self, rid: i64, n: i32, pid: i64, grp: Option<i32>) {
+        self.rid.push(rid);
+        self.n.push(n);
+        self.pid.push(to_i32(pid));
+        self.grp.push(grp);
+    }
+}
+
+/// Column arrays of the rows of every index table.
+#[derive(Default)]
+struct IndexRows {
+    string: Key,
+    string_norm: Vec<String>,
+    string_exact: Vec<String>,
+    token: Key,
+    token_system: Vec<Option<String>>,
+    token_code: Vec<Option<String>>,
+    token_text: Vec<Option<String>>,
+    date: Key,
+    date_start: Vec<i64>,
+    date_end: Vec<i64>,
+    number: Key,
+    number_value: Vec<Option<f64>>,
+    number_low: Vec<Option<f64>>,
+    number_high: Vec<Option<f64>>,
+    quantity: Key,
+    quantity_value: Vec<Option<f64>>,
+    quantity_low: Vec<Option<f64>>,
+    quantity_high: Vec<Option<f64>>,
+    quantity_system: Vec<Option<String>>,
+    quantity_code: Vec<Option<String>>,
+    quantity_unit: Vec<Option<String>>,
+    reference: Key,
+    reference_target_tid: Vec<Option<i32>>,
+    reference_target_id: Vec<Option<String>>,
+    reference_url: Vec<Option<String>>,
+    reference_version: Vec<Option<String>>,
+    reference_id_system: Vec<Option<String>>,
+    reference_id_value: Vec<Option<String>>,
+    uri: Key,
+    uri_uri: Vec<String>,
+}
+
+impl IndexRows {
+    /// Adds the rows of one resource's entries, numbered `n = 1…` and with composite
+    /// occurrences tied by `grp`, exactly as the SQLite backend numbers them.
+    fn add(
+        &mut self,
+        store: &PostgresStore,
+        tid: i64,
+        rid: i64,
+        entries: &[IndexEntry],
+    ) -> StoreResult<()> {
+        let mut grp = 0_i32;
+        let mut n = 0_i32;
+        let mut last_param: Option<(&str, i64)> = None;
+        for entry in entries {
+            if COLUMN_PARAMS.contains(&entry.param.as_str()) {
+                continue;
+            }
+            match &entry.value {
+                IndexValue::Composite(parts) => {
+                    grp += 1;
+                    for (i, part) in parts.iter().enumerate() {
+                        let pid = store
+                            .catalog
+                            .ensure_param(tid, &format!("{}#{i}", entry.param))?;
+                        n += 1;
+                        self.value(store, rid, n, pid, Some(grp), part)?;
+                    }
+                }
+                value => {
+                    // Entries come grouped by parameter; skip the id lookup for repeats.
+                    let pid = match last_param {
+                        Some((code, pid)) if code == entry.param => pid,
+                        _ => {
+                            let pid = store.catalog.ensure_param(tid, &entry.param)?;
+                            last_param = Some((&entry.param, pid));
+                            pid
+                        }
+                    };
+                    n += 1;
+                    self.value(store, rid, n, pid, None, value)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn value(
+        &mut self,
+        store: &PostgresStore,
+        rid: i64,
+        n: i32,
+        pid: i64,
+        grp: Option<i32>,
+        value: &IndexValue,
+    ) -> StoreResult<()> {
+        match value {
+            IndexValue::String { normalized, exact } => {
+                self.string.push(rid, n, pid, grp);
+                self.string_norm.push(text(normalized));
+                self.string_exact.push(text(exact));
+            }
+            IndexValue::Token {
+                system,
+                code,
+                text: t,
+            } => {
+                self.token.push(rid, n, pid, grp);
+                self.token_system.push(opt_text(system));
+                self.token_code.push(opt_text(code));
+                self.token_text.push(opt_text(t));
+            }
+            IndexValue::Date { start, end } => {
+                self.date.push(rid, n, pid, grp);
+                self.date_start.push(*start);
+                self.date_end.push(*end);
+            }
+            IndexValue::Number { value, low, high } => {
+                self.number.push(rid, n, pid, grp);
+                self.number_value.push(finite(*value));
+                self.number_low.push(finite(*low));
+                self.number_high.push(finite(*high));
+            }
+            IndexValue::Quantity {
+                value,
+                low,
+                high,
+                system,
+                code,
+                unit,
+            } => {
+                self.quantity.push(rid, n, pid, grp);
+                self.quantity_value.push(finite(*value));
+                self.quantity_low.push(finite(*low));
+                self.quantity_high.push(finite(*high));
+                self.quantity_system.push(opt_text(system));
+                self.quantity_code.push(opt_text(code));
+                self.quantity_unit.push(opt_text(unit));
+            }
+            IndexValue::Reference {
+                target_type,
+                target_id,
+                url,
+                version,
+                identifier,
+            } => {
+                let target_tid = match target_type {
+                    Some(t) => Some(to_i32(store.catalog.ensure_type(t)?)),
+                    None => None,
+                };
+                let (id_system, id_value) = match identifier {
+                    Some((s, v)) => (opt_text(s), Some(text(v))),
+                    None => (None, None),
+                };
+                self.reference.push(rid, n, pid, grp);
+                self.reference_target_tid.push(target_tid);
+                self.reference_target_id.push(opt_text(target_id));
+                self.reference_url.push(opt_text(url));
+                self.reference_version.push(opt_text(version));
+                self.reference_id_system.push(id_system);
+                self.reference_id_value.push(id_value);
+            }
+            IndexValue::Uri(uri) => {
+                self.uri.push(rid, n, pid, grp);
+                self.uri_uri.push(text(uri));
+            }
+            // Composites nest only one level deep; a nested one has no meaningful rows.
+            IndexValue::Composite(_) => {}
+        }
+        Ok(())
+    }
+
+    /// One multi-row insert per table that has rows.
+    fn insert(self, tx: &mut PgTransaction<'_>) -> StoreResult<()> {
+        const KEY: &str = "$1::bigint[], $2::integer[], $3::integer[], $4::integer[]";
+        let c = &mut tx.conn;
+        let k = &self.string;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_string (rid, n, pid, grp, norm, exact) \
+                     SELECT * FROM unnest({KEY}, $5::text[], $6::text[])"
+                ),
+                &[
+                    &k.rid,
+                    &k.n,
+                    &k.pid,
+                    &k.grp,
+                    &self.string_norm,
+                    &self.string_exact,
+                ],
+            )?;
+        }
+        let k = &self.token;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_token (rid, n, pid, grp, system, code, text) \
+                     SELECT * FROM unnest({KEY}, $5::text[], $6::text[], $7::text[])"
+                ),
+                &[
+                    &k.rid,
+                    &k.n,
+                    &k.pid,
+                    &k.grp,
+                    &self.token_system,
+                    &self.token_code,
+                    &self.token_text,
+                ],
+            )?;
+        }
+        let k = &self.date;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_date (rid, n, pid, grp, start, \"end\") \
+                     SELECT * FROM unnest({KEY}, $5::bigint[], $6::bigint[])"
+                ),
+                &[
+                    &k.rid,
+                    &k.n,
+                    &k.pid,
+                    &k.grp,
+                    &self.date_start,
+                    &self.date_end,
+                ],
+            )?;
+        }
+        let k = &self.number;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_number (rid, n, pid, grp, value, low, high) \
+                     SELECT * FROM unnest({KEY}, $5::float8[], $6::float8[], $7::float8[])"
+                ),
+                &[
+                    &k.rid,
+                    &k.n,
+                    &k.pid,
+                    &k.grp,
+                    &self.number_value,
+                    &self.number_low,
+                    &self.number_high,
+                ],
+            )?;
+        }
+        let k = &self.quantity;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_quantity (rid, n, pid, grp, value, low, high, system, code, \
+                     unit) SELECT * FROM unnest({KEY}, $5::float8[], $6::float8[], \
+                     $7::float8[], $8::text[], $9::text[], $10::text[])"
+                ),
+                &[
+                    &k.rid,
+                    &k.n,
+                    &k.pid,
+                    &k.grp,
+                    &self.quantity_value,
+                    &self.quantity_low,
+                    &self.quantity_high,
+                    &self.quantity_system,
+                    &self.quantity_code,
+                    &self.quantity_unit,
+                ],
+            )?;
+        }
+        let k = &self.reference;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_reference (rid, n, pid, grp, target_tid, target_id, url, \
+                     version, id_system, id_value) SELECT * FROM unnest({KEY}, \
+                     $5::integer[], $6::text[], $7::text[], $8::text[], $9::text[], $10::text[])"
+                ),
+                &[
+                    &k.rid,
+                    &k.n,
+                    &k.pid,
+                    &k.grp,
+                    &self.reference_target_tid,
+                    &self.reference_target_id,
+                    &self.reference_url,
+                    &self.reference_version,
+                    &self.reference_id_system,
+                    &self.reference_id_value,
+                ],
+            )?;
+        }
+        let k = &self.uri;
+        if !k.rid.is_empty() {
+            c.execute(
+                &format!(
+                    "INSERT INTO idx_uri (rid, n, pid, grp, uri) \
+                     SELECT * FROM unnest({KEY}, $5::text[])"
+                ),
+                &[&k.rid, &k.n, &k.pid, &k.grp, &self.uri_uri],
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// PostgreSQL text cannot hold NUL; a NUL in an index value could never be searched for
+/// anyway, so it is dropped (the stored body keeps it, escaped by JSON).
+fn text(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "")
+    } else {
+        s.to_owned()
+    }
+}
+
+fn opt_text(s: &Option<String>) -> Option<String> {
+    s.as_deref().map(text)
+}
+
+/// Non-finite numbers are stored as NULL, so comparisons simply never match (as in SQLite).
+fn finite(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
+}
+
+/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping `resourceType`, `id` and `meta`
+/// first as FHIR JSON conventionally has them.
+fn stamp(body: &mut Value, id: &str, version: i64, ts: i64) -> StoreResult<()> {
+    let obj = body
+        .as_object_mut()
+        .ok_or_else(|| backend("a resource must be a JSON object"))?;
+    let mut meta = match obj.shift_remove("meta") {
+        Some(Value::Object(meta)) => meta,
+        _ => Map::new(),
+    };
+    meta.insert("versionId".into(), Value::String(version.to_string()));
+    meta.insert("lastUpdated".into(), Value::String(instant_text(ts)?));
+    obj.shift_remove("id");
+    let first = usize::from(obj.keys().next().is_some_and(|k| k == "resourceType"));
+    obj.shift_insert(first, "id".into(), Value::String(id.to_owned()));
+    obj.shift_insert(first + 1, "meta".into(), Value::Object(meta));
+    Ok(())
+}
+
+/// Writes many resources in one transaction. Index extraction (the expensive, CPU-bound part)
+/// runs on all cores before the transaction starts. A batch that loses a deadlock against a
+/// concurrent writer is retried from the start: nothing of it was committed.
+pub(crate) fn bulk_write(
+    store: &PostgresStore,
+    requests: Vec<WriteRequest>,
+) -> StoreResult<Vec<StoredResource>> {
+    let entries = extract_parallel(store, &requests)?;
+    let items: Vec<Item> = requests
+        .into_iter()
+        .map(|mut r| {
+            r.expected_version = None;
+            r
+        })
+        .zip(entries)
+        .collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = (|| {
+            let mut tx = PgTransaction::begin(store, true)?;
+            let out = tx.write_batch(items.clone(), false)?;
+            tx.commit_inner()?;
+            Ok(out)
+        })();
+        match result {
+            Err(StoreError::Busy) if attempt < BULK_ATTEMPTS => continue,
+            other => return other,
+        }
+    }
+}
+
+fn extract_parallel(
+    store: &PostgresStore,
+    requests: &[WriteRequest],
+) -> StoreResult<Vec<Option<Vec<IndexEntry>>>> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(8);
+    let extract_one = |r: &WriteRequest| r.resource.as_ref().map(|body| (store.extractor)(body));
+    if threads <= 1 || requests.len() < 64 {
+        return Ok(requests.iter().map(extract_one).collect());
+    }
+    let chunk = requests.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = requests
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(extract_one).collect::<Vec<_>>()))
+            .collect();
+        let mut out = Vec::with_capacity(requests.len());
+        for handle in handles {
+            out.extend(
+                handle
+                    .join()
+                    .map_err(|_| backend("index extraction panicked"))?,
+            );
+        }
+        Ok(out)
+    })
+}

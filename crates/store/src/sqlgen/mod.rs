@@ -1,0 +1,206 @@
+//! Dialect-neutral translation of FHIR searches into SQL, shared by the SQLite and PostgreSQL
+//! backends.
+//!
+//! Both backends have the same logical schema: `types`/`params` dictionaries, `resources` (one
+//! row per logical resource, `rid` its key, `deleted` its state), the version table and one
+//! narrow `idx_*` table per parameter type keyed by `rid`. The generated SQL uses only what both
+//! dialects understand; the differences (placeholders, boolean literals, how a page joins its
+//! version bodies) are [`Dialect`] methods or parameters of [`plan`].
+
+pub(crate) mod builder;
+pub(crate) mod filter;
+pub(crate) mod include;
+pub(crate) mod sort;
+
+use phip_fhir::search::SearchQuery;
+
+use crate::{PageCursor, SearchRequest, StoreResult};
+use builder::Sql;
+use filter::{Ctx, Scope};
+
+/// The index tables, for statements that touch all of them.
+pub(crate) const INDEX_TABLES: &[&str] = &[
+    "idx_string",
+    "idx_token",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_reference",
+    "idx_uri",
+];
+
+/// The SQL dialect being generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    /// `?N` placeholders, integer booleans.
+    Sqlite,
+    /// `$N` placeholders, `TRUE`/`FALSE`.
+    Postgres,
+}
+
+impl Dialect {
+    /// The placeholder of the `n`th (1-based) argument.
+    pub(crate) fn placeholder(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("?{n}"),
+            Dialect::Postgres => format!("${n}"),
+        }
+    }
+
+    /// `IN` over the integer list bound as the `n`th argument ([`SqlArg::IntList`]).
+    pub(crate) fn in_list(self, n: usize) -> String {
+        match self {
+            Dialect::Sqlite => format!("IN (SELECT value FROM json_each(?{n}))"),
+            Dialect::Postgres => format!("= ANY(${n})"),
+        }
+    }
+
+    /// A constant condition.
+    pub(crate) fn bool_literal(self, b: bool) -> &'static str {
+        match (self, b) {
+            (Dialect::Sqlite, true) => "1",
+            (Dialect::Sqlite, false) => "0",
+            (Dialect::Postgres, true) => "TRUE",
+            (Dialect::Postgres, false) => "FALSE",
+        }
+    }
+}
+
+/// A bound value, converted by each backend into its driver's parameter type.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SqlArg {
+    /// An integer (ids, epoch milliseconds).
+    Int(i64),
+    /// A double (numbers, quantities).
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// A list of integers for [`Dialect::in_list`] (a JSON array for SQLite, an array for
+    /// PostgreSQL), so that a statement's text does not depend on the list's length.
+    IntList(Vec<i64>),
+}
+
+impl From<i64> for SqlArg {
+    fn from(v: i64) -> Self {
+        SqlArg::Int(v)
+    }
+}
+
+impl From<f64> for SqlArg {
+    fn from(v: f64) -> Self {
+        SqlArg::Real(v)
+    }
+}
+
+impl From<String> for SqlArg {
+    fn from(v: String) -> Self {
+        SqlArg::Text(v)
+    }
+}
+
+impl From<&str> for SqlArg {
+    fn from(v: &str) -> Self {
+        SqlArg::Text(v.to_owned())
+    }
+}
+
+/// Type and parameter ids, as a backend's transaction sees them.
+pub(crate) trait Catalog {
+    /// The id of a resource type, if it was ever stored.
+    fn type_id(&self, name: &str) -> StoreResult<Option<i64>>;
+    /// The id of a parameter of a type, if a value of it was ever stored.
+    fn param_id(&self, tid: i64, code: &str) -> StoreResult<Option<i64>>;
+    /// The ids of a parameter code in every type (system searches).
+    fn params_with_code(&self, code: &str) -> StoreResult<Vec<i64>>;
+}
+
+/// How the page query loads the bodies of its rows: the columns it selects after the row's
+/// sort keys and the joins that provide them, given `r` (resources) and `p` (the page).
+pub(crate) struct PageShape<'a> {
+    /// Columns, e.g. `ty.name, r.id, v.version, v.last_updated, v.body`.
+    pub(crate) columns: &'a str,
+    /// Joins after `JOIN resources r ON r.rid = p.rid`.
+    pub(crate) joins: &'a str,
+}
+
+/// The SQL of one search page.
+pub(crate) struct Plan {
+    /// `SELECT COUNT(*)` of all matches; binds the first `where_args` arguments.
+    pub(crate) count_sql: String,
+    pub(crate) where_args: usize,
+    /// The page: rid, tid, sort values `s0…`, then the [`PageShape`] columns.
+    pub(crate) page_sql: String,
+    pub(crate) args: Vec<SqlArg>,
+    /// Whether the page is read backwards (`PageCursor::Before`).
+    pub(crate) before: bool,
+}
+
+/// A decoded keyset position: the row's sort values (`None` = no value) and its rid.
+pub(crate) type Position = (Vec<Option<SqlArg>>, i64);
+
+/// Translates a request; `None` when the searched type has never been stored (no matches).
+/// `decode` turns a paging cursor into a position with one value per sort key.
+pub(crate) fn plan(
+    ctx: &Ctx<'_>,
+    dialect: Dialect,
+    request: &SearchRequest,
+    shape: &PageShape<'_>,
+    decode: impl Fn(&str, usize) -> StoreResult<Position>,
+) -> StoreResult<Option<Plan>> {
+    let q: &SearchQuery = &request.query;
+    // WHERE over `r` (resources): type, not deleted, every filter.
+    let mut b = Sql::new(dialect);
+    let mut conds = vec![format!("r.deleted = {}", b.lit(false))];
+    let scope = match &q.resource_type {
+        Some(t) => {
+            let Some(tid) = ctx.type_id(t)? else {
+                return Ok(None);
+            };
+            conds.push(format!("r.tid = {}", b.arg(tid)));
+            Scope::Types(vec![tid])
+        }
+        None => Scope::All,
+    };
+    for f in &q.filters {
+        conds.push(filter::predicate(ctx, &mut b, f, "r", &scope)?);
+    }
+    let where_sql = conds.join(" AND ");
+    let where_args = b.args.len();
+    let count_sql = format!("SELECT COUNT(*) FROM resources r WHERE {where_sql}");
+
+    let mut key_cols = String::new();
+    for (i, key) in q.sort.iter().enumerate() {
+        let e = sort::key_expr(ctx, &mut b, key, "r", &scope)?;
+        key_cols.push_str(&format!(", {e} AS s{i}"));
+    }
+    let (position, before) = match &request.cursor {
+        PageCursor::First => (None, false),
+        PageCursor::After(c) => (Some(decode(c, q.sort.len())?), false),
+        PageCursor::Before(c) => (Some(decode(c, q.sort.len())?), true),
+    };
+    let keyset = match &position {
+        Some((values, rid)) => sort::keyset(&mut b, &q.sort, values, *rid, "m", before),
+        None => b.lit(true),
+    };
+    let limit = b.arg(request.page_size as i64 + 1);
+    let p_keys: String = (0..q.sort.len()).map(|i| format!(", p.s{i}")).collect();
+    // The inner query picks the page's rids (sorting only narrow rows); the outer one loads
+    // those rows' bodies.
+    let page_sql = format!(
+        "SELECT p.rid, r.tid{p_keys}, {columns} FROM (\
+           SELECT m.* FROM (SELECT r.rid AS rid{key_cols} FROM resources r WHERE {where_sql}) m \
+           WHERE {keyset} ORDER BY {} LIMIT {limit}\
+         ) p JOIN resources r ON r.rid = p.rid {joins} ORDER BY {}",
+        sort::order_by(&q.sort, "m", before),
+        sort::order_by(&q.sort, "p", false),
+        columns = shape.columns,
+        joins = shape.joins,
+    );
+    Ok(Some(Plan {
+        count_sql,
+        where_args,
+        page_sql,
+        args: b.args,
+        before,
+    }))
+}

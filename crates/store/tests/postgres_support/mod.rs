@@ -1,0 +1,97 @@
+//! Runs store tests on both backends: each test body takes `&dyn Store`, and [`both!`] makes a
+//! `sqlite` and a `postgres` test of it. PostgreSQL tests use the process's shared throwaway
+//! cluster and a fresh database each; without PostgreSQL binaries they are skipped loudly
+//! (or fail, with `PHIP_REQUIRE_POSTGRES=1`).
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use phip_store::postgres::PostgresStore;
+use phip_store::sqlite::{Extractor, SqliteStore};
+use phip_store::{Store, StoreResult, StoredResource, WriteRequest};
+use phip_testkit::PgCluster;
+
+/// A store under test and what keeps it alive.
+pub enum Backend {
+    /// An embedded store in a temporary directory.
+    Sqlite(tempfile::TempDir, SqliteStore),
+    /// A PostgreSQL store on a fresh database of the shared cluster.
+    Postgres(String, PostgresStore),
+}
+
+impl Backend {
+    /// A fresh SQLite store.
+    pub fn sqlite() -> Backend {
+        Self::sqlite_with(None)
+    }
+
+    /// A fresh SQLite store with a substitute extractor.
+    pub fn sqlite_with(extractor: Option<Extractor>) -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let s = match extractor {
+            Some(e) => SqliteStore::open_with_extractor(dir.path(), e).unwrap(),
+            None => SqliteStore::open(dir.path()).unwrap(),
+        };
+        Backend::Sqlite(dir, s)
+    }
+
+    /// A PostgreSQL store on a new database, or `None` when PostgreSQL is not installed.
+    pub fn postgres() -> Option<Backend> {
+        Self::postgres_with(None)
+    }
+
+    /// A PostgreSQL store with a substitute extractor.
+    pub fn postgres_with(extractor: Option<Extractor>) -> Option<Backend> {
+        let cluster = PgCluster::shared()?;
+        let url = cluster.fresh_database();
+        let extractor = extractor.unwrap_or_else(|| Arc::new(phip_fhir::search::index::extract));
+        let s = PostgresStore::connect_with(&url, 16, extractor).unwrap();
+        Some(Backend::Postgres(url, s))
+    }
+
+    /// The store.
+    pub fn store(&self) -> &dyn Store {
+        match self {
+            Backend::Sqlite(_, s) => s,
+            Backend::Postgres(_, s) => s,
+        }
+    }
+
+    /// Writes with hand-made index entries (the search translation seam).
+    pub fn write_with_entries(
+        &self,
+        request: WriteRequest,
+        entries: Vec<phip_fhir::search::IndexEntry>,
+    ) -> StoreResult<StoredResource> {
+        match self {
+            Backend::Sqlite(_, s) => s.write_with_entries(request, entries),
+            Backend::Postgres(_, s) => s.write_with_entries(request, entries),
+        }
+    }
+}
+
+/// Makes `mod name { #[test] fn sqlite(); #[test] fn postgres(); }` running `name(&dyn Store)`
+/// on each backend.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[test]
+                fn sqlite() {
+                    let b = $crate::postgres_support::Backend::sqlite();
+                    super::$name(b.store());
+                }
+
+                #[test]
+                fn postgres() {
+                    let Some(b) = $crate::postgres_support::Backend::postgres() else {
+                        return;
+                    };
+                    super::$name(b.store());
+                }
+            }
+        )*
+    };
+}
