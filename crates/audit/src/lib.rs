@@ -37,9 +37,7 @@ pub mod log;
 pub mod query;
 pub mod verify;
 
-pub use event::{
-    Action, Agent, AuditRecord, Coding, EventType, Interaction, Outcome, Source,
-};
+pub use event::{Action, Agent, AuditRecord, Coding, EventType, Interaction, Outcome, Source};
 pub use log::{AuditLog, AuditOptions, Checkpoint, CheckpointKeys};
 pub use query::AuditQuery;
 pub use verify::{BreakReason, Broken, VerifyReport};

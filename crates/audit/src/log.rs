@@ -346,17 +346,17 @@ impl AuditLog {
         if let Some(done) = slot.lock().take() {
             return done;
         }
+        // Invariant: under the writer lock our job is either done (slot filled) or still
+        // queued, because jobs are only taken from the queue, and completed, under this lock.
         let jobs = std::mem::take(&mut *self.inner.queue.lock());
-        let result = w.commit(&jobs, self.inner.checkpoint_every, self.signer());
-        drop(w);
-        match result {
+        match w.commit(&jobs, self.inner.checkpoint_every, self.signer()) {
             Ok(seqs) => {
                 for (job, seqs) in jobs.iter().zip(seqs) {
                     *job.slot.lock() = Some(Ok(seqs));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "audit append failed");
+                tracing::error!(error = %e, records = jobs.len(), "audit append failed");
                 let msg = e.to_string();
                 for job in &jobs {
                     *job.slot.lock() = Some(Err(AuditError::GroupCommit(msg.clone())));
@@ -366,8 +366,9 @@ impl AuditLog {
                 return Err(e);
             }
         }
+        drop(w);
         let done = slot.lock().take();
-        done.unwrap_or_else(|| Err(AuditError::GroupCommit("job lost from queue".into())))
+        done.unwrap_or_else(|| Err(AuditError::GroupCommit("append was not committed".into())))
     }
 
     /// Append one record; returns its `seq`.
@@ -383,7 +384,9 @@ impl AuditLog {
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, AuditError> {
         let writer = self.inner.writer.as_ref().ok_or(AuditError::ReadOnly)?;
         let mut w = writer.lock();
-        let tx = w.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = w
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let Some((seq, hash)) = head(&tx)? else {
             return Ok(None);
         };
@@ -398,7 +401,7 @@ impl AuditLog {
 
     /// The last record's `(seq, hash)`, or `None` when the log is empty.
     pub fn head(&self) -> Result<Option<(u64, String)>, AuditError> {
-        self.with_reader(|c| head(c))
+        self.with_reader(head)
     }
 
     /// All checkpoints, oldest first.

@@ -55,11 +55,15 @@ impl AuditLog {
         }
         if let Some(t) = q.since {
             sql.push_str(" AND l.recorded >= ?");
-            args.push(SqlValue::Text(t.to_rfc3339_opts(SecondsFormat::Millis, true)));
+            args.push(SqlValue::Text(
+                t.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ));
         }
         if let Some(t) = q.until {
             sql.push_str(" AND l.recorded <= ?");
-            args.push(SqlValue::Text(t.to_rfc3339_opts(SecondsFormat::Millis, true)));
+            args.push(SqlValue::Text(
+                t.to_rfc3339_opts(SecondsFormat::Millis, true),
+            ));
         }
         if let Some(c) = &q.cursor {
             let below: u64 = c
@@ -106,9 +110,11 @@ impl AuditLog {
             return Ok(None);
         };
         let row: Option<(String, String)> = self.with_reader(|c| {
-            Ok(c.prepare_cached("SELECT body, hash FROM audit_log WHERE seq = ?1")?
-                .query_row([seq_i], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?)
+            Ok(
+                c.prepare_cached("SELECT body, hash FROM audit_log WHERE seq = ?1")?
+                    .query_row([seq_i], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?,
+            )
         })?;
         row.map(|(body, hash)| render(seq_i, &body, &hash))
             .transpose()

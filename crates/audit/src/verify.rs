@@ -45,8 +45,12 @@ pub enum BreakReason {
         /// The last record present (0 if none).
         last: u64,
     },
-    /// A checkpoint's hash differs from the record hash at its `seq`.
-    CheckpointMismatch,
+    /// A checkpoint's hash differs from the record hash at its `seq`, although every link up to
+    /// it is consistent: records after the previous good checkpoint were rewritten and rehashed.
+    CheckpointMismatch {
+        /// The previous checkpoint that matched (0 if none): the rewrite is after it.
+        after: u64,
+    },
     /// A checkpoint's signature does not verify (forged or altered checkpoint, or unknown key).
     CheckpointSignature(String),
     /// A checkpoint has no signature although keys are configured.
@@ -71,9 +75,10 @@ impl fmt::Display for BreakReason {
                 f,
                 "log ends at {last} but checkpoint covers {checkpoint}: tail removed"
             ),
-            BreakReason::CheckpointMismatch => {
-                f.write_str("checkpoint hash differs from the record's hash")
-            }
+            BreakReason::CheckpointMismatch { after } => write!(
+                f,
+                "checkpoint hash differs from the record's hash: records after {after} were rewritten"
+            ),
             BreakReason::CheckpointSignature(e) => {
                 write!(f, "checkpoint signature invalid: {e}")
             }
@@ -181,6 +186,7 @@ fn verify_conn(
     }
 
     let last = head.as_ref().map_or(0, |(s, _)| *s);
+    let mut good_checkpoint = 0;
     for cp in checkpoints.values() {
         if first.as_ref().is_some_and(|b| b.seq <= cp.seq) {
             // Already broken earlier; later checkpoints add nothing.
@@ -195,7 +201,12 @@ fn verify_conn(
                 },
             ))
         } else if at_checkpoint.get(&cp.seq).is_some_and(|h| *h != cp.hash) {
-            Some((cp.seq, BreakReason::CheckpointMismatch))
+            Some((
+                cp.seq,
+                BreakReason::CheckpointMismatch {
+                    after: good_checkpoint,
+                },
+            ))
         } else {
             signature_problem(cp, jwks).map(|r| (cp.seq, r))
         };
@@ -203,6 +214,8 @@ fn verify_conn(
             if first.as_ref().is_none_or(|b| seq < b.seq) {
                 first = Some(Broken { seq, reason });
             }
+        } else {
+            good_checkpoint = cp.seq;
         }
     }
 

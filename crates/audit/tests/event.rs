@@ -1,9 +1,7 @@
 //! The builder renders valid R4 AuditEvents in the BALP shape.
 
 use base64::Engine as _;
-use phip_audit::{
-    Action, Agent, AuditRecord, Coding, EventType, Interaction, Outcome, Source,
-};
+use phip_audit::{Action, Agent, AuditRecord, Coding, EventType, Interaction, Outcome, Source};
 use serde_json::Value;
 
 fn full_record() -> AuditRecord {
@@ -41,7 +39,10 @@ fn full_record_is_valid_r4_and_balp_shaped() {
     validate(&v);
     assert_eq!(v["resourceType"], "AuditEvent");
     assert_eq!(v["type"]["code"], "rest");
-    assert_eq!(v["subtype"][0]["system"], "http://hl7.org/fhir/restful-interaction");
+    assert_eq!(
+        v["subtype"][0]["system"],
+        "http://hl7.org/fhir/restful-interaction"
+    );
     assert_eq!(v["subtype"][0]["code"], "search");
     assert_eq!(v["action"], "E");
     assert_eq!(v["outcome"], "0");
@@ -78,8 +79,18 @@ fn full_record_is_valid_r4_and_balp_shaped() {
 fn every_interaction_and_outcome_validates() {
     use Interaction::*;
     for i in [
-        Read, Vread, Update, Patch, Delete, History, Create, Search, Capabilities, Transaction,
-        Batch, Operation,
+        Read,
+        Vread,
+        Update,
+        Patch,
+        Delete,
+        History,
+        Create,
+        Search,
+        Capabilities,
+        Transaction,
+        Batch,
+        Operation,
     ] {
         for o in [
             Outcome::Success,
@@ -117,8 +128,20 @@ fn minimal_and_variant_records_validate() {
         .to_fhir();
     validate(&v);
     assert_eq!(v["type"]["code"], "110110");
-    assert_eq!(v["type"]["system"], "http://dicom.nema.org/resources/ontology/DCM");
+    assert_eq!(
+        v["type"]["system"],
+        "http://dicom.nema.org/resources/ontology/DCM"
+    );
     assert_eq!(v["agent"].as_array().unwrap().len(), 1);
     assert_eq!(v["agent"][0]["type"]["coding"][0]["code"], "110150");
     assert_eq!(v["agent"][0]["network"]["type"], "1");
+}
+
+#[test]
+fn validator_is_not_vacuous() {
+    // The same check rejects a broken AuditEvent, so the passes above mean something.
+    let mut v = full_record().to_fhir();
+    v.as_object_mut().unwrap().remove("source");
+    v["agent"][0]["requestor"] = Value::String("yes".into());
+    assert!(phip_fhir::validate::validate_resource(&v).is_err());
 }
