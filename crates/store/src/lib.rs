@@ -3,8 +3,8 @@
 //! A [`Store`] hands out [`Transaction`]s. Everything a FHIR interaction needs — reads, searches,
 //! writes of new versions and history — goes through a transaction, so that a transaction bundle
 //! (with its conditional entries and conditional references) sees one consistent state and
-//! commits all-or-nothing. Backends: [`sqlite`] (embedded default); PostgreSQL is the production
-//! backend (its own module, same trait).
+//! commits all-or-nothing. Backends: [`sqlite`] (embedded default) and [`postgres`] (production),
+//! chosen at start-up by [`open_store`]. Both translate searches with the same SQL generator.
 //!
 //! The traits are synchronous on purpose: both SQLite and the PostgreSQL client run a
 //! transaction on one connection, and the HTTP layer calls into the store from a blocking pool.
@@ -13,9 +13,89 @@ pub mod postgres;
 mod sqlgen;
 pub mod sqlite;
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use phip_fhir::search::SearchQuery;
 use serde_json::Value;
+
+/// Which backend a server uses, and where its data is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// The embedded SQLite store: `phip.db` in this directory (created if needed).
+    Sqlite {
+        /// The data directory.
+        data_dir: PathBuf,
+    },
+    /// PostgreSQL at this connection URL (`postgres://user:password@host:port/dbname`).
+    Postgres {
+        /// The connection URL; its `connect_timeout` defaults to 5 s.
+        url: String,
+        /// Connections kept at most ([`postgres::DEFAULT_POOL_SIZE`] is a good default).
+        pool_size: usize,
+    },
+}
+
+impl StoreConfig {
+    /// PostgreSQL when a database URL is given (`--database-url` / `PHIP_DATABASE_URL`),
+    /// otherwise SQLite in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>, database_url: Option<&str>) -> StoreConfig {
+        match database_url.map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => StoreConfig::Postgres {
+                url: url.to_owned(),
+                pool_size: postgres::DEFAULT_POOL_SIZE,
+            },
+            None => StoreConfig::Sqlite {
+                data_dir: data_dir.into(),
+            },
+        }
+    }
+
+    /// Where the data is, for logs (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            StoreConfig::Sqlite { data_dir } => format!("sqlite:{}", data_dir.display()),
+            StoreConfig::Postgres { url, .. } => {
+                // Drop the user-info part of the URL, which may hold a password.
+                let tail = url.rsplit_once('@').map_or(url.as_str(), |(_, t)| t);
+                let scheme = url.split_once("://").map_or("postgres", |(s, _)| s);
+                format!("{scheme}://{tail}")
+            }
+        }
+    }
+}
+
+/// Opens the configured store, applying pending schema migrations (both backends refuse a
+/// database whose schema is newer than this binary).
+pub fn open_store(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
+    Ok(match config {
+        StoreConfig::Sqlite { data_dir } => Arc::new(sqlite::SqliteStore::open(data_dir)?),
+        StoreConfig::Postgres { url, pool_size } => {
+            Arc::new(postgres::PostgresStore::connect_with(
+                url,
+                *pool_size,
+                Arc::new(phip_fhir::search::index::extract),
+            )?)
+        }
+    })
+}
+
+/// Applies pending schema migrations (`phip migrate`) and returns the schema version the
+/// database then has.
+pub fn migrate(config: &StoreConfig) -> StoreResult<i64> {
+    match config {
+        StoreConfig::Sqlite { data_dir } => {
+            Ok(sqlite::SqliteStore::open(data_dir)?.schema_version())
+        }
+        StoreConfig::Postgres { url, .. } => {
+            Ok(
+                postgres::PostgresStore::connect_with(url, 1, Arc::new(|_| Vec::new()))?
+                    .schema_version(),
+            )
+        }
+    }
+}
 
 /// One stored version of a resource.
 #[derive(Debug, Clone, PartialEq)]

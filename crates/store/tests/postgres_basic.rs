@@ -573,3 +573,30 @@ fn concurrent_commits_all_durable() {
         .unwrap();
     assert_eq!(page.total, 150);
 }
+
+#[test]
+fn store_config_picks_the_backend() {
+    use phip_store::StoreConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = StoreConfig::new(dir.path(), None);
+    assert!(matches!(sqlite, StoreConfig::Sqlite { .. }));
+    assert_eq!(StoreConfig::new(dir.path(), Some("  ")), sqlite);
+    let s = phip_store::open_store(&sqlite).unwrap();
+    assert_eq!(s.backend_name(), "sqlite");
+    assert_eq!(
+        phip_store::migrate(&sqlite).unwrap(),
+        phip_store::sqlite::SCHEMA_VERSION
+    );
+    let pg = StoreConfig::new(dir.path(), Some("postgres://u:secret@db.example:5432/phip"));
+    assert!(matches!(pg, StoreConfig::Postgres { .. }));
+    assert_eq!(pg.describe(), "postgres://db.example:5432/phip");
+    let Some(url) = pg_url() else { return };
+    let config = StoreConfig::new(dir.path(), Some(&url));
+    assert_eq!(
+        phip_store::migrate(&config).unwrap(),
+        phip_store::postgres::SCHEMA_VERSION
+    );
+    let s = phip_store::open_store(&config).unwrap();
+    assert_eq!(s.backend_name(), "postgres");
+    put(s.as_ref(), "Patient", "p", Some(patient("A")), None).unwrap();
+}

@@ -149,16 +149,7 @@ pub(crate) fn search(
     }
     let nkeys = q.sort.len();
     let mut rows = tx.conn.query(&plan.page_sql, &params(&plan.args))?;
-    // One row more than the page was fetched to learn whether more exist in the direction of
-    // travel; when paging backwards the extra row is the first in forward order.
-    let more = rows.len() > request.page_size;
-    if more {
-        if plan.before {
-            rows.remove(0);
-        } else {
-            rows.truncate(request.page_size);
-        }
-    }
+    let more = sqlgen::trim_page(&mut rows, request.page_size, plan.before);
     let mut keys = Vec::with_capacity(rows.len());
     let mut page = Vec::with_capacity(rows.len());
     let mut matches = Vec::with_capacity(rows.len());
@@ -173,11 +164,12 @@ pub(crate) fn search(
         page.push((rid, tid));
         matches.push(stored_from_row(&store.catalog, row, 2 + nkeys)?);
     }
-    let (next, previous) = match request.cursor {
-        PageCursor::First => (keys.last().filter(|_| more).cloned(), None),
-        PageCursor::After(_) => (keys.last().filter(|_| more).cloned(), keys.first().cloned()),
-        PageCursor::Before(_) => (keys.last().cloned(), keys.first().filter(|_| more).cloned()),
-    };
+    let (next, previous) = sqlgen::page_links(
+        keys.first().cloned(),
+        keys.last().cloned(),
+        more,
+        &request.cursor,
+    );
     // Free when the first page holds every match.
     let total = total
         .or_else(|| (request.cursor == PageCursor::First && !more).then_some(matches.len() as u64));

@@ -26,12 +26,24 @@ pub(crate) struct PgTransaction<'s> {
 
 impl<'s> PgTransaction<'s> {
     pub(crate) fn begin(store: &'s PostgresStore, writer: bool) -> StoreResult<Self> {
-        let mut conn = store.pool.get()?;
-        conn.batch(if writer {
+        let sql = if writer {
             "BEGIN ISOLATION LEVEL READ COMMITTED"
         } else {
             "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
-        })?;
+        };
+        // Idle connections may have died with a server restart; each failed one is dropped,
+        // and a fresh connection is tried before giving up, so the first request after the
+        // database comes back succeeds.
+        let mut attempts = 0;
+        let conn = loop {
+            attempts += 1;
+            let mut conn = store.pool.get()?;
+            match conn.batch(sql) {
+                Ok(()) => break conn,
+                Err(_) if conn.broken && attempts <= super::DEFAULT_POOL_SIZE + 1 => continue,
+                Err(e) => return Err(e),
+            }
+        };
         Ok(PgTransaction {
             store,
             conn,

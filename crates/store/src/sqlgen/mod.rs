@@ -204,3 +204,31 @@ pub(crate) fn plan(
         before,
     }))
 }
+
+/// Drops the extra row a page query fetches to learn whether more rows exist in the direction
+/// of travel (when paging backwards it is the first in forward order); returns whether it did.
+pub(crate) fn trim_page<T>(rows: &mut Vec<T>, page_size: usize, before: bool) -> bool {
+    let more = rows.len() > page_size;
+    if more {
+        if before {
+            rows.remove(0);
+        } else {
+            rows.truncate(page_size);
+        }
+    }
+    more
+}
+
+/// The `(next, previous)` cursors of a page, given the cursors of its first and last rows.
+pub(crate) fn page_links(
+    first: Option<String>,
+    last: Option<String>,
+    more: bool,
+    cursor: &PageCursor,
+) -> (Option<String>, Option<String>) {
+    match cursor {
+        PageCursor::First => (last.filter(|_| more), None),
+        PageCursor::After(_) => (last.filter(|_| more), first),
+        PageCursor::Before(_) => (last, first.filter(|_| more)),
+    }
+}

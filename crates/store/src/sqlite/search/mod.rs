@@ -149,28 +149,14 @@ pub(crate) fn search(
             });
         }
     }
-    // One row more than the page was fetched to learn whether more exist in the direction of
-    // travel; when paging backwards the extra row is the first in forward order.
-    let more = rows.len() > request.page_size;
-    if more {
-        if before {
-            rows.remove(0);
-        } else {
-            rows.truncate(request.page_size);
-        }
-    }
+    let more = sqlgen::trim_page(&mut rows, request.page_size, before);
     let key_of = |r: &PageRow| cursor::encode(SEARCH_CURSOR, &(&r.keys, r.rid));
-    let (next, previous) = match request.cursor {
-        PageCursor::First => (rows.last().filter(|_| more).map(key_of), None),
-        PageCursor::After(_) => (
-            rows.last().filter(|_| more).map(key_of),
-            rows.first().map(key_of),
-        ),
-        PageCursor::Before(_) => (
-            rows.last().map(key_of),
-            rows.first().filter(|_| more).map(key_of),
-        ),
-    };
+    let (next, previous) = sqlgen::page_links(
+        rows.first().map(key_of),
+        rows.last().map(key_of),
+        more,
+        &request.cursor,
+    );
     // Free when the first page holds every match.
     let total = total
         .or_else(|| (request.cursor == PageCursor::First && !more).then_some(rows.len() as u64));
