@@ -6,10 +6,13 @@
 //! order: that `seq` follows its predecessor (a gap means deleted records), that the body's `id`
 //! is its `seq` (a mismatch means records were moved or swapped), that both the `prev_hash`
 //! column and the body's [`PREV_HASH_EXTENSION`] equal the previous record's hash, and that the
-//! recomputed hash equals the stored one. Then each checkpoint must match the record hash at its
+//! recomputed hash equals the stored one; and that the query index (`recorded`, `patient` and
+//! `agent` columns, `audit_patient` rows) is what the body implies — otherwise a record could be
+//! hidden from `AuditEvent?patient=…` without touching the chain. Then each checkpoint must match the record hash at its
 //! `seq` (a checkpoint beyond the last record means the tail was cut off) and, when keys are
 //! known, carry a valid signature. The report names the lowest broken `seq`.
 
+use crate::event::OBJECT_ROLE_SYSTEM;
 use crate::log::{chain_hash, checkpoint_payload, checkpoint_row, Checkpoint, GENESIS_HASH};
 use crate::log::{AuditLog, PREV_HASH_EXTENSION};
 use crate::AuditError;
@@ -38,6 +41,9 @@ pub enum BreakReason {
     HashMismatch,
     /// The body is not a JSON AuditEvent.
     Malformed(String),
+    /// The query index (`recorded`, `patient`, `agent` columns or `audit_patient` rows)
+    /// disagrees with the record's body: someone edited it to hide or misattribute the record.
+    IndexMismatch(String),
     /// A checkpoint covers `seq` but the log ends before it: the tail was removed.
     TailMissing {
         /// The checkpoint's `seq`.
@@ -71,6 +77,9 @@ impl fmt::Display for BreakReason {
             }
             BreakReason::HashMismatch => f.write_str("hash mismatch: record altered"),
             BreakReason::Malformed(e) => write!(f, "body is not a valid AuditEvent: {e}"),
+            BreakReason::IndexMismatch(what) => {
+                write!(f, "query index disagrees with the record: {what}")
+            }
             BreakReason::TailMissing { checkpoint, last } => write!(
                 f,
                 "log ends at {last} but checkpoint covers {checkpoint}: tail removed"
@@ -160,8 +169,17 @@ fn verify_conn(
     // Record hashes at checkpoint seqs, recorded only while the chain is intact.
     let mut at_checkpoint: BTreeMap<u64, String> = BTreeMap::new();
 
-    let mut st = conn.prepare("SELECT seq, body, prev_hash, hash FROM audit_log ORDER BY seq")?;
+    let mut st = conn.prepare(
+        "SELECT seq, body, prev_hash, hash, recorded, patient, agent FROM audit_log ORDER BY seq",
+    )?;
     let mut rows = st.query([])?;
+    // The per-patient index, merged with the records in seq order.
+    let mut idx_st =
+        conn.prepare("SELECT seq, patient FROM audit_patient ORDER BY seq, patient")?;
+    let mut index = PatientIndex {
+        rows: idx_st.query([])?,
+        peeked: None,
+    };
     while let Some(row) = rows.next()? {
         records += 1;
         let seq_i: i64 = row.get(0)?;
@@ -173,7 +191,13 @@ fn verify_conn(
         }
         let body: String = row.get(1)?;
         let prev_col: String = row.get(2)?;
-        if let Some(reason) = check_record(seq, expected, &body, &prev_col, &prev, &hash) {
+        let columns = Columns {
+            recorded: row.get(4)?,
+            patient: row.get(5)?,
+            agent: row.get(6)?,
+            index: index.take_up_to(seq)?,
+        };
+        if let Some(reason) = check_record(seq, expected, &body, &prev_col, &prev, &hash, columns) {
             let at = if seq > expected { expected } else { seq };
             first = Some(Broken { seq: at, reason });
             continue;
@@ -184,6 +208,10 @@ fn verify_conn(
         prev = hash;
         expected = seq + 1;
     }
+    // Index rows for records that do not exist (reported after the checkpoints, which explain
+    // a cut tail better).
+    let stray = if first.is_none() { index.next()? } else { None };
+    drop(index);
 
     let last = head.as_ref().map_or(0, |(s, _)| *s);
     let mut good_checkpoint = 0;
@@ -219,6 +247,17 @@ fn verify_conn(
         }
     }
 
+    if let Some((seq, patient)) = stray {
+        if first.as_ref().is_none_or(|b| seq < b.seq) {
+            first = Some(Broken {
+                seq,
+                reason: BreakReason::IndexMismatch(format!(
+                    "audit_patient lists {patient} for a record that does not exist"
+                )),
+            });
+        }
+    }
+
     Ok(VerifyReport {
         records,
         checkpoints: checkpoints.len() as u64,
@@ -228,6 +267,47 @@ fn verify_conn(
     })
 }
 
+/// A record's query-index columns and its `audit_patient` rows (plus stray rows before it).
+struct Columns {
+    recorded: String,
+    patient: Option<String>,
+    agent: Option<String>,
+    index: Vec<(u64, String)>,
+}
+
+struct PatientIndex<'s> {
+    rows: rusqlite::Rows<'s>,
+    peeked: Option<(u64, String)>,
+}
+
+impl PatientIndex<'_> {
+    fn next(&mut self) -> Result<Option<(u64, String)>, AuditError> {
+        if let Some(p) = self.peeked.take() {
+            return Ok(Some(p));
+        }
+        match self.rows.next()? {
+            Some(r) => {
+                let seq: i64 = r.get(0)?;
+                Ok(Some((u64::try_from(seq).unwrap_or(0), r.get(1)?)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Every index row with `seq <= upto`.
+    fn take_up_to(&mut self, upto: u64) -> Result<Vec<(u64, String)>, AuditError> {
+        let mut out = Vec::new();
+        while let Some(row) = self.next()? {
+            if row.0 > upto {
+                self.peeked = Some(row);
+                break;
+            }
+            out.push(row);
+        }
+        Ok(out)
+    }
+}
+
 fn check_record(
     seq: u64,
     expected: u64,
@@ -235,6 +315,7 @@ fn check_record(
     prev_col: &str,
     prev: &str,
     hash: &str,
+    columns: Columns,
 ) -> Option<BreakReason> {
     if seq != expected {
         return Some(BreakReason::Missing { next: seq });
@@ -261,6 +342,57 @@ fn check_record(
     }
     if chain_hash(prev, body) != hash {
         return Some(BreakReason::HashMismatch);
+    }
+    check_index(seq, &parsed, columns).map(BreakReason::IndexMismatch)
+}
+
+/// The index columns must be what [`crate::AuditLog::append`] derived from the body.
+fn check_index(seq: u64, ev: &Value, columns: Columns) -> Option<String> {
+    if let Some((stray, p)) = columns.index.iter().find(|(s, _)| *s != seq) {
+        return Some(format!(
+            "audit_patient lists {p} for record {stray}, which does not exist"
+        ));
+    }
+    if ev.get("recorded").and_then(Value::as_str) != Some(columns.recorded.as_str()) {
+        return Some("recorded column differs from the body".into());
+    }
+    let patients: Vec<&str> = ev
+        .get("entity")
+        .and_then(Value::as_array)
+        .map(|es| {
+            es.iter()
+                .filter(|e| {
+                    e.pointer("/role/system").and_then(Value::as_str) == Some(OBJECT_ROLE_SYSTEM)
+                        && e.pointer("/role/code").and_then(Value::as_str) == Some("1")
+                })
+                .filter_map(|e| e.pointer("/what/reference").and_then(Value::as_str))
+                .collect()
+        })
+        .unwrap_or_default();
+    if columns.patient.as_deref() != patients.first().copied() {
+        return Some("patient column differs from the body".into());
+    }
+    let mut listed: Vec<&str> = columns.index.iter().map(|(_, p)| p.as_str()).collect();
+    let mut wanted = patients.clone();
+    listed.sort_unstable();
+    wanted.sort_unstable();
+    if listed != wanted {
+        return Some(format!(
+            "audit_patient lists {listed:?} but the record concerns {wanted:?}"
+        ));
+    }
+    // The requestor as Agent::key derives it: who.reference, else who.identifier.value.
+    let requestor = ev.get("agent").and_then(Value::as_array).and_then(|a| {
+        a.iter()
+            .find(|a| a.get("requestor") == Some(&Value::Bool(true)))
+    });
+    let agent = requestor.and_then(|a| {
+        a.pointer("/who/reference")
+            .or_else(|| a.pointer("/who/identifier/value"))
+            .and_then(Value::as_str)
+    });
+    if columns.agent.as_deref() != agent {
+        return Some("agent column differs from the body".into());
     }
     None
 }

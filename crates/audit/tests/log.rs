@@ -56,7 +56,8 @@ fn tamper(dir: &Path, sql: &str) {
     c.execute_batch(
         "DROP TRIGGER IF EXISTS audit_log_no_update; DROP TRIGGER IF EXISTS audit_log_no_delete;
          DROP TRIGGER IF EXISTS audit_checkpoints_no_update;
-         DROP TRIGGER IF EXISTS audit_checkpoints_no_delete;",
+         DROP TRIGGER IF EXISTS audit_checkpoints_no_delete;
+         DROP TRIGGER IF EXISTS audit_patient_no_update; DROP TRIGGER IF EXISTS audit_patient_no_delete;",
     )
     .unwrap();
     c.execute_batch(sql).unwrap();
@@ -239,6 +240,13 @@ fn read_only_open_verifies_while_the_writer_is_open() {
     log.append_one(record(13)).unwrap();
     assert_eq!(ro.verify().unwrap().records, 13);
     assert_eq!(ro.read("13").unwrap().unwrap()["id"], "13");
+    // With no server running (the writer closed, WAL files gone), as `phip audit verify` would.
+    drop(log);
+    drop(ro);
+    let ro = AuditLog::open_read_only(dir.path(), Some(&ring(dir.path()))).unwrap();
+    let r = ro.verify().unwrap();
+    assert!(r.is_intact());
+    assert_eq!(r.records, 13);
     let nowhere = tempfile::tempdir().unwrap();
     assert!(matches!(
         AuditLog::open_read_only(nowhere.path(), None),
@@ -447,6 +455,39 @@ fn removed_tail_is_named() {
             }
         )
     );
+}
+
+#[test]
+fn edited_query_index_is_named() {
+    fn index_break(sql: &str) -> (u64, BreakReason) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = filled(dir.path(), 25);
+        tamper(dir.path(), sql);
+        broken(&log)
+    }
+    // Hiding record 7 from the resident's `AuditEvent?patient=Patient/p2`.
+    let (seq, reason) = index_break("DELETE FROM audit_patient WHERE seq = 7");
+    assert_eq!(seq, 7);
+    assert!(
+        matches!(reason, BreakReason::IndexMismatch(_)),
+        "{reason:?}"
+    );
+    let (seq, reason) = index_break("UPDATE audit_patient SET patient = 'Patient/x' WHERE seq = 8");
+    assert_eq!(seq, 8);
+    assert!(
+        matches!(reason, BreakReason::IndexMismatch(_)),
+        "{reason:?}"
+    );
+    let (seq, _) = index_break("INSERT INTO audit_patient VALUES ('Patient/zz', 9)");
+    assert_eq!(seq, 9);
+    let (seq, _) = index_break("INSERT INTO audit_patient VALUES ('Patient/zz', 99)");
+    assert_eq!(seq, 99);
+    let (seq, _) = index_break("UPDATE audit_log SET agent = 'someone-else' WHERE seq = 11");
+    assert_eq!(seq, 11);
+    let (seq, _) = index_break("UPDATE audit_log SET patient = NULL WHERE seq = 12");
+    assert_eq!(seq, 12);
+    let (seq, _) = index_break("UPDATE audit_log SET recorded = '1999-01-01' WHERE seq = 13");
+    assert_eq!(seq, 13);
 }
 
 #[test]
