@@ -18,6 +18,8 @@ pub struct FileConfig {
     pub base_url: Option<String>,
     /// `text` or `json`.
     pub log_format: Option<String>,
+    /// `on` (default) or `off` (local development only).
+    pub auth: Option<String>,
 }
 
 impl FileConfig {
@@ -50,6 +52,8 @@ pub struct ServeSettings {
     pub base_url: Option<String>,
     /// Log format.
     pub log_format: String,
+    /// Whether bearer tokens are required.
+    pub auth_required: bool,
 }
 
 impl ServeSettings {
@@ -60,8 +64,18 @@ impl ServeSettings {
         listen: Option<String>,
         base_url: Option<String>,
         log_format: Option<String>,
-    ) -> Self {
-        Self {
+        auth: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let auth = auth
+            .or_else(|| file.auth.clone())
+            .unwrap_or_else(|| "on".to_owned());
+        let auth_required = match auth.as_str() {
+            "on" => true,
+            "off" => false,
+            other => anyhow::bail!("auth must be \"on\" or \"off\", not {other:?}"),
+        };
+        Ok(Self {
+            auth_required,
             data_dir: data_dir(file, data_dir_flag),
             listen: listen
                 .or_else(|| file.listen.clone())
@@ -70,7 +84,7 @@ impl ServeSettings {
             log_format: log_format
                 .or_else(|| file.log_format.clone())
                 .unwrap_or_else(|| "text".to_owned()),
-        }
+        })
     }
 }
 

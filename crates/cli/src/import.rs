@@ -205,7 +205,10 @@ fn import_file(
                 .get("entry")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
-            let ctx = RequestContext::new("http://localhost/fhir");
+            let ctx = RequestContext::new(
+                "http://localhost/fhir",
+                phip_engine::Principal::unrestricted("phip import"),
+            );
             match engine.process_bundle(&ctx, value) {
                 Ok(_) => totals.imported += entries as u64,
                 Err(e) => {

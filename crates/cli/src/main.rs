@@ -3,9 +3,11 @@
 //! A thin layer over the library crates: it parses the command line, configuration file and
 //! environment, builds the store and engine, and runs a command.
 
+mod bench;
 mod config;
 mod import;
 mod serve;
+mod token;
 
 use std::path::PathBuf;
 
@@ -46,7 +48,15 @@ enum Command {
         /// Log format: `text` or `json`.
         #[arg(long, env = "PHIP_LOG_FORMAT")]
         log_format: Option<String>,
+        /// `on` (default): every FHIR request needs a bearer token; `off`: no authentication,
+        /// for local development only.
+        #[arg(long, env = "PHIP_AUTH")]
+        auth: Option<String>,
     },
+    /// Mint an access token from the data directory's key (for operators and scripts).
+    Token(token::TokenArgs),
+    /// Manage SMART Backend Services clients allowed to use the token endpoint.
+    Client(token::ClientArgs),
     /// Load NDJSON files and Bundles into the store (files or directories, recursively).
     Import {
         #[command(flatten)]
@@ -58,6 +68,8 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         batch_size: usize,
     },
+    /// Benchmark ingest and search over the HTTP API (in-process server or `--url`).
+    Bench(bench::BenchArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -74,11 +86,20 @@ fn main() -> anyhow::Result<()> {
             listen,
             base_url,
             log_format,
+            auth,
         } => {
-            let settings =
-                config::ServeSettings::resolve(&file, store.data_dir, listen, base_url, log_format);
+            let settings = config::ServeSettings::resolve(
+                &file,
+                store.data_dir,
+                listen,
+                base_url,
+                log_format,
+                auth,
+            )?;
             serve::run(settings)
         }
+        Command::Token(args) => token::mint(&file, args),
+        Command::Client(args) => token::client(&file, args),
         Command::Import {
             store,
             paths,
@@ -88,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             let data_dir = config::data_dir(&file, store.data_dir);
             import::run(&data_dir, &paths, batch_size.max(1))
         }
+        Command::Bench(args) => bench::run(args),
         Command::Migrate { store } => {
             config::init_logging("text");
             let data_dir = config::data_dir(&file, store.data_dir);

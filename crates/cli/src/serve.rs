@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use phip_engine::{Engine, EngineConfig};
+use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
 use phip_store::sqlite::SqliteStore;
 
@@ -22,10 +23,24 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         resource_types = defs.resource_types().count(),
         "FHIR R4 definitions loaded"
     );
+    let auth = if settings.auth_required {
+        let authenticator = Authenticator::from_data_dir(
+            &settings.data_dir,
+            settings.base_url.as_deref(),
+            Vec::new(),
+        )
+        .context("setting up token authentication")?;
+        tracing::info!(issuer = authenticator.issuer_url(), "bearer tokens required (mint one with `phip token`)");
+        AuthMode::Required(Arc::new(authenticator))
+    } else {
+        tracing::warn!("AUTHENTICATION IS OFF: every request has full access to all records. Never run like this with real data.");
+        AuthMode::Disabled
+    };
     let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
     let state = AppState::new(
         engine,
         ServerConfig {
+            auth,
             public_base_url: settings.base_url.clone(),
             max_body_bytes: 0,
         },

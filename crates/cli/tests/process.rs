@@ -25,6 +25,22 @@ struct Server {
     root: String,
 }
 
+/// Mints a full-access token for the data directory with `phip token`.
+fn operator_token(data_dir: &Path) -> String {
+    let output = Command::new(PHIP)
+        .args(["token", "--scope", "system/*.cruds", "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .expect("phip token");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+}
+
+/// A client carrying the data directory's operator token.
+fn client_for(data_dir: &Path) -> reqwest::BlockingClient {
+    reqwest::blocking_client_with(Some(operator_token(data_dir)))
+}
+
 impl Server {
     fn start(data_dir: &Path, extra: &[&str]) -> Self {
         let port = free_port();
@@ -93,6 +109,7 @@ mod reqwest {
     pub use ::reqwest::*;
 
     pub struct BlockingClient {
+        token: Option<String>,
         runtime: tokio::runtime::Runtime,
         client: ::reqwest::Client,
     }
@@ -117,7 +134,12 @@ mod reqwest {
     }
 
     pub fn blocking_client() -> BlockingClient {
+        blocking_client_with(None)
+    }
+
+    pub fn blocking_client_with(token: Option<String>) -> BlockingClient {
         BlockingClient {
+            token,
             runtime: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -130,18 +152,24 @@ mod reqwest {
     }
 
     impl BlockingClient {
+        fn authorized(&self, builder: ::reqwest::RequestBuilder) -> ::reqwest::RequestBuilder {
+            match &self.token {
+                Some(token) => builder.bearer_auth(token),
+                None => builder,
+            }
+        }
+
         pub fn get(&self, url: String) -> Request<'_> {
             Request {
                 client: self,
-                builder: self.client.get(url),
+                builder: self.authorized(self.client.get(url)),
             }
         }
         pub fn post(&self, url: String, body: &serde_json::Value) -> Request<'_> {
             Request {
                 client: self,
                 builder: self
-                    .client
-                    .post(url)
+                    .authorized(self.client.post(url))
                     .header("content-type", "application/fhir+json")
                     .body(serde_json::to_vec(body).expect("json")),
             }
@@ -165,7 +193,10 @@ mod reqwest {
 fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), &[]);
-    let client = reqwest::blocking_client();
+    let anonymous = reqwest::blocking_client();
+    let refused = anonymous.get(format!("{}/Patient", server.base)).send().expect("request");
+    assert_eq!(refused.status().as_u16(), 401, "closed by default");
+    let client = client_for(dir.path());
     let created = client
         .post(
             format!("{}/Patient", server.base),
@@ -259,6 +290,24 @@ fn configuration_file_and_environment() {
 }
 
 #[test]
+fn authentication_can_be_turned_off_for_development_only_explicitly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--auth", "off"]);
+    let anonymous = reqwest::blocking_client();
+    let reply = anonymous
+        .post(format!("{}/Patient", server.base), &json!({"resourceType": "Patient"}))
+        .send()
+        .expect("create");
+    assert_eq!(reply.status().as_u16(), 201);
+    let output = Command::new(PHIP)
+        .args(["serve", "--auth", "maybe", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(!output.status.success(), "an unknown auth mode is refused");
+}
+
+#[test]
 fn import_synthea_ndjson() {
     let dir = tempfile::tempdir().expect("tempdir");
     let fixtures = concat!(
@@ -281,7 +330,7 @@ fn import_synthea_ndjson() {
     assert!(stdout.contains("0 rejected"), "{stdout}");
 
     let server = Server::start(dir.path(), &[]);
-    let client = reqwest::blocking_client();
+    let client = client_for(dir.path());
     let count = |query: &str| -> u64 {
         let reply = client
             .get(format!("{}/{query}", server.base))
@@ -319,11 +368,13 @@ fn acknowledged_writes_survive_kill_9() {
     // Writers run until the server dies under them; every acknowledged id is recorded.
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut writers = Vec::new();
+    let token = operator_token(dir.path());
     for writer in 0..3 {
         let base = base.clone();
+        let token = token.clone();
         let acknowledged = acknowledged.clone();
         writers.push(std::thread::spawn(move || {
-            let client = reqwest::blocking_client();
+            let client = reqwest::blocking_client_with(Some(token));
             for i in 0..100_000 {
                 let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": (0..20).map(|j| json!({
                     "resource": {"resourceType": "Observation", "status": "final",
@@ -358,7 +409,7 @@ fn acknowledged_writes_survive_kill_9() {
     );
 
     let server = Server::start(dir.path(), &[]);
-    let client = reqwest::blocking_client();
+    let client = client_for(dir.path());
     for location in &acknowledged {
         // location: {base}/Observation/{id}/_history/1
         let path = location.split("/fhir/").nth(1).expect("relative");

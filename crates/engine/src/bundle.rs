@@ -14,6 +14,7 @@ use crate::interactions::{
     conditional_delete_in, conditional_update_in, create_in, delete_in, match_condition, new_id,
     parse_version_tag, patch_in, update_in, WriteOutcome,
 };
+use crate::access::Principal;
 use crate::reference::{is_conditional_reference, rewrite_references, IdMap};
 use crate::search::new_bundle;
 use crate::{
@@ -258,8 +259,8 @@ impl Engine {
         let mut gets = Vec::new();
         {
             let mut tx = self.store().begin_write()?;
-            let ids = self.assign_ids(tx.as_mut(), &mut entries)?;
-            self.resolve_references(tx.as_mut(), &mut entries, &ids)?;
+            let ids = self.assign_ids(tx.as_mut(), &ctx.principal, &mut entries)?;
+            self.resolve_references(tx.as_mut(), &ctx.principal, &mut entries, &ids)?;
             let mut order: Vec<usize> = (0..entries.len()).collect();
             order.sort_by_key(|&i| entries[i].method.rank());
             for i in order {
@@ -270,7 +271,7 @@ impl Engine {
                 }
                 let index = entry.index;
                 let (outcome, text) =
-                    execute_write(tx.as_mut(), entry).map_err(|e| entry_error(index, e))?;
+                    execute_write(tx.as_mut(), &ctx.principal, entry).map_err(|e| entry_error(index, e))?;
                 responses[index] = Some(response_entry(ctx, &outcome, &text));
             }
             tx.commit()?;
@@ -300,7 +301,12 @@ impl Engine {
 
     /// Assigns the final id of every entry that creates or conditionally updates, so that
     /// references between entries can be rewritten before anything is written.
-    fn assign_ids(&self, tx: &mut dyn Transaction, entries: &mut [Entry]) -> FhirResult<IdMap> {
+    fn assign_ids(
+        &self,
+        tx: &mut dyn Transaction,
+        principal: &Principal,
+        entries: &mut [Entry],
+    ) -> FhirResult<IdMap> {
         let mut ids = IdMap::new();
         for entry in entries.iter_mut() {
             let index = entry.index;
@@ -315,7 +321,7 @@ impl Engine {
                     let mut existing = None;
                     if let Some(criteria) = &entry.if_none_exist {
                         let matches =
-                            match_condition(tx, ty, criteria).map_err(|e| entry_error(index, e))?;
+                            match_condition(tx, principal, ty, criteria).map_err(|e| entry_error(index, e))?;
                         if matches.len() > 1 {
                             return Err(entry_error(
                                 index,
@@ -347,7 +353,7 @@ impl Engine {
                 }
                 (Method::Put, Target::Conditional(ty, criteria)) => {
                     let matches =
-                        match_condition(tx, ty, criteria).map_err(|e| entry_error(index, e))?;
+                        match_condition(tx, principal, ty, criteria).map_err(|e| entry_error(index, e))?;
                     match matches.len() {
                         0 => {
                             let id = entry
@@ -409,6 +415,7 @@ impl Engine {
     fn resolve_references(
         &self,
         tx: &mut dyn Transaction,
+        principal: &Principal,
         entries: &mut [Entry],
         ids: &IdMap,
     ) -> FhirResult<()> {
@@ -445,7 +452,7 @@ impl Engine {
                             "the conditional reference {text:?} names an unknown resource type"
                         )));
                     }
-                    let matches = match_condition(tx, ty, criteria)?;
+                    let matches = match_condition(tx, principal, ty, criteria)?;
                     return match matches.len() {
                         1 => {
                             let resolved = format!("{ty}/{}", matches[0].id);
@@ -512,7 +519,7 @@ impl Engine {
             rewrite_references(resource, &mut check)?;
         }
         let mut tx = self.store().begin_write()?;
-        let (outcome, text) = execute_write(tx.as_mut(), entry)?;
+        let (outcome, text) = execute_write(tx.as_mut(), &ctx.principal, entry)?;
         tx.commit()?;
         Ok(response_entry(ctx, &outcome, &text))
     }
@@ -563,6 +570,7 @@ fn read_response_entry(response: &FhirResponse) -> Value {
 /// Executes one write entry inside an open transaction.
 fn execute_write(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     entry: &mut Entry,
 ) -> FhirResult<(WriteOutcome, String)> {
     let resource = entry.resource.take();
@@ -574,27 +582,27 @@ fn execute_write(
                 .map(str::to_owned);
             // The id was assigned (or an existing match found) in the identification pass.
             match &entry.if_none_exist {
-                Some(criteria) => create_in(tx, ty, resource, Some(criteria), assigned)?,
-                None => create_in(tx, ty, resource, None, assigned)?,
+                Some(criteria) => create_in(tx, principal, ty, resource, Some(criteria), assigned)?,
+                None => create_in(tx, principal, ty, resource, None, assigned)?,
             }
         }
         (Method::Put, Target::Instance(ty, id), Some(resource)) => {
-            update_in(tx, ty, id, resource, entry.if_match)?
+            update_in(tx, principal, ty, id, resource, entry.if_match)?
         }
         (Method::Put, Target::Conditional(ty, criteria), Some(resource)) => {
             let assigned = resource
                 .get("id")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            conditional_update_in(tx, ty, criteria, resource, entry.if_match, assigned)?
+            conditional_update_in(tx, principal, ty, criteria, resource, entry.if_match, assigned)?
         }
         (Method::Patch, Target::Instance(ty, id), Some(patch)) => {
             let patch = binary_patch_body(&patch)?;
-            patch_in(tx, ty, id, &patch, entry.if_match)?
+            patch_in(tx, principal, ty, id, &patch, entry.if_match)?
         }
-        (Method::Delete, Target::Instance(ty, id), _) => delete_in(tx, ty, id, entry.if_match)?,
+        (Method::Delete, Target::Instance(ty, id), _) => delete_in(tx, principal, ty, id, entry.if_match)?,
         (Method::Delete, Target::Conditional(ty, criteria), _) => {
-            conditional_delete_in(tx, ty, criteria)?.0
+            conditional_delete_in(tx, principal, ty, criteria)?.0
         }
         _ => {
             return Err(FhirError::bad_request(format!(

@@ -17,6 +17,14 @@ impl Engine {
         params: &[(String, String)],
     ) -> FhirResult<FhirResponse> {
         check_id(patient_id)?;
+        let principal = &ctx.principal;
+        if let crate::Decision::PatientCompartment(own) =
+            principal.require("Patient", phip_security::scope::Interaction::Read)?
+        {
+            if own != patient_id {
+                return Err(crate::access::forbidden_read("Patient", patient_id));
+            }
+        }
         let mut since = None;
         let mut types: Option<Vec<String>> = None;
         let mut count = None;
@@ -80,6 +88,10 @@ impl Engine {
         bundle.insert("link".into(), Value::Array(links));
         let entries: Vec<Value> = resources
             .iter()
+            .filter(|stored| {
+                principal.is_unrestricted()
+                    || crate::search::visible(principal, &crate::Decision::Full, stored)
+            })
             .filter_map(|stored| {
                 stored.resource.as_ref().map(|resource| {
                     let resource =

@@ -4,7 +4,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use phip_store::{HistoryQuery, HistoryScope, StoredResource};
 use serde_json::{json, Value};
 
+use phip_security::scope::Interaction;
+
+use crate::access::Decision;
 use crate::interactions::{check_id, check_type};
+use crate::search::visible;
 use crate::search::{encode_query, new_bundle, CURSOR_PARAM};
 use crate::{resource_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext};
 
@@ -57,10 +61,12 @@ impl Engine {
         id: Option<&str>,
         params: &[(String, String)],
     ) -> FhirResult<FhirResponse> {
+        let principal = &ctx.principal;
         let scope = match (resource_type, id) {
             (Some(rt), Some(id)) => {
                 check_type(rt)?;
                 check_id(id)?;
+                principal.require(rt, Interaction::Read)?;
                 HistoryScope::Instance {
                     resource_type: rt.to_owned(),
                     id: id.to_owned(),
@@ -68,6 +74,7 @@ impl Engine {
             }
             (Some(rt), None) => {
                 check_type(rt)?;
+                principal.require(rt, Interaction::Read)?;
                 HistoryScope::Type(rt.to_owned())
             }
             _ => HistoryScope::System,
@@ -111,8 +118,19 @@ impl Engine {
                 )));
             }
         }
-        let page = tx.history(&query)?;
+        let mut page = tx.history(&query)?;
         drop(tx);
+        if !principal.is_unrestricted() {
+            // Versions the caller may not read (other types, other patients' records, and
+            // deletions whose owner cannot be told) are left out.
+            let before = page.versions.len();
+            page.versions.retain(|v| visible(principal, &Decision::Full, v));
+            if let HistoryScope::Instance { resource_type, id } = &scope {
+                if page.versions.len() != before && page.versions.is_empty() {
+                    return Err(crate::access::forbidden_read(resource_type, id));
+                }
+            }
+        }
 
         let base = &ctx.base_url;
         let path = match (resource_type, id) {

@@ -10,6 +10,9 @@ use phip_fhir::IssueType;
 use phip_store::{PageCursor, SearchRequest, StoredResource, Transaction, WriteRequest};
 use serde_json::Value;
 
+use phip_security::scope::Interaction;
+
+use crate::access::{check_resource, Principal};
 use crate::{
     parse_query_string, version_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext,
     ReturnPreference,
@@ -99,9 +102,11 @@ pub(crate) fn check_body(resource_type: &str, body: &Value) -> FhirResult<()> {
 /// returning up to two matches (enough to tell none / one / several apart).
 pub(crate) fn match_condition(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     criteria: &str,
 ) -> FhirResult<Vec<StoredResource>> {
+    let decision = principal.require(resource_type, Interaction::Search)?;
     let query_part = match criteria.split_once('?') {
         Some((path, q)) => {
             let path = path.trim_start_matches('/');
@@ -129,7 +134,16 @@ pub(crate) fn match_condition(
         page_size: 2,
     };
     let page = tx.search(&request)?;
-    Ok(page.matches)
+    // A restricted caller's condition only sees what it could search for.
+    Ok(page
+        .matches
+        .into_iter()
+        .filter(|m| {
+            m.resource
+                .as_ref()
+                .is_some_and(|r| check_resource(&decision, r).is_ok())
+        })
+        .collect())
 }
 
 /// Sets `id` on a resource body.
@@ -142,15 +156,18 @@ fn set_id(body: &mut Value, id: &str) {
 /// Create inside a transaction. `if_none_exist` makes it conditional.
 pub(crate) fn create_in(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     mut body: Value,
     if_none_exist: Option<&str>,
     assigned_id: Option<String>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
+    let decision = principal.require(resource_type, Interaction::Create)?;
     check_body(resource_type, &body)?;
+    check_resource(&decision, &body)?;
     if let Some(criteria) = if_none_exist {
-        let matches = match_condition(tx, resource_type, criteria)?;
+        let matches = match_condition(tx, principal, resource_type, criteria)?;
         match matches.len() {
             0 => {}
             1 => {
@@ -187,6 +204,7 @@ pub(crate) fn create_in(
 /// Update (create-or-update with a client id) inside a transaction.
 pub(crate) fn update_in(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     id: &str,
     mut body: Value,
@@ -194,7 +212,9 @@ pub(crate) fn update_in(
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
     check_id(id)?;
+    let decision = principal.require(resource_type, Interaction::Update)?;
     check_body(resource_type, &body)?;
+    check_resource(&decision, &body)?;
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id != id => {
             return Err(FhirError::bad_request(format!(
@@ -209,6 +229,9 @@ pub(crate) fn update_in(
         }
     }
     let current = tx.read(resource_type, id)?;
+    if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
+        check_resource(&decision, existing)?;
+    }
     let current_version = current.as_ref().map(|c| c.version_id).unwrap_or(0);
     if let Some(expected) = if_match {
         if expected != current_version || current.is_none() {
@@ -234,6 +257,7 @@ pub(crate) fn update_in(
 /// Conditional update (`PUT Type?criteria`) inside a transaction.
 pub(crate) fn conditional_update_in(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     criteria: &str,
     body: Value,
@@ -241,14 +265,14 @@ pub(crate) fn conditional_update_in(
     assigned_id: Option<String>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
-    let matches = match_condition(tx, resource_type, criteria)?;
+    let matches = match_condition(tx, principal, resource_type, criteria)?;
     match matches.len() {
         0 => {
             // No match: the body's id (if any) is used, otherwise a new id is assigned.
             let body_id = body.get("id").and_then(Value::as_str).map(str::to_owned);
             match body_id {
-                Some(id) => update_in(tx, resource_type, &id, body, if_match),
-                None => create_in(tx, resource_type, body, None, assigned_id),
+                Some(id) => update_in(tx, principal, resource_type, &id, body, if_match),
+                None => create_in(tx, principal, resource_type, body, None, assigned_id),
             }
         }
         1 => {
@@ -264,7 +288,7 @@ pub(crate) fn conditional_update_in(
             let mut body = body;
             set_id(&mut body, &existing.id);
             let id = existing.id.clone();
-            update_in(tx, resource_type, &id, body, if_match)
+            update_in(tx, principal, resource_type, &id, body, if_match)
         }
         _ => Err(FhirError::new(
             412,
@@ -280,13 +304,18 @@ pub(crate) fn conditional_update_in(
 /// changes nothing (deletes are idempotent, as the specification allows).
 pub(crate) fn delete_in(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     id: &str,
     if_match: Option<u64>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
     check_id(id)?;
+    let decision = principal.require(resource_type, Interaction::Delete)?;
     let current = tx.read(resource_type, id)?;
+    if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
+        check_resource(&decision, existing)?;
+    }
     let Some(current) = current else {
         if if_match.is_some() {
             return Err(FhirError::precondition_failed(format!(
@@ -328,10 +357,13 @@ pub(crate) fn delete_in(
 /// as HAPI and the spec's `conditional-delete-multiple` permit, up to a limit).
 pub(crate) fn conditional_delete_in(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     criteria: &str,
 ) -> FhirResult<(WriteOutcome, usize)> {
     check_type(resource_type)?;
+    principal.require(resource_type, Interaction::Delete)?;
+    principal.require(resource_type, Interaction::Search)?;
     const MAX_CONDITIONAL_DELETES: usize = 1000;
     let query_part = criteria.split_once('?').map(|(_, q)| q).unwrap_or(criteria);
     let params = parse_query_string(query_part);
@@ -360,7 +392,7 @@ pub(crate) fn conditional_delete_in(
         stored: None,
     };
     for matched in page.matches {
-        last = delete_in(tx, resource_type, &matched.id, None)?;
+        last = delete_in(tx, principal, resource_type, &matched.id, None)?;
     }
     Ok((last, count))
 }
@@ -368,6 +400,7 @@ pub(crate) fn conditional_delete_in(
 /// Applies a JSON Patch to the current version inside a transaction.
 pub(crate) fn patch_in(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     id: &str,
     patch: &Value,
@@ -375,7 +408,11 @@ pub(crate) fn patch_in(
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
     check_id(id)?;
+    let decision = principal.require(resource_type, Interaction::Update)?;
     let current = read_current(tx, resource_type, id)?;
+    if let Some(existing) = &current.resource {
+        check_resource(&decision, existing)?;
+    }
     if let Some(expected) = if_match {
         if expected != current.version_id {
             return Err(FhirError::precondition_failed(format!(
@@ -405,6 +442,7 @@ pub(crate) fn patch_in(
         ));
     }
     check_body(resource_type, &body).map_err(|e| FhirError::from_outcome(422, e.outcome))?;
+    check_resource(&decision, &body)?;
     let stored = tx.write(WriteRequest {
         resource_type: resource_type.to_owned(),
         id: id.to_owned(),
@@ -488,7 +526,14 @@ impl Engine {
         if_none_exist: Option<&str>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome = create_in(tx.as_mut(), resource_type, body, if_none_exist, None)?;
+        let outcome = create_in(
+            tx.as_mut(),
+            &ctx.principal,
+            resource_type,
+            body,
+            if_none_exist,
+            None,
+        )?;
         tx.commit()?;
         let message = if outcome.status == 201 {
             "created"
@@ -507,8 +552,12 @@ impl Engine {
     ) -> FhirResult<FhirResponse> {
         check_type(resource_type)?;
         check_id(id)?;
+        let decision = ctx.principal.require(resource_type, Interaction::Read)?;
         let mut tx = self.store().begin_read()?;
         let stored = read_current(tx.as_mut(), resource_type, id)?;
+        if let Some(resource) = &stored.resource {
+            check_resource(&decision, resource)?;
+        }
         Ok(FhirResponse {
             status: 200,
             location: Some(version_url(&ctx.base_url, &stored)),
@@ -528,6 +577,7 @@ impl Engine {
     ) -> FhirResult<FhirResponse> {
         check_type(resource_type)?;
         check_id(id)?;
+        let decision = ctx.principal.require(resource_type, Interaction::Read)?;
         let version_id: u64 = version.parse().map_err(|_| {
             FhirError::not_found(format!("{resource_type}/{id} has no version {version:?}"))
         })?;
@@ -539,13 +589,18 @@ impl Engine {
             Some(stored) if stored.is_deleted() => Err(FhirError::gone(format!(
                 "version {version_id} of {resource_type}/{id} records its deletion"
             ))),
-            Some(stored) => Ok(FhirResponse {
+            Some(stored) => {
+                if let Some(resource) = &stored.resource {
+                    check_resource(&decision, resource)?;
+                }
+                Ok(FhirResponse {
                 status: 200,
                 location: Some(version_url(&ctx.base_url, &stored)),
                 version_id: Some(stored.version_id),
                 last_modified: Some(stored.last_updated),
                 body: stored.resource,
-            }),
+            })
+            }
         }
     }
 
@@ -559,7 +614,7 @@ impl Engine {
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome = update_in(tx.as_mut(), resource_type, id, body, if_match)?;
+        let outcome = update_in(tx.as_mut(), &ctx.principal, resource_type, id, body, if_match)?;
         tx.commit()?;
         Ok(write_response(ctx, outcome, "updated"))
     }
@@ -575,7 +630,15 @@ impl Engine {
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
         let outcome =
-            conditional_update_in(tx.as_mut(), resource_type, criteria, body, if_match, None)?;
+            conditional_update_in(
+            tx.as_mut(),
+            &ctx.principal,
+            resource_type,
+            criteria,
+            body,
+            if_match,
+            None,
+        )?;
         tx.commit()?;
         Ok(write_response(ctx, outcome, "updated"))
     }
@@ -590,7 +653,7 @@ impl Engine {
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome = patch_in(tx.as_mut(), resource_type, id, patch, if_match)?;
+        let outcome = patch_in(tx.as_mut(), &ctx.principal, resource_type, id, patch, if_match)?;
         tx.commit()?;
         Ok(write_response(ctx, outcome, "patched"))
     }
@@ -604,7 +667,7 @@ impl Engine {
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome = delete_in(tx.as_mut(), resource_type, id, if_match)?;
+        let outcome = delete_in(tx.as_mut(), &ctx.principal, resource_type, id, if_match)?;
         tx.commit()?;
         Ok(delete_response(ctx, outcome, 1))
     }
@@ -617,7 +680,7 @@ impl Engine {
         criteria: &str,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let (outcome, count) = conditional_delete_in(tx.as_mut(), resource_type, criteria)?;
+        let (outcome, count) = conditional_delete_in(tx.as_mut(), &ctx.principal, resource_type, criteria)?;
         tx.commit()?;
         Ok(delete_response(ctx, outcome, count))
     }

@@ -5,6 +5,7 @@
 //! `metadata` — into store transactions and FHIR responses. The HTTP layer only maps HTTP to
 //! [`Engine`] calls and [`FhirResponse`]s back; a CLI or a message feed can call the same engine.
 
+pub mod access;
 mod bundle;
 mod capability;
 mod error;
@@ -24,6 +25,7 @@ use chrono::{DateTime, Utc};
 use phip_store::{Store, StoredResource};
 use serde_json::Value;
 
+pub use access::{Decision, Principal};
 pub use error::{FhirError, FhirResult};
 
 /// Limits and defaults of the engine.
@@ -70,15 +72,18 @@ pub struct RequestContext {
     pub return_preference: Option<ReturnPreference>,
     /// `Prefer: handling=strict` (unknown search parameters are errors rather than ignored).
     pub strict_handling: bool,
+    /// The authenticated caller; every interaction is checked against it.
+    pub principal: Principal,
 }
 
 impl RequestContext {
-    /// A context with defaults for the given base URL.
-    pub fn new(base_url: impl Into<String>) -> Self {
+    /// A context with defaults for the given base URL, acting for `principal`.
+    pub fn new(base_url: impl Into<String>, principal: Principal) -> Self {
         Self {
             base_url: base_url.into().trim_end_matches('/').to_owned(),
             return_preference: None,
             strict_handling: false,
+            principal,
         }
     }
 }

@@ -5,6 +5,10 @@ use phip_fhir::search::{query, SummaryMode, TotalMode};
 use phip_store::{PageCursor, SearchRequest, StoredResource};
 use serde_json::{json, Map, Value};
 
+use phip_fhir::search::Filter;
+use phip_security::scope::{Interaction, ScopeContext, TypeSet};
+
+use crate::access::{check_resource, Decision, Principal};
 use crate::interactions::check_type;
 use crate::subset::apply_subset;
 use crate::{resource_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext};
@@ -19,6 +23,82 @@ pub(crate) fn encode_query(params: &[(String, String)]) -> String {
         serializer.append_pair(name, value);
     }
     serializer.finish()
+}
+
+/// Whether a restricted caller may see a stored resource: its type must be readable, and a
+/// patient grant also requires compartment membership (`decision` narrows further for matches).
+pub(crate) fn visible(principal: &Principal, decision: &Decision, stored: &StoredResource) -> bool {
+    let own = principal.decide(&stored.resource_type, Interaction::Read);
+    match &stored.resource {
+        // A deletion has no content to place in a compartment: only full access shows it.
+        None => own == Decision::Full && *decision == Decision::Full,
+        Some(resource) => {
+            own != Decision::Denied
+                && check_resource(&own, resource).is_ok()
+                && check_resource(decision, resource).is_ok()
+        }
+    }
+}
+
+/// A system-level search by a restricted caller must name its types with `_type`, each of
+/// which must be searchable; the decision is the narrowest among them.
+fn system_search_decision(
+    principal: &Principal,
+    params: &[(String, String)],
+) -> FhirResult<Decision> {
+    let Some(scopes) = &principal.scopes else {
+        return Ok(Decision::Full);
+    };
+    let everything = [ScopeContext::System, ScopeContext::User]
+        .into_iter()
+        .any(|c| scopes.searchable_types(c) == TypeSet::All);
+    let types: Vec<&str> = params
+        .iter()
+        .filter(|(name, _)| name == "_type")
+        .flat_map(|(_, v)| v.split(','))
+        .map(str::trim)
+        .collect();
+    if types.is_empty() && everything {
+        return Ok(Decision::Full);
+    }
+    if types.is_empty() {
+        return Err(FhirError::new(
+            403,
+            phip_fhir::IssueType::Forbidden,
+            "a system-level search with a restricted access token must name its resource types with _type",
+        ));
+    }
+    let mut decision = Decision::Full;
+    for t in types {
+        if let Decision::PatientCompartment(p) = principal.require(t, Interaction::Search)? {
+            decision = Decision::PatientCompartment(p);
+        }
+    }
+    Ok(decision)
+}
+
+/// Chains and `_has` read other resource types: the caller must be allowed to search them,
+/// so that a search cannot reveal what a direct search of those types would not.
+fn require_filter_types(principal: &Principal, filter: &Filter) -> FhirResult<()> {
+    match filter {
+        Filter::Param { .. } => Ok(()),
+        Filter::Chain {
+            target_types,
+            inner,
+            ..
+        } => {
+            for t in target_types {
+                principal.require(t, Interaction::Search)?;
+            }
+            require_filter_types(principal, inner)
+        }
+        Filter::Has {
+            source_type, inner, ..
+        } => {
+            principal.require(source_type, Interaction::Search)?;
+            require_filter_types(principal, inner)
+        }
+    }
 }
 
 /// Decodes a `_cursor` value into a store page cursor.
@@ -70,9 +150,14 @@ impl Engine {
         resource_type: Option<&str>,
         params: &[(String, String)],
     ) -> FhirResult<FhirResponse> {
-        if let Some(rt) = resource_type {
-            check_type(rt)?;
-        }
+        let principal = &ctx.principal;
+        let decision = match resource_type {
+            Some(rt) => {
+                check_type(rt)?;
+                principal.require(rt, Interaction::Search)?
+            }
+            None => system_search_decision(principal, params)?,
+        };
         let cursor_value = params
             .iter()
             .find(|(name, _)| name == CURSOR_PARAM)
@@ -86,6 +171,9 @@ impl Engine {
         let parsed = query::parse(resource_type, &search_params, ctx.strict_handling)
             .map_err(|outcome| FhirError::from_outcome(400, outcome))?;
         let mut search_query = parsed.query;
+        for filter in &search_query.filters {
+            require_filter_types(principal, filter)?;
+        }
         let summary = search_query.summary;
         let elements = search_query.elements.clone();
         if summary == SummaryMode::Count {
@@ -102,8 +190,18 @@ impl Engine {
             page_size,
         };
         let mut tx = self.store().begin_read()?;
-        let page = tx.search(&request)?;
+        let mut page = tx.search(&request)?;
         drop(tx);
+        if !principal.is_unrestricted() {
+            // Matches outside a patient grant's compartment, and included resources the
+            // caller may not read, are left out silently as SMART prescribes.
+            let before = page.matches.len();
+            page.matches.retain(|m| visible(principal, &decision, m));
+            page.included.retain(|m| visible(principal, &Decision::Full, m));
+            if page.matches.len() != before || matches!(decision, Decision::PatientCompartment(_)) {
+                page.total = None;
+            }
+        }
 
         let base = &ctx.base_url;
         let path = match resource_type {

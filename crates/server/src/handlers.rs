@@ -3,9 +3,12 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use phip_engine::{parse_query_string, Engine, FhirResponse, FhirResult, RequestContext};
+use phip_engine::{
+    parse_query_string, Engine, FhirResponse, FhirResult, Principal, RequestContext,
+};
 use phip_fhir::IssueType;
 use serde_json::json;
 
@@ -43,9 +46,9 @@ impl Query {
     }
 }
 
-/// Builds the request context: base URL, `Prefer`.
-fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
-    let base = match &state.config.public_base_url {
+/// The FHIR base URL as the client sees it.
+pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
+    match &state.config.public_base_url {
         Some(base) => base.clone(),
         None => {
             let host = headers
@@ -59,8 +62,12 @@ fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
                 .unwrap_or("http");
             format!("{scheme}://{host}/fhir")
         }
-    };
-    let mut ctx = RequestContext::new(base);
+    }
+}
+
+/// Builds the request context: authenticated principal, base URL, `Prefer`.
+fn context(state: &AppState, principal: Principal, headers: &HeaderMap) -> RequestContext {
+    let mut ctx = RequestContext::new(base_url(state, headers), principal);
     let (return_preference, strict) = prefer(headers);
     ctx.return_preference = return_preference;
     ctx.strict_handling = strict;
@@ -68,12 +75,18 @@ fn context(state: &AppState, headers: &HeaderMap) -> RequestContext {
 }
 
 /// Runs an engine call on the blocking pool and writes its response.
-async fn run<F>(state: AppState, headers: &HeaderMap, query: &Query, call: F) -> HandlerResult
+async fn run<F>(
+    state: AppState,
+    principal: Principal,
+    headers: &HeaderMap,
+    query: &Query,
+    call: F,
+) -> HandlerResult
 where
     F: FnOnce(&Engine, &RequestContext) -> FhirResult<FhirResponse> + Send + 'static,
 {
     check_accept(headers, query.get("_format"))?;
-    let ctx = context(&state, headers);
+    let ctx = context(&state, principal, headers);
     let engine = state.engine.clone();
     let output = query.output();
     let result = tokio::task::spawn_blocking(move || call(&engine, &ctx))
@@ -151,24 +164,26 @@ pub(crate) async fn metadata(
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
-    run(state, &headers, &query, |engine, ctx| {
-        Ok(FhirResponse::with_body(
-            200,
-            engine.capability_statement(&ctx.base_url),
-        ))
-    })
-    .await
+    check_accept(&headers, query.get("_format"))?;
+    let base = base_url(&state, &headers);
+    let mut statement = state.engine.capability_statement(&base);
+    crate::smart::describe_security(&state, &mut statement);
+    Ok(fhir_response(
+        FhirResponse::with_body(200, statement),
+        query.output(),
+    ))
 }
 
 /// `GET /fhir?params`: system search.
 pub(crate) async fn system_search(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.search(ctx, None, &params)
     })
     .await
@@ -177,13 +192,14 @@ pub(crate) async fn system_search(
 /// `POST /fhir/_search`.
 pub(crate) async fn system_search_post(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let params = search_post_params(&query, &headers, &body)?;
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.search(ctx, None, &params)
     })
     .await
@@ -192,13 +208,14 @@ pub(crate) async fn system_search_post(
 /// `POST /fhir`: transaction or batch.
 pub(crate) async fn system_bundle(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
     body: Bytes,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let bundle = parse_body(&headers, &body, false)?;
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.process_bundle(ctx, bundle)
     })
     .await
@@ -207,12 +224,13 @@ pub(crate) async fn system_bundle(
 /// `GET /fhir/_history`.
 pub(crate) async fn system_history(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.history(ctx, None, None, &params)
     })
     .await
@@ -221,13 +239,14 @@ pub(crate) async fn system_history(
 /// `GET /fhir/{type}?params`.
 pub(crate) async fn type_search(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.search(ctx, Some(&resource_type), &params)
     })
     .await
@@ -236,6 +255,7 @@ pub(crate) async fn type_search(
 /// `POST /fhir/{type}/_search`.
 pub(crate) async fn type_search_post(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -243,7 +263,7 @@ pub(crate) async fn type_search_post(
 ) -> HandlerResult {
     let query = Query::new(raw);
     let params = search_post_params(&query, &headers, &body)?;
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.search(ctx, Some(&resource_type), &params)
     })
     .await
@@ -252,13 +272,14 @@ pub(crate) async fn type_search_post(
 /// `GET /fhir/{type}/_history`.
 pub(crate) async fn type_history(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let params = query.params.clone();
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.history(ctx, Some(&resource_type), None, &params)
     })
     .await
@@ -267,6 +288,7 @@ pub(crate) async fn type_history(
 /// `POST /fhir/{type}` with optional `If-None-Exist`.
 pub(crate) async fn create(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -278,7 +300,7 @@ pub(crate) async fn create(
         .get("if-none-exist")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.create(ctx, &resource_type, resource, if_none_exist.as_deref())
     })
     .await
@@ -287,6 +309,7 @@ pub(crate) async fn create(
 /// `PUT /fhir/{type}?criteria`: conditional update.
 pub(crate) async fn conditional_update(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -299,7 +322,7 @@ pub(crate) async fn conditional_update(
     let resource = parse_body(&headers, &body, false)?;
     let if_match = if_match(&headers)?;
     let criteria = query.raw.clone();
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.conditional_update(ctx, &resource_type, &criteria, resource, if_match)
     })
     .await
@@ -308,6 +331,7 @@ pub(crate) async fn conditional_update(
 /// `DELETE /fhir/{type}?criteria`: conditional delete.
 pub(crate) async fn conditional_delete(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path(resource_type): Path<String>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -321,7 +345,7 @@ pub(crate) async fn conditional_delete(
         ));
     }
     let criteria = query.raw.clone();
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.conditional_delete(ctx, &resource_type, &criteria)
     })
     .await
@@ -330,6 +354,7 @@ pub(crate) async fn conditional_delete(
 /// `GET /fhir/{type}/{id}`.
 pub(crate) async fn read(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -341,7 +366,7 @@ pub(crate) async fn read(
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let response = run(state, &headers, &query, move |engine, ctx| {
+    let response = run(state, principal, &headers, &query, move |engine, ctx| {
         let mut response = engine.read(ctx, &resource_type, &id)?;
         if let Some(tag) = if_none_match {
             if response.etag().as_deref() == Some(tag.trim()) {
@@ -372,6 +397,7 @@ pub(crate) async fn read(
 /// `PUT /fhir/{type}/{id}` with optional `If-Match`.
 pub(crate) async fn update(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -380,7 +406,7 @@ pub(crate) async fn update(
     let query = Query::new(raw);
     let resource = parse_body(&headers, &body, false)?;
     let if_match = if_match(&headers)?;
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.update(ctx, &resource_type, &id, resource, if_match)
     })
     .await
@@ -389,6 +415,7 @@ pub(crate) async fn update(
 /// `PATCH /fhir/{type}/{id}` with a JSON Patch.
 pub(crate) async fn patch(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -397,7 +424,7 @@ pub(crate) async fn patch(
     let query = Query::new(raw);
     let patch = parse_body(&headers, &body, true)?;
     let if_match = if_match(&headers)?;
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.patch(ctx, &resource_type, &id, &patch, if_match)
     })
     .await
@@ -406,13 +433,14 @@ pub(crate) async fn patch(
 /// `DELETE /fhir/{type}/{id}`.
 pub(crate) async fn delete(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((resource_type, id)): Path<(String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
     let if_match = if_match(&headers)?;
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.delete(ctx, &resource_type, &id, if_match)
     })
     .await
@@ -421,6 +449,7 @@ pub(crate) async fn delete(
 /// `GET /fhir/{type}/{id}/_history` and `GET /fhir/Patient/{id}/$everything`.
 pub(crate) async fn instance_get(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((resource_type, id, operation)): Path<(String, String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
@@ -429,13 +458,13 @@ pub(crate) async fn instance_get(
     let params = query.params.clone();
     match (resource_type.as_str(), operation.as_str()) {
         (_, "_history") => {
-            run(state, &headers, &query, move |engine, ctx| {
+            run(state, principal, &headers, &query, move |engine, ctx| {
                 engine.history(ctx, Some(&resource_type), Some(&id), &params)
             })
             .await
         }
         ("Patient", "$everything") => {
-            run(state, &headers, &query, move |engine, ctx| {
+            run(state, principal, &headers, &query, move |engine, ctx| {
                 engine.patient_everything(ctx, &id, &params)
             })
             .await
@@ -451,12 +480,13 @@ pub(crate) async fn instance_get(
 /// `GET /fhir/{type}/{id}/_history/{version}`.
 pub(crate) async fn vread(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
     Path((resource_type, id, version)): Path<(String, String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
-    run(state, &headers, &query, move |engine, ctx| {
+    run(state, principal, &headers, &query, move |engine, ctx| {
         engine.vread(ctx, &resource_type, &id, &version)
     })
     .await

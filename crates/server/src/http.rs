@@ -81,6 +81,20 @@ pub(crate) fn fhir_response(response: FhirResponse, options: OutputOptions) -> R
 /// An engine error as HTTP: its status and OperationOutcome.
 pub(crate) fn error_response(error: FhirError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if status == StatusCode::UNAUTHORIZED {
+        return (
+            status,
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON)),
+                (
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"phip\", error=\"invalid_token\""),
+                ),
+            ],
+            json_body(&error.outcome.to_json(), OutputOptions::default()),
+        )
+            .into_response();
+    }
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))],

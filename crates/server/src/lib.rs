@@ -4,8 +4,10 @@
 //! HTTP; the FHIR rules live in the engine. Engine calls are synchronous (the store runs a
 //! transaction on one connection), so they run on tokio's blocking pool.
 
+pub mod auth;
 mod handlers;
 mod http;
+mod smart;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -20,8 +22,10 @@ use tower_http::trace::TraceLayer;
 pub use http::FHIR_JSON;
 
 /// Settings of the HTTP layer.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// How requests are authenticated (required unless explicitly disabled).
+    pub auth: auth::AuthMode,
     /// The public FHIR base URL (e.g. `https://hic.example.cn/fhir`). When `None`, it is
     /// derived from each request's `Host` header as `http://{host}/fhir`.
     pub public_base_url: Option<String>,
@@ -57,7 +61,6 @@ pub fn router(state: AppState) -> Router {
             "/",
             get(handlers::system_search).post(handlers::system_bundle),
         )
-        .route("/metadata", get(handlers::metadata))
         .route("/_history", get(handlers::system_history))
         .route("/_search", post(handlers::system_search_post))
         .route(
@@ -85,13 +88,24 @@ pub fn router(state: AppState) -> Router {
             get(handlers::vread),
         )
         .fallback(handlers::not_found)
-        .method_not_allowed_fallback(handlers::method_not_allowed);
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require,
+        ));
     Router::new()
         .route("/health", get(handlers::health))
+        .route("/auth/token", post(smart::token))
+        .route("/.well-known/jwks.json", get(smart::jwks))
         .route(
-            "/fhir/",
-            get(handlers::system_search).post(handlers::system_bundle),
+            "/.well-known/smart-configuration",
+            get(smart::smart_configuration),
         )
+        .route(
+            "/fhir/.well-known/smart-configuration",
+            get(smart::smart_configuration),
+        )
+        .route("/fhir/metadata", get(handlers::metadata))
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

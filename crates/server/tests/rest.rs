@@ -417,6 +417,7 @@ async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
     let raw = server
         .client
         .post(server.url("Patient"))
+        .bearer_auth(server.token.clone().unwrap_or_default())
         .header("content-type", "application/fhir+json")
         .body("{not json")
         .send()

@@ -457,6 +457,7 @@ async fn sorting_paging_and_result_parameters() {
     let posted = server
         .client
         .post(server.url("Patient/_search"))
+        .bearer_auth(server.token.clone().unwrap_or_default())
         .header("content-type", "application/x-www-form-urlencoded")
         .body("family=Fam01&_count=100")
         .send()

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use phip_engine::{Engine, EngineConfig};
+use phip_security::token::Grant;
+use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
 use phip_store::sqlite::SqliteStore;
 use reqwest::{Method, StatusCode};
@@ -19,6 +21,11 @@ pub struct TestServer {
     /// Root URL without `/fhir`.
     pub root: String,
     pub client: reqwest::Client,
+    /// The bearer token sent with every request unless a test sends its own
+    /// `authorization` header (a `system/*.cruds` token by default).
+    pub token: Option<String>,
+    /// Mints tokens for this server (when authentication is on).
+    pub auth: Option<Arc<Authenticator>>,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -68,11 +75,32 @@ impl Reply {
 }
 
 impl TestServer {
+    /// A server requiring tokens; requests carry a `system/*.cruds` token.
     pub async fn start() -> Self {
+        Self::start_with(true).await
+    }
+
+    /// A server with authentication off (development mode).
+    pub async fn start_without_auth() -> Self {
+        Self::start_with(false).await
+    }
+
+    async fn start_with(auth_on: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = SqliteStore::open(dir.path()).expect("open store");
         let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
-        let state = AppState::new(engine, ServerConfig::default());
+        let (mode, auth, token) = if auth_on {
+            let auth = Arc::new(Authenticator::from_data_dir(dir.path(), None, Vec::new()).expect("auth"));
+            let token = auth
+                .mint(&Grant { sub: "test-suite".into(), scope: "system/*.cruds".into(), ..Grant::default() }, std::time::Duration::from_secs(3600))
+                .expect("token")
+                .token;
+            (AuthMode::Required(auth.clone()), Some(auth), Some(token))
+        } else {
+            (AuthMode::Disabled, None, None)
+        };
+        let config = ServerConfig { auth: mode, public_base_url: None, max_body_bytes: 0 };
+        let state = AppState::new(engine, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -88,6 +116,8 @@ impl TestServer {
             base: format!("http://{address}/fhir"),
             root: format!("http://{address}"),
             client: reqwest::Client::new(),
+            token,
+            auth,
             shutdown: Some(tx),
             _dir: dir,
         }
@@ -111,6 +141,10 @@ impl TestServer {
         headers: &[(&str, &str)],
     ) -> Reply {
         let mut request = self.client.request(method, self.url(path));
+        let own_auth = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        if let (Some(token), false) = (&self.token, own_auth) {
+            request = request.bearer_auth(token);
+        }
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
@@ -138,6 +172,11 @@ impl TestServer {
             headers,
             body,
         }
+    }
+
+    /// Mints a token for this server.
+    pub fn mint(&self, grant: Grant) -> String {
+        self.auth.as_ref().expect("authentication on").mint(&grant, std::time::Duration::from_secs(600)).expect("mint").token
     }
 
     pub async fn get(&self, path: &str) -> Reply {
