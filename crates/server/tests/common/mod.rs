@@ -85,21 +85,43 @@ impl TestServer {
         Self::start_with(false).await
     }
 
+    /// A server requiring tokens, with these Backend Services clients registered.
+    pub async fn start_with_clients(clients: Vec<phip_server::auth::RegisteredClient>) -> Self {
+        Self::start_inner(true, clients).await
+    }
+
     async fn start_with(auth_on: bool) -> Self {
+        Self::start_inner(auth_on, Vec::new()).await
+    }
+
+    async fn start_inner(auth_on: bool, clients: Vec<phip_server::auth::RegisteredClient>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        phip_server::auth::save_clients(dir.path(), &clients).expect("clients");
         let store = SqliteStore::open(dir.path()).expect("open store");
         let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
         let (mode, auth, token) = if auth_on {
-            let auth = Arc::new(Authenticator::from_data_dir(dir.path(), None, Vec::new()).expect("auth"));
+            let auth =
+                Arc::new(Authenticator::from_data_dir(dir.path(), None, Vec::new()).expect("auth"));
             let token = auth
-                .mint(&Grant { sub: "test-suite".into(), scope: "system/*.cruds".into(), ..Grant::default() }, std::time::Duration::from_secs(3600))
+                .mint(
+                    &Grant {
+                        sub: "test-suite".into(),
+                        scope: "system/*.cruds".into(),
+                        ..Grant::default()
+                    },
+                    std::time::Duration::from_secs(3600),
+                )
                 .expect("token")
                 .token;
             (AuthMode::Required(auth.clone()), Some(auth), Some(token))
         } else {
             (AuthMode::Disabled, None, None)
         };
-        let config = ServerConfig { auth: mode, public_base_url: None, max_body_bytes: 0 };
+        let config = ServerConfig {
+            auth: mode,
+            public_base_url: None,
+            max_body_bytes: 0,
+        };
         let state = AppState::new(engine, config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -141,7 +163,9 @@ impl TestServer {
         headers: &[(&str, &str)],
     ) -> Reply {
         let mut request = self.client.request(method, self.url(path));
-        let own_auth = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
+        let own_auth = headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case("authorization"));
         if let (Some(token), false) = (&self.token, own_auth) {
             request = request.bearer_auth(token);
         }
@@ -176,7 +200,12 @@ impl TestServer {
 
     /// Mints a token for this server.
     pub fn mint(&self, grant: Grant) -> String {
-        self.auth.as_ref().expect("authentication on").mint(&grant, std::time::Duration::from_secs(600)).expect("mint").token
+        self.auth
+            .as_ref()
+            .expect("authentication on")
+            .mint(&grant, std::time::Duration::from_secs(600))
+            .expect("mint")
+            .token
     }
 
     pub async fn get(&self, path: &str) -> Reply {
