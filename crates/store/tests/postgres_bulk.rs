@@ -59,10 +59,41 @@ const SEARCHES: &[(&str, &str)] = &[
     ("Encounter", "date=ge2010&status=finished&_sort=date"),
 ];
 
+fn bulk_only(name: &str, store: &dyn Store, requests: &[WriteRequest]) -> String {
+    let t = Instant::now();
+    for batch in requests.chunks(1000) {
+        store.bulk_write(batch.to_vec()).unwrap();
+    }
+    format!(
+        "{name}: bulk_write {:.0} res/s",
+        requests.len() as f64 / t.elapsed().as_secs_f64()
+    )
+}
+
+fn search_request(ty: &str, q: &str) -> SearchRequest {
+    let params: Vec<(String, String)> = q
+        .split('&')
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap();
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    SearchRequest {
+        query: phip_fhir::search::query::parse(Some(ty), &params, true)
+            .unwrap()
+            .query,
+        cursor: PageCursor::First,
+        page_size: 20,
+    }
+}
+
 /// Bulk load, single-write transactions from 1 and 16 clients, then searches.
 fn measure(name: &str, store: &dyn Store, requests: &[WriteRequest]) -> Vec<String> {
     let mut lines = Vec::new();
     let n = requests.len();
+    if n == 0 {
+        return search_figures(name, store);
+    }
     let t = Instant::now();
     for batch in requests.chunks(1000) {
         store.bulk_write(batch.to_vec()).unwrap();
@@ -100,21 +131,14 @@ fn measure(name: &str, store: &dyn Store, requests: &[WriteRequest]) -> Vec<Stri
         "{name}: single-write transactions, {clients} clients: {:.0}/s",
         (clients * per_client) as f64 / t.elapsed().as_secs_f64()
     ));
+    lines.extend(search_figures(name, store));
+    lines
+}
+
+fn search_figures(name: &str, store: &dyn Store) -> Vec<String> {
+    let mut lines = Vec::new();
     for (ty, q) in SEARCHES {
-        let params: Vec<(String, String)> = q
-            .split('&')
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap();
-                (k.to_owned(), v.to_owned())
-            })
-            .collect();
-        let req = SearchRequest {
-            query: phip_fhir::search::query::parse(Some(ty), &params, true)
-                .unwrap()
-                .query,
-            cursor: PageCursor::First,
-            page_size: 20,
-        };
+        let req = search_request(ty, q);
         let reps = 20;
         let t = Instant::now();
         let mut matches = 0;
@@ -142,8 +166,39 @@ fn ingest_and_search_on_both_backends() {
     let sqlite = SqliteStore::open(dir.path()).unwrap();
     let mut lines = measure("sqlite", &sqlite, &requests);
     if let Some(cluster) = phip_testkit::PgCluster::shared() {
-        let pg = PostgresStore::connect(&cluster.fresh_database()).unwrap();
+        let url = cluster.fresh_database();
+        let pg = PostgresStore::connect(&url).unwrap();
         lines.extend(measure("postgres", &pg, &requests));
+        if std::env::var("PHIP_EXPLAIN").is_ok() {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            c.batch_execute("ANALYZE").unwrap();
+            for (ty, q) in SEARCHES {
+                let req = search_request(ty, q);
+                println!("{}", pg.explain_search(&req).unwrap());
+            }
+            lines.extend(measure("postgres (after ANALYZE)", &pg, &requests[..0]));
+        }
+    }
+    // The SQL side alone: index entries extracted beforehand and served by id.
+    let pre: std::collections::HashMap<String, Vec<phip_fhir::search::IndexEntry>> = requests
+        .iter()
+        .map(|r| {
+            let body = r.resource.as_ref().unwrap();
+            (r.id.clone(), phip_fhir::search::index::extract(body))
+        })
+        .collect();
+    let pre = std::sync::Arc::new(pre);
+    let extractor: phip_store::sqlite::Extractor = std::sync::Arc::new(move |v: &Value| {
+        pre.get(v["id"].as_str().unwrap_or_default())
+            .cloned()
+            .unwrap_or_default()
+    });
+    let dir2 = tempfile::tempdir().unwrap();
+    let sqlite = SqliteStore::open_with_extractor(dir2.path(), extractor.clone()).unwrap();
+    lines.push(bulk_only("sqlite, pre-extracted", &sqlite, &requests));
+    if let Some(cluster) = phip_testkit::PgCluster::shared() {
+        let pg = PostgresStore::connect_with(&cluster.fresh_database(), 16, extractor).unwrap();
+        lines.push(bulk_only("postgres, pre-extracted", &pg, &requests));
     }
     for l in lines {
         println!("{l}");

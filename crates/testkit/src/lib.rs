@@ -15,7 +15,6 @@
 //! `None`, so tests skip; with `PHIP_REQUIRE_POSTGRES=1` (CI) they panic instead, so that a
 //! missing installation cannot pass as green.
 
-use std::ffi::OsString;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -328,7 +327,7 @@ fn shell_stop_command(bin_dir: &Path, run_as: Option<&str>, root: &Path) -> Stri
 /// The directory holding `initdb`, `pg_ctl` and `postgres`, or `None` after a loud notice
 /// (a panic when PostgreSQL is required).
 fn find_binaries() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(OsString::new);
+    let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path).find(|dir| {
         ["initdb", "pg_ctl", "postgres"]
             .iter()

@@ -262,7 +262,7 @@ pub(crate) fn patient_compartment(
     let mut tids: Vec<i32> = Vec::new();
     for (tid, name) in catalog.all_types()? {
         if let Some(wanted) = types {
-            if !wanted.iter().any(|w| *w == name) {
+            if !wanted.contains(&name) {
                 continue;
             }
             tids.push(to_i32(tid));

@@ -53,6 +53,10 @@ pub type Extractor = crate::sqlite::Extractor;
 /// servers share a database (use PgBouncer beyond that, see docs/postgres.md).
 pub const DEFAULT_POOL_SIZE: usize = 16;
 
+/// Bulk-loaded resources after which the planner statistics are first refreshed; the
+/// threshold doubles after each refresh.
+const FIRST_ANALYZE: u64 = 2_000;
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
@@ -60,6 +64,9 @@ pub struct PostgresStore {
     extractor: Extractor,
     /// The newest `last_updated` (epoch ms) this process handed out.
     clock: Mutex<i64>,
+    /// Resources bulk-loaded by this process, and the count at which statistics are next
+    /// refreshed (see [`write::bulk_write`]).
+    bulk_loaded: Mutex<(u64, u64)>,
     schema_version: i64,
 }
 
@@ -106,6 +113,7 @@ impl PostgresStore {
             catalog: PgCatalog::new(config),
             extractor,
             clock: Mutex::new(last),
+            bulk_loaded: Mutex::new((0, FIRST_ANALYZE)),
             schema_version,
         };
         store.catalog.preload()?;
@@ -149,6 +157,39 @@ impl PostgresStore {
     pub fn explain_search(&self, request: &crate::SearchRequest) -> StoreResult<String> {
         let mut tx = PgTransaction::begin(self, false)?;
         search::explain(&mut tx, request)
+    }
+
+    /// Counts bulk-loaded resources and refreshes the planner's statistics when the loaded
+    /// data has doubled: right after a large import, autovacuum has not analyzed the new rows
+    /// yet and the planner picks nested loops over what it believes are empty tables (a
+    /// 500 ms search instead of 25 ms on the Synthea sample). Doubling thresholds keep the
+    /// cost logarithmic in the size of the load.
+    fn after_bulk(&self, written: usize) {
+        let due = {
+            let mut b = self.bulk_loaded.lock();
+            b.0 += written as u64;
+            let due = b.0 >= b.1;
+            if due {
+                b.1 = b.0.saturating_mul(2);
+            }
+            due
+        };
+        if due {
+            let tables = ["resources", "resource_ids", "resource_versions"]
+                .iter()
+                .chain(crate::sqlgen::INDEX_TABLES)
+                .copied()
+                .collect::<Vec<_>>()
+                .join(", ");
+            let result = self
+                .pool
+                .get()
+                .and_then(|mut c| c.batch(&format!("ANALYZE {tables}")));
+            if let Err(e) = result {
+                // Only a planning hint: autovacuum will analyze later anyway.
+                tracing::warn!(error = %e, "ANALYZE after a bulk load failed");
+            }
+        }
     }
 
     /// The timestamp for a new write transaction: now, or just after the last one handed out.

@@ -9,7 +9,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
-use postgres::types::ToSql;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::{ToSql, Type};
 use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::error::{is_fatal, pg};
@@ -97,6 +98,29 @@ impl PgConn {
     /// Runs statements without parameters (transaction control, DDL).
     pub(crate) fn batch(&mut self, sql: &str) -> StoreResult<()> {
         self.client.batch_execute(sql).map_err(|e| self.fail(e))
+    }
+
+    /// Streams `rows` rows into a table with binary `COPY … FROM STDIN BINARY`; `row(i, out)`
+    /// pushes the values of row `i`, of the given column types.
+    pub(crate) fn copy_in<'a>(
+        &mut self,
+        sql: &str,
+        types: &[Type],
+        rows: usize,
+        mut row: impl FnMut(usize, &mut Vec<&'a (dyn ToSql + Sync)>),
+    ) -> StoreResult<u64> {
+        let result = (|| {
+            let sink = self.client.copy_in(sql)?;
+            let mut writer = BinaryCopyInWriter::new(sink, types);
+            let mut values = Vec::with_capacity(types.len());
+            for i in 0..rows {
+                values.clear();
+                row(i, &mut values);
+                writer.write(&values)?;
+            }
+            writer.finish()
+        })();
+        result.map_err(|e| self.fail(e))
     }
 
     /// Prepares a statement without caching it (diagnostics).

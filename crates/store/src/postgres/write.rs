@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use phip_fhir::search::{IndexEntry, IndexValue};
+use postgres::types::ToSql;
 use serde_json::{Map, Value};
 
 use super::catalog::to_i32;
@@ -17,6 +18,9 @@ use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
 
 /// Parameters that map onto columns of `resources` and need no index rows.
 const COLUMN_PARAMS: &[&str] = &["_id", "_lastUpdated"];
+
+/// Index rows from which a batch streams them with `COPY` rather than prepared inserts.
+const COPY_MIN_ROWS: usize = 256;
 
 /// Attempts of a bulk write that lost a deadlock against another writer.
 const BULK_ATTEMPTS: usize = 3;
@@ -441,6 +445,14 @@ impl VersionRows {
     }
 }
 
+/// Pushes the key columns of row `i`.
+fn key<'a>(k: &'a Key, i: usize, v: &mut Vec<&'a (dyn ToSql + Sync)>) {
+    v.push(&k.rid[i]);
+    v.push(&k.n[i]);
+    v.push(&k.pid[i]);
+    v.push(&k.grp[i]);
+}
+
 /// The key columns every index table starts with.
 #[derive(Default)]
 struct Key {
@@ -625,8 +637,8 @@ impl IndexRows {
         Ok(())
     }
 
-    /// One multi-row insert per table that has rows.
-    fn insert(self, tx: &mut PgTransaction<'_>) -> StoreResult<()> {
+    /// One multi-row insert per table that has rows, by prepared statements.
+    fn insert_prepared(&self, tx: &mut PgTransaction<'_>) -> StoreResult<()> {
         const KEY: &str = "$1::bigint[], $2::integer[], $3::integer[], $4::integer[]";
         let c = &mut tx.conn;
         let k = &self.string;
@@ -755,6 +767,140 @@ impl IndexRows {
         }
         Ok(())
     }
+
+    /// Writes the rows: prepared multi-row inserts for a few (a single write: one round trip
+    /// per table, statements already parsed), binary `COPY` for many (bulk loads).
+    fn insert(self, tx: &mut PgTransaction<'_>) -> StoreResult<()> {
+        let rows = [
+            &self.string,
+            &self.token,
+            &self.date,
+            &self.number,
+            &self.quantity,
+            &self.reference,
+            &self.uri,
+        ]
+        .iter()
+        .map(|k| k.rid.len())
+        .sum::<usize>();
+        if rows < COPY_MIN_ROWS {
+            self.insert_prepared(tx)
+        } else {
+            self.insert_copy(tx)
+        }
+    }
+
+    /// One binary `COPY` per table that has rows.
+    fn insert_copy(&self, tx: &mut PgTransaction<'_>) -> StoreResult<()> {
+        use postgres::types::Type as T;
+        const KEY: [T; 4] = [T::INT8, T::INT4, T::INT4, T::INT4];
+        let c = &mut tx.conn;
+        let s = self;
+        if !s.string.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_string (rid, n, pid, grp, norm, exact) FROM STDIN BINARY",
+                &[&KEY[..], &[T::TEXT, T::TEXT]].concat(),
+                s.string.rid.len(),
+                |i, v| {
+                    key(&s.string, i, v);
+                    v.push(&s.string_norm[i]);
+                    v.push(&s.string_exact[i]);
+                },
+            )?;
+        }
+        if !s.token.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_token (rid, n, pid, grp, system, code, text) FROM STDIN BINARY",
+                &[&KEY[..], &[T::TEXT, T::TEXT, T::TEXT]].concat(),
+                s.token.rid.len(),
+                |i, v| {
+                    key(&s.token, i, v);
+                    v.push(&s.token_system[i]);
+                    v.push(&s.token_code[i]);
+                    v.push(&s.token_text[i]);
+                },
+            )?;
+        }
+        if !s.date.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_date (rid, n, pid, grp, start, \"end\") FROM STDIN BINARY",
+                &[&KEY[..], &[T::INT8, T::INT8]].concat(),
+                s.date.rid.len(),
+                |i, v| {
+                    key(&s.date, i, v);
+                    v.push(&s.date_start[i]);
+                    v.push(&s.date_end[i]);
+                },
+            )?;
+        }
+        if !s.number.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_number (rid, n, pid, grp, value, low, high) FROM STDIN BINARY",
+                &[&KEY[..], &[T::FLOAT8, T::FLOAT8, T::FLOAT8]].concat(),
+                s.number.rid.len(),
+                |i, v| {
+                    key(&s.number, i, v);
+                    v.push(&s.number_value[i]);
+                    v.push(&s.number_low[i]);
+                    v.push(&s.number_high[i]);
+                },
+            )?;
+        }
+        if !s.quantity.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_quantity (rid, n, pid, grp, value, low, high, system, code, unit) \
+                 FROM STDIN BINARY",
+                &[
+                    &KEY[..],
+                    &[T::FLOAT8, T::FLOAT8, T::FLOAT8, T::TEXT, T::TEXT, T::TEXT],
+                ]
+                .concat(),
+                s.quantity.rid.len(),
+                |i, v| {
+                    key(&s.quantity, i, v);
+                    v.push(&s.quantity_value[i]);
+                    v.push(&s.quantity_low[i]);
+                    v.push(&s.quantity_high[i]);
+                    v.push(&s.quantity_system[i]);
+                    v.push(&s.quantity_code[i]);
+                    v.push(&s.quantity_unit[i]);
+                },
+            )?;
+        }
+        if !s.reference.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_reference (rid, n, pid, grp, target_tid, target_id, url, version, \
+                 id_system, id_value) FROM STDIN BINARY",
+                &[
+                    &KEY[..],
+                    &[T::INT4, T::TEXT, T::TEXT, T::TEXT, T::TEXT, T::TEXT],
+                ]
+                .concat(),
+                s.reference.rid.len(),
+                |i, v| {
+                    key(&s.reference, i, v);
+                    v.push(&s.reference_target_tid[i]);
+                    v.push(&s.reference_target_id[i]);
+                    v.push(&s.reference_url[i]);
+                    v.push(&s.reference_version[i]);
+                    v.push(&s.reference_id_system[i]);
+                    v.push(&s.reference_id_value[i]);
+                },
+            )?;
+        }
+        if !s.uri.rid.is_empty() {
+            c.copy_in(
+                "COPY idx_uri (rid, n, pid, grp, uri) FROM STDIN BINARY",
+                &[&KEY[..], &[T::TEXT]].concat(),
+                s.uri.rid.len(),
+                |i, v| {
+                    key(&s.uri, i, v);
+                    v.push(&s.uri_uri[i]);
+                },
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// PostgreSQL text cannot hold NUL; a NUL in an index value could never be searched for
@@ -822,6 +968,10 @@ pub(crate) fn bulk_write(
         })();
         match result {
             Err(StoreError::Busy) if attempt < BULK_ATTEMPTS => continue,
+            Ok(out) => {
+                store.after_bulk(out.len());
+                return Ok(out);
+            }
             other => return other,
         }
     }

@@ -15,9 +15,9 @@ use phip_testkit::PgCluster;
 /// A store under test and what keeps it alive.
 pub enum Backend {
     /// An embedded store in a temporary directory.
-    Sqlite(tempfile::TempDir, SqliteStore),
+    Sqlite(tempfile::TempDir, Box<SqliteStore>),
     /// A PostgreSQL store on a fresh database of the shared cluster.
-    Postgres(String, PostgresStore),
+    Postgres(String, Box<PostgresStore>),
 }
 
 impl Backend {
@@ -33,7 +33,7 @@ impl Backend {
             Some(e) => SqliteStore::open_with_extractor(dir.path(), e).unwrap(),
             None => SqliteStore::open(dir.path()).unwrap(),
         };
-        Backend::Sqlite(dir, s)
+        Backend::Sqlite(dir, Box::new(s))
     }
 
     /// A PostgreSQL store on a new database, or `None` when PostgreSQL is not installed.
@@ -47,14 +47,14 @@ impl Backend {
         let url = cluster.fresh_database();
         let extractor = extractor.unwrap_or_else(|| Arc::new(phip_fhir::search::index::extract));
         let s = PostgresStore::connect_with(&url, 16, extractor).unwrap();
-        Some(Backend::Postgres(url, s))
+        Some(Backend::Postgres(url, Box::new(s)))
     }
 
     /// The store.
     pub fn store(&self) -> &dyn Store {
         match self {
-            Backend::Sqlite(_, s) => s,
-            Backend::Postgres(_, s) => s,
+            Backend::Sqlite(_, s) => s.as_ref(),
+            Backend::Postgres(_, s) => s.as_ref(),
         }
     }
 
