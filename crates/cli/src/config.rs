@@ -12,6 +12,8 @@ use serde::Deserialize;
 pub struct FileConfig {
     /// Data directory.
     pub data_dir: Option<PathBuf>,
+    /// PostgreSQL connection URL (otherwise the embedded SQLite store is used).
+    pub database_url: Option<String>,
     /// Listen address.
     pub listen: Option<String>,
     /// Public FHIR base URL.
@@ -41,11 +43,23 @@ pub fn data_dir(file: &FileConfig, flag: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("phip-data"))
 }
 
+/// The store to open: PostgreSQL when a database URL is configured, otherwise SQLite in the
+/// data directory.
+pub fn store_config(file: &FileConfig, args: &crate::StoreArgs) -> phip_store::StoreConfig {
+    let url = args
+        .database_url
+        .clone()
+        .or_else(|| file.database_url.clone());
+    phip_store::StoreConfig::new(data_dir(file, args.data_dir.clone()), url.as_deref())
+}
+
 /// Resolved settings of `phip serve`.
 #[derive(Debug, Clone)]
 pub struct ServeSettings {
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Which store to open.
+    pub store: phip_store::StoreConfig,
     /// Listen address.
     pub listen: String,
     /// Public base URL, if fixed.
@@ -60,7 +74,7 @@ impl ServeSettings {
     /// Merges flags/env with the file and defaults.
     pub fn resolve(
         file: &FileConfig,
-        data_dir_flag: Option<PathBuf>,
+        store_args: &crate::StoreArgs,
         listen: Option<String>,
         base_url: Option<String>,
         log_format: Option<String>,
@@ -76,7 +90,8 @@ impl ServeSettings {
         };
         Ok(Self {
             auth_required,
-            data_dir: data_dir(file, data_dir_flag),
+            data_dir: data_dir(file, store_args.data_dir.clone()),
+            store: store_config(file, store_args),
             listen: listen
                 .or_else(|| file.listen.clone())
                 .unwrap_or_else(|| "127.0.0.1:8080".to_owned()),

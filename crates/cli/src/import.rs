@@ -13,8 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use phip_engine::{Engine, EngineConfig, RequestContext};
-use phip_store::sqlite::SqliteStore;
-use phip_store::{Store, WriteRequest};
+use phip_store::{Store, StoreConfig, WriteRequest};
 use serde_json::Value;
 
 /// Totals of an import.
@@ -25,11 +24,9 @@ struct Totals {
 }
 
 /// Imports every file under `paths` into the store in `data_dir`.
-pub fn run(data_dir: &Path, paths: &[PathBuf], batch_size: usize) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(data_dir)
-            .with_context(|| format!("opening the data directory {}", data_dir.display()))?,
-    );
+pub fn run(config: &StoreConfig, paths: &[PathBuf], batch_size: usize) -> anyhow::Result<()> {
+    let store: Arc<dyn Store> = phip_store::open_store(config)
+        .with_context(|| format!("opening the store ({})", config.describe()))?;
     let engine = Engine::new(store.clone(), EngineConfig::default());
     let mut files = Vec::new();
     for path in paths {

@@ -27,10 +27,14 @@ struct Cli {
 
 /// Options shared by commands that open the store.
 #[derive(Args, Debug, Clone, Default)]
-struct StoreArgs {
-    /// Data directory of the embedded store [default: ./phip-data].
+pub(crate) struct StoreArgs {
+    /// Data directory: the embedded store, keys and audit log [default: ./phip-data].
     #[arg(long, env = "PHIP_DATA_DIR")]
-    data_dir: Option<PathBuf>,
+    pub(crate) data_dir: Option<PathBuf>,
+    /// PostgreSQL connection URL (`postgres://user:pass@host:port/db`); without it the
+    /// embedded SQLite store in the data directory is used.
+    #[arg(long, env = "PHIP_DATABASE_URL")]
+    pub(crate) database_url: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,14 +92,8 @@ fn main() -> anyhow::Result<()> {
             log_format,
             auth,
         } => {
-            let settings = config::ServeSettings::resolve(
-                &file,
-                store.data_dir,
-                listen,
-                base_url,
-                log_format,
-                auth,
-            )?;
+            let settings =
+                config::ServeSettings::resolve(&file, &store, listen, base_url, log_format, auth)?;
             serve::run(settings)
         }
         Command::Token(args) => token::mint(&file, args),
@@ -106,18 +104,20 @@ fn main() -> anyhow::Result<()> {
             batch_size,
         } => {
             config::init_logging("text");
-            let data_dir = config::data_dir(&file, store.data_dir);
-            import::run(&data_dir, &paths, batch_size.max(1))
+            import::run(
+                &config::store_config(&file, &store),
+                &paths,
+                batch_size.max(1),
+            )
         }
         Command::Bench(args) => bench::run(args),
         Command::Migrate { store } => {
             config::init_logging("text");
-            let data_dir = config::data_dir(&file, store.data_dir);
-            let store = phip_store::sqlite::SqliteStore::open(&data_dir)?;
+            let store_config = config::store_config(&file, &store);
+            let version = phip_store::migrate(&store_config)?;
             println!(
-                "schema of {} is at version {}",
-                data_dir.display(),
-                store.schema_version()
+                "schema of {} is at version {version}",
+                store_config.describe()
             );
             Ok(())
         }

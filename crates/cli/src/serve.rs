@@ -6,16 +6,15 @@ use anyhow::Context;
 use phip_engine::{Engine, EngineConfig};
 use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
-use phip_store::sqlite::SqliteStore;
 
 use crate::config::{init_logging, ServeSettings};
 
 /// Starts the server and blocks until SIGTERM or Ctrl-C, then shuts down gracefully.
 pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     init_logging(&settings.log_format);
-    let store = SqliteStore::open(&settings.data_dir)
-        .with_context(|| format!("opening the data directory {}", settings.data_dir.display()))?;
-    tracing::info!(data_dir = %settings.data_dir.display(), schema = store.schema_version(), "embedded SQLite store open");
+    let store = phip_store::open_store(&settings.store)
+        .with_context(|| format!("opening the store ({})", settings.store.describe()))?;
+    tracing::info!(store = %settings.store.describe(), backend = store.backend_name(), "store open");
     // Loading the definitions up front keeps the first request fast and fails early if the
     // embedded data were damaged.
     let defs = phip_fhir::r4();
@@ -30,13 +29,16 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             Vec::new(),
         )
         .context("setting up token authentication")?;
-        tracing::info!(issuer = authenticator.issuer_url(), "bearer tokens required (mint one with `phip token`)");
+        tracing::info!(
+            issuer = authenticator.issuer_url(),
+            "bearer tokens required (mint one with `phip token`)"
+        );
         AuthMode::Required(Arc::new(authenticator))
     } else {
         tracing::warn!("AUTHENTICATION IS OFF: every request has full access to all records. Never run like this with real data.");
         AuthMode::Disabled
     };
-    let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
+    let engine = Arc::new(Engine::new(store, EngineConfig::default()));
     let state = AppState::new(
         engine,
         ServerConfig {

@@ -87,7 +87,10 @@ enum ClientCommand {
 /// Parses `30s`, `15m`, `8h`, `7d` or plain seconds.
 pub fn parse_ttl(text: &str) -> anyhow::Result<Duration> {
     let text = text.trim();
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
     let value: u64 = number
         .parse()
         .with_context(|| format!("invalid lifetime {text:?}"))?;
@@ -142,7 +145,8 @@ pub fn client(file: &FileConfig, args: ClientArgs) -> anyhow::Result<()> {
         } => {
             let text = std::fs::read_to_string(&jwks)
                 .with_context(|| format!("reading {}", jwks.display()))?;
-            let keys = Jwks::from_json(&text).with_context(|| format!("parsing {}", jwks.display()))?;
+            let keys =
+                Jwks::from_json(&text).with_context(|| format!("parsing {}", jwks.display()))?;
             phip_security::scope::ScopeSet::parse(&scope).context("invalid scope")?;
             clients.retain(|c| c.client_id != id);
             clients.push(RegisteredClient {
@@ -157,7 +161,12 @@ pub fn client(file: &FileConfig, args: ClientArgs) -> anyhow::Result<()> {
         }
         ClientCommand::List => {
             for c in &clients {
-                println!("{}\t{}\t{}", c.client_id, c.scope, c.org.as_deref().unwrap_or("-"));
+                println!(
+                    "{}\t{}\t{}",
+                    c.client_id,
+                    c.scope,
+                    c.org.as_deref().unwrap_or("-")
+                );
             }
         }
         ClientCommand::Remove { id } => {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{assert_outcome, TestServer};
+use common::{assert_outcome, Backend, TestServer};
 use phip_security::jws::{self, Algorithm, Jwks, PrivateKey, SigningKey};
 use phip_security::token::Grant;
 use phip_server::auth::RegisteredClient;
@@ -55,9 +55,8 @@ fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn closed_by_default() {
-    let server = TestServer::start().await;
+async fn closed_by_default(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     for (method, path) in [
         (Method::GET, "Patient"),
         (Method::GET, "Patient/x"),
@@ -86,7 +85,7 @@ async fn closed_by_default() {
         .await;
     assert_outcome(&garbage, 401);
     // A token signed by another key is refused.
-    let other = TestServer::start().await;
+    let other = TestServer::start_on(backend).await;
     let foreign = other.mint(Grant {
         sub: "x".into(),
         scope: "system/*.cruds".into(),
@@ -147,9 +146,8 @@ async fn closed_by_default() {
     assert!(keys.body["keys"].as_array().is_some_and(|k| !k.is_empty()));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn patient_scope_sees_only_the_residents_own_compartment() {
-    let server = TestServer::start().await;
+async fn patient_scope_sees_only_the_residents_own_compartment(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let w = world(&server).await;
     let token = server.mint(Grant {
         sub: "alice".into(),
@@ -294,9 +292,8 @@ async fn patient_scope_sees_only_the_residents_own_compartment() {
         .is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn patient_write_scope_is_bounded_by_the_compartment() {
-    let server = TestServer::start().await;
+async fn patient_write_scope_is_bounded_by_the_compartment(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let w = world(&server).await;
     let token = server.mint(Grant {
         sub: "alice".into(),
@@ -376,9 +373,8 @@ async fn patient_write_scope_is_bounded_by_the_compartment() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn user_and_system_scopes_are_limited_to_their_types_and_interactions() {
-    let server = TestServer::start().await;
+async fn user_and_system_scopes_are_limited_to_their_types_and_interactions(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let w = world(&server).await;
     let user = bearer(&server.mint(Grant {
         sub: "clerk".into(),
@@ -523,8 +519,7 @@ async fn user_and_system_scopes_are_limited_to_their_types_and_interactions() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn backend_services_client_credentials() {
+async fn backend_services_client_credentials(backend: Backend) {
     let key = SigningKey::new(
         "lab-key-1",
         PrivateKey::generate(Algorithm::Es256).expect("key"),
@@ -538,7 +533,7 @@ async fn backend_services_client_credentials() {
         org: Some("org-lab".into()),
         division: Some("110102".into()),
     };
-    let server = TestServer::start_with_clients(vec![client]).await;
+    let server = TestServer::start_with_clients(backend, vec![client]).await;
     let endpoint = format!("{}/auth/token", server.root);
     let assertion = |jti: &str, aud: &str| {
         let now = chrono::Utc::now().timestamp();
@@ -647,3 +642,11 @@ async fn backend_services_client_credentials() {
         .unwrap();
     assert_eq!(no_grant.status(), StatusCode::BAD_REQUEST);
 }
+
+on_both_backends!(
+    closed_by_default,
+    patient_scope_sees_only_the_residents_own_compartment,
+    patient_write_scope_is_bounded_by_the_compartment,
+    user_and_system_scopes_are_limited_to_their_types_and_interactions,
+    backend_services_client_credentials
+);

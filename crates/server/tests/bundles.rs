@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_outcome, TestServer};
+use common::{assert_outcome, Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -10,9 +10,8 @@ fn transaction(entries: Vec<Value>) -> Value {
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn transaction_rewrites_placeholders_and_is_atomic() {
-    let server = TestServer::start().await;
+async fn transaction_rewrites_placeholders_and_is_atomic(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let patient_url = "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a";
     let org_url = "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0";
     // The observation comes first in the bundle but refers to entries after it.
@@ -108,9 +107,8 @@ async fn transaction_rewrites_placeholders_and_is_atomic() {
     assert_outcome(&server.post("", &unknown_placeholder).await, 400);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn transaction_update_delete_and_read_entries() {
-    let server = TestServer::start().await;
+async fn transaction_update_delete_and_read_entries(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let keep = server
         .create(&json!({"resourceType": "Patient", "name": [{"family": "Keep"}]}))
         .await;
@@ -166,9 +164,8 @@ async fn transaction_update_delete_and_read_entries() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn batch_entries_are_independent() {
-    let server = TestServer::start().await;
+async fn batch_entries_are_independent(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
         {"resource": {"resourceType": "Patient", "name": [{"family": "Good"}]}, "request": {"method": "POST", "url": "Patient"}},
         {"resource": {"resourceType": "Patient", "birthDate": "bad"}, "request": {"method": "POST", "url": "Patient"}},
@@ -206,3 +203,9 @@ async fn batch_entries_are_independent() {
         400,
     );
 }
+
+on_both_backends!(
+    transaction_rewrites_placeholders_and_is_atomic,
+    transaction_update_delete_and_read_entries,
+    batch_entries_are_independent
+);

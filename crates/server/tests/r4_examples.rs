@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::Arc;
 
-use common::TestServer;
+use common::{Backend, TestServer};
 use phip_fhir::search::{IndexEntry, IndexValue};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -150,9 +150,8 @@ fn clause_for(entries: &[IndexEntry]) -> Option<String> {
     None
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn official_r4_examples_round_trip_and_are_searchable() {
-    let server = Arc::new(TestServer::start().await);
+async fn official_r4_examples_round_trip_and_are_searchable(backend: Backend) {
+    let server = Arc::new(TestServer::start_on(backend).await);
     let all = examples();
     assert!(
         all.len() > 2000,
@@ -269,3 +268,5 @@ async fn official_r4_examples_round_trip_and_are_searchable() {
         );
     }
 }
+
+on_both_backends!(official_r4_examples_round_trip_and_are_searchable);

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_outcome, TestServer};
+use common::{assert_outcome, Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -17,9 +17,8 @@ fn patient(family: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn health_and_metadata() {
-    let server = TestServer::start().await;
+async fn health_and_metadata(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let health = server.get(&format!("{}/health", server.root)).await;
     assert_eq!(health.status, StatusCode::OK);
     assert_eq!(health.body["status"], "ok");
@@ -54,9 +53,8 @@ async fn health_and_metadata() {
         .starts_with("application/fhir+json"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn create_read_update_delete_lifecycle() {
-    let server = TestServer::start().await;
+async fn create_read_update_delete_lifecycle(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let created = server.post("Patient", &patient("Zhang")).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
@@ -130,9 +128,8 @@ async fn create_read_update_delete_lifecycle() {
     assert_eq!(recreated.body["meta"]["versionId"], "4");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn update_with_client_id_creates() {
-    let server = TestServer::start().await;
+async fn update_with_client_id_creates(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let mut resource = patient("Chen");
     resource["id"] = json!("chen-1");
     let reply = server.put("Patient/chen-1", &resource).await;
@@ -143,9 +140,8 @@ async fn update_with_client_id_creates() {
     assert_eq!(reply.body["meta"]["versionId"], "2");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn if_match_prevents_lost_updates() {
-    let server = TestServer::start().await;
+async fn if_match_prevents_lost_updates(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let id = server.create(&patient("Zhao")).await;
     let mut body = server.get(&format!("Patient/{id}")).await.body;
     body["gender"] = json!("female");
@@ -182,9 +178,8 @@ async fn if_match_prevents_lost_updates() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_writers_with_same_if_match_one_wins() {
-    let server = std::sync::Arc::new(TestServer::start().await);
+async fn concurrent_writers_with_same_if_match_one_wins(backend: Backend) {
+    let server = std::sync::Arc::new(TestServer::start_on(backend).await);
     let id = server.create(&patient("Sun")).await;
     for round in 1..=5u32 {
         let current = server.get(&format!("Patient/{id}")).await.body;
@@ -233,9 +228,8 @@ async fn concurrent_writers_with_same_if_match_one_wins() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn conditional_create_update_delete() {
-    let server = TestServer::start().await;
+async fn conditional_create_update_delete(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let headers = [(
         "if-none-exist",
         "identifier=urn:oid:2.16.840.1.113883.2.4.6.3|id-Qian",
@@ -298,9 +292,8 @@ async fn conditional_create_update_delete() {
     assert_eq!(server.search_ids("Patient?family=Qian").await.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn concurrent_conditional_creates_make_one_resource() {
-    let server = std::sync::Arc::new(TestServer::start().await);
+async fn concurrent_conditional_creates_make_one_resource(backend: Backend) {
+    let server = std::sync::Arc::new(TestServer::start_on(backend).await);
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let server = server.clone();
@@ -334,9 +327,8 @@ async fn concurrent_conditional_creates_make_one_resource() {
     assert_eq!(server.search_ids("Patient?family=Feng").await.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn json_patch() {
-    let server = TestServer::start().await;
+async fn json_patch(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let id = server.create(&patient("He")).await;
     let patch = json!([
         {"op": "replace", "path": "/gender", "value": "female"},
@@ -383,9 +375,8 @@ async fn json_patch() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn prefer_return() {
-    let server = TestServer::start().await;
+async fn prefer_return(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let minimal = server
         .send(
             Method::POST,
@@ -409,9 +400,8 @@ async fn prefer_return() {
     assert_eq!(outcome.body["resourceType"], "OperationOutcome");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
-    let server = TestServer::start().await;
+async fn bad_input_gets_operation_outcomes_and_changes_nothing(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let id = server.create(&patient("Guo")).await;
 
     let raw = server
@@ -518,9 +508,8 @@ async fn bad_input_gets_operation_outcomes_and_changes_nothing() {
     assert_outcome(&server.get(&format!("{}/nowhere", server.root)).await, 404);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn type_and_system_history() {
-    let server = TestServer::start().await;
+async fn type_and_system_history(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let a = server.create(&patient("Lin")).await;
     let since = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -558,3 +547,17 @@ async fn type_and_system_history() {
     let page2 = server.get(&next).await;
     assert_eq!(page2.body["entry"].as_array().unwrap().len(), 1);
 }
+
+on_both_backends!(
+    health_and_metadata,
+    create_read_update_delete_lifecycle,
+    update_with_client_id_creates,
+    if_match_prevents_lost_updates,
+    concurrent_writers_with_same_if_match_one_wins,
+    conditional_create_update_delete,
+    concurrent_conditional_creates_make_one_resource,
+    json_patch,
+    prefer_return,
+    bad_input_gets_operation_outcomes_and_changes_nothing,
+    type_and_system_history
+);

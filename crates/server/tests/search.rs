@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_outcome, TestServer};
+use common::{assert_outcome, Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -80,9 +80,8 @@ fn sorted(mut ids: Vec<String>) -> Vec<String> {
     ids
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn parameter_types_and_modifiers() {
-    let server = TestServer::start().await;
+async fn parameter_types_and_modifiers(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let d = load(&server).await;
     let zhang = vec![d.zhang.clone()];
     let li = vec![d.li.clone()];
@@ -281,9 +280,8 @@ async fn parameter_types_and_modifiers() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn chains_has_and_includes() {
-    let server = TestServer::start().await;
+async fn chains_has_and_includes(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let d = load(&server).await;
     let zhang_obs = sorted(vec![d.obs_high.clone(), d.obs_low.clone()]);
     assert_eq!(
@@ -362,9 +360,8 @@ async fn chains_has_and_includes() {
     assert!(ids.contains(&d.clinic.as_str()), "{ids:?}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sorting_paging_and_result_parameters() {
-    let server = TestServer::start().await;
+async fn sorting_paging_and_result_parameters(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     for i in 0..25 {
         server
             .create(&json!({"resourceType": "Patient", "name": [{"family": format!("Fam{:02}", i % 5), "given": [format!("G{i:02}")]}], "birthDate": format!("19{:02}-01-01", 50 + i)}))
@@ -468,9 +465,8 @@ async fn sorting_paging_and_result_parameters() {
     assert_eq!(body["entry"].as_array().unwrap().len(), 5);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unknown_and_invalid_parameters() {
-    let server = TestServer::start().await;
+async fn unknown_and_invalid_parameters(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     load(&server).await;
     let lenient = server.get("Patient?foo=bar&gender=male").await;
     assert_eq!(lenient.status, StatusCode::OK);
@@ -515,9 +511,8 @@ async fn unknown_and_invalid_parameters() {
     assert_outcome(&server.get("Patient?_cursor=zzz").await, 400);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn system_search_and_everything() {
-    let server = TestServer::start().await;
+async fn system_search_and_everything(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let d = load(&server).await;
     let all = server.get("?_type=Patient,Organization&_count=50").await;
     assert_eq!(all.status, StatusCode::OK, "{}", all.body);
@@ -543,3 +538,11 @@ async fn system_search_and_everything() {
     assert!(paged.link("next").is_some());
     assert_outcome(&server.get("Patient/nobody/$everything").await, 404);
 }
+
+on_both_backends!(
+    parameter_types_and_modifiers,
+    chains_has_and_includes,
+    sorting_paging_and_result_parameters,
+    unknown_and_invalid_parameters,
+    system_search_and_everything
+);

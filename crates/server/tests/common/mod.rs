@@ -9,10 +9,55 @@ use phip_engine::{Engine, EngineConfig};
 use phip_security::token::Grant;
 use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
-use phip_store::sqlite::SqliteStore;
+use phip_store::{open_store, StoreConfig};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
+
+/// The storage backend a test server runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite store in a temp directory.
+    Sqlite,
+    /// A fresh database in the process's throwaway PostgreSQL cluster.
+    Postgres,
+}
+
+/// Whether PostgreSQL tests can run (the testkit says loudly why not, and fails instead when
+/// `PHIP_REQUIRE_POSTGRES=1`, as CI sets).
+pub fn postgres_available() -> bool {
+    phip_testkit::PgCluster::shared().is_some()
+}
+
+/// Runs each listed `async fn(Backend)` test on SQLite and on PostgreSQL.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    super::$name(super::common::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    // The cluster is driven by a synchronous client: keep it off async workers.
+                    let available = tokio::task::spawn_blocking(super::common::postgres_available)
+                        .await
+                        .unwrap_or(false);
+                    if !available {
+                        return;
+                    }
+                    super::$name(super::common::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
 
 /// A running server.
 pub struct TestServer {
@@ -75,30 +120,55 @@ impl Reply {
 }
 
 impl TestServer {
-    /// A server requiring tokens; requests carry a `system/*.cruds` token.
+    /// A server on SQLite requiring tokens; requests carry a `system/*.cruds` token.
     pub async fn start() -> Self {
-        Self::start_with(true).await
+        Self::start_on(Backend::Sqlite).await
+    }
+
+    /// A server on `backend` requiring tokens; requests carry a `system/*.cruds` token.
+    pub async fn start_on(backend: Backend) -> Self {
+        Self::start_inner(backend, true, Vec::new()).await
     }
 
     /// A server with authentication off (development mode).
     pub async fn start_without_auth() -> Self {
-        Self::start_with(false).await
+        Self::start_inner(Backend::Sqlite, false, Vec::new()).await
     }
 
     /// A server requiring tokens, with these Backend Services clients registered.
-    pub async fn start_with_clients(clients: Vec<phip_server::auth::RegisteredClient>) -> Self {
-        Self::start_inner(true, clients).await
+    pub async fn start_with_clients(
+        backend: Backend,
+        clients: Vec<phip_server::auth::RegisteredClient>,
+    ) -> Self {
+        Self::start_inner(backend, true, clients).await
     }
 
-    async fn start_with(auth_on: bool) -> Self {
-        Self::start_inner(auth_on, Vec::new()).await
-    }
-
-    async fn start_inner(auth_on: bool, clients: Vec<phip_server::auth::RegisteredClient>) -> Self {
+    async fn start_inner(
+        backend: Backend,
+        auth_on: bool,
+        clients: Vec<phip_server::auth::RegisteredClient>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         phip_server::auth::save_clients(dir.path(), &clients).expect("clients");
-        let store = SqliteStore::open(dir.path()).expect("open store");
-        let engine = Arc::new(Engine::new(Arc::new(store), EngineConfig::default()));
+        let data_dir = dir.path().to_path_buf();
+        // PostgreSQL is driven by a synchronous client, so keep it off the async workers.
+        let store = tokio::task::spawn_blocking(move || {
+            let config = match backend {
+                Backend::Sqlite => StoreConfig::Sqlite { data_dir },
+                Backend::Postgres => {
+                    let cluster = phip_testkit::PgCluster::shared().expect("PostgreSQL cluster");
+                    StoreConfig::Postgres {
+                        url: cluster.fresh_database(),
+                        pool_size: 8,
+                    }
+                }
+            };
+            open_store(&config)
+        })
+        .await
+        .expect("join")
+        .expect("open store");
+        let engine = Arc::new(Engine::new(store, EngineConfig::default()));
         let (mode, auth, token) = if auth_on {
             let auth =
                 Arc::new(Authenticator::from_data_dir(dir.path(), None, Vec::new()).expect("auth"));

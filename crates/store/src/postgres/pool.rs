@@ -246,6 +246,24 @@ impl std::ops::DerefMut for Lease<'_> {
     }
 }
 
+impl Drop for Pool {
+    /// Closing a synchronous `postgres` connection blocks on its private runtime, which panics
+    /// when the pool is dropped on an async worker (e.g. when a server shuts down): close the
+    /// idle connections on a plain thread instead.
+    fn drop(&mut self) {
+        let idle = std::mem::take(&mut self.state.get_mut().idle);
+        if idle.is_empty() {
+            return;
+        }
+        let closer = std::thread::Builder::new()
+            .name("phip-pg-close".into())
+            .spawn(move || drop(idle));
+        if let Err(error) = closer {
+            tracing::warn!(%error, "could not close PostgreSQL connections cleanly");
+        }
+    }
+}
+
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
