@@ -1,15 +1,15 @@
 //! Reads, history (instance, type, system) and the patient compartment.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
 use postgres::Row;
 use serde_json::Value;
 
 use super::catalog::{to_i32, PgCatalog};
-use super::cursor;
 use super::error::backend;
 use super::get_int;
 use super::tx::PgTransaction;
+use crate::sqlgen::cursor;
 use crate::sqlgen::Catalog;
 use crate::{HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
 
@@ -56,11 +56,6 @@ pub(crate) fn stored_from_row(
 /// Epoch milliseconds to a UTC instant.
 pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| backend("timestamp out of range"))
-}
-
-/// The `meta.lastUpdated` text of an epoch-millisecond instant.
-pub(crate) fn instant_text(ms: i64) -> StoreResult<String> {
-    Ok(from_millis(ms)?.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 /// The current version (`version == None`) or one version of a resource.

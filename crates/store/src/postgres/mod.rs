@@ -21,7 +21,6 @@
 //! of several servers say. History order is the global `seq` of versions.
 
 mod catalog;
-mod cursor;
 mod error;
 mod history;
 mod pool;

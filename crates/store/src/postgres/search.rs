@@ -6,10 +6,10 @@ use phip_fhir::search::TotalMode;
 use postgres::types::Type;
 use postgres::Row;
 
-use super::cursor::{self, KeyValue};
 use super::history::{load_current, stored_from_row, CURRENT_VERSION_JOIN, VERSION_COLUMNS};
 use super::tx::PgTransaction;
 use super::{error, get_int, params};
+use crate::sqlgen::cursor::{self, KeyValue};
 use crate::sqlgen::filter::Ctx;
 use crate::sqlgen::{self, Dialect, PageShape, Plan, Position, SqlArg};
 use crate::{PageCursor, SearchPage, SearchRequest, StoreError, StoreResult};

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 
 use phip_fhir::search::{IndexEntry, IndexValue};
 use postgres::types::ToSql;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::catalog::to_i32;
 use super::error::backend;
-use super::history::{from_millis, instant_text};
+use super::history::from_millis;
 use super::tx::PgTransaction;
 use super::PostgresStore;
+use crate::sqlgen::ingest::{extract_parallel, finite, stamp};
 use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
 
 /// Parameters that map onto columns of `resources` and need no index rows.
@@ -917,30 +918,6 @@ fn opt_text(s: &Option<String>) -> Option<String> {
     s.as_deref().map(text)
 }
 
-/// Non-finite numbers are stored as NULL, so comparisons simply never match (as in SQLite).
-fn finite(v: f64) -> Option<f64> {
-    v.is_finite().then_some(v)
-}
-
-/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping `resourceType`, `id` and `meta`
-/// first as FHIR JSON conventionally has them.
-fn stamp(body: &mut Value, id: &str, version: i64, ts: i64) -> StoreResult<()> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| backend("a resource must be a JSON object"))?;
-    let mut meta = match obj.shift_remove("meta") {
-        Some(Value::Object(meta)) => meta,
-        _ => Map::new(),
-    };
-    meta.insert("versionId".into(), Value::String(version.to_string()));
-    meta.insert("lastUpdated".into(), Value::String(instant_text(ts)?));
-    obj.shift_remove("id");
-    let first = usize::from(obj.keys().next().is_some_and(|k| k == "resourceType"));
-    obj.shift_insert(first, "id".into(), Value::String(id.to_owned()));
-    obj.shift_insert(first + 1, "meta".into(), Value::Object(meta));
-    Ok(())
-}
-
 /// Writes many resources in one transaction. Index extraction (the expensive, CPU-bound part)
 /// runs on all cores before the transaction starts. A batch that loses a deadlock against a
 /// concurrent writer is retried from the start: nothing of it was committed.
@@ -948,7 +925,7 @@ pub(crate) fn bulk_write(
     store: &PostgresStore,
     requests: Vec<WriteRequest>,
 ) -> StoreResult<Vec<StoredResource>> {
-    let entries = extract_parallel(store, &requests)?;
+    let entries = extract_parallel(&store.extractor, &requests)?;
     let items: Vec<Item> = requests
         .into_iter()
         .map(|mut r| {
@@ -975,34 +952,4 @@ pub(crate) fn bulk_write(
             other => return other,
         }
     }
-}
-
-fn extract_parallel(
-    store: &PostgresStore,
-    requests: &[WriteRequest],
-) -> StoreResult<Vec<Option<Vec<IndexEntry>>>> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    let extract_one = |r: &WriteRequest| r.resource.as_ref().map(|body| (store.extractor)(body));
-    if threads <= 1 || requests.len() < 64 {
-        return Ok(requests.iter().map(extract_one).collect());
-    }
-    let chunk = requests.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = requests
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(extract_one).collect::<Vec<_>>()))
-            .collect();
-        let mut out = Vec::with_capacity(requests.len());
-        for handle in handles {
-            out.extend(
-                handle
-                    .join()
-                    .map_err(|_| backend("index extraction panicked"))?,
-            );
-        }
-        Ok(out)
-    })
 }

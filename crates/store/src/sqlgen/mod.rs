@@ -8,8 +8,10 @@
 //! version bodies) are [`Dialect`] methods or parameters of [`plan`].
 
 pub(crate) mod builder;
+pub(crate) mod cursor;
 pub(crate) mod filter;
 pub(crate) mod include;
+pub(crate) mod ingest;
 pub(crate) mod sort;
 
 use phip_fhir::search::SearchQuery;

@@ -1,12 +1,13 @@
-//! Opaque paging cursors: base64url-encoded JSON tagged with what they page, in the same format
-//! as the SQLite backend's.
+//! Opaque paging cursors: base64url-encoded JSON tagged with what they page, so that a cursor of
+//! one kind is refused by another. Same format as the SQLite backend's own cursors, which can
+//! move here (they are dialect-neutral).
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::sqlgen::SqlArg;
+use super::SqlArg;
 use crate::{StoreError, StoreResult};
 
 /// Encodes a cursor payload.
