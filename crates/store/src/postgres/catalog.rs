@@ -155,6 +155,21 @@ impl PgCatalog {
     }
 }
 
+impl Drop for PgCatalog {
+    /// Like the pool's connections, the catalog connection is closed on a plain thread: closing
+    /// a synchronous client blocks on its runtime, which panics on an async worker.
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.get_mut().take() {
+            let closer = std::thread::Builder::new()
+                .name("phip-pg-close".into())
+                .spawn(move || drop(conn));
+            if let Err(error) = closer {
+                tracing::warn!(%error, "could not close a PostgreSQL connection cleanly");
+            }
+        }
+    }
+}
+
 impl Catalog for PgCatalog {
     fn type_id(&self, name: &str) -> StoreResult<Option<i64>> {
         if let Some(&tid) = self.types.read().get(name) {
