@@ -134,7 +134,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     auth: phip_server::auth::AuthMode::Disabled,
                     public_base_url: None,
                     max_body_bytes: 0,
+                    node_name: "phip-bench".into(),
                 },
+                // Audit appends are measured by the audit crate's own benchmark.
+                None,
             );
             let listener = runtime
                 .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))

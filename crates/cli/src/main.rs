@@ -38,6 +38,17 @@ pub(crate) struct StoreArgs {
 }
 
 #[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Check the audit trail's hash chain and signed checkpoints; names the first broken
+    /// record and exits non-zero if any record was altered, deleted or reordered.
+    Verify {
+        /// Data directory holding `audit.db` and the key ring [default: ./phip-data].
+        #[arg(long, env = "PHIP_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum Command {
     /// Run the FHIR server.
     Serve {
@@ -56,6 +67,11 @@ enum Command {
         /// for local development only.
         #[arg(long, env = "PHIP_AUTH")]
         auth: Option<String>,
+    },
+    /// Audit trail tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Mint an access token from the data directory's key (for operators and scripts).
     Token(token::TokenArgs),
@@ -96,6 +112,9 @@ fn main() -> anyhow::Result<()> {
                 config::ServeSettings::resolve(&file, &store, listen, base_url, log_format, auth)?;
             serve::run(settings)
         }
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => audit_verify(&config::data_dir(&file, data_dir)),
         Command::Token(args) => token::mint(&file, args),
         Command::Client(args) => token::client(&file, args),
         Command::Import {
@@ -120,6 +139,34 @@ fn main() -> anyhow::Result<()> {
                 store_config.describe()
             );
             Ok(())
+        }
+    }
+}
+
+/// `phip audit verify`.
+fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ring = phip_security::keys::KeyRing::open(data_dir).context("opening the key ring")?;
+    let log = phip_audit::AuditLog::open_read_only(data_dir, Some(&ring))
+        .with_context(|| format!("opening the audit log in {}", data_dir.display()))?;
+    let report = log.verify().context("reading the audit log")?;
+    match &report.first_broken {
+        None => {
+            println!(
+                "audit trail intact: {} records, {} signed checkpoints{}",
+                report.records,
+                report.checkpoints,
+                report
+                    .head
+                    .as_ref()
+                    .map(|(seq, hash)| format!(", head #{seq} {hash}"))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        Some(broken) => {
+            println!("audit trail BROKEN at record #{}: {broken}", broken.seq);
+            std::process::exit(1);
         }
     }
 }

@@ -38,6 +38,11 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         tracing::warn!("AUTHENTICATION IS OFF: every request has full access to all records. Never run like this with real data.");
         AuthMode::Disabled
     };
+    let ring =
+        phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?;
+    let audit = phip_audit::AuditLog::open(&settings.data_dir, Some(&ring))
+        .context("opening the audit log")?;
+    tracing::info!(path = %audit.path().display(), "audit trail open (every request is recorded)");
     let engine = Arc::new(Engine::new(store, EngineConfig::default()));
     let state = AppState::new(
         engine,
@@ -45,7 +50,9 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             auth,
             public_base_url: settings.base_url.clone(),
             max_body_bytes: 0,
+            node_name: format!("phip@{}", settings.listen),
         },
+        Some(audit.clone()),
     );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -62,6 +69,10 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .unwrap_or_else(|| format!("http://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
         phip_server::serve(listener, state, shutdown_signal()).await?;
+        // A signed checkpoint at shutdown bounds what a truncation of the log could hide.
+        if let Err(error) = tokio::task::spawn_blocking(move || audit.checkpoint()).await? {
+            tracing::warn!(%error, "could not write the closing audit checkpoint");
+        }
         tracing::info!("phip stopped");
         Ok(())
     })

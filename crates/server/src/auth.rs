@@ -238,8 +238,11 @@ pub(crate) async fn require(
 ) -> axum::response::Response {
     match authenticate(&state.config.auth, request.headers()) {
         Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
+            request.extensions_mut().insert(principal.clone());
+            let mut response = next.run(request).await;
+            // The audit layer outside this one records who was served.
+            response.extensions_mut().insert(principal);
+            response
         }
         Err(error) => crate::http::error_response(error),
     }

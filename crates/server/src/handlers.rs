@@ -3,9 +3,9 @@
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::Extension;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use phip_engine::{
     parse_query_string, Engine, FhirResponse, FhirResult, Principal, RequestContext,
 };

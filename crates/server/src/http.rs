@@ -66,6 +66,7 @@ pub(crate) fn fhir_response(response: FhirResponse, options: OutputOptions) -> R
         };
         builder = builder.header(name, location);
     }
+    let audit_info = response.body.as_ref().map(crate::audit::info_from_body);
     let body = match &response.body {
         Some(value) => {
             builder = builder.header(header::CONTENT_TYPE, FHIR_JSON);
@@ -73,9 +74,13 @@ pub(crate) fn fhir_response(response: FhirResponse, options: OutputOptions) -> R
         }
         None => Body::empty(),
     };
-    builder
+    let mut response = builder
         .body(body)
-        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response());
+    if let Some(info) = audit_info {
+        response.extensions_mut().insert(info);
+    }
+    response
 }
 
 /// An engine error as HTTP: its status and OperationOutcome.

@@ -4,6 +4,7 @@
 //! HTTP; the FHIR rules live in the engine. Engine calls are synchronous (the store runs a
 //! transaction on one connection), so they run on tokio's blocking pool.
 
+mod audit;
 pub mod auth;
 mod handlers;
 mod http;
@@ -31,6 +32,8 @@ pub struct ServerConfig {
     pub public_base_url: Option<String>,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// This node's name in audit records (`AuditEvent.source.observer`).
+    pub node_name: String,
 }
 
 /// Shared state of every handler.
@@ -38,17 +41,23 @@ pub struct ServerConfig {
 pub struct AppState {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: Arc<ServerConfig>,
+    pub(crate) audit: Option<phip_audit::AuditLog>,
 }
 
 impl AppState {
-    /// State over an engine.
-    pub fn new(engine: Arc<Engine>, mut config: ServerConfig) -> Self {
+    /// State over an engine, recording every request in `audit` when given.
+    pub fn new(
+        engine: Arc<Engine>,
+        mut config: ServerConfig,
+        audit: Option<phip_audit::AuditLog>,
+    ) -> Self {
         if config.max_body_bytes == 0 {
             config.max_body_bytes = 256 * 1024 * 1024;
         }
         Self {
             engine,
             config: Arc::new(config),
+            audit,
         }
     }
 }
@@ -62,6 +71,20 @@ pub fn router(state: AppState) -> Router {
             get(handlers::system_search).post(handlers::system_bundle),
         )
         .route("/_history", get(handlers::system_history))
+        .route(
+            "/AuditEvent",
+            get(audit::search)
+                .post(audit::refuse_write)
+                .put(audit::refuse_write)
+                .delete(audit::refuse_write),
+        )
+        .route(
+            "/AuditEvent/{id}",
+            get(audit::read)
+                .put(audit::refuse_write)
+                .patch(audit::refuse_write)
+                .delete(audit::refuse_write),
+        )
         .route("/_search", post(handlers::system_search_post))
         .route(
             "/{resource_type}",
@@ -92,6 +115,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
         ));
     Router::new()
         .route("/health", get(handlers::health))

@@ -71,6 +71,8 @@ pub struct TestServer {
     pub token: Option<String>,
     /// Mints tokens for this server (when authentication is on).
     pub auth: Option<Arc<Authenticator>>,
+    /// The server's audit trail.
+    pub audit: phip_audit::AuditLog,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -191,8 +193,11 @@ impl TestServer {
             auth: mode,
             public_base_url: None,
             max_body_bytes: 0,
+            node_name: "phip-test".into(),
         };
-        let state = AppState::new(engine, config);
+        let ring = phip_security::keys::KeyRing::open(dir.path()).expect("key ring");
+        let audit = phip_audit::AuditLog::open(dir.path(), Some(&ring)).expect("audit log");
+        let state = AppState::new(engine, config, Some(audit.clone()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -210,6 +215,7 @@ impl TestServer {
             client: reqwest::Client::new(),
             token,
             auth,
+            audit,
             shutdown: Some(tx),
             _dir: dir,
         }
