@@ -32,8 +32,15 @@ fn operator_token(data_dir: &Path) -> String {
         .arg(data_dir)
         .output()
         .expect("phip token");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).expect("utf-8").trim().to_owned()
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 /// A client carrying the data directory's operator token.
@@ -194,7 +201,10 @@ fn serve_answers_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Server::start(dir.path(), &[]);
     let anonymous = reqwest::blocking_client();
-    let refused = anonymous.get(format!("{}/Patient", server.base)).send().expect("request");
+    let refused = anonymous
+        .get(format!("{}/Patient", server.base))
+        .send()
+        .expect("request");
     assert_eq!(refused.status().as_u16(), 401, "closed by default");
     let client = client_for(dir.path());
     let created = client
@@ -295,7 +305,10 @@ fn authentication_can_be_turned_off_for_development_only_explicitly() {
     let server = Server::start(dir.path(), &["--auth", "off"]);
     let anonymous = reqwest::blocking_client();
     let reply = anonymous
-        .post(format!("{}/Patient", server.base), &json!({"resourceType": "Patient"}))
+        .post(
+            format!("{}/Patient", server.base),
+            &json!({"resourceType": "Patient"}),
+        )
         .send()
         .expect("create");
     assert_eq!(reply.status().as_u16(), 201);
@@ -432,6 +445,151 @@ fn acknowledged_writes_survive_kill_9() {
         .as_u64()
         .expect("total");
     assert!(total as usize >= acknowledged.len());
+    assert_eq!(
+        total % 20,
+        0,
+        "transactions are all-or-nothing even when killed mid-way"
+    );
+}
+
+#[test]
+fn audit_verify_detects_a_direct_edit_of_the_trail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start(dir.path(), &[]);
+    let client = client_for(dir.path());
+    let created = client
+        .post(
+            format!("{}/Patient", server.base),
+            &json!({"resourceType": "Patient", "name": [{"family": "Gao"}]}),
+        )
+        .send()
+        .expect("create");
+    let id = created.json()["id"].as_str().expect("id").to_owned();
+    for _ in 0..5 {
+        client
+            .get(format!("{}/Patient/{id}", server.base))
+            .send()
+            .expect("read");
+    }
+    assert!(server.terminate().success());
+
+    let verify = || {
+        Command::new(PHIP)
+            .args(["audit", "verify", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .expect("verify")
+    };
+    let intact = verify();
+    let stdout = String::from_utf8_lossy(&intact.stdout);
+    assert!(
+        intact.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&intact.stderr)
+    );
+    assert!(stdout.contains("intact"), "{stdout}");
+
+    // Someone with access to the file rewrites what record 3 says (the triggers that block
+    // UPDATE through SQL have to be dropped first).
+    let db = rusqlite::Connection::open(dir.path().join("audit.db")).expect("open audit.db");
+    let triggers: Vec<String> = db
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("triggers");
+    for trigger in triggers {
+        db.execute_batch(&format!("DROP TRIGGER \"{trigger}\""))
+            .expect("drop trigger");
+    }
+    let changed = db
+        .execute(
+            "UPDATE audit_log SET body = replace(body, 'read', 'vread') WHERE seq = 3",
+            [],
+        )
+        .expect("tamper");
+    assert_eq!(changed, 1);
+    drop(db);
+
+    let broken = verify();
+    let stdout = String::from_utf8_lossy(&broken.stdout);
+    assert!(
+        !broken.status.success(),
+        "tampering must fail verification: {stdout}"
+    );
+    assert!(
+        stdout.contains("#3"),
+        "names the first broken record: {stdout}"
+    );
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_on_postgresql() {
+    let Some(cluster) = phip_testkit::PgCluster::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), &["--database-url", &url]);
+    let base = server.base.clone();
+    let token = operator_token(dir.path());
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut writers = Vec::new();
+    for writer in 0..3 {
+        let (base, token, acknowledged) = (base.clone(), token.clone(), acknowledged.clone());
+        writers.push(std::thread::spawn(move || {
+            let client = reqwest::blocking_client_with(Some(token));
+            for i in 0..100_000 {
+                let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": (0..20).map(|j| json!({
+                    "resource": {"resourceType": "Observation", "status": "final", "code": {"text": format!("w{writer}-{i}-{j}")}},
+                    "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<Value>>()});
+                match client.post(base.clone(), &bundle).send() {
+                    Ok(reply) if reply.status().is_success() => {
+                        let body = reply.json();
+                        let mut ids = acknowledged.lock().expect("lock");
+                        for entry in body["entry"].as_array().into_iter().flatten() {
+                            if let Some(location) = entry["response"]["location"].as_str() {
+                                ids.push(location.to_owned());
+                            }
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = server;
+    server.child.kill().expect("kill -9");
+    server.child.wait().expect("wait");
+    for writer in writers {
+        let _ = writer.join();
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(
+        acknowledged.len() >= 20,
+        "some writes were acknowledged before the kill"
+    );
+    let server = Server::start(dir.path(), &["--database-url", &url]);
+    let client = client_for(dir.path());
+    for location in &acknowledged {
+        let path = location.split("/fhir/").nth(1).expect("relative");
+        let id_path = path.split("/_history").next().expect("id path");
+        let reply = client
+            .get(format!("{}/{id_path}", server.base))
+            .send()
+            .expect("read");
+        assert_eq!(
+            reply.status().as_u16(),
+            200,
+            "acknowledged {id_path} lost after kill -9"
+        );
+    }
+    let total = client
+        .get(format!("{}/Observation?_summary=count", server.base))
+        .send()
+        .expect("count")
+        .json()["total"]
+        .as_u64()
+        .expect("total");
     assert_eq!(
         total % 20,
         0,
