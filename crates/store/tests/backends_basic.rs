@@ -2,7 +2,7 @@
 //! reconnecting, schema versions, failure and recovery of the server, and concurrency proofs
 //! with many writers.
 
-mod postgres_support;
+mod support;
 
 use chrono::Duration;
 use phip_fhir::search::query::parse;

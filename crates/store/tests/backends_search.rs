@@ -2,7 +2,7 @@
 //! parsed from URL parameters, translated to SQL by the shared generator and run by SQLite and
 //! PostgreSQL with the same expected results.
 
-mod postgres_support;
+mod support;
 
 use phip_fhir::search::query::parse;
 use phip_store::{PageCursor, SearchPage, SearchRequest, Store, StoreError, WriteRequest};

@@ -80,13 +80,13 @@ macro_rules! both {
             mod $name {
                 #[test]
                 fn sqlite() {
-                    let b = $crate::postgres_support::Backend::sqlite();
+                    let b = $crate::support::Backend::sqlite();
                     super::$name(b.store());
                 }
 
                 #[test]
                 fn postgres() {
-                    let Some(b) = $crate::postgres_support::Backend::postgres() else {
+                    let Some(b) = $crate::support::Backend::postgres() else {
                         return;
                     };
                     super::$name(b.store());

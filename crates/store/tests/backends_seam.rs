@@ -1,14 +1,14 @@
 //! Search translation against hand-written index entries (the seam that bypasses extraction),
 //! for the cases real resources make hard to pin down, on both backends.
 
-mod postgres_support;
+mod support;
 
 use phip_fhir::search::{
     Filter, IndexEntry, IndexValue, Modifier, ParamType, Prefix, SearchQuery, SearchValue,
     SortDirection, SortKey, TokenSystem,
 };
 use phip_store::{PageCursor, SearchRequest, WriteRequest};
-use postgres_support::Backend;
+use support::Backend;
 use serde_json::json;
 
 fn token(code: &str) -> IndexValue {
