@@ -373,19 +373,18 @@ fn import_synthea_ndjson() {
     assert!(chained > 0, "chained search over imported references");
 }
 
-#[test]
-fn acknowledged_writes_survive_kill_9() {
+/// Writers send 20-entry transactions until the server is killed with SIGKILL mid-stream;
+/// after a restart every acknowledged resource must be readable, and no transaction may be
+/// half-applied.
+fn acknowledged_writes_survive_kill_9_on(extra: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &[]);
-    let base = server.base.clone();
-    // Writers run until the server dies under them; every acknowledged id is recorded.
+    let mut server = Server::start(dir.path(), extra);
+    let token = operator_token(dir.path());
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut writers = Vec::new();
-    let token = operator_token(dir.path());
     for writer in 0..3 {
-        let base = base.clone();
-        let token = token.clone();
-        let acknowledged = acknowledged.clone();
+        let (base, token, acknowledged) =
+            (server.base.clone(), token.clone(), acknowledged.clone());
         writers.push(std::thread::spawn(move || {
             let client = reqwest::blocking_client_with(Some(token));
             for i in 0..100_000 {
@@ -393,23 +392,21 @@ fn acknowledged_writes_survive_kill_9() {
                     "resource": {"resourceType": "Observation", "status": "final",
                         "code": {"text": format!("w{writer}-{i}-{j}")}},
                     "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<Value>>()});
-                match client.post(base.clone(), &bundle).send() {
-                    Ok(reply) if reply.status().is_success() => {
-                        let body = reply.json();
-                        let mut ids = acknowledged.lock().expect("lock");
-                        for entry in body["entry"].as_array().into_iter().flatten() {
-                            if let Some(location) = entry["response"]["location"].as_str() {
-                                ids.push(location.to_owned());
-                            }
-                        }
+                let Ok(reply) = client.post(base.clone(), &bundle).send() else { return };
+                if !reply.status().is_success() {
+                    return;
+                }
+                let body = reply.json();
+                let mut ids = acknowledged.lock().expect("lock");
+                for entry in body["entry"].as_array().into_iter().flatten() {
+                    if let Some(location) = entry["response"]["location"].as_str() {
+                        ids.push(location.to_owned());
                     }
-                    _ => return,
                 }
             }
         }));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let mut server = server;
     server.child.kill().expect("kill -9");
     server.child.wait().expect("wait");
     for writer in writers {
@@ -421,7 +418,7 @@ fn acknowledged_writes_survive_kill_9() {
         "some writes were acknowledged before the kill"
     );
 
-    let server = Server::start(dir.path(), &[]);
+    let server = Server::start(dir.path(), extra);
     let client = client_for(dir.path());
     for location in &acknowledged {
         // location: {base}/Observation/{id}/_history/1
@@ -450,6 +447,20 @@ fn acknowledged_writes_survive_kill_9() {
         0,
         "transactions are all-or-nothing even when killed mid-way"
     );
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9() {
+    acknowledged_writes_survive_kill_9_on(&[]);
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_9_on_postgresql() {
+    let Some(cluster) = phip_testkit::PgCluster::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    acknowledged_writes_survive_kill_9_on(&["--database-url", &url]);
 }
 
 #[test]
@@ -518,81 +529,5 @@ fn audit_verify_detects_a_direct_edit_of_the_trail() {
     assert!(
         stdout.contains("#3"),
         "names the first broken record: {stdout}"
-    );
-}
-
-#[test]
-fn acknowledged_writes_survive_kill_9_on_postgresql() {
-    let Some(cluster) = phip_testkit::PgCluster::shared() else {
-        return;
-    };
-    let url = cluster.fresh_database();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let server = Server::start(dir.path(), &["--database-url", &url]);
-    let base = server.base.clone();
-    let token = operator_token(dir.path());
-    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let mut writers = Vec::new();
-    for writer in 0..3 {
-        let (base, token, acknowledged) = (base.clone(), token.clone(), acknowledged.clone());
-        writers.push(std::thread::spawn(move || {
-            let client = reqwest::blocking_client_with(Some(token));
-            for i in 0..100_000 {
-                let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": (0..20).map(|j| json!({
-                    "resource": {"resourceType": "Observation", "status": "final", "code": {"text": format!("w{writer}-{i}-{j}")}},
-                    "request": {"method": "POST", "url": "Observation"}})).collect::<Vec<Value>>()});
-                match client.post(base.clone(), &bundle).send() {
-                    Ok(reply) if reply.status().is_success() => {
-                        let body = reply.json();
-                        let mut ids = acknowledged.lock().expect("lock");
-                        for entry in body["entry"].as_array().into_iter().flatten() {
-                            if let Some(location) = entry["response"]["location"].as_str() {
-                                ids.push(location.to_owned());
-                            }
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        }));
-    }
-    std::thread::sleep(Duration::from_millis(1500));
-    let mut server = server;
-    server.child.kill().expect("kill -9");
-    server.child.wait().expect("wait");
-    for writer in writers {
-        let _ = writer.join();
-    }
-    let acknowledged = acknowledged.lock().expect("lock").clone();
-    assert!(
-        acknowledged.len() >= 20,
-        "some writes were acknowledged before the kill"
-    );
-    let server = Server::start(dir.path(), &["--database-url", &url]);
-    let client = client_for(dir.path());
-    for location in &acknowledged {
-        let path = location.split("/fhir/").nth(1).expect("relative");
-        let id_path = path.split("/_history").next().expect("id path");
-        let reply = client
-            .get(format!("{}/{id_path}", server.base))
-            .send()
-            .expect("read");
-        assert_eq!(
-            reply.status().as_u16(),
-            200,
-            "acknowledged {id_path} lost after kill -9"
-        );
-    }
-    let total = client
-        .get(format!("{}/Observation?_summary=count", server.base))
-        .send()
-        .expect("count")
-        .json()["total"]
-        .as_u64()
-        .expect("total");
-    assert_eq!(
-        total % 20,
-        0,
-        "transactions are all-or-nothing even when killed mid-way"
     );
 }
