@@ -10,11 +10,11 @@ use phip_fhir::IssueType;
 use phip_store::Transaction;
 use serde_json::{json, Value};
 
+use crate::access::Principal;
 use crate::interactions::{
     conditional_delete_in, conditional_update_in, create_in, delete_in, match_condition, new_id,
     parse_version_tag, patch_in, update_in, WriteOutcome,
 };
-use crate::access::Principal;
 use crate::reference::{is_conditional_reference, rewrite_references, IdMap};
 use crate::search::new_bundle;
 use crate::{
@@ -270,8 +270,8 @@ impl Engine {
                     continue;
                 }
                 let index = entry.index;
-                let (outcome, text) =
-                    execute_write(tx.as_mut(), &ctx.principal, entry).map_err(|e| entry_error(index, e))?;
+                let (outcome, text) = execute_write(tx.as_mut(), &ctx.principal, entry)
+                    .map_err(|e| entry_error(index, e))?;
                 responses[index] = Some(response_entry(ctx, &outcome, &text));
             }
             tx.commit()?;
@@ -320,8 +320,8 @@ impl Engine {
                 (Method::Post, Target::Type(ty)) => {
                     let mut existing = None;
                     if let Some(criteria) = &entry.if_none_exist {
-                        let matches =
-                            match_condition(tx, principal, ty, criteria).map_err(|e| entry_error(index, e))?;
+                        let matches = match_condition(tx, principal, ty, criteria)
+                            .map_err(|e| entry_error(index, e))?;
                         if matches.len() > 1 {
                             return Err(entry_error(
                                 index,
@@ -352,8 +352,8 @@ impl Engine {
                     Some(format!("{ty}/{id}"))
                 }
                 (Method::Put, Target::Conditional(ty, criteria)) => {
-                    let matches =
-                        match_condition(tx, principal, ty, criteria).map_err(|e| entry_error(index, e))?;
+                    let matches = match_condition(tx, principal, ty, criteria)
+                        .map_err(|e| entry_error(index, e))?;
                     match matches.len() {
                         0 => {
                             let id = entry
@@ -594,13 +594,23 @@ fn execute_write(
                 .get("id")
                 .and_then(Value::as_str)
                 .map(str::to_owned);
-            conditional_update_in(tx, principal, ty, criteria, resource, entry.if_match, assigned)?
+            conditional_update_in(
+                tx,
+                principal,
+                ty,
+                criteria,
+                resource,
+                entry.if_match,
+                assigned,
+            )?
         }
         (Method::Patch, Target::Instance(ty, id), Some(patch)) => {
             let patch = binary_patch_body(&patch)?;
             patch_in(tx, principal, ty, id, &patch, entry.if_match)?
         }
-        (Method::Delete, Target::Instance(ty, id), _) => delete_in(tx, principal, ty, id, entry.if_match)?,
+        (Method::Delete, Target::Instance(ty, id), _) => {
+            delete_in(tx, principal, ty, id, entry.if_match)?
+        }
         (Method::Delete, Target::Conditional(ty, criteria), _) => {
             conditional_delete_in(tx, principal, ty, criteria)?.0
         }

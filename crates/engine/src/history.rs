@@ -124,7 +124,8 @@ impl Engine {
             // Versions the caller may not read (other types, other patients' records, and
             // deletions whose owner cannot be told) are left out.
             let before = page.versions.len();
-            page.versions.retain(|v| visible(principal, &Decision::Full, v));
+            page.versions
+                .retain(|v| visible(principal, &Decision::Full, v));
             if let HistoryScope::Instance { resource_type, id } = &scope {
                 if page.versions.len() != before && page.versions.is_empty() {
                     return Err(crate::access::forbidden_read(resource_type, id));

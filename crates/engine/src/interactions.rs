@@ -594,12 +594,12 @@ impl Engine {
                     check_resource(&decision, resource)?;
                 }
                 Ok(FhirResponse {
-                status: 200,
-                location: Some(version_url(&ctx.base_url, &stored)),
-                version_id: Some(stored.version_id),
-                last_modified: Some(stored.last_updated),
-                body: stored.resource,
-            })
+                    status: 200,
+                    location: Some(version_url(&ctx.base_url, &stored)),
+                    version_id: Some(stored.version_id),
+                    last_modified: Some(stored.last_updated),
+                    body: stored.resource,
+                })
             }
         }
     }
@@ -614,7 +614,14 @@ impl Engine {
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome = update_in(tx.as_mut(), &ctx.principal, resource_type, id, body, if_match)?;
+        let outcome = update_in(
+            tx.as_mut(),
+            &ctx.principal,
+            resource_type,
+            id,
+            body,
+            if_match,
+        )?;
         tx.commit()?;
         Ok(write_response(ctx, outcome, "updated"))
     }
@@ -629,8 +636,7 @@ impl Engine {
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome =
-            conditional_update_in(
+        let outcome = conditional_update_in(
             tx.as_mut(),
             &ctx.principal,
             resource_type,
@@ -653,7 +659,14 @@ impl Engine {
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let outcome = patch_in(tx.as_mut(), &ctx.principal, resource_type, id, patch, if_match)?;
+        let outcome = patch_in(
+            tx.as_mut(),
+            &ctx.principal,
+            resource_type,
+            id,
+            patch,
+            if_match,
+        )?;
         tx.commit()?;
         Ok(write_response(ctx, outcome, "patched"))
     }
@@ -680,7 +693,8 @@ impl Engine {
         criteria: &str,
     ) -> FhirResult<FhirResponse> {
         let mut tx = self.store().begin_write()?;
-        let (outcome, count) = conditional_delete_in(tx.as_mut(), &ctx.principal, resource_type, criteria)?;
+        let (outcome, count) =
+            conditional_delete_in(tx.as_mut(), &ctx.principal, resource_type, criteria)?;
         tx.commit()?;
         Ok(delete_response(ctx, outcome, count))
     }

@@ -197,7 +197,8 @@ impl Engine {
             // caller may not read, are left out silently as SMART prescribes.
             let before = page.matches.len();
             page.matches.retain(|m| visible(principal, &decision, m));
-            page.included.retain(|m| visible(principal, &Decision::Full, m));
+            page.included
+                .retain(|m| visible(principal, &Decision::Full, m));
             if page.matches.len() != before || matches!(decision, Decision::PatientCompartment(_)) {
                 page.total = None;
             }

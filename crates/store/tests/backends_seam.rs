@@ -8,8 +8,8 @@ use phip_fhir::search::{
     SortDirection, SortKey, TokenSystem,
 };
 use phip_store::{PageCursor, SearchRequest, WriteRequest};
-use support::Backend;
 use serde_json::json;
+use support::Backend;
 
 fn token(code: &str) -> IndexValue {
     IndexValue::Token {
