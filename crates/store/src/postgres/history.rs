@@ -10,11 +10,9 @@ use super::error::backend;
 use super::get_int;
 use super::tx::PgTransaction;
 use crate::sqlgen::cursor;
+use crate::sqlgen::ingest::from_millis;
 use crate::sqlgen::Catalog;
 use crate::{HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
-
-const HISTORY_CURSOR: &str = "h";
-const COMPARTMENT_CURSOR: &str = "c";
 
 /// The columns every resource-loading query selects, in this order, given aliases `r`
 /// (resources) and `v` (resource_versions).
@@ -51,11 +49,6 @@ pub(crate) fn stored_from_row(
         last_updated: from_millis(last_updated)?,
         resource,
     })
-}
-
-/// Epoch milliseconds to a UTC instant.
-pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| backend("timestamp out of range"))
 }
 
 /// The current version (`version == None`) or one version of a resource.
@@ -198,7 +191,7 @@ pub(crate) fn history(
         )?
         .get(0);
     if let Some(c) = &query.cursor {
-        let after: i64 = cursor::decode(HISTORY_CURSOR, c)?;
+        let after: i64 = cursor::decode(cursor::HISTORY, c)?;
         conds.push("v.seq < ?", after);
     }
     let count = query.count;
@@ -213,13 +206,7 @@ pub(crate) fn history(
         params.len()
     );
     let mut rows = tx.conn.query(&sql, &params)?;
-    let next_cursor = if rows.len() > count {
-        rows.truncate(count);
-        rows.last()
-            .map(|r| cursor::encode(HISTORY_CURSOR, &r.get::<_, i64>(0)))
-    } else {
-        None
-    };
+    let next_cursor = cursor::next_after(&mut rows, count, cursor::HISTORY, |r| r.get(0));
     let versions = rows
         .iter()
         .map(|r| stored_from_row(&tx.store.catalog, r, 1))
@@ -290,7 +277,7 @@ pub(crate) fn patient_compartment(
         conds.push("r.last_updated >= ?", since.timestamp_millis());
     }
     if let Some(c) = cursor_text {
-        let after: i64 = cursor::decode(COMPARTMENT_CURSOR, c)?;
+        let after: i64 = cursor::decode(cursor::COMPARTMENT, c)?;
         conds.push("r.rid > ?", after);
     }
     let limit = count as i64 + 1;
@@ -303,13 +290,7 @@ pub(crate) fn patient_compartment(
         params.len()
     );
     let mut rows = tx.conn.query(&sql, &params)?;
-    let next = if rows.len() > count {
-        rows.truncate(count);
-        rows.last()
-            .map(|r| cursor::encode(COMPARTMENT_CURSOR, &r.get::<_, i64>(0)))
-    } else {
-        None
-    };
+    let next = cursor::next_after(&mut rows, count, cursor::COMPARTMENT, |r| r.get(0));
     let resources = rows
         .iter()
         .map(|r| stored_from_row(&tx.store.catalog, r, 1))

@@ -19,7 +19,7 @@
 //! once apply them exactly once.
 
 use super::pool::PgConn;
-use crate::{StoreError, StoreResult};
+use crate::StoreResult;
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -202,12 +202,7 @@ fn migrate_in_transaction(conn: &mut PgConn) -> StoreResult<i64> {
     conn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])?;
     conn.batch("CREATE TABLE IF NOT EXISTS phip_schema (version integer NOT NULL)")?;
     let current = version(conn)?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this binary supports \
-             (version {SCHEMA_VERSION}); use a newer phip"
-        )));
-    }
+    crate::sqlgen::check_schema_version(current, SCHEMA_VERSION)?;
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         conn.batch(sql)?;
         let to = i32::try_from(from + 1).unwrap_or(i32::MAX);

@@ -11,10 +11,8 @@ use super::tx::PgTransaction;
 use super::{error, get_int, params};
 use crate::sqlgen::cursor::{self, KeyValue};
 use crate::sqlgen::filter::Ctx;
-use crate::sqlgen::{self, Dialect, PageShape, Plan, Position, SqlArg};
-use crate::{PageCursor, SearchPage, SearchRequest, StoreError, StoreResult};
-
-const SEARCH_CURSOR: &str = "s";
+use crate::sqlgen::{self, Dialect, PageShape, Plan, SqlArg};
+use crate::{PageCursor, SearchPage, SearchRequest, StoreResult};
 
 /// Page rows select the body columns of their current version after the sort keys.
 const SHAPE: PageShape<'static> = PageShape {
@@ -23,15 +21,7 @@ const SHAPE: PageShape<'static> = PageShape {
 };
 
 fn plan(ctx: &Ctx<'_>, request: &SearchRequest) -> StoreResult<Option<Plan>> {
-    sqlgen::plan(ctx, Dialect::Postgres, request, &SHAPE, decode_key)
-}
-
-fn decode_key(c: &str, nkeys: usize) -> StoreResult<Position> {
-    let (keys, rid): (Vec<KeyValue>, i64) = cursor::decode(SEARCH_CURSOR, c)?;
-    if keys.len() != nkeys {
-        return Err(StoreError::InvalidCursor);
-    }
-    Ok((keys.iter().map(KeyValue::to_arg).collect(), rid))
+    sqlgen::plan(ctx, Dialect::Postgres, request, &SHAPE)
 }
 
 /// A sort value as read from a page row, whatever the column's type.
@@ -84,27 +74,14 @@ pub(crate) fn explain(tx: &mut PgTransaction<'_>, request: &SearchRequest) -> St
         catalog: &tx.store.catalog,
         now_ms: Utc::now().timestamp_millis(),
     };
-    let Some(plan) = plan(&ctx, request)? else {
-        return Ok("no resources of this type".into());
-    };
-    let mut out = String::new();
-    for (sql, args) in [
-        (&plan.count_sql, &plan.args[..plan.where_args]),
-        (&plan.page_sql, &plan.args[..]),
-    ] {
-        out.push_str(sql);
-        out.push('\n');
+    sqlgen::explain(plan(&ctx, request)?, |sql, args| {
         let rows = tx
             .conn
             .client()
             .query(&format!("EXPLAIN {sql}"), &params(args))
             .map_err(error::pg)?;
-        for row in rows {
-            let line: String = row.get(0);
-            out.push_str(&format!("  {line}\n"));
-        }
-    }
-    Ok(out)
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    })
 }
 
 pub(crate) fn search(
@@ -121,13 +98,7 @@ pub(crate) fn search(
     };
     let q = &request.query;
     let Some(plan) = plan(&ctx, request)? else {
-        return Ok(SearchPage {
-            matches: Vec::new(),
-            included: Vec::new(),
-            total: Some(0),
-            next: None,
-            previous: None,
-        });
+        return Ok(sqlgen::empty_page(Some(0)));
     };
     let total = match q.total {
         TotalMode::Accurate | TotalMode::Estimate => {
@@ -139,13 +110,7 @@ pub(crate) fn search(
         TotalMode::None => None,
     };
     if request.page_size == 0 {
-        return Ok(SearchPage {
-            matches: Vec::new(),
-            included: Vec::new(),
-            total,
-            next: None,
-            previous: None,
-        });
+        return Ok(sqlgen::empty_page(total));
     }
     let nkeys = q.sort.len();
     let mut rows = tx.conn.query(&plan.page_sql, &params(&plan.args))?;
@@ -160,7 +125,7 @@ pub(crate) fn search(
         for i in 0..nkeys {
             values.push(key_value(row, 2 + i)?);
         }
-        keys.push(cursor::encode(SEARCH_CURSOR, &(&values, rid)));
+        keys.push(cursor::encode_position(&values, rid));
         page.push((rid, tid));
         matches.push(stored_from_row(&store.catalog, row, 2 + nkeys)?);
     }

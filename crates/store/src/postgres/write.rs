@@ -11,14 +11,10 @@ use serde_json::Value;
 
 use super::catalog::to_i32;
 use super::error::backend;
-use super::history::from_millis;
 use super::tx::PgTransaction;
 use super::PostgresStore;
-use crate::sqlgen::ingest::{extract_parallel, finite, stamp};
+use crate::sqlgen::ingest::{self, extract_parallel, finite, from_millis, stamp};
 use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
-
-/// Parameters that map onto columns of `resources` and need no index rows.
-const COLUMN_PARAMS: &[&str] = &["_id", "_lastUpdated"];
 
 /// Index rows from which a batch streams them with `COPY` rather than prepared inserts.
 const COPY_MIN_ROWS: usize = 256;
@@ -508,8 +504,8 @@ struct IndexRows {
 }
 
 impl IndexRows {
-    /// Adds the rows of one resource's entries, numbered `n = 1…` and with composite
-    /// occurrences tied by `grp`, exactly as the SQLite backend numbers them.
+    /// Adds the rows of one resource's entries, numbered by [`ingest::index_rows`] exactly as
+    /// the SQLite backend numbers them.
     fn add(
         &mut self,
         store: &PostgresStore,
@@ -517,40 +513,14 @@ impl IndexRows {
         rid: i64,
         entries: &[IndexEntry],
     ) -> StoreResult<()> {
-        let mut grp = 0_i32;
-        let mut n = 0_i32;
-        let mut last_param: Option<(&str, i64)> = None;
-        for entry in entries {
-            if COLUMN_PARAMS.contains(&entry.param.as_str()) {
-                continue;
-            }
-            match &entry.value {
-                IndexValue::Composite(parts) => {
-                    grp += 1;
-                    for (i, part) in parts.iter().enumerate() {
-                        let pid = store
-                            .catalog
-                            .ensure_param(tid, &format!("{}#{i}", entry.param))?;
-                        n += 1;
-                        self.value(store, rid, n, pid, Some(grp), part)?;
-                    }
-                }
-                value => {
-                    // Entries come grouped by parameter; skip the id lookup for repeats.
-                    let pid = match last_param {
-                        Some((code, pid)) if code == entry.param => pid,
-                        _ => {
-                            let pid = store.catalog.ensure_param(tid, &entry.param)?;
-                            last_param = Some((&entry.param, pid));
-                            pid
-                        }
-                    };
-                    n += 1;
-                    self.value(store, rid, n, pid, None, value)?;
-                }
-            }
-        }
-        Ok(())
+        ingest::index_rows(
+            self,
+            entries,
+            |_, code| store.catalog.ensure_param(tid, code),
+            |rows, n, pid, grp, value| {
+                rows.value(store, rid, to_i32(n), pid, grp.map(to_i32), value)
+            },
+        )
     }
 
     fn value(

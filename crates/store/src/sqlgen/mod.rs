@@ -16,7 +16,7 @@ pub(crate) mod sort;
 
 use phip_fhir::search::SearchQuery;
 
-use crate::{PageCursor, SearchRequest, StoreResult};
+use crate::{PageCursor, SearchPage, SearchRequest, StoreError, StoreResult};
 use builder::Sql;
 use filter::{Ctx, Scope};
 
@@ -141,13 +141,11 @@ pub(crate) struct Plan {
 pub(crate) type Position = (Vec<Option<SqlArg>>, i64);
 
 /// Translates a request; `None` when the searched type has never been stored (no matches).
-/// `decode` turns a paging cursor into a position with one value per sort key.
 pub(crate) fn plan(
     ctx: &Ctx<'_>,
     dialect: Dialect,
     request: &SearchRequest,
     shape: &PageShape<'_>,
-    decode: impl Fn(&str, usize) -> StoreResult<Position>,
 ) -> StoreResult<Option<Plan>> {
     let q: &SearchQuery = &request.query;
     // WHERE over `r` (resources): type, not deleted, every filter.
@@ -177,8 +175,8 @@ pub(crate) fn plan(
     }
     let (position, before) = match &request.cursor {
         PageCursor::First => (None, false),
-        PageCursor::After(c) => (Some(decode(c, q.sort.len())?), false),
-        PageCursor::Before(c) => (Some(decode(c, q.sort.len())?), true),
+        PageCursor::After(c) => (Some(cursor::decode_position(c, q.sort.len())?), false),
+        PageCursor::Before(c) => (Some(cursor::decode_position(c, q.sort.len())?), true),
     };
     let keyset = match &position {
         Some((values, rid)) => sort::keyset(&mut b, &q.sort, values, *rid, "m", before),
@@ -233,4 +231,49 @@ pub(crate) fn page_links(
         PageCursor::After(_) => (last.filter(|_| more), first),
         PageCursor::Before(_) => (last, first.filter(|_| more)),
     }
+}
+
+/// The SQL of a search and, after each statement, the lines `explain` gives for it (the
+/// database's query plan; diagnostics).
+pub(crate) fn explain(
+    plan: Option<Plan>,
+    mut explain: impl FnMut(&str, &[SqlArg]) -> StoreResult<Vec<String>>,
+) -> StoreResult<String> {
+    let Some(plan) = plan else {
+        return Ok("no resources of this type".into());
+    };
+    let mut out = String::new();
+    for (sql, args) in [
+        (&plan.count_sql, &plan.args[..plan.where_args]),
+        (&plan.page_sql, &plan.args[..]),
+    ] {
+        out.push_str(sql);
+        out.push('\n');
+        for line in explain(sql, args)? {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    Ok(out)
+}
+
+/// A page without matches (no such type, or `_count=0`) with the given total.
+pub(crate) fn empty_page(total: Option<u64>) -> SearchPage {
+    SearchPage {
+        matches: Vec::new(),
+        included: Vec::new(),
+        total,
+        next: None,
+        previous: None,
+    }
+}
+
+/// Refuses a database whose schema version `current` is newer than the `supported` one.
+pub(crate) fn check_schema_version(current: i64, supported: i64) -> StoreResult<()> {
+    if current > supported {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this binary supports \
+             (version {supported}); use a newer phip"
+        )));
+    }
+    Ok(())
 }

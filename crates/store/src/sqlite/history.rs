@@ -4,13 +4,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::OptionalExtension;
 
-use super::cursor;
 use super::rows::{RawVersion, VERSION_COLUMNS};
 use super::tx::SqliteTransaction;
+use crate::sqlgen::cursor;
 use crate::{HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
-
-const HISTORY_CURSOR: &str = "h";
-const COMPARTMENT_CURSOR: &str = "c";
 
 pub(crate) fn history(
     tx: &mut SqliteTransaction<'_>,
@@ -95,7 +92,7 @@ pub(crate) fn history(
     let mut page_args = args;
     let mut page_where = scope_where;
     if let Some(c) = &query.cursor {
-        let after: i64 = cursor::decode(HISTORY_CURSOR, c)?;
+        let after: i64 = cursor::decode(cursor::HISTORY, c)?;
         page_args.push(SqlValue::Integer(after));
         page_where.push_str(&format!(" AND v.seq < ?{}", page_args.len()));
     }
@@ -113,13 +110,7 @@ pub(crate) fn history(
     while let Some(row) = rows.next()? {
         raw.push((row.get::<_, i64>(0)?, RawVersion::from_row(row, 1)?));
     }
-    let next_cursor = if raw.len() > count {
-        raw.truncate(count);
-        raw.last()
-            .map(|(seq, _)| cursor::encode(HISTORY_CURSOR, seq))
-    } else {
-        None
-    };
+    let next_cursor = cursor::next_after(&mut raw, count, cursor::HISTORY, |(seq, _)| *seq);
     let versions = raw
         .into_iter()
         .map(|(_, r)| r.into_stored())
@@ -202,7 +193,7 @@ pub(crate) fn patient_compartment(
         sql.push_str(&format!(" AND r.last_updated >= ?{}", args.len()));
     }
     if let Some(c) = cursor_text {
-        let after: i64 = cursor::decode(COMPARTMENT_CURSOR, c)?;
+        let after: i64 = cursor::decode(cursor::COMPARTMENT, c)?;
         args.push(SqlValue::Integer(after));
         sql.push_str(&format!(" AND r.rid > ?{}", args.len()));
     }
@@ -215,13 +206,7 @@ pub(crate) fn patient_compartment(
     while let Some(row) = rows.next()? {
         raw.push((row.get::<_, i64>(0)?, RawVersion::from_row(row, 1)?));
     }
-    let next = if raw.len() > count {
-        raw.truncate(count);
-        raw.last()
-            .map(|(rid, _)| cursor::encode(COMPARTMENT_CURSOR, rid))
-    } else {
-        None
-    };
+    let next = cursor::next_after(&mut raw, count, cursor::COMPARTMENT, |(rid, _)| *rid);
     let resources = raw
         .into_iter()
         .map(|(_, r)| r.into_stored())

@@ -14,7 +14,6 @@
 //! version sequence, which also orders the versions inside one transaction.
 
 mod catalog;
-mod cursor;
 mod error;
 mod history;
 mod rows;

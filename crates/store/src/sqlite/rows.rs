@@ -1,11 +1,11 @@
 //! Loading stored versions into [`StoredResource`]s.
 
-use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, Row};
 use serde_json::Value;
 
 use super::error::backend;
 use super::tx::SqliteTransaction;
+use crate::sqlgen::ingest::from_millis;
 use crate::{StoreResult, StoredResource};
 
 /// The columns every resource-loading query selects, in this order, given aliases `ty` (types),
@@ -52,16 +52,6 @@ impl RawVersion {
             resource,
         })
     }
-}
-
-/// Epoch milliseconds to a UTC instant.
-pub(crate) fn from_millis(ms: i64) -> StoreResult<DateTime<Utc>> {
-    DateTime::from_timestamp_millis(ms).ok_or_else(|| backend("timestamp out of range"))
-}
-
-/// The `meta.lastUpdated` text of an epoch-millisecond instant.
-pub(crate) fn instant_text(ms: i64) -> StoreResult<String> {
-    Ok(from_millis(ms)?.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 pub(crate) fn read_current(

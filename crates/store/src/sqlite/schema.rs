@@ -18,7 +18,7 @@
 
 use rusqlite::Connection;
 
-use crate::{StoreError, StoreResult};
+use crate::StoreResult;
 
 /// The newest schema version this binary knows.
 pub const SCHEMA_VERSION: i64 = 1;
@@ -156,17 +156,6 @@ CREATE TABLE idx_uri (
 CREATE INDEX idx_uri_lookup ON idx_uri(pid, uri);
 "#;
 
-/// The index tables, for statements that touch all of them.
-pub(crate) const INDEX_TABLES: &[&str] = &[
-    "idx_string",
-    "idx_token",
-    "idx_date",
-    "idx_number",
-    "idx_quantity",
-    "idx_reference",
-    "idx_uri",
-];
-
 /// Reads the schema version of an open database.
 pub(crate) fn version(conn: &Connection) -> StoreResult<i64> {
     Ok(conn.query_row("PRAGMA user_version", [], |r| r.get(0))?)
@@ -176,12 +165,7 @@ pub(crate) fn version(conn: &Connection) -> StoreResult<i64> {
 pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current = version(&tx)?;
-    if current > SCHEMA_VERSION {
-        return Err(StoreError::Backend(format!(
-            "database schema version {current} is newer than this binary supports \
-             (version {SCHEMA_VERSION}); use a newer phip"
-        )));
-    }
+    crate::sqlgen::check_schema_version(current, SCHEMA_VERSION)?;
     for (from, sql) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
         tx.execute_batch(sql)?;
         // PRAGMA takes no bound parameters; the value is our own integer.

@@ -3,17 +3,14 @@
 use chrono::Utc;
 use phip_fhir::search::{IndexEntry, IndexValue};
 use rusqlite::{params, OptionalExtension};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::backend;
-use super::rows::{from_millis, instant_text};
-use super::schema::INDEX_TABLES;
 use super::tx::SqliteTransaction;
 use super::SqliteStore;
+use crate::sqlgen::ingest::{self, extract_parallel, finite, from_millis, stamp};
+use crate::sqlgen::INDEX_TABLES;
 use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
-
-/// Parameters that map onto columns of `resources` and need no index rows.
-const COLUMN_PARAMS: &[&str] = &["_id", "_lastUpdated"];
 
 struct Current {
     rid: i64,
@@ -184,39 +181,12 @@ impl SqliteTransaction<'_> {
     }
 
     fn insert_index_rows(&mut self, tid: i64, rid: i64, entries: &[IndexEntry]) -> StoreResult<()> {
-        let mut grp = 0_i64;
-        let mut n = 0_i64;
-        let mut last_param: Option<(&str, i64)> = None;
-        for entry in entries {
-            if COLUMN_PARAMS.contains(&entry.param.as_str()) {
-                continue;
-            }
-            match &entry.value {
-                IndexValue::Composite(parts) => {
-                    grp += 1;
-                    for (i, part) in parts.iter().enumerate() {
-                        let code = format!("{}#{i}", entry.param);
-                        let pid = self.ensure_param(tid, &code)?;
-                        n += 1;
-                        self.insert_value(rid, n, pid, Some(grp), part)?;
-                    }
-                }
-                value => {
-                    // Entries come grouped by parameter; skip the id lookup for repeats.
-                    let pid = match last_param {
-                        Some((code, pid)) if code == entry.param => pid,
-                        _ => {
-                            let pid = self.ensure_param(tid, &entry.param)?;
-                            last_param = Some((&entry.param, pid));
-                            pid
-                        }
-                    };
-                    n += 1;
-                    self.insert_value(rid, n, pid, None, value)?;
-                }
-            }
-        }
-        Ok(())
+        ingest::index_rows(
+            self,
+            entries,
+            |tx, code| tx.ensure_param(tid, code),
+            |tx, n, pid, grp, value| tx.insert_value(rid, n, pid, grp, value),
+        )
     }
 
     fn insert_value(
@@ -326,37 +296,13 @@ impl SqliteTransaction<'_> {
     }
 }
 
-/// SQLite stores NaN as NULL anyway; make that explicit so comparisons simply never match.
-fn finite(v: f64) -> Option<f64> {
-    v.is_finite().then_some(v)
-}
-
-/// Sets `id`, `meta.versionId` and `meta.lastUpdated`, keeping `resourceType`, `id` and `meta`
-/// first as FHIR JSON conventionally has them.
-fn stamp(body: &mut Value, id: &str, version: i64, ts: i64) -> StoreResult<()> {
-    let obj = body
-        .as_object_mut()
-        .ok_or_else(|| backend("a resource must be a JSON object"))?;
-    let mut meta = match obj.shift_remove("meta") {
-        Some(Value::Object(meta)) => meta,
-        _ => Map::new(),
-    };
-    meta.insert("versionId".into(), Value::String(version.to_string()));
-    meta.insert("lastUpdated".into(), Value::String(instant_text(ts)?));
-    obj.shift_remove("id");
-    let first = usize::from(obj.keys().next().is_some_and(|k| k == "resourceType"));
-    obj.shift_insert(first, "id".into(), Value::String(id.to_owned()));
-    obj.shift_insert(first + 1, "meta".into(), Value::Object(meta));
-    Ok(())
-}
-
 /// Writes many resources in one transaction. Index extraction (the expensive, CPU-bound part)
 /// runs on all cores before the writer lock is taken, so the lock is held only for SQL.
 pub(crate) fn bulk_write(
     store: &SqliteStore,
     requests: Vec<WriteRequest>,
 ) -> StoreResult<Vec<StoredResource>> {
-    let entries = extract_parallel(store, &requests)?;
+    let entries = extract_parallel(&store.extractor, &requests)?;
     let mut tx = store.begin_sqlite_write(true)?;
     let mut out = Vec::with_capacity(requests.len());
     for (mut request, entries) in requests.into_iter().zip(entries) {
@@ -365,32 +311,4 @@ pub(crate) fn bulk_write(
     }
     tx.commit_inner()?;
     Ok(out)
-}
-
-type Extracted = Vec<Option<Vec<IndexEntry>>>;
-
-fn extract_parallel(store: &SqliteStore, requests: &[WriteRequest]) -> StoreResult<Extracted> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    let extract_one = |r: &WriteRequest| r.resource.as_ref().map(|body| (store.extractor)(body));
-    if threads <= 1 || requests.len() < 64 {
-        return Ok(requests.iter().map(extract_one).collect());
-    }
-    let chunk = requests.len().div_ceil(threads);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = requests
-            .chunks(chunk)
-            .map(|part| s.spawn(move || part.iter().map(extract_one).collect::<Vec<_>>()))
-            .collect();
-        let mut out = Vec::with_capacity(requests.len());
-        for handle in handles {
-            let part = handle
-                .join()
-                .map_err(|_| backend("index extraction panicked"))?;
-            out.extend(part);
-        }
-        Ok(out)
-    })
 }

@@ -4,14 +4,12 @@
 use chrono::Utc;
 use phip_fhir::search::TotalMode;
 
-use super::cursor::{self, KeyValue};
 use super::rows::{RawVersion, VERSION_COLUMNS};
 use super::tx::SqliteTransaction;
+use crate::sqlgen::cursor::{self, KeyValue};
 use crate::sqlgen::filter::Ctx;
-use crate::sqlgen::{self, Catalog, Dialect, PageShape, Plan, Position, SqlArg};
-use crate::{PageCursor, SearchPage, SearchRequest, StoreError, StoreResult};
-
-const SEARCH_CURSOR: &str = "s";
+use crate::sqlgen::{self, Catalog, Dialect, PageShape, Plan, SqlArg};
+use crate::{PageCursor, SearchPage, SearchRequest, StoreResult};
 
 /// A page row: its key (sort values, rid), type id and loaded version.
 struct PageRow {
@@ -62,7 +60,7 @@ const SHAPE: PageShape<'static> = PageShape {
 
 /// Translates a request; `None` when the searched type has never been stored (no matches).
 fn plan(ctx: &Ctx<'_>, request: &SearchRequest) -> StoreResult<Option<Plan>> {
-    sqlgen::plan(ctx, Dialect::Sqlite, request, &SHAPE, decode_key)
+    sqlgen::plan(ctx, Dialect::Sqlite, request, &SHAPE)
 }
 
 /// The SQL of a search and SQLite's query plans for it (diagnostics).
@@ -71,24 +69,11 @@ pub(crate) fn explain(tx: &SqliteTransaction<'_>, request: &SearchRequest) -> St
         catalog: tx,
         now_ms: Utc::now().timestamp_millis(),
     };
-    let Some(plan) = plan(&ctx, request)? else {
-        return Ok("no resources of this type".into());
-    };
-    let mut out = String::new();
-    for (sql, args) in [
-        (&plan.count_sql, &plan.args[..plan.where_args]),
-        (&plan.page_sql, &plan.args[..]),
-    ] {
-        out.push_str(sql);
-        out.push('\n');
+    sqlgen::explain(plan(&ctx, request)?, |sql, args| {
         let mut stmt = tx.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
-        while let Some(row) = rows.next()? {
-            let detail: String = row.get(3)?;
-            out.push_str(&format!("  {detail}\n"));
-        }
-    }
-    Ok(out)
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |row| row.get(3))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    })
 }
 
 pub(crate) fn search(
@@ -102,13 +87,7 @@ pub(crate) fn search(
     };
     let q = &request.query;
     let Some(plan) = plan(&ctx, request)? else {
-        return Ok(SearchPage {
-            matches: Vec::new(),
-            included: Vec::new(),
-            total: Some(0),
-            next: None,
-            previous: None,
-        });
+        return Ok(sqlgen::empty_page(Some(0)));
     };
     let total = match q.total {
         TotalMode::Accurate | TotalMode::Estimate => {
@@ -121,13 +100,7 @@ pub(crate) fn search(
         TotalMode::None => None,
     };
     if request.page_size == 0 {
-        return Ok(SearchPage {
-            matches: Vec::new(),
-            included: Vec::new(),
-            total,
-            next: None,
-            previous: None,
-        });
+        return Ok(sqlgen::empty_page(total));
     }
     let before = plan.before;
     let sql = &plan.page_sql;
@@ -139,7 +112,7 @@ pub(crate) fn search(
         while let Some(row) = res.next()? {
             let mut keys = Vec::with_capacity(nkeys);
             for i in 0..nkeys {
-                keys.push(KeyValue::from_sql(row.get_ref(2 + i)?));
+                keys.push(key_value(row.get_ref(2 + i)?));
             }
             rows.push(PageRow {
                 rid: row.get(0)?,
@@ -150,7 +123,7 @@ pub(crate) fn search(
         }
     }
     let more = sqlgen::trim_page(&mut rows, request.page_size, before);
-    let key_of = |r: &PageRow| cursor::encode(SEARCH_CURSOR, &(&r.keys, r.rid));
+    let key_of = |r: &PageRow| cursor::encode_position(&r.keys, r.rid);
     let (next, previous) = sqlgen::page_links(
         rows.first().map(key_of),
         rows.last().map(key_of),
@@ -191,19 +164,15 @@ pub(crate) fn search(
     })
 }
 
-fn decode_key(c: &str, nkeys: usize) -> StoreResult<Position> {
-    let (keys, rid): (Vec<KeyValue>, i64) = cursor::decode(SEARCH_CURSOR, c)?;
-    if keys.len() != nkeys {
-        return Err(StoreError::InvalidCursor);
+/// A sort value as read from a page row.
+fn key_value(v: rusqlite::types::ValueRef<'_>) -> KeyValue {
+    use rusqlite::types::ValueRef;
+    match v {
+        ValueRef::Null => KeyValue::Null,
+        ValueRef::Integer(i) => KeyValue::Int(i),
+        ValueRef::Real(r) => KeyValue::Real(r),
+        ValueRef::Text(t) | ValueRef::Blob(t) => {
+            KeyValue::Text(String::from_utf8_lossy(t).into_owned())
+        }
     }
-    let values = keys
-        .iter()
-        .map(|k| match k.to_sql() {
-            rusqlite::types::Value::Integer(i) => Some(SqlArg::Int(i)),
-            rusqlite::types::Value::Real(r) => Some(SqlArg::Real(r)),
-            rusqlite::types::Value::Text(t) => Some(SqlArg::Text(t)),
-            rusqlite::types::Value::Null | rusqlite::types::Value::Blob(_) => None,
-        })
-        .collect();
-    Ok((values, rid))
 }
