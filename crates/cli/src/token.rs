@@ -39,6 +39,9 @@ pub struct TokenArgs {
     /// Practitioner id of the user.
     #[arg(long)]
     practitioner: Option<String>,
+    /// Role codes (repeatable); `emergency` entitles the user to break the glass.
+    #[arg(long = "role")]
+    roles: Vec<String>,
     /// Lifetime, e.g. `30m`, `8h`, `7d`, or seconds.
     #[arg(long, default_value = "1h")]
     ttl: String,
@@ -122,6 +125,7 @@ pub fn mint(file: &FileConfig, args: TokenArgs) -> anyhow::Result<()> {
                 division: args.division,
                 patient: args.patient,
                 practitioner: args.practitioner,
+                roles: args.roles,
                 ..Grant::default()
             },
             ttl,

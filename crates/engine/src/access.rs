@@ -28,6 +28,11 @@ pub struct Principal {
     pub organization: Option<String>,
     /// GB/T 2260 code of the caller's region.
     pub division: Option<String>,
+    /// Role codes from the token (e.g. `emergency`, which may break the glass).
+    pub roles: Vec<String>,
+    /// The stated reason when the caller breaks the glass: residents' consent denials are
+    /// overridden for this request, and the audit trail flags it.
+    pub break_glass: Option<String>,
 }
 
 /// What a principal may do with one resource type and interaction.
@@ -52,6 +57,8 @@ impl Principal {
             patient: None,
             organization: None,
             division: None,
+            roles: Vec::new(),
+            break_glass: None,
         }
     }
 
@@ -117,6 +124,39 @@ fn interaction_name(interaction: Interaction) -> &'static str {
         Interaction::Delete => "delete",
         Interaction::Search => "search",
     }
+}
+
+/// The ids of the patients whose compartment `resource` is in.
+pub fn patients_of(resource: &Value) -> Vec<String> {
+    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Vec::new();
+    };
+    if resource_type == "Patient" {
+        return resource
+            .get("id")
+            .and_then(Value::as_str)
+            .map(|id| vec![id.to_owned()])
+            .unwrap_or_default();
+    }
+    let params = phip_fhir::r4().patient_compartment_params(resource_type);
+    if params.is_empty() {
+        return Vec::new();
+    }
+    let mut patients: Vec<String> = phip_fhir::search::index::extract(resource)
+        .into_iter()
+        .filter(|entry| params.iter().any(|p| p == &entry.param))
+        .filter_map(|entry| match entry.value {
+            IndexValue::Reference {
+                target_type: Some(t),
+                target_id: Some(id),
+                ..
+            } if t == "Patient" => Some(id),
+            _ => None,
+        })
+        .collect();
+    patients.sort();
+    patients.dedup();
+    patients
 }
 
 /// Whether `resource` belongs to the compartment of `Patient/{patient_id}`: it is that

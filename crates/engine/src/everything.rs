@@ -62,12 +62,17 @@ impl Engine {
         let page_size = self.page_size(count);
         let mut tx = self.store().begin_read()?;
         read_current(tx.as_mut(), "Patient", patient_id)?;
-        let (resources, next) = tx.patient_compartment(
+        let (mut resources, next) = tx.patient_compartment(
             patient_id,
             types.as_deref(),
             since,
             page_size,
             cursor.as_deref(),
+        )?;
+        crate::consent::ConsentCache::default().retain_permitted(
+            tx.as_mut(),
+            principal,
+            &mut resources,
         )?;
         drop(tx);
 

@@ -119,6 +119,11 @@ impl Engine {
             }
         }
         let mut page = tx.history(&query)?;
+        crate::consent::ConsentCache::default().retain_permitted(
+            tx.as_mut(),
+            principal,
+            &mut page.versions,
+        )?;
         drop(tx);
         if !principal.is_unrestricted() {
             // Versions the caller may not read (other types, other patients' records, and

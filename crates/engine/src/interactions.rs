@@ -13,6 +13,7 @@ use serde_json::Value;
 use phip_security::scope::Interaction;
 
 use crate::access::{check_resource, Principal};
+use crate::consent::{self, ConsentCache};
 use crate::{
     parse_query_string, version_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext,
     ReturnPreference,
@@ -557,6 +558,9 @@ impl Engine {
         let stored = read_current(tx.as_mut(), resource_type, id)?;
         if let Some(resource) = &stored.resource {
             check_resource(&decision, resource)?;
+            if ConsentCache::default().denies(tx.as_mut(), &ctx.principal, resource)? {
+                return Err(consent::denied());
+            }
         }
         Ok(FhirResponse {
             status: 200,
@@ -592,6 +596,9 @@ impl Engine {
             Some(stored) => {
                 if let Some(resource) = &stored.resource {
                     check_resource(&decision, resource)?;
+                    if ConsentCache::default().denies(tx.as_mut(), &ctx.principal, resource)? {
+                        return Err(consent::denied());
+                    }
                 }
                 Ok(FhirResponse {
                     status: 200,

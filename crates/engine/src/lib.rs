@@ -8,6 +8,7 @@
 pub mod access;
 mod bundle;
 mod capability;
+mod consent;
 mod error;
 mod everything;
 mod history;

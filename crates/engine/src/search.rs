@@ -191,6 +191,12 @@ impl Engine {
         };
         let mut tx = self.store().begin_read()?;
         let mut page = tx.search(&request)?;
+        let mut consents = crate::consent::ConsentCache::default();
+        let withheld = consents.retain_permitted(tx.as_mut(), principal, &mut page.matches)?;
+        consents.retain_permitted(tx.as_mut(), principal, &mut page.included)?;
+        if withheld > 0 {
+            page.total = None;
+        }
         drop(tx);
         if !principal.is_unrestricted() {
             // Matches outside a patient grant's compartment, and included resources the

@@ -220,6 +220,11 @@ pub(crate) async fn record(
     for patient in &info.patients {
         record = record.patient(patient);
     }
+    if let Some(reason) = principal.as_ref().and_then(|p| p.break_glass.clone()) {
+        record = record
+            .purpose(phip_audit::Coding::break_the_glass())
+            .detail(format!("break the glass: {reason}"));
+    }
     match tokio::task::spawn_blocking(move || log.append_one(record)).await {
         Ok(Ok(_)) => response,
         Ok(Err(error)) => {

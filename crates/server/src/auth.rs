@@ -211,6 +211,8 @@ fn principal_from_claims(claims: Claims) -> Result<Principal, TokenError> {
         patient: claims.patient,
         organization: claims.org,
         division: claims.division,
+        roles: claims.roles,
+        break_glass: None,
     })
 }
 
@@ -236,7 +238,9 @@ pub(crate) async fn require(
     mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    match authenticate(&state.config.auth, request.headers()) {
+    match authenticate(&state.config.auth, request.headers())
+        .and_then(|principal| break_glass(principal, request.headers()))
+    {
         Ok(principal) => {
             request.extensions_mut().insert(principal.clone());
             let mut response = next.run(request).await;
@@ -246,6 +250,35 @@ pub(crate) async fn require(
         }
         Err(error) => crate::http::error_response(error),
     }
+}
+
+/// The role that entitles a user to break the glass.
+pub const EMERGENCY_ROLE: &str = "emergency";
+
+/// Applies an `X-Break-Glass: <reason>` request: only users holding the `emergency` role may
+/// override residents' consent, only with a stated reason, and only for this request (the
+/// token's short lifetime bounds how long the entitlement lasts).
+fn break_glass(mut principal: Principal, headers: &HeaderMap) -> Result<Principal, FhirError> {
+    let Some(value) = headers.get("x-break-glass") else {
+        return Ok(principal);
+    };
+    let reason = value.to_str().unwrap_or("").trim();
+    if reason.is_empty() {
+        return Err(FhirError::new(
+            400,
+            IssueType::Required,
+            "breaking the glass requires a reason in the X-Break-Glass header",
+        ));
+    }
+    if !principal.is_unrestricted() && !principal.roles.iter().any(|r| r == EMERGENCY_ROLE) {
+        return Err(FhirError::new(
+            403,
+            IssueType::Forbidden,
+            "only users with the emergency role may break the glass",
+        ));
+    }
+    principal.break_glass = Some(reason.to_owned());
+    Ok(principal)
 }
 
 /// Authenticates a request from its `Authorization` header.

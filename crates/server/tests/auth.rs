@@ -644,9 +644,172 @@ async fn backend_services_client_credentials(backend: Backend) {
 }
 
 on_both_backends!(
+    residents_consent_denials_and_break_the_glass,
     closed_by_default,
     patient_scope_sees_only_the_residents_own_compartment,
     patient_write_scope_is_bounded_by_the_compartment,
     user_and_system_scopes_are_limited_to_their_types_and_interactions,
     backend_services_client_credentials
 );
+
+async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let w = world(&server).await;
+    let clinician = |org: &str, roles: Vec<String>| {
+        bearer(&server.mint(Grant {
+            sub: format!("dr-{org}"),
+            scope: "user/*.rs".into(),
+            org: Some(org.into()),
+            roles,
+            ..Grant::default()
+        }))
+    };
+    let county_hospital = clinician("county-hospital", Vec::new());
+    let clinic = clinician("clinic-1", Vec::new());
+    let read = |token: String, path: String, extra: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut headers = vec![("authorization", token.as_str())];
+            if let Some(reason) = extra {
+                headers.push(("x-break-glass", reason));
+            }
+            server.send(Method::GET, &path, None, &headers).await
+        }
+    };
+    assert_eq!(
+        read(
+            county_hospital.clone(),
+            format!("Patient/{}", w.alice),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK,
+        "shared by default"
+    );
+
+    // Alice denies the county hospital access to her records.
+    let alice = bearer(&server.mint(Grant {
+        sub: "alice".into(),
+        scope: "patient/*.cruds".into(),
+        patient: Some(w.alice.clone()),
+        ..Grant::default()
+    }));
+    let consent = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{}", w.alice)},
+        "provision": {"type": "deny", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": {"reference": "Organization/county-hospital"}}]}
+    });
+    let created = server
+        .send(
+            Method::POST,
+            "Consent",
+            Some(&consent),
+            &[("authorization", alice.as_str())],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+
+    assert_outcome(
+        &read(
+            county_hospital.clone(),
+            format!("Patient/{}", w.alice),
+            None,
+        )
+        .await,
+        403,
+    );
+    assert_outcome(
+        &read(
+            county_hospital.clone(),
+            format!("Observation/{}", w.alice_obs),
+            None,
+        )
+        .await,
+        403,
+    );
+    let search = read(county_hospital.clone(), "Observation".into(), None).await;
+    assert_eq!(
+        search.ids(),
+        vec![w.bob_obs.clone()],
+        "Alice's data withheld from searches"
+    );
+    let everything = read(
+        county_hospital.clone(),
+        format!("Patient/{}/$everything", w.alice),
+        None,
+    )
+    .await;
+    assert!(!everything.ids().contains(&w.alice_obs));
+    // Other organisations, and Bob's records, are unaffected; Alice still sees her own.
+    assert_eq!(
+        read(clinic.clone(), format!("Patient/{}", w.alice), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        read(county_hospital.clone(), format!("Patient/{}", w.bob), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        read(alice.clone(), format!("Observation/{}", w.alice_obs), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    // Breaking the glass needs the emergency role and a reason, and is audited.
+    assert_outcome(
+        &read(
+            county_hospital.clone(),
+            format!("Patient/{}", w.alice),
+            Some("unconscious in ER"),
+        )
+        .await,
+        403,
+    );
+    let emergency = clinician("county-hospital", vec!["emergency".into()]);
+    assert_outcome(
+        &read(emergency.clone(), format!("Patient/{}", w.alice), Some(" ")).await,
+        400,
+    );
+    let glass = read(
+        emergency.clone(),
+        format!("Patient/{}", w.alice),
+        Some("unconscious in ER"),
+    )
+    .await;
+    assert_eq!(glass.status, StatusCode::OK, "{}", glass.body);
+    assert_outcome(
+        &read(emergency, format!("Patient/{}", w.alice), None).await,
+        403,
+    );
+
+    let trail = read(alice, "AuditEvent".into(), None).await;
+    let broken: Vec<_> = trail
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            e["purposeOfEvent"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["coding"][0]["code"] == "BTG")
+        })
+        .collect();
+    assert_eq!(
+        broken.len(),
+        1,
+        "the emergency access is flagged in Alice's trail: {}",
+        trail.body
+    );
+    assert!(broken[0].to_string().contains("unconscious in ER"));
+}

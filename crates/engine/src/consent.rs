@@ -1,0 +1,209 @@
+//! Residents' consent: a resident's `Consent` resources can deny (or, as exceptions, permit)
+//! sharing of their records with named organisations or for categories of data. Denials are
+//! enforced on reads and searches for everyone but the resident, unless the caller breaks the
+//! glass in an emergency (which the audit trail flags).
+//!
+//! The platform's default, absent any consent, is to share within the access rules (the
+//! regional-platform model); a resident opts out with a `deny` provision. Only active Consents
+//! with `scope` patient-privacy are considered. A provision applies when its `actor`s (if any)
+//! include the caller's organisation, its `class`es (if any) include the resource type, and
+//! its `period` (if any) covers now; nested provisions are exceptions that override their
+//! parent, as in FHIR R4.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use phip_fhir::search::query;
+use phip_store::{PageCursor, SearchRequest, StoredResource, Transaction};
+use serde_json::Value;
+
+use crate::access::{patients_of, Principal};
+use crate::{FhirError, FhirResult};
+
+/// Consents of the patients seen during one request, loaded once each.
+#[derive(Default)]
+pub(crate) struct ConsentCache {
+    by_patient: HashMap<String, Vec<Value>>,
+}
+
+/// Whether consent rules apply to this caller at all: not to the resident themself, not to the
+/// server's own work, and not when the glass is broken.
+fn applies_to(principal: &Principal) -> bool {
+    !principal.is_unrestricted() && principal.break_glass.is_none()
+}
+
+impl ConsentCache {
+    fn consents(&mut self, tx: &mut dyn Transaction, patient: &str) -> FhirResult<&[Value]> {
+        if !self.by_patient.contains_key(patient) {
+            let params = vec![
+                ("patient".to_owned(), format!("Patient/{patient}")),
+                ("status".to_owned(), "active".to_owned()),
+            ];
+            let parsed = query::parse(Some("Consent"), &params, true)
+                .map_err(|outcome| FhirError::from_outcome(500, outcome))?;
+            let page = tx.search(&SearchRequest {
+                query: parsed.query,
+                cursor: PageCursor::First,
+                page_size: 100,
+            })?;
+            let consents = page
+                .matches
+                .into_iter()
+                .filter_map(|m| m.resource)
+                .collect();
+            self.by_patient.insert(patient.to_owned(), consents);
+        }
+        Ok(self
+            .by_patient
+            .get(patient)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]))
+    }
+
+    /// Whether some consent of a patient concerned by `resource` denies it to `principal`.
+    pub(crate) fn denies(
+        &mut self,
+        tx: &mut dyn Transaction,
+        principal: &Principal,
+        resource: &Value,
+    ) -> FhirResult<bool> {
+        if !applies_to(principal) {
+            return Ok(false);
+        }
+        let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
+            return Ok(false);
+        };
+        let now = Utc::now();
+        for patient in patients_of(resource) {
+            // The resident always sees their own records.
+            if principal.patient.as_deref() == Some(patient.as_str()) {
+                continue;
+            }
+            for consent in self.consents(tx, &patient)? {
+                if evaluate(consent, principal, resource_type, now) == Some(false) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Drops the resources a consent denies to `principal`.
+    pub(crate) fn retain_permitted(
+        &mut self,
+        tx: &mut dyn Transaction,
+        principal: &Principal,
+        resources: &mut Vec<StoredResource>,
+    ) -> FhirResult<usize> {
+        if !applies_to(principal) {
+            return Ok(0);
+        }
+        let mut kept = Vec::with_capacity(resources.len());
+        let mut removed = 0;
+        for stored in resources.drain(..) {
+            let denied = match &stored.resource {
+                Some(resource) => self.denies(tx, principal, resource)?,
+                None => false,
+            };
+            if denied {
+                removed += 1;
+            } else {
+                kept.push(stored);
+            }
+        }
+        *resources = kept;
+        Ok(removed)
+    }
+}
+
+/// The 403 for a record the resident has not consented to share.
+pub(crate) fn denied() -> FhirError {
+    FhirError::new(
+        403,
+        phip_fhir::IssueType::Forbidden,
+        "the resident has not consented to share this record with your organisation; in an emergency, break the glass (X-Break-Glass header with a reason)",
+    )
+}
+
+/// Evaluates one Consent: `Some(true)` permit, `Some(false)` deny, `None` not applicable.
+fn evaluate(
+    consent: &Value,
+    principal: &Principal,
+    resource_type: &str,
+    now: DateTime<Utc>,
+) -> Option<bool> {
+    let provision = consent.get("provision")?;
+    evaluate_provision(provision, principal, resource_type, now)
+}
+
+fn evaluate_provision(
+    provision: &Value,
+    principal: &Principal,
+    resource_type: &str,
+    now: DateTime<Utc>,
+) -> Option<bool> {
+    if !provision_matches(provision, principal, resource_type, now) {
+        return None;
+    }
+    let own = match provision.get("type").and_then(Value::as_str) {
+        Some("deny") => Some(false),
+        Some("permit") => Some(true),
+        _ => None,
+    };
+    // The most specific matching nested provision wins.
+    let nested = provision
+        .get("provision")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| evaluate_provision(p, principal, resource_type, now))
+        .last();
+    nested.or(own)
+}
+
+fn provision_matches(
+    provision: &Value,
+    principal: &Principal,
+    resource_type: &str,
+    now: DateTime<Utc>,
+) -> bool {
+    if let Some(period) = provision.get("period") {
+        let bound = |name: &str| {
+            period
+                .get(name)
+                .and_then(Value::as_str)
+                .and_then(phip_fhir::search::parse_date_range)
+        };
+        let now_ms = now.timestamp_millis();
+        if bound("start").is_some_and(|(start, _)| now_ms < start)
+            || bound("end").is_some_and(|(_, end)| now_ms > end)
+        {
+            return false;
+        }
+    }
+    if let Some(actors) = provision.get("actor").and_then(Value::as_array) {
+        let org = principal
+            .organization
+            .as_ref()
+            .map(|o| format!("Organization/{o}"));
+        let matches = actors.iter().any(|actor| {
+            let reference = actor
+                .get("reference")
+                .and_then(|r| r.get("reference"))
+                .and_then(Value::as_str);
+            reference.is_some() && reference == org.as_deref()
+        });
+        if !matches {
+            return false;
+        }
+    }
+    if let Some(classes) = provision.get("class").and_then(Value::as_array) {
+        let matches = classes
+            .iter()
+            .any(|class| class.get("code").and_then(Value::as_str) == Some(resource_type));
+        if !matches {
+            return false;
+        }
+    }
+    true
+}
