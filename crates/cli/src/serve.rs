@@ -53,7 +53,10 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             node_name: format!("phip@{}", settings.listen),
         },
         Some(audit.clone()),
-    );
+    )
+    .with_signer(phip_server::signature::Signer::new(
+        phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
+    ));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

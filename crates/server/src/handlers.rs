@@ -469,6 +469,13 @@ pub(crate) async fn instance_get(
             })
             .await
         }
+        ("Provenance", "$verify-signature") => {
+            let signer = signer(&state)?;
+            run(state, principal, &headers, &query, move |engine, ctx| {
+                crate::signature::verify(engine, &signer, ctx, &id)
+            })
+            .await
+        }
         _ => Err(error(
             404,
             IssueType::NotSupported,
@@ -510,4 +517,46 @@ pub(crate) async fn method_not_allowed() -> Response {
         "this method is not allowed on this endpoint",
     )
     .into_response()
+}
+
+fn signer(state: &AppState) -> Result<std::sync::Arc<crate::signature::Signer>, ApiError> {
+    state.signer.clone().ok_or_else(|| {
+        error(
+            404,
+            IssueType::NotSupported,
+            "signatures are not enabled on this server",
+        )
+    })
+}
+
+/// `POST /fhir/{type}/{id}/$sign` and `POST /fhir/Provenance/{id}/$verify-signature`.
+pub(crate) async fn instance_post(
+    State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Path((resource_type, id, operation)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> HandlerResult {
+    let query = Query::new(raw);
+    let signer = signer(&state)?;
+    match (resource_type.as_str(), operation.as_str()) {
+        ("Provenance", "$verify-signature") => {
+            run(state, principal, &headers, &query, move |engine, ctx| {
+                crate::signature::verify(engine, &signer, ctx, &id)
+            })
+            .await
+        }
+        (_, "$sign") => {
+            let alg = query.get("alg").map(str::to_owned);
+            run(state, principal, &headers, &query, move |engine, ctx| {
+                crate::signature::sign(engine, &signer, ctx, &resource_type, &id, alg.as_deref())
+            })
+            .await
+        }
+        _ => Err(error(
+            404,
+            IssueType::NotSupported,
+            format!("{resource_type}/{id}/{operation} is not a supported operation"),
+        )),
+    }
 }

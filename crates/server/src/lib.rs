@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod handlers;
 mod http;
+pub mod signature;
 mod smart;
 
 use std::future::Future;
@@ -42,6 +43,7 @@ pub struct AppState {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) audit: Option<phip_audit::AuditLog>,
+    pub(crate) signer: Option<Arc<signature::Signer>>,
 }
 
 impl AppState {
@@ -58,7 +60,14 @@ impl AppState {
             engine,
             config: Arc::new(config),
             audit,
+            signer: None,
         }
+    }
+
+    /// Enables `$sign` and `$verify-signature` with the data directory's key ring.
+    pub fn with_signer(mut self, signer: Arc<signature::Signer>) -> Self {
+        self.signer = Some(signer);
+        self
     }
 }
 
@@ -104,7 +113,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(
             "/{resource_type}/{id}/{operation}",
-            get(handlers::instance_get),
+            get(handlers::instance_get).post(handlers::instance_post),
         )
         .route(
             "/{resource_type}/{id}/_history/{version}",
