@@ -60,7 +60,9 @@ impl ConsentCache {
             .unwrap_or(&[]))
     }
 
-    /// Whether some consent of a patient concerned by `resource` denies it to `principal`.
+    /// Whether `resource` is withheld from `principal`: a consent of a patient concerned by
+    /// it denies it, or it is held by an institution outside the caller's region and no
+    /// consent of the patient permits the caller's organisation.
     pub(crate) fn denies(
         &mut self,
         tx: &mut dyn Transaction,
@@ -74,18 +76,21 @@ impl ConsentCache {
             return Ok(false);
         };
         let now = Utc::now();
+        let mut permitted = false;
         for patient in patients_of(resource) {
             // The resident always sees their own records.
             if principal.patient.as_deref() == Some(patient.as_str()) {
-                continue;
+                return Ok(false);
             }
             for consent in self.consents(tx, &patient)? {
-                if evaluate(consent, principal, resource_type, now) == Some(false) {
-                    return Ok(true);
+                match evaluate(consent, principal, resource_type, now) {
+                    Some(false) => return Ok(true),
+                    Some(true) => permitted = true,
+                    None => {}
                 }
             }
         }
-        Ok(false)
+        Ok(!permitted && outside_region(principal, resource))
     }
 
     /// Drops the resources a consent denies to `principal`.
@@ -116,12 +121,74 @@ impl ConsentCache {
     }
 }
 
+/// The coding system of the tag naming the GB/T 2260 division of the institution that holds a
+/// record (set from the writer's token).
+pub const DIVISION_TAG_SYSTEM: &str = "urn:phip:division";
+/// The coding system of the tag naming the holding institution (an Organization id).
+pub const HOLDER_TAG_SYSTEM: &str = "urn:phip:holder";
+
+/// The holding institution's division, from the record's tag.
+fn holder_division(resource: &Value) -> Option<&str> {
+    resource
+        .get("meta")?
+        .get("tag")?
+        .as_array()?
+        .iter()
+        .find(|t| t.get("system").and_then(Value::as_str) == Some(DIVISION_TAG_SYSTEM))?
+        .get("code")?
+        .as_str()
+}
+
+/// Least privilege by region: a caller bound to a division sees records held by institutions
+/// in that division (a province sees its cities and counties, a city its counties). Records
+/// without a holder division are regional records, visible to all.
+fn outside_region(principal: &Principal, resource: &Value) -> bool {
+    match (&principal.division, holder_division(resource)) {
+        (Some(mine), Some(holder)) => !phip_security::division::contains(mine, holder),
+        _ => false,
+    }
+}
+
+/// Records which institution and region hold a record written by `principal`: its
+/// organisation and division become tags (replacing any the client sent, so they cannot be
+/// forged by a caller bound to a region).
+pub(crate) fn stamp_holder(principal: &Principal, resource: &mut Value) {
+    let Some(division) = &principal.division else {
+        return;
+    };
+    let Some(object) = resource.as_object_mut() else {
+        return;
+    };
+    let meta = object
+        .entry("meta")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
+    let tags = meta
+        .entry("tag")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    let Some(tags) = tags.as_array_mut() else {
+        return;
+    };
+    tags.retain(|t| {
+        !matches!(
+            t.get("system").and_then(Value::as_str),
+            Some(DIVISION_TAG_SYSTEM | HOLDER_TAG_SYSTEM)
+        )
+    });
+    tags.push(serde_json::json!({"system": DIVISION_TAG_SYSTEM, "code": division}));
+    if let Some(org) = &principal.organization {
+        tags.push(serde_json::json!({"system": HOLDER_TAG_SYSTEM, "code": org}));
+    }
+}
+
 /// The 403 for a record the resident has not consented to share.
 pub(crate) fn denied() -> FhirError {
     FhirError::new(
         403,
         phip_fhir::IssueType::Forbidden,
-        "the resident has not consented to share this record with your organisation; in an emergency, break the glass (X-Break-Glass header with a reason)",
+        "this record is not shared with you (the resident's consent, or it is held outside your region); in an emergency, break the glass (X-Break-Glass header with a reason)",
     )
 }
 

@@ -165,6 +165,7 @@ pub(crate) fn create_in(
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
     let decision = principal.require(resource_type, Interaction::Create)?;
+    consent::stamp_holder(principal, &mut body);
     check_body(resource_type, &body)?;
     check_resource(&decision, &body)?;
     if let Some(criteria) = if_none_exist {
@@ -214,6 +215,7 @@ pub(crate) fn update_in(
     check_type(resource_type)?;
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Update)?;
+    consent::stamp_holder(principal, &mut body);
     check_body(resource_type, &body)?;
     check_resource(&decision, &body)?;
     match body.get("id").and_then(Value::as_str) {
@@ -232,6 +234,9 @@ pub(crate) fn update_in(
     let current = tx.read(resource_type, id)?;
     if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
         check_resource(&decision, existing)?;
+        if ConsentCache::default().denies(tx, principal, existing)? {
+            return Err(consent::denied());
+        }
     }
     let current_version = current.as_ref().map(|c| c.version_id).unwrap_or(0);
     if let Some(expected) = if_match {
@@ -316,6 +321,9 @@ pub(crate) fn delete_in(
     let current = tx.read(resource_type, id)?;
     if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
         check_resource(&decision, existing)?;
+        if ConsentCache::default().denies(tx, principal, existing)? {
+            return Err(consent::denied());
+        }
     }
     let Some(current) = current else {
         if if_match.is_some() {
@@ -413,6 +421,9 @@ pub(crate) fn patch_in(
     let current = read_current(tx, resource_type, id)?;
     if let Some(existing) = &current.resource {
         check_resource(&decision, existing)?;
+        if ConsentCache::default().denies(tx, principal, existing)? {
+            return Err(consent::denied());
+        }
     }
     if let Some(expected) = if_match {
         if expected != current.version_id {
@@ -442,6 +453,7 @@ pub(crate) fn patch_in(
             "a patch may not change the resource's id or resourceType",
         ));
     }
+    consent::stamp_holder(principal, &mut body);
     check_body(resource_type, &body).map_err(|e| FhirError::from_outcome(422, e.outcome))?;
     check_resource(&decision, &body)?;
     let stored = tx.write(WriteRequest {

@@ -643,15 +643,6 @@ async fn backend_services_client_credentials(backend: Backend) {
     assert_eq!(no_grant.status(), StatusCode::BAD_REQUEST);
 }
 
-on_both_backends!(
-    residents_consent_denials_and_break_the_glass,
-    closed_by_default,
-    patient_scope_sees_only_the_residents_own_compartment,
-    patient_write_scope_is_bounded_by_the_compartment,
-    user_and_system_scopes_are_limited_to_their_types_and_interactions,
-    backend_services_client_credentials
-);
-
 async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let w = world(&server).await;
@@ -813,3 +804,132 @@ async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
     );
     assert!(broken[0].to_string().contains("unconscious in ER"));
 }
+
+async fn records_are_visible_within_the_holders_region(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let alice = server
+        .create(&json!({"resourceType": "Patient", "name": [{"family": "Alice"}]}))
+        .await;
+    let user = |org: &str, division: &str| {
+        bearer(&server.mint(Grant {
+            sub: format!("u-{org}"),
+            scope: "user/*.cruds".into(),
+            org: Some(org.into()),
+            division: Some(division.into()),
+            ..Grant::default()
+        }))
+    };
+    // Xicheng district (Beijing 110102) records a result; it is tagged with its holder.
+    let xicheng = user("xicheng-chc", "110102");
+    let obs = json!({"resourceType": "Observation", "status": "final", "code": {"text": "HbA1c"},
+        "subject": {"reference": format!("Patient/{alice}")},
+        "meta": {"tag": [{"system": "urn:phip:division", "code": "999999"}]}});
+    let created = server
+        .send(
+            Method::POST,
+            "Observation",
+            Some(&obs),
+            &[("authorization", xicheng.as_str())],
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    let tags = created.body["meta"]["tag"].to_string();
+    assert!(
+        tags.contains("110102") && !tags.contains("999999"),
+        "holder tags set by the server: {tags}"
+    );
+    assert!(tags.contains("xicheng-chc"));
+
+    let get = |token: String| {
+        let server = &server;
+        let id = id.clone();
+        async move {
+            server
+                .send(
+                    Method::GET,
+                    &format!("Observation/{id}"),
+                    None,
+                    &[("authorization", token.as_str())],
+                )
+                .await
+        }
+    };
+    assert_eq!(get(xicheng.clone()).await.status, StatusCode::OK);
+    assert_eq!(
+        get(user("beijing-cdc", "110000")).await.status,
+        StatusCode::OK,
+        "the province sees its counties"
+    );
+    assert_outcome(&get(user("dongcheng-chc", "110101")).await, 403);
+    assert_outcome(&get(user("pudong-hospital", "310115")).await, 403);
+    let search = server
+        .send(
+            Method::GET,
+            "Observation",
+            None,
+            &[("authorization", user("pudong-hospital", "310115").as_str())],
+        )
+        .await;
+    assert!(
+        search.ids().is_empty(),
+        "withheld from other regions' searches"
+    );
+    // Nor can another region change it.
+    let mut changed = created.body.clone();
+    changed["status"] = json!("amended");
+    assert_outcome(
+        &server
+            .send(
+                Method::PUT,
+                &format!("Observation/{id}"),
+                Some(&changed),
+                &[("authorization", user("pudong-hospital", "310115").as_str())],
+            )
+            .await,
+        403,
+    );
+
+    // The resident's consent can open her records to a named institution elsewhere.
+    let consent = json!({"resourceType": "Consent", "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{alice}")},
+        "provision": {"type": "permit", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": {"reference": "Organization/pudong-hospital"}}]}});
+    let alice_token = bearer(&server.mint(Grant {
+        sub: "alice".into(),
+        scope: "patient/*.cruds".into(),
+        patient: Some(alice.clone()),
+        ..Grant::default()
+    }));
+    assert_eq!(
+        server
+            .send(
+                Method::POST,
+                "Consent",
+                Some(&consent),
+                &[("authorization", alice_token.as_str())]
+            )
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        get(user("pudong-hospital", "310115")).await.status,
+        StatusCode::OK,
+        "consent grants more"
+    );
+    assert_outcome(&get(user("dongcheng-chc", "110101")).await, 403);
+}
+
+on_both_backends!(
+    records_are_visible_within_the_holders_region,
+    residents_consent_denials_and_break_the_glass,
+    closed_by_default,
+    patient_scope_sees_only_the_residents_own_compartment,
+    patient_write_scope_is_bounded_by_the_compartment,
+    user_and_system_scopes_are_limited_to_their_types_and_interactions,
+    backend_services_client_credentials
+);
