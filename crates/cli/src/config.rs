@@ -22,6 +22,49 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// `on` (default) or `off` (local development only).
     pub auth: Option<String>,
+    /// PEM certificate chain for HTTPS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for HTTPS.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates of accepted client certificates (mutual TLS).
+    pub tls_client_ca: Option<PathBuf>,
+}
+
+/// HTTPS options of `phip serve`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TlsArgs {
+    /// PEM certificate chain: serve HTTPS instead of HTTP.
+    #[arg(long, env = "PHIP_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "PHIP_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates: clients must present a certificate they signed (mutual TLS).
+    #[arg(long, env = "PHIP_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// Merges flags with the file; both a certificate and a key, or neither.
+    pub fn resolve(
+        self,
+        file: &FileConfig,
+    ) -> anyhow::Result<Option<phip_server::tls::TlsSettings>> {
+        let cert = self.tls_cert.or_else(|| file.tls_cert.clone());
+        let key = self.tls_key.or_else(|| file.tls_key.clone());
+        let client_ca = self.tls_client_ca.or_else(|| file.tls_client_ca.clone());
+        match (cert, key) {
+            (Some(cert), Some(key)) => Ok(Some(phip_server::tls::TlsSettings {
+                cert,
+                key,
+                client_ca,
+            })),
+            (None, None) if client_ca.is_none() => Ok(None),
+            _ => anyhow::bail!(
+                "HTTPS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)"
+            ),
+        }
+    }
 }
 
 impl FileConfig {
@@ -68,6 +111,8 @@ pub struct ServeSettings {
     pub log_format: String,
     /// Whether bearer tokens are required.
     pub auth_required: bool,
+    /// HTTPS settings, if any.
+    pub tls: Option<phip_server::tls::TlsSettings>,
 }
 
 impl ServeSettings {
@@ -89,6 +134,7 @@ impl ServeSettings {
             other => anyhow::bail!("auth must be \"on\" or \"off\", not {other:?}"),
         };
         Ok(Self {
+            tls: None,
             auth_required,
             data_dir: data_dir(file, store_args.data_dir.clone()),
             store: store_config(file, store_args),

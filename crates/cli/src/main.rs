@@ -67,6 +67,8 @@ enum Command {
         /// for local development only.
         #[arg(long, env = "PHIP_AUTH")]
         auth: Option<String>,
+        #[command(flatten)]
+        tls: config::TlsArgs,
     },
     /// Audit trail tools.
     Audit {
@@ -107,9 +109,11 @@ fn main() -> anyhow::Result<()> {
             base_url,
             log_format,
             auth,
+            tls,
         } => {
-            let settings =
+            let mut settings =
                 config::ServeSettings::resolve(&file, &store, listen, base_url, log_format, auth)?;
+            settings.tls = tls.resolve(&file)?;
             serve::run(settings)
         }
         Command::Audit {

@@ -66,12 +66,26 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
         let address = listener.local_addr()?;
+        let scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let base = settings
             .base_url
             .clone()
-            .unwrap_or_else(|| format!("http://{address}/fhir"));
+            .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
-        phip_server::serve(listener, state, shutdown_signal()).await?;
+        match &settings.tls {
+            Some(tls) => {
+                let config = phip_server::tls::server_config(tls).map_err(anyhow::Error::msg)?;
+                if tls.client_ca.is_some() {
+                    tracing::info!("mutual TLS: clients must present a certificate");
+                }
+                phip_server::tls::serve_tls(listener, state, config, shutdown_signal()).await?;
+            }
+            None => phip_server::serve(listener, state, shutdown_signal()).await?,
+        }
         // A signed checkpoint at shutdown bounds what a truncation of the log could hide.
         if let Err(error) = tokio::task::spawn_blocking(move || audit.checkpoint()).await? {
             tracing::warn!(%error, "could not write the closing audit checkpoint");

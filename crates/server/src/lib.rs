@@ -10,6 +10,7 @@ mod handlers;
 mod http;
 pub mod signature;
 mod smart;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
