@@ -63,6 +63,20 @@ pub(crate) fn check_id(id: &str) -> FhirResult<()> {
     }
 }
 
+/// Refuses writes to types the server alone writes: the audit trail is append-only and kept
+/// apart from the resource store, so no FHIR interaction (nor a bundle entry) may create,
+/// change or delete an `AuditEvent`.
+pub(crate) fn check_writable(resource_type: &str) -> FhirResult<()> {
+    if resource_type == "AuditEvent" {
+        return Err(FhirError::new(
+            405,
+            IssueType::NotSupported,
+            "AuditEvent is written only by the server and can never be changed or deleted",
+        ));
+    }
+    Ok(())
+}
+
 /// Checks the resource type named in a URL.
 pub(crate) fn check_type(resource_type: &str) -> FhirResult<()> {
     if phip_fhir::r4().is_resource_type(resource_type) {
@@ -164,6 +178,7 @@ pub(crate) fn create_in(
     assigned_id: Option<String>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
+    check_writable(resource_type)?;
     let decision = principal.require(resource_type, Interaction::Create)?;
     consent::stamp_holder(principal, &mut body);
     check_body(resource_type, &body)?;
@@ -213,6 +228,7 @@ pub(crate) fn update_in(
     if_match: Option<u64>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
+    check_writable(resource_type)?;
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Update)?;
     consent::stamp_holder(principal, &mut body);
@@ -271,6 +287,7 @@ pub(crate) fn conditional_update_in(
     assigned_id: Option<String>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
+    check_writable(resource_type)?;
     let matches = match_condition(tx, principal, resource_type, criteria)?;
     match matches.len() {
         0 => {
@@ -316,6 +333,7 @@ pub(crate) fn delete_in(
     if_match: Option<u64>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
+    check_writable(resource_type)?;
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Delete)?;
     let current = tx.read(resource_type, id)?;
@@ -371,6 +389,7 @@ pub(crate) fn conditional_delete_in(
     criteria: &str,
 ) -> FhirResult<(WriteOutcome, usize)> {
     check_type(resource_type)?;
+    check_writable(resource_type)?;
     principal.require(resource_type, Interaction::Delete)?;
     principal.require(resource_type, Interaction::Search)?;
     const MAX_CONDITIONAL_DELETES: usize = 1000;
@@ -416,6 +435,7 @@ pub(crate) fn patch_in(
     if_match: Option<u64>,
 ) -> FhirResult<WriteOutcome> {
     check_type(resource_type)?;
+    check_writable(resource_type)?;
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Update)?;
     let current = read_current(tx, resource_type, id)?;

@@ -150,6 +150,10 @@ async fn every_request_is_audited_and_residents_see_who_looked(backend: Backend)
     assert_outcome(&server.put(&format!("AuditEvent/{id}"), &forged).await, 405);
     assert_outcome(&server.delete(&format!("AuditEvent/{id}")).await, 405);
 
+    let smuggled = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": forged, "request": {"method": "POST", "url": "AuditEvent"}}]});
+    assert_outcome(&server.post("", &smuggled).await, 405);
+
     // And the chain is intact.
     let report = server.audit.verify().expect("verify");
     assert!(report.is_intact(), "{:?}", report.first_broken);
