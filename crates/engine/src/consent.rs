@@ -224,7 +224,7 @@ fn evaluate_provision(
         .into_iter()
         .flatten()
         .filter_map(|p| evaluate_provision(p, principal, resource_type, now))
-        .last();
+        .next_back();
     nested.or(own)
 }
 
