@@ -28,6 +28,36 @@ pub struct FileConfig {
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificates of accepted client certificates (mutual TLS).
     pub tls_client_ca: Option<PathBuf>,
+    /// External token issuers whose access tokens are accepted (e.g. a provincial identity
+    /// provider), each with a JWKS file of its public keys.
+    #[serde(default)]
+    pub trusted_issuers: Vec<TrustedIssuer>,
+}
+
+/// An external issuer of access tokens.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustedIssuer {
+    /// The `iss` claim of its tokens.
+    pub issuer: String,
+    /// A JWKS file with its public keys.
+    pub jwks: PathBuf,
+}
+
+/// Loads the trusted issuers' keys.
+pub fn trusted_issuers(
+    file: &FileConfig,
+) -> anyhow::Result<Vec<(String, phip_security::jws::Jwks)>> {
+    file.trusted_issuers
+        .iter()
+        .map(|t| {
+            let text = std::fs::read_to_string(&t.jwks)
+                .with_context(|| format!("reading {}", t.jwks.display()))?;
+            let keys = phip_security::jws::Jwks::from_json(&text)
+                .with_context(|| format!("parsing {}", t.jwks.display()))?;
+            Ok((t.issuer.clone(), keys))
+        })
+        .collect()
 }
 
 /// HTTPS options of `phip serve`.
@@ -113,6 +143,8 @@ pub struct ServeSettings {
     pub auth_required: bool,
     /// HTTPS settings, if any.
     pub tls: Option<phip_server::tls::TlsSettings>,
+    /// External issuers whose tokens are accepted.
+    pub trusted_issuers: Vec<(String, phip_security::jws::Jwks)>,
 }
 
 impl ServeSettings {
@@ -135,6 +167,7 @@ impl ServeSettings {
         };
         Ok(Self {
             tls: None,
+            trusted_issuers: trusted_issuers(file)?,
             auth_required,
             data_dir: data_dir(file, store_args.data_dir.clone()),
             store: store_config(file, store_args),

@@ -26,7 +26,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         let authenticator = Authenticator::from_data_dir(
             &settings.data_dir,
             settings.base_url.as_deref(),
-            Vec::new(),
+            settings.trusted_issuers.clone(),
         )
         .context("setting up token authentication")?;
         tracing::info!(

@@ -933,3 +933,42 @@ on_both_backends!(
     user_and_system_scopes_are_limited_to_their_types_and_interactions,
     backend_services_client_credentials
 );
+
+#[test]
+fn tokens_of_a_trusted_external_issuer_are_accepted() {
+    use phip_security::token::TokenIssuer;
+    use phip_server::auth::Authenticator;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idp_key = SigningKey::new(
+        "idp-1",
+        PrivateKey::generate(Algorithm::Es256).expect("key"),
+    );
+    let idp_jwks = Jwks {
+        keys: vec![idp_key.public_jwk()],
+    };
+    let idp = TokenIssuer::new("https://idp.province.example/", "urn:phip:fhir", idp_key);
+    let grant = Grant {
+        sub: "dr-external".into(),
+        scope: "user/Patient.rs".into(),
+        ..Grant::default()
+    };
+    let token = idp
+        .mint(&grant, std::time::Duration::from_secs(300))
+        .expect("mint")
+        .token;
+
+    let trusting = Authenticator::from_data_dir(
+        dir.path(),
+        None,
+        vec![("https://idp.province.example/".into(), idp_jwks)],
+    )
+    .expect("auth");
+    let principal = trusting.principal(&token).expect("accepted");
+    assert_eq!(principal.subject, "dr-external");
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let closed = Authenticator::from_data_dir(other_dir.path(), None, Vec::new()).expect("auth");
+    assert!(
+        closed.principal(&token).is_err(),
+        "unknown issuers are refused"
+    );
+}
