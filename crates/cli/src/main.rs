@@ -13,6 +13,12 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the server allocates many short-lived JSON
+/// values per request, and glibc malloc/free took over a third of search CPU in profiles (an
+/// alternative allocator raised search throughput by about a fifth; see docs/benchmarks.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// phip — population health information platform (FHIR R4).
 #[derive(Parser, Debug)]
 #[command(name = "phip", version, about, long_about = None)]

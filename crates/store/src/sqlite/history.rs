@@ -97,12 +97,12 @@ pub(crate) fn history(
         page_where.push_str(&format!(" AND v.seq < ?{}", page_args.len()));
     }
     let count = query.count;
-    page_args.push(SqlValue::Integer(count as i64 + 1));
+    // A literal LIMIT keeps the cached statement valid (a bound one is re-prepared each time).
     let sql = format!(
         "SELECT v.seq, {VERSION_COLUMNS} FROM resource_versions v \
          JOIN resources r ON r.rid = v.rid JOIN types ty ON ty.tid = v.tid \
-         WHERE {page_where} ORDER BY v.seq DESC LIMIT ?{}",
-        page_args.len()
+         WHERE {page_where} ORDER BY v.seq DESC LIMIT {}",
+        count.saturating_add(1)
     );
     let mut stmt = tx.conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(page_args.iter()))?;
@@ -197,8 +197,7 @@ pub(crate) fn patient_compartment(
         args.push(SqlValue::Integer(after));
         sql.push_str(&format!(" AND r.rid > ?{}", args.len()));
     }
-    args.push(SqlValue::Integer(count as i64 + 1));
-    sql.push_str(&format!(" ORDER BY r.rid LIMIT ?{}", args.len()));
+    sql.push_str(&format!(" ORDER BY r.rid LIMIT {}", count.saturating_add(1)));
 
     let mut stmt = tx.conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
