@@ -197,7 +197,10 @@ pub(crate) fn patient_compartment(
         args.push(SqlValue::Integer(after));
         sql.push_str(&format!(" AND r.rid > ?{}", args.len()));
     }
-    sql.push_str(&format!(" ORDER BY r.rid LIMIT {}", count.saturating_add(1)));
+    sql.push_str(&format!(
+        " ORDER BY r.rid LIMIT {}",
+        count.saturating_add(1)
+    ));
 
     let mut stmt = tx.conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(rusqlite::params_from_iter(args.iter()))?;
