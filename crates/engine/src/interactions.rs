@@ -549,7 +549,41 @@ pub(crate) fn write_response(
     }
 }
 
+/// A stored version as a read response, once the caller's grant, the resident's consent and
+/// the holder's region allow it.
+fn readable_version(
+    tx: &mut dyn Transaction,
+    ctx: &RequestContext,
+    decision: &crate::Decision,
+    stored: StoredResource,
+) -> FhirResult<FhirResponse> {
+    if let Some(resource) = &stored.resource {
+        check_resource(decision, resource)?;
+        if ConsentCache::default().denies(tx, &ctx.principal, resource)? {
+            return Err(consent::denied());
+        }
+    }
+    Ok(FhirResponse {
+        status: 200,
+        location: Some(version_url(&ctx.base_url, &stored)),
+        version_id: Some(stored.version_id),
+        last_modified: Some(stored.last_updated),
+        body: stored.resource,
+    })
+}
+
 impl Engine {
+    /// Runs `work` in a write transaction and commits it.
+    fn in_write<T>(
+        &self,
+        work: impl FnOnce(&mut dyn Transaction) -> FhirResult<T>,
+    ) -> FhirResult<T> {
+        let mut tx = self.store().begin_write()?;
+        let result = work(tx.as_mut())?;
+        tx.commit()?;
+        Ok(result)
+    }
+
     /// `POST [base]/[type]` with optional `If-None-Exist`.
     pub fn create(
         &self,
@@ -558,16 +592,9 @@ impl Engine {
         body: Value,
         if_none_exist: Option<&str>,
     ) -> FhirResult<FhirResponse> {
-        let mut tx = self.store().begin_write()?;
-        let outcome = create_in(
-            tx.as_mut(),
-            &ctx.principal,
-            resource_type,
-            body,
-            if_none_exist,
-            None,
-        )?;
-        tx.commit()?;
+        let outcome = self.in_write(|tx| {
+            create_in(tx, &ctx.principal, resource_type, body, if_none_exist, None)
+        })?;
         let message = if outcome.status == 201 {
             "created"
         } else {
@@ -588,19 +615,7 @@ impl Engine {
         let decision = ctx.principal.require(resource_type, Interaction::Read)?;
         let mut tx = self.store().begin_read()?;
         let stored = read_current(tx.as_mut(), resource_type, id)?;
-        if let Some(resource) = &stored.resource {
-            check_resource(&decision, resource)?;
-            if ConsentCache::default().denies(tx.as_mut(), &ctx.principal, resource)? {
-                return Err(consent::denied());
-            }
-        }
-        Ok(FhirResponse {
-            status: 200,
-            location: Some(version_url(&ctx.base_url, &stored)),
-            version_id: Some(stored.version_id),
-            last_modified: Some(stored.last_updated),
-            body: stored.resource,
-        })
+        readable_version(tx.as_mut(), ctx, &decision, stored)
     }
 
     /// `GET [base]/[type]/[id]/_history/[vid]`.
@@ -625,21 +640,7 @@ impl Engine {
             Some(stored) if stored.is_deleted() => Err(FhirError::gone(format!(
                 "version {version_id} of {resource_type}/{id} records its deletion"
             ))),
-            Some(stored) => {
-                if let Some(resource) = &stored.resource {
-                    check_resource(&decision, resource)?;
-                    if ConsentCache::default().denies(tx.as_mut(), &ctx.principal, resource)? {
-                        return Err(consent::denied());
-                    }
-                }
-                Ok(FhirResponse {
-                    status: 200,
-                    location: Some(version_url(&ctx.base_url, &stored)),
-                    version_id: Some(stored.version_id),
-                    last_modified: Some(stored.last_updated),
-                    body: stored.resource,
-                })
-            }
+            Some(stored) => readable_version(tx.as_mut(), ctx, &decision, stored),
         }
     }
 
@@ -652,16 +653,8 @@ impl Engine {
         body: Value,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let mut tx = self.store().begin_write()?;
-        let outcome = update_in(
-            tx.as_mut(),
-            &ctx.principal,
-            resource_type,
-            id,
-            body,
-            if_match,
-        )?;
-        tx.commit()?;
+        let outcome =
+            self.in_write(|tx| update_in(tx, &ctx.principal, resource_type, id, body, if_match))?;
         Ok(write_response(ctx, outcome, "updated"))
     }
 
@@ -674,17 +667,17 @@ impl Engine {
         body: Value,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let mut tx = self.store().begin_write()?;
-        let outcome = conditional_update_in(
-            tx.as_mut(),
-            &ctx.principal,
-            resource_type,
-            criteria,
-            body,
-            if_match,
-            None,
-        )?;
-        tx.commit()?;
+        let outcome = self.in_write(|tx| {
+            conditional_update_in(
+                tx,
+                &ctx.principal,
+                resource_type,
+                criteria,
+                body,
+                if_match,
+                None,
+            )
+        })?;
         Ok(write_response(ctx, outcome, "updated"))
     }
 
@@ -697,16 +690,8 @@ impl Engine {
         patch: &Value,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let mut tx = self.store().begin_write()?;
-        let outcome = patch_in(
-            tx.as_mut(),
-            &ctx.principal,
-            resource_type,
-            id,
-            patch,
-            if_match,
-        )?;
-        tx.commit()?;
+        let outcome =
+            self.in_write(|tx| patch_in(tx, &ctx.principal, resource_type, id, patch, if_match))?;
         Ok(write_response(ctx, outcome, "patched"))
     }
 
@@ -718,9 +703,8 @@ impl Engine {
         id: &str,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let mut tx = self.store().begin_write()?;
-        let outcome = delete_in(tx.as_mut(), &ctx.principal, resource_type, id, if_match)?;
-        tx.commit()?;
+        let outcome =
+            self.in_write(|tx| delete_in(tx, &ctx.principal, resource_type, id, if_match))?;
         Ok(delete_response(ctx, outcome, 1))
     }
 
@@ -731,10 +715,8 @@ impl Engine {
         resource_type: &str,
         criteria: &str,
     ) -> FhirResult<FhirResponse> {
-        let mut tx = self.store().begin_write()?;
         let (outcome, count) =
-            conditional_delete_in(tx.as_mut(), &ctx.principal, resource_type, criteria)?;
-        tx.commit()?;
+            self.in_write(|tx| conditional_delete_in(tx, &ctx.principal, resource_type, criteria))?;
         Ok(delete_response(ctx, outcome, count))
     }
 }
