@@ -22,13 +22,16 @@ use super::pool::PgConn;
 use crate::StoreResult;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Advisory lock key serializing migrations ("phipmigr").
 const MIGRATION_LOCK: i64 = 0x7068_6970_6d69_6772;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
+
+/// v2: `ge`/`gt`/`sa` date searches bound the range's end; index it so they seek.
+const V2: &str = r#"CREATE INDEX idx_date_end ON idx_date (pid, "end", start) INCLUDE (rid);"#;
 
 const V1: &str = r#"
 CREATE TABLE types (

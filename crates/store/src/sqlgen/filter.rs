@@ -582,8 +582,11 @@ pub(crate) fn date_condition(
         Prefix::Gt => format!("{end_col} > {}", b.arg(end)),
         Prefix::Lt => format!("{start_col} < {}", b.arg(start)),
         Prefix::Ge => {
+            // Equivalent to `end > e OR (start >= s AND end <= e)` for stored ranges
+            // (start <= end), but led by a range on `end` that an index can seek.
+            let s = b.arg(start);
             let e = b.arg(end);
-            format!("({end_col} > {e} OR {})", eq(b))
+            format!("({end_col} >= {s} AND ({end_col} > {e} OR {start_col} >= {s}))")
         }
         Prefix::Le => {
             // Both branches imply `start <= end`; stating it gives the index a range.
