@@ -7,7 +7,7 @@
 //! cannot be bypassed through `_include`, chains or `_has`.
 
 use phip_fhir::search::IndexValue;
-use phip_security::scope::{Interaction, ScopeContext, ScopeSet};
+use phip_security::scope::{Access, Interaction, ScopeContext, ScopeSet};
 use serde_json::Value;
 
 use crate::{FhirError, FhirResult};
@@ -73,12 +73,14 @@ impl Principal {
         let Some(scopes) = &self.scopes else {
             return Decision::Full;
         };
-        if scopes.permits(ScopeContext::System, resource_type, interaction)
-            || scopes.permits(ScopeContext::User, resource_type, interaction)
-        {
+        // Only unconstrained grants count: SMART v2 query-constrained scopes
+        // (`patient/Observation.rs?category=laboratory`) are not enforced yet, so they grant
+        // nothing rather than everything.
+        let full = |context| scopes.access(context, resource_type, interaction) == Access::Full;
+        if full(ScopeContext::System) || full(ScopeContext::User) {
             return Decision::Full;
         }
-        if scopes.permits(ScopeContext::Patient, resource_type, interaction) {
+        if full(ScopeContext::Patient) {
             if let Some(patient) = &self.patient {
                 return Decision::PatientCompartment(patient.clone());
             }

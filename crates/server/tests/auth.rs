@@ -972,3 +972,36 @@ fn tokens_of_a_trusted_external_issuer_are_accepted() {
         "unknown issuers are refused"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn query_constrained_scopes_grant_nothing_until_enforced() {
+    let server = TestServer::start().await;
+    let w = world(&server).await;
+    let token = bearer(&server.mint(Grant {
+        sub: "lab-viewer".into(),
+        scope: "user/Observation.rs?category=laboratory".into(),
+        ..Grant::default()
+    }));
+    assert_outcome(
+        &server
+            .send(
+                Method::GET,
+                "Observation",
+                None,
+                &[("authorization", token.as_str())],
+            )
+            .await,
+        403,
+    );
+    assert_outcome(
+        &server
+            .send(
+                Method::GET,
+                &format!("Observation/{}", w.alice_obs),
+                None,
+                &[("authorization", token.as_str())],
+            )
+            .await,
+        403,
+    );
+}
