@@ -10,29 +10,8 @@ use phip_store::postgres::PostgresStore;
 use phip_store::{
     HistoryQuery, HistoryScope, PageCursor, SearchRequest, Store, StoreError, WriteRequest,
 };
-use serde_json::{json, Value};
-
-fn patient(family: &str) -> Value {
-    json!({"resourceType": "Patient", "name": [{"family": family}]})
-}
-
-fn put(
-    store: &dyn Store,
-    ty: &str,
-    id: &str,
-    body: Option<Value>,
-    expected: Option<u64>,
-) -> Result<phip_store::StoredResource, StoreError> {
-    let mut tx = store.begin_write()?;
-    let r = tx.write(WriteRequest {
-        resource_type: ty.into(),
-        id: id.into(),
-        resource: body,
-        expected_version: expected,
-    })?;
-    tx.commit()?;
-    Ok(r)
-}
+use serde_json::json;
+use support::{patient, put};
 
 fn versions_are_kept_and_readable(s: &dyn Store) {
     let v1 = put(s, "Patient", "p1", Some(patient("A")), Some(0)).unwrap();

@@ -1,38 +1,19 @@
 //! Versioning, locking, persistence, schema versions, history and concurrency of the SQLite
 //! store.
 
+mod support;
+
 use std::sync::Arc;
 
 use phip_store::sqlite::SqliteStore;
-use phip_store::{HistoryQuery, HistoryScope, Store, StoreError, WriteRequest};
-use serde_json::{json, Value};
+use phip_store::{HistoryQuery, HistoryScope, Store, WriteRequest};
+use serde_json::json;
+use support::{patient, put};
 
 fn store() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     (dir, store)
-}
-
-fn patient(family: &str) -> Value {
-    json!({"resourceType": "Patient", "name": [{"family": family}]})
-}
-
-fn put(
-    store: &SqliteStore,
-    ty: &str,
-    id: &str,
-    body: Option<Value>,
-    expected: Option<u64>,
-) -> Result<phip_store::StoredResource, StoreError> {
-    let mut tx = store.begin_write()?;
-    let r = tx.write(WriteRequest {
-        resource_type: ty.into(),
-        id: id.into(),
-        resource: body,
-        expected_version: expected,
-    })?;
-    tx.commit()?;
-    Ok(r)
 }
 
 #[test]
@@ -127,7 +108,7 @@ fn concurrent_commits_all_durable() {
                 std::thread::spawn(move || {
                     for i in 0..25 {
                         put(
-                            &s,
+                            s.as_ref(),
                             "Patient",
                             &format!("t{t}-{i}"),
                             Some(patient("X")),

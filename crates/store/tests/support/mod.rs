@@ -95,3 +95,27 @@ macro_rules! both {
         )*
     };
 }
+
+/// A minimal Patient.
+pub fn patient(family: &str) -> serde_json::Value {
+    serde_json::json!({"resourceType": "Patient", "name": [{"family": family}]})
+}
+
+/// Writes one version (or a deletion, with `body: None`) in its own transaction.
+pub fn put(
+    store: &dyn Store,
+    ty: &str,
+    id: &str,
+    body: Option<serde_json::Value>,
+    expected: Option<u64>,
+) -> StoreResult<StoredResource> {
+    let mut tx = store.begin_write()?;
+    let r = tx.write(WriteRequest {
+        resource_type: ty.into(),
+        id: id.into(),
+        resource: body,
+        expected_version: expected,
+    })?;
+    tx.commit()?;
+    Ok(r)
+}
