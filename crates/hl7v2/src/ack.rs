@@ -1,0 +1,3 @@
+//! Placeholder replaced below.
+pub struct Ack;
+pub struct AckCode;
