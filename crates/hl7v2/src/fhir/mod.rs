@@ -1,0 +1,266 @@
+//! HL7 v2 → FHIR R4, as pure functions from a [`Message`] to JSON.
+//!
+//! [`map_message`] dispatches on MSH-9:
+//!
+//! | message | result |
+//! |---|---|
+//! | ADT^A01/A04/A05/A08/A03 (+ A28/A31 registration/update, A11 cancel) | [`Mapped::Adt`]: Patient, Encounter from PV1 |
+//! | ADT^A40 | [`Mapped::Merge`]: one [`MergeInstruction`] per PID/MRG pair |
+//! | ORU^R01 | [`Mapped::Results`]: Patient, DiagnosticReport per OBR, Observation per OBX |
+//! | anything else | `Err` with table 0357 code 200 (→ AR) |
+//!
+//! The Patient is returned on its own because it goes through the master patient index,
+//! which decides which stored Patient it is. Everything else comes as a FHIR transaction
+//! [`Bundle`](MappedAdt::transaction) built once the caller knows the patient's reference.
+//!
+//! Identifier systems: an assigning authority with an ISO OID gives `urn:oid:<oid>`; a named
+//! authority, or the sending facility (MSH-4) when CX-4 is empty, gives
+//! `urn:phip:id:<name>` (percent-encoded), with `assigner.display` set to that name; Chinese
+//! resident ID numbers give [`RESIDENT_ID_SYSTEM`]; visit numbers without an authority
+//! `urn:phip:visit:<facility>`. Report and observation identifiers share the order's system;
+//! an observation's value is `<order number>-<OBX-1>[-<OBX-4>]`.
+
+mod adt;
+mod datatypes;
+mod patient;
+mod results;
+
+use serde_json::{json, Value};
+
+pub use self::adt::MergeInstruction;
+pub use self::datatypes::{is_resident_id, Context, Identifier, ID_SYSTEM_PREFIX, RESIDENT_ID_SYSTEM};
+pub use self::results::{MappedObservation, MappedReport};
+use crate::error::{ErrorCode, Hl7Error, Location};
+use crate::message::Message;
+
+/// The FHIR content of one message.
+#[derive(Debug, Clone)]
+pub enum Mapped {
+    /// Registration, admission, update or discharge.
+    Adt(MappedAdt),
+    /// Patient merges (A40).
+    Merge(Vec<MergeInstruction>),
+    /// Observation results (ORU^R01).
+    Results(MappedResults),
+}
+
+/// An ADT event mapped to FHIR.
+#[derive(Debug, Clone)]
+pub struct MappedAdt {
+    /// The trigger event (`A01`, ...).
+    pub event: String,
+    /// The Patient from PID, without `id`.
+    pub patient: Value,
+    /// PID-3 identifiers, to look the patient up in the index.
+    pub patient_identifiers: Vec<Identifier>,
+    /// The Encounter from PV1 (when present), without `subject`.
+    pub encounter: Option<Value>,
+    /// PV1-19, the visit number, when present: the encounter's conditional-update key.
+    pub encounter_identifier: Option<Identifier>,
+    /// The sending facility (MSH-4).
+    pub facility: String,
+}
+
+/// An ORU^R01 mapped to FHIR.
+#[derive(Debug, Clone)]
+pub struct MappedResults {
+    /// The Patient from PID, without `id`.
+    pub patient: Value,
+    /// PID-3 identifiers.
+    pub patient_identifiers: Vec<Identifier>,
+    /// One per OBR, with its observations.
+    pub reports: Vec<MappedReport>,
+    /// OBX segments outside any OBR.
+    pub observations: Vec<MappedObservation>,
+    /// The sending facility (MSH-4).
+    pub facility: String,
+}
+
+/// Maps a message to FHIR. Unsupported message types are an error with code 200 (or 201
+/// for an unsupported ADT event), which [`Ack::error`](crate::Ack::error) turns into AR.
+pub fn map_message(message: &Message) -> Result<Mapped, Hl7Error> {
+    let kind = message.message_type();
+    let ctx = context(message)?;
+    match (kind.code.as_str(), kind.trigger.as_str()) {
+        ("ADT", "A40") => Ok(Mapped::Merge(adt::merges(message, &ctx)?)),
+        ("ADT", "A01" | "A03" | "A04" | "A05" | "A08" | "A11" | "A28" | "A31") => {
+            map_adt(message, &kind.trigger, ctx).map(Mapped::Adt)
+        }
+        ("ADT", other) => Err(Hl7Error::at(
+            ErrorCode::UnsupportedEventCode,
+            Location::field("MSH", 1, 9).with_component(2),
+            format!("ADT event {other} is not supported"),
+        )),
+        ("ORU", "R01") => map_results(message, ctx).map(Mapped::Results),
+        (code, trigger) => Err(Hl7Error::at(
+            ErrorCode::UnsupportedMessageType,
+            Location::field("MSH", 1, 9),
+            format!("message type {code}^{trigger} is not supported"),
+        )),
+    }
+}
+
+/// The mapping context of a message: its sending facility and default UTC offset.
+pub fn context(message: &Message) -> Result<Context, Hl7Error> {
+    let facility = message
+        .sending_facility()
+        .map(|f| f.into_owned())
+        .or_else(|| message.sending_application().map(|a| a.into_owned()))
+        .unwrap_or_default();
+    // The message time's zone is the sender's zone; use it for times that carry none.
+    let msh7 = message.msh().field(7).value();
+    let default_offset = msh7
+        .rfind(['+', '-'])
+        .map(|i| &msh7[i..])
+        .filter(|o| o.len() == 5 && o[1..].bytes().all(|b| b.is_ascii_digit()))
+        .map(|o| format!("{}:{}", &o[..3], &o[3..]))
+        .unwrap_or_else(|| "+08:00".to_owned());
+    Ok(Context {
+        facility,
+        default_offset,
+    })
+}
+
+fn required_pid<'m>(message: &'m Message) -> Result<crate::message::Segment<'m>, Hl7Error> {
+    message.segment("PID").ok_or_else(|| {
+        Hl7Error::at(
+            ErrorCode::SegmentSequenceError,
+            Location::segment("PID", 1),
+            "the message has no PID segment",
+        )
+    })
+}
+
+fn map_adt(message: &Message, trigger: &str, ctx: Context) -> Result<MappedAdt, Hl7Error> {
+    let (patient, patient_identifiers) = patient::patient(&required_pid(message)?, &ctx)?;
+    let (encounter, encounter_identifier) = match message.segment("PV1") {
+        Some(pv1) => {
+            let (e, id) = adt::encounter(&pv1, trigger, &ctx)?;
+            (Some(e), id)
+        }
+        None => (None, None),
+    };
+    Ok(MappedAdt {
+        event: trigger.to_owned(),
+        patient,
+        patient_identifiers,
+        encounter,
+        encounter_identifier,
+        facility: ctx.facility,
+    })
+}
+
+fn map_results(message: &Message, ctx: Context) -> Result<MappedResults, Hl7Error> {
+    let (patient, patient_identifiers) = patient::patient(&required_pid(message)?, &ctx)?;
+    let (reports, observations) = results::reports(message, &ctx)?;
+    if reports.is_empty() && observations.is_empty() {
+        return Err(Hl7Error::at(
+            ErrorCode::SegmentSequenceError,
+            Location::segment("OBR", 1),
+            "an ORU^R01 message needs at least one OBR or OBX segment",
+        ));
+    }
+    Ok(MappedResults {
+        patient,
+        patient_identifiers,
+        reports,
+        observations,
+        facility: ctx.facility,
+    })
+}
+
+impl MappedAdt {
+    /// The transaction for everything but the Patient, given the patient's reference
+    /// (e.g. `Patient/123`, as resolved by the index).
+    ///
+    /// With a visit number the Encounter is a conditional update
+    /// (`PUT Encounter?identifier=<system>|<value>`), so A01 then A08 then A03 update one
+    /// Encounter. Without one, A01/A04/A05 create it (`POST`) and other events, which
+    /// could not say which encounter they mean, leave encounters alone.
+    pub fn transaction(&self, patient_reference: &str) -> Value {
+        let mut entries = Vec::new();
+        if let Some(encounter) = &self.encounter {
+            let mut encounter = encounter.clone();
+            encounter["subject"] = json!({"reference": patient_reference});
+            match &self.encounter_identifier {
+                Some(id) => entries.push(entry(encounter, "PUT", &conditional_url("Encounter", id))),
+                None if matches!(self.event.as_str(), "A01" | "A04" | "A05") => {
+                    entries.push(entry(encounter, "POST", "Encounter"))
+                }
+                None => {}
+            }
+        }
+        bundle(entries)
+    }
+}
+
+impl MappedResults {
+    /// The transaction for reports and observations, given the patient's reference.
+    ///
+    /// Reports and observations with identifiers are conditional updates
+    /// (`PUT DiagnosticReport?identifier=…`, `PUT Observation?identifier=…`), so a corrected
+    /// result (status C) replaces the earlier one instead of adding a second; those without
+    /// are created. `DiagnosticReport.result` points at the observations' `urn:uuid:`
+    /// fullUrls, which the transaction resolves.
+    pub fn transaction(&self, patient_reference: &str) -> Value {
+        let subject = json!({"reference": patient_reference});
+        let mut entries = Vec::new();
+        let push_observation = |obs: &MappedObservation, entries: &mut Vec<Value>| -> String {
+            let mut resource = obs.observation.clone();
+            resource["subject"] = subject.clone();
+            let e = match &obs.identifier {
+                Some(id) => entry(resource, "PUT", &conditional_url("Observation", id)),
+                None => entry(resource, "POST", "Observation"),
+            };
+            let url = e["fullUrl"].as_str().unwrap_or_default().to_owned();
+            entries.push(e);
+            url
+        };
+        for report in &self.reports {
+            let results: Vec<Value> = report
+                .observations
+                .iter()
+                .map(|o| json!({"reference": push_observation(o, &mut entries)}))
+                .collect();
+            let mut resource = report.report.clone();
+            resource["subject"] = subject.clone();
+            if !results.is_empty() {
+                resource["result"] = Value::Array(results);
+            }
+            entries.push(match &report.identifier {
+                Some(id) => entry(resource, "PUT", &conditional_url("DiagnosticReport", id)),
+                None => entry(resource, "POST", "DiagnosticReport"),
+            });
+        }
+        for obs in &self.observations {
+            push_observation(obs, &mut entries);
+        }
+        bundle(entries)
+    }
+}
+
+fn entry(resource: Value, method: &str, url: &str) -> Value {
+    json!({
+        "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+        "resource": resource,
+        "request": {"method": method, "url": url},
+    })
+}
+
+fn bundle(entries: Vec<Value>) -> Value {
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// `Type?identifier=<system>|<value>` with both parts percent-encoded for a query string.
+pub fn conditional_url(resource_type: &str, id: &Identifier) -> String {
+    use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+    // Query-string delimiters and the token separator must not appear raw in either part.
+    const QUERY: &AsciiSet = &CONTROLS
+        .add(b' ').add(b'"').add(b'#').add(b'%').add(b'&').add(b'+').add(b',')
+        .add(b'<').add(b'>').add(b'=').add(b'?').add(b'|').add(b'\\').add(b'$');
+    format!(
+        "{resource_type}?identifier={}|{}",
+        utf8_percent_encode(&id.system, QUERY),
+        utf8_percent_encode(&id.value, QUERY)
+    )
+}

@@ -1,0 +1,336 @@
+//! ORU^R01: OBR → DiagnosticReport, OBX → Observation.
+
+use serde_json::{json, Map, Value};
+
+use super::datatypes::{self, Context, Identifier};
+use crate::error::{ErrorCode, Hl7Error};
+use crate::message::{Message, Segment};
+
+const INTERPRETATION_V3: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+const INTERPRETATION_V2: &str = "http://terminology.hl7.org/CodeSystem/v2-0078";
+/// OBX-8 flags that mean the same in the FHIR (v3) interpretation code system.
+const V3_FLAGS: &[&str] = &[
+    "L", "H", "LL", "HH", "LU", "HU", "N", "A", "AA", "S", "R", "I", "<", ">", "B", "U", "D",
+    "W", "NEG", "POS", "IND", "DET", "ND", "E", "EX", "HX", "LX", "MS", "VS", "NR", "SDD",
+    "SYN-R", "SYN-S",
+];
+
+/// A diagnostic report (one OBR) and the observations (OBX) under it.
+#[derive(Debug, Clone)]
+pub struct MappedReport {
+    /// The DiagnosticReport, without `subject` and `result` (set by the bundle builder).
+    pub report: Value,
+    /// Its identifier (filler order number OBR-3, else placer OBR-2).
+    pub identifier: Option<Identifier>,
+    /// The observations of this report.
+    pub observations: Vec<MappedObservation>,
+}
+
+/// One OBX as an Observation.
+#[derive(Debug, Clone)]
+pub struct MappedObservation {
+    /// The Observation, without `subject`.
+    pub observation: Value,
+    /// Its identifier, derived from the report's and the OBX set id, when the report has one.
+    pub identifier: Option<Identifier>,
+}
+
+/// The reports of an ORU message, and observations that belong to no OBR (v2.8 allows
+/// OBX in the patient group).
+pub fn reports(message: &Message, ctx: &Context) -> Result<(Vec<MappedReport>, Vec<MappedObservation>), Hl7Error> {
+    let mut reports: Vec<MappedReport> = Vec::new();
+    let mut loose = Vec::new();
+    let mut in_report = false;
+    for segment in message.segments_all() {
+        match segment.id() {
+            "OBR" => {
+                reports.push(report(&segment, ctx)?);
+                in_report = true;
+            }
+            "ORC" | "PID" => in_report = false,
+            "OBX" => match reports.last_mut().filter(|_| in_report) {
+                Some(current) => {
+                    let index = current.observations.len() + 1;
+                    let id = current.identifier.clone();
+                    let fallback = current.report.get("effectiveDateTime").cloned();
+                    current.observations.push(observation(&segment, ctx, id.as_ref(), index, fallback)?);
+                }
+                None => loose.push(observation(&segment, ctx, None, 0, None)?),
+            },
+            _ => {}
+        }
+    }
+    Ok((reports, loose))
+}
+
+fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
+    let mut out = Map::new();
+    out.insert("resourceType".into(), json!("DiagnosticReport"));
+    let filler = datatypes::entity_identifier(&obr.field(3).repetition(1), "FILL", ctx);
+    let placer = datatypes::entity_identifier(&obr.field(2).repetition(1), "PLAC", ctx);
+    let identifier = filler.as_ref().or(placer.as_ref()).map(|(_, id)| id.clone());
+    let ids: Vec<Value> = [filler, placer].into_iter().flatten().map(|(j, _)| j).collect();
+    if !ids.is_empty() {
+        out.insert("identifier".into(), Value::Array(ids));
+    }
+    let status = match obr.field(25).value().as_ref() {
+        "O" | "I" => "registered",
+        "S" | "A" => "partial",
+        "P" | "R" => "preliminary",
+        "C" => "corrected",
+        "F" => "final",
+        "X" => "cancelled",
+        "" | "Y" | "Z" => "unknown",
+        other => {
+            return Err(Hl7Error::at(
+                ErrorCode::TableValueNotFound,
+                obr.location(25),
+                format!("result status {other:?} is not in table 0123"),
+            ))
+        }
+    };
+    out.insert("status".into(), json!(status));
+    let section = obr.field(24).value();
+    if !section.is_empty() {
+        out.insert(
+            "category".into(),
+            json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": section}]}]),
+        );
+    }
+    let code = datatypes::codeable_concept(&obr.field(4).repetition(1))
+        .ok_or_else(|| Hl7Error::missing("OBR", obr.sequence(), 4, "universal service identifier"))?;
+    out.insert("code".into(), code);
+    if let Some(when) = datatypes::date_time(&obr.field(7).value(), ctx, &|| obr.location(7))? {
+        out.insert("effectiveDateTime".into(), json!(when));
+    }
+    if let Some(issued) = datatypes::instant(&obr.field(22).value(), ctx, &|| obr.location(22))? {
+        out.insert("issued".into(), json!(issued));
+    }
+    Ok(MappedReport {
+        report: Value::Object(out),
+        identifier,
+        observations: Vec::new(),
+    })
+}
+
+fn observation(
+    obx: &Segment<'_>,
+    ctx: &Context,
+    report: Option<&Identifier>,
+    index: usize,
+    report_effective: Option<Value>,
+) -> Result<MappedObservation, Hl7Error> {
+    let mut out = Map::new();
+    out.insert("resourceType".into(), json!("Observation"));
+    let set_id = obx.field(1).value();
+    let sub_id = obx.field(4).value();
+    let identifier = report.map(|r| {
+        let position = if set_id.is_empty() { index.to_string() } else { set_id.to_string() };
+        let value = if sub_id.is_empty() {
+            format!("{}-{position}", r.value)
+        } else {
+            format!("{}-{position}-{sub_id}", r.value)
+        };
+        Identifier {
+            system: r.system.clone(),
+            value,
+        }
+    });
+    if let Some(id) = &identifier {
+        out.insert("identifier".into(), json!([{"system": id.system, "value": id.value}]));
+    }
+    let status = match obx.field(11).value().as_ref() {
+        "F" | "U" => "final",
+        "C" => "corrected",
+        "A" => "amended",
+        "P" | "R" | "S" => "preliminary",
+        "I" | "O" => "registered",
+        "X" | "N" => "cancelled",
+        "D" | "W" => "entered-in-error",
+        "" => "unknown",
+        other => {
+            return Err(Hl7Error::at(
+                ErrorCode::TableValueNotFound,
+                obx.location(11),
+                format!("observation result status {other:?} is not in table 0085"),
+            ))
+        }
+    };
+    out.insert("status".into(), json!(status));
+    let code = datatypes::codeable_concept(&obx.field(3).repetition(1))
+        .ok_or_else(|| Hl7Error::missing("OBX", obx.sequence(), 3, "observation identifier"))?;
+    out.insert("code".into(), code);
+    let effective = datatypes::date_time(&obx.field(14).value(), ctx, &|| obx.location(14))?
+        .map(Value::from)
+        .or(report_effective);
+    if let Some(effective) = effective {
+        out.insert("effectiveDateTime".into(), effective);
+    }
+    if let Some((key, value)) = value(obx, ctx)? {
+        out.insert(key.into(), value);
+    }
+    let flags: Vec<Value> = obx
+        .field(8)
+        .repetitions()
+        .filter_map(|flag| {
+            let code = flag.value();
+            if code.is_empty() {
+                return None;
+            }
+            let system = if V3_FLAGS.contains(&code.as_ref()) { INTERPRETATION_V3 } else { INTERPRETATION_V2 };
+            Some(json!({"coding": [{"system": system, "code": code}]}))
+        })
+        .collect();
+    if !flags.is_empty() {
+        out.insert("interpretation".into(), Value::Array(flags));
+    }
+    if let Some(range) = reference_range(&obx.field(7).value(), &obx.field(6).repetition(1)) {
+        out.insert("referenceRange".into(), json!([range]));
+    }
+    Ok(MappedObservation {
+        observation: Value::Object(out),
+        identifier,
+    })
+}
+
+/// OBX-5 as the Observation value[x] its type (OBX-2) calls for.
+fn value(obx: &Segment<'_>, ctx: &Context) -> Result<Option<(&'static str, Value)>, Hl7Error> {
+    let field = obx.field(5);
+    if field.is_empty() || field.is_null() {
+        return Ok(None);
+    }
+    let first = field.repetition(1);
+    let units = obx.field(6).repetition(1);
+    let kind = obx.field(2).value();
+    let bad = |what: &str| {
+        Hl7Error::at(
+            ErrorCode::DataTypeError,
+            obx.location(5),
+            format!("{:?} is not a valid {what}", field.raw()),
+        )
+    };
+    Ok(Some(match kind.as_ref() {
+        "NM" => {
+            let number = datatypes::decimal(&first.value()).ok_or_else(|| bad("number (NM)"))?;
+            ("valueQuantity", quantity(number, &units, None))
+        }
+        "SN" => structured_numeric(&first, &units).ok_or_else(|| bad("structured numeric (SN)"))?,
+        "CE" | "CWE" | "CNE" | "CF" => match datatypes::codeable_concept(&first) {
+            Some(concept) => ("valueCodeableConcept", concept),
+            None => return Ok(None),
+        },
+        "DT" | "TS" | "DTM" => {
+            let when = datatypes::date_time(&first.value(), ctx, &|| obx.location(5))?;
+            match when {
+                Some(when) => ("valueDateTime", json!(when)),
+                None => return Ok(None),
+            }
+        }
+        "TM" => {
+            let t = first.value();
+            let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
+            if digits.len() < 4 || digits.len() % 2 != 0 || digits.len() > 6 {
+                return Err(bad("time (TM)"));
+            }
+            let padded = format!("{digits:0<6}");
+            ("valueTime", json!(format!("{}:{}:{}", &padded[..2], &padded[2..4], &padded[4..6])))
+        }
+        // Attachments (ED) and references (RP) are not values; they would be Media/Binary.
+        "ED" => return Ok(None),
+        // ST, TX, FT and anything else: text, repetitions as lines.
+        _ => {
+            let text: Vec<String> = field
+                .repetitions()
+                .map(|r| r.value().into_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            ("valueString", json!(text.join("\n")))
+        }
+    }))
+}
+
+fn quantity(number: serde_json::Number, units: &crate::message::Repetition<'_>, comparator: Option<&str>) -> Value {
+    let mut q = Map::new();
+    q.insert("value".into(), Value::Number(number));
+    if let Some(c) = comparator {
+        q.insert("comparator".into(), json!(c));
+    }
+    let code = units.component(1).value();
+    let text = units.component(2).value();
+    let system = units.component(3).value();
+    if !code.is_empty() || !text.is_empty() {
+        q.insert("unit".into(), json!(if text.is_empty() { &code } else { &text }));
+    }
+    if !code.is_empty() && (system == "UCUM" || system == "ISO+" || system.is_empty() && is_plain_ucum(&code)) {
+        q.insert("system".into(), json!("http://unitsofmeasure.org"));
+        q.insert("code".into(), json!(code));
+    }
+    Value::Object(q)
+}
+
+/// A few unit strings are unambiguous UCUM even when the sender names no system.
+fn is_plain_ucum(code: &str) -> bool {
+    matches!(code, "%" | "mg/dL" | "mmol/L" | "g/L" | "g/dL" | "mm[Hg]" | "kg" | "cm" | "Cel" | "/min" | "10*9/L" | "10*12/L" | "fL" | "pg" | "U/L")
+}
+
+/// SN: `comparator^num1^separator^num2` as a Quantity, Range or Ratio.
+fn structured_numeric(sn: &crate::message::Repetition<'_>, units: &crate::message::Repetition<'_>) -> Option<(&'static str, Value)> {
+    let comparator = sn.component(1).value();
+    let n1 = sn.component(2).value();
+    let separator = sn.component(3).value();
+    let n2 = sn.component(4).value();
+    match (separator.as_ref(), n2.is_empty()) {
+        ("", true) => {
+            let c = match comparator.as_ref() {
+                "" | "=" => None,
+                "<" | "<=" | ">" | ">=" => Some(comparator.as_ref()),
+                _ => return None,
+            };
+            Some(("valueQuantity", quantity(datatypes::decimal(&n1)?, units, c)))
+        }
+        ("-", false) => Some((
+            "valueRange",
+            json!({
+                "low": quantity(datatypes::decimal(&n1)?, units, None),
+                "high": quantity(datatypes::decimal(&n2)?, units, None),
+            }),
+        )),
+        (":" | "/", false) => Some((
+            "valueRatio",
+            json!({
+                "numerator": {"value": Value::Number(datatypes::decimal(&n1)?)},
+                "denominator": {"value": Value::Number(datatypes::decimal(&n2)?)},
+            }),
+        )),
+        _ => None,
+    }
+}
+
+/// OBX-7 (`3.5-5.0`, `<5`, `>10`, free text) as a referenceRange.
+fn reference_range(raw: &str, units: &crate::message::Repetition<'_>) -> Option<Value> {
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return None;
+    }
+    let q = |s: &str| datatypes::decimal(s).map(|n| quantity(n, units, None));
+    if let Some(rest) = raw.strip_prefix('<') {
+        if let Some(high) = q(rest.trim_start_matches('=')) {
+            return Some(json!({"high": high}));
+        }
+    }
+    if let Some(rest) = raw.strip_prefix('>') {
+        if let Some(low) = q(rest.trim_start_matches('=')) {
+            return Some(json!({"low": low}));
+        }
+    }
+    // Split on the dash between two numbers, not a leading minus sign.
+    if let Some(i) = raw.get(1..).and_then(|r| r.find('-')).map(|i| i + 1) {
+        if let (Some(low), Some(high)) = (q(&raw[..i]), q(&raw[i + 1..])) {
+            return Some(json!({"low": low, "high": high}));
+        }
+    }
+    Some(json!({"text": raw}))
+}
