@@ -48,6 +48,9 @@ pub fn reports(message: &Message, ctx: &Context) -> Result<(Vec<MappedReport>, V
                 in_report = true;
             }
             "ORC" | "PID" => in_report = false,
+            // Encapsulated documents (ED) are not observations: they belong in a
+            // DocumentReference, which this mapping does not produce.
+            "OBX" if segment.field(2).value() == "ED" => {}
             "OBX" => match reports.last_mut().filter(|_| in_report) {
                 Some(current) => {
                     let index = current.observations.len() + 1;
@@ -235,8 +238,6 @@ fn value(obx: &Segment<'_>, ctx: &Context) -> Result<Option<(&'static str, Value
             let padded = format!("{digits:0<6}");
             ("valueTime", json!(format!("{}:{}:{}", &padded[..2], &padded[2..4], &padded[4..6])))
         }
-        // Attachments (ED) and references (RP) are not values; they would be Media/Binary.
-        "ED" => return Ok(None),
         // ST, TX, FT and anything else: text, repetitions as lines.
         _ => {
             let text: Vec<String> = field
