@@ -47,10 +47,7 @@ impl AckCode {
     /// type/version/processing id is unsupported or the receiver failed internally; AE when
     /// the content is wrong.
     pub fn for_error(error: &Hl7Error) -> Self {
-        let in_header = error
-            .location
-            .as_ref()
-            .is_some_and(|l| l.segment == "MSH");
+        let in_header = error.location.as_ref().is_some_and(|l| l.segment == "MSH");
         match error.code {
             ErrorCode::UnsupportedMessageType
             | ErrorCode::UnsupportedEventCode
@@ -182,17 +179,37 @@ impl Ack {
         .iter()
         .map(|c| crate::message::escape(c, &h.delimiters).into_owned())
         .collect::<Vec<_>>();
-        let last = message_type.iter().rposition(|c| !c.is_empty()).map_or(0, |i| i + 1);
+        let last = message_type
+            .iter()
+            .rposition(|c| !c.is_empty())
+            .map_or(0, |i| i + 1);
         w.segment("MSH")
             .raw(3, &h.receiving_application)
             .raw(4, &h.receiving_facility)
             .raw(5, &h.sending_application)
             .raw(6, &h.sending_facility)
             .text(7, &self.timestamp)
-            .raw(9, &message_type[..last].join(&h.delimiters.component.to_string()))
+            .raw(
+                9,
+                &message_type[..last].join(&h.delimiters.component.to_string()),
+            )
             .text(10, &self.control_id)
-            .raw(11, if h.processing_id.is_empty() { "P" } else { &h.processing_id })
-            .raw(12, if h.version.is_empty() { "2.5" } else { &h.version })
+            .raw(
+                11,
+                if h.processing_id.is_empty() {
+                    "P"
+                } else {
+                    &h.processing_id
+                },
+            )
+            .raw(
+                12,
+                if h.version.is_empty() {
+                    "2.5"
+                } else {
+                    &h.version
+                },
+            )
             .raw(18, &h.charset_field)
             .end();
         let legacy = is_before_v25(&h.version);
@@ -209,7 +226,11 @@ impl Ack {
             let code = error.code.code().to_string();
             if legacy {
                 let location = error.location.clone().unwrap_or_default();
-                let sub = h.delimiters.subcomponent.map(String::from).unwrap_or_default();
+                let sub = h
+                    .delimiters
+                    .subcomponent
+                    .map(String::from)
+                    .unwrap_or_default();
                 let code = [code.as_str(), error.code.text(), "HL70357"]
                     .iter()
                     .map(|c| escaped(c, &h.delimiters))
@@ -296,8 +317,7 @@ pub fn read_ack(message: &Message) -> Option<(AckCode, String, Vec<Hl7Error>)> {
                 sequence: erl.component(2).value().parse().unwrap_or(1),
                 field: erl.component(3).value().parse().ok(),
                 repetition: None,
-                component: code_field
-                    .and_then(|_| erl.component(5).value().parse().ok()),
+                component: code_field.and_then(|_| erl.component(5).value().parse().ok()),
             });
             Hl7Error {
                 code: code_from_number(&number),
@@ -336,7 +356,8 @@ mod tests {
     use super::*;
     use encoding_rs::GB18030;
 
-    const A01: &str = "MSH|^~\\&|HIS|HOSP^1.2.3^ISO|PHIP|HUB|20240102||ADT^A01^ADT_A01|C123|P|2.5.1\rPID|1||M1\r";
+    const A01: &str =
+        "MSH|^~\\&|HIS|HOSP^1.2.3^ISO|PHIP|HUB|20240102||ADT^A01^ADT_A01|C123|P|2.5.1\rPID|1||M1\r";
 
     #[test]
     fn accept_mirrors_the_header() {
@@ -367,7 +388,10 @@ mod tests {
         let reply = Message::parse(ack.to_er7().as_bytes()).unwrap();
         assert_eq!(reply.get("MSA-1").as_deref(), Some("AE"));
         assert_eq!(reply.segment("ERR").unwrap().field(2).raw(), "PID^1^7");
-        assert_eq!(reply.segment("ERR").unwrap().field(3).raw(), "101^Required field missing^HL70357");
+        assert_eq!(
+            reply.segment("ERR").unwrap().field(3).raw(),
+            "101^Required field missing^HL70357"
+        );
         assert_eq!(reply.get("ERR-4").as_deref(), Some("E"));
         let (code, id, errors) = read_ack(&reply).unwrap();
         assert_eq!((code, id.as_str()), (AckCode::Error, "C123"));
@@ -377,9 +401,15 @@ mod tests {
     #[test]
     fn unsupported_and_internal_errors_reject() {
         let m = Message::parse(A01.as_bytes()).unwrap();
-        let ack = Ack::error(&m, Hl7Error::new(ErrorCode::UnsupportedMessageType, "no MFN"));
+        let ack = Ack::error(
+            &m,
+            Hl7Error::new(ErrorCode::UnsupportedMessageType, "no MFN"),
+        );
         assert_eq!(ack.code(), AckCode::Reject);
-        assert_eq!(AckCode::for_error(&Hl7Error::internal("db down")), AckCode::Reject);
+        assert_eq!(
+            AckCode::for_error(&Hl7Error::internal("db down")),
+            AckCode::Reject
+        );
         assert_eq!(
             AckCode::for_error(&Hl7Error::missing("MSH", 1, 10, "control id")),
             AckCode::Reject

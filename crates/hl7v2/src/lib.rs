@@ -12,6 +12,8 @@
 //! Every failure is an [`Hl7Error`] carrying a table 0357 code and the segment/field it
 //! concerns, so any error can become a NAK that names where the message went wrong.
 
+#![warn(missing_docs)]
+
 pub mod ack;
 pub mod error;
 pub mod fhir;

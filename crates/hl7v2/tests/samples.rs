@@ -8,7 +8,10 @@ use phip_hl7v2::{ErrorCode, Message};
 use serde_json::Value;
 
 fn samples() -> BTreeMap<String, Vec<u8>> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fixtures/hl7v2/samples.tar.gz");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/hl7v2/samples.tar.gz"
+    );
     let file = std::fs::File::open(path).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = BTreeMap::new();
@@ -28,7 +31,10 @@ fn sample(name: &str) -> Message {
 
 fn valid(resource: &Value) {
     if let Err(outcome) = phip_fhir::validate::validate_resource(resource) {
-        panic!("invalid {}: {outcome:?}", serde_json::to_string_pretty(resource).unwrap());
+        panic!(
+            "invalid {}: {outcome:?}",
+            serde_json::to_string_pretty(resource).unwrap()
+        );
     }
 }
 
@@ -50,7 +56,12 @@ fn every_sample_parses_and_round_trips() {
             for n in 1..=a.field_count() {
                 for (ra, rb) in a.field(n).repetitions().zip(b.field(n).repetitions()) {
                     for (ca, cb) in ra.components().zip(rb.components()) {
-                        assert_eq!(ca.subcomponents(), cb.subcomponents(), "{name} {}-{n}", a.id());
+                        assert_eq!(
+                            ca.subcomponents(),
+                            cb.subcomponents(),
+                            "{name} {}-{n}",
+                            a.id()
+                        );
                     }
                 }
             }
@@ -90,11 +101,17 @@ fn every_adt_and_oru_sample_maps_to_valid_fhir() {
             }
             Err(e) => {
                 let supported = (kind.code == "ADT"
-                    && ["A01", "A03", "A04", "A05", "A08", "A11", "A28", "A31", "A40"].contains(&kind.trigger.as_str()))
+                    && [
+                        "A01", "A03", "A04", "A05", "A08", "A11", "A28", "A31", "A40",
+                    ]
+                    .contains(&kind.trigger.as_str()))
                     || (kind.code == "ORU" && kind.trigger == "R01");
                 assert!(!supported, "{name}: {e}");
                 assert!(
-                    matches!(e.code, ErrorCode::UnsupportedMessageType | ErrorCode::UnsupportedEventCode),
+                    matches!(
+                        e.code,
+                        ErrorCode::UnsupportedMessageType | ErrorCode::UnsupportedEventCode
+                    ),
                     "{name}: {e}"
                 );
             }
@@ -106,7 +123,9 @@ fn every_adt_and_oru_sample_maps_to_valid_fhir() {
 #[test]
 fn a01_patient_and_encounter() {
     let m = sample("ADT-A01-01.hl7");
-    let Mapped::Adt(adt) = fhir::map_message(&m).unwrap() else { panic!() };
+    let Mapped::Adt(adt) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
     let p = &adt.patient;
     assert_eq!(adt.event, "A01");
     assert_eq!(adt.facility, "GHHSFacility");
@@ -127,17 +146,27 @@ fn a01_patient_and_encounter() {
     assert_eq!(entry["resource"]["subject"]["reference"], "Patient/42");
     let id = adt.encounter_identifier.as_ref().unwrap();
     assert_eq!(entry["request"]["method"], "PUT");
-    assert!(entry["request"]["url"].as_str().unwrap().starts_with("Encounter?identifier="), "{entry}");
+    assert!(
+        entry["request"]["url"]
+            .as_str()
+            .unwrap()
+            .starts_with("Encounter?identifier="),
+        "{entry}"
+    );
     assert!(!id.value.is_empty());
 }
 
 #[test]
 fn a03_discharge_finishes_the_encounter_and_a08_updates() {
     let m = sample("ADT-A03-01.hl7");
-    let Mapped::Adt(adt) = fhir::map_message(&m).unwrap() else { panic!() };
+    let Mapped::Adt(adt) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
     assert_eq!(adt.encounter.as_ref().unwrap()["status"], "finished");
     let m = sample("ADT-A08-01.hl7");
-    let Mapped::Adt(adt) = fhir::map_message(&m).unwrap() else { panic!() };
+    let Mapped::Adt(adt) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
     assert_eq!(adt.event, "A08");
     valid(&adt.patient);
 }
@@ -145,7 +174,9 @@ fn a03_discharge_finishes_the_encounter_and_a08_updates() {
 #[test]
 fn a40_merge_names_surviving_and_retired_ids() {
     let m = sample("ADT-A40-01.hl7");
-    let Mapped::Merge(merges) = fhir::map_message(&m).unwrap() else { panic!() };
+    let Mapped::Merge(merges) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
     assert_eq!(merges.len(), 1);
     assert_eq!(merges[0].surviving[0].value, "12345");
     assert_eq!(merges[0].surviving[0].system, "urn:phip:id:BCBS");
@@ -157,33 +188,59 @@ fn a40_merge_names_surviving_and_retired_ids() {
 #[test]
 fn oru_reports_and_observations() {
     let m = sample("LAB-ORU-1.hl7");
-    let Mapped::Results(r) = fhir::map_message(&m).unwrap() else { panic!() };
+    let Mapped::Results(r) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
     assert_eq!(r.reports.len(), 2);
     let first = &r.reports[0];
-    assert_eq!(first.report["code"]["coding"][0]["system"], "http://loinc.org");
+    assert_eq!(
+        first.report["code"]["coding"][0]["system"],
+        "http://loinc.org"
+    );
     assert_eq!(first.report["status"], "final");
     assert_eq!(first.observations.len(), 5);
     let erythrocytes = &first.observations[1].observation;
-    assert_eq!(erythrocytes["valueQuantity"]["value"], serde_json::json!(4.06));
+    assert_eq!(
+        erythrocytes["valueQuantity"]["value"],
+        serde_json::json!(4.06)
+    );
     assert_eq!(erythrocytes["valueQuantity"]["unit"], "tera.l-1");
     assert_eq!(erythrocytes["status"], "preliminary");
     assert_eq!(erythrocytes["interpretation"][0]["coding"][0]["code"], "N");
-    assert_eq!(erythrocytes["effectiveDateTime"], "2014-10-06T06:27:00+07:00");
+    assert_eq!(
+        erythrocytes["effectiveDateTime"],
+        "2014-10-06T06:27:00+07:00"
+    );
     // No facility in MSH-4: the sending application assigns.
     assert_eq!(first.identifier.as_ref().unwrap().value, "82503246");
-    assert_eq!(first.identifier.as_ref().unwrap().system, "urn:phip:id:SomeSystem");
-    assert_eq!(first.observations[1].identifier.as_ref().unwrap().value, "82503246-2");
+    assert_eq!(
+        first.identifier.as_ref().unwrap().system,
+        "urn:phip:id:SomeSystem"
+    );
+    assert_eq!(
+        first.observations[1].identifier.as_ref().unwrap().value,
+        "82503246-2"
+    );
 
     let bundle = r.transaction("Patient/7");
     valid(&bundle);
     let entries = bundle["entry"].as_array().unwrap();
     assert_eq!(entries.len(), 2 + 5 + 5);
-    let report = entries.iter().find(|e| e["resource"]["resourceType"] == "DiagnosticReport").unwrap();
-    let urls: Vec<&str> = entries.iter().map(|e| e["fullUrl"].as_str().unwrap()).collect();
+    let report = entries
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "DiagnosticReport")
+        .unwrap();
+    let urls: Vec<&str> = entries
+        .iter()
+        .map(|e| e["fullUrl"].as_str().unwrap())
+        .collect();
     for result in report["resource"]["result"].as_array().unwrap() {
         assert!(urls.contains(&result["reference"].as_str().unwrap()));
     }
-    assert_eq!(report["request"]["url"], "DiagnosticReport?identifier=urn:phip:id:SomeSystem|82503246");
+    assert_eq!(
+        report["request"]["url"],
+        "DiagnosticReport?identifier=urn:phip:id:SomeSystem|82503246"
+    );
 }
 
 #[test]
@@ -196,14 +253,25 @@ OBX|2|SN|777-3^血小板^LN||<^10|10*9/L^^UCUM||L|||F\r\
 OBX|3|ST|X^备注^L||样本轻度溶血\\.br\\请复查||||||F\r";
     let (bytes, _, _) = encoding_rs::GB18030.encode(text);
     let m = Message::parse(&bytes).unwrap();
-    let Mapped::Results(r) = fhir::map_message(&m).unwrap() else { panic!() };
+    let Mapped::Results(r) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
     assert_eq!(r.patient["identifier"][0]["system"], RESIDENT_ID_SYSTEM);
-    assert_eq!(r.patient["identifier"][1]["system"], fhir::Context::system_for("协和医院"));
-    assert_eq!(r.patient["identifier"][1]["assigner"]["display"], "协和医院");
+    assert_eq!(
+        r.patient["identifier"][1]["system"],
+        fhir::Context::system_for("协和医院")
+    );
+    assert_eq!(
+        r.patient["identifier"][1]["assigner"]["display"],
+        "协和医院"
+    );
     assert_eq!(r.patient["name"][0]["text"], "张伟");
     let obs = &r.reports[0].observations;
     assert_eq!(obs[0].observation["valueQuantity"]["code"], "mmol/L");
-    assert_eq!(obs[0].observation["referenceRange"][0]["high"]["value"], serde_json::json!(6.1));
+    assert_eq!(
+        obs[0].observation["referenceRange"][0]["high"]["value"],
+        serde_json::json!(6.1)
+    );
     assert_eq!(obs[1].observation["valueQuantity"]["comparator"], "<");
     assert_eq!(obs[2].observation["valueString"], "样本轻度溶血\n请复查");
     assert_eq!(obs[0].observation["code"]["coding"][0]["display"], "血糖");
@@ -214,16 +282,23 @@ OBX|3|ST|X^备注^L||样本轻度溶血\\.br\\请复查||||||F\r";
 #[test]
 fn mapping_errors_name_segment_and_field() {
     let parse = |s: &str| Message::parse(s.as_bytes()).unwrap();
-    let err = fhir::map_message(&parse("MSH|^~\\&|A|F|C|D|2024||ADT^A01|1|P|2.5\rPID|1||\r")).unwrap_err();
+    let err = fhir::map_message(&parse("MSH|^~\\&|A|F|C|D|2024||ADT^A01|1|P|2.5\rPID|1||\r"))
+        .unwrap_err();
     assert_eq!(err.code, ErrorCode::RequiredFieldMissing);
     assert_eq!(err.location.unwrap().to_string(), "PID-3");
-    let err = fhir::map_message(&parse("MSH|^~\\&|A|F|C|D|2024||ADT^A01|1|P|2.5\rPID|1||X||||1988-01-01\r")).unwrap_err();
+    let err = fhir::map_message(&parse(
+        "MSH|^~\\&|A|F|C|D|2024||ADT^A01|1|P|2.5\rPID|1||X||||1988-01-01\r",
+    ))
+    .unwrap_err();
     assert_eq!(err.code, ErrorCode::DataTypeError);
     assert_eq!(err.location.unwrap().to_string(), "PID-7");
     let err = fhir::map_message(&parse("MSH|^~\\&|A|F|C|D|2024||ORU^R01|1|P|2.5\rPID|1||X\rOBR|1||R|C^c^LN\rOBX|1|NM|C^c^LN||abc\r")).unwrap_err();
     assert_eq!(err.location.unwrap().to_string(), "OBX-5");
     let err = fhir::map_message(&parse("MSH|^~\\&|A|F|C|D|2024||MFN^M02|1|P|2.5\r")).unwrap_err();
     assert_eq!(err.code, ErrorCode::UnsupportedMessageType);
-    let err = fhir::map_message(&parse("MSH|^~\\&|A|F|C|D|2024||ADT^A40|1|P|2.5\rPID|1||X\r")).unwrap_err();
+    let err = fhir::map_message(&parse(
+        "MSH|^~\\&|A|F|C|D|2024||ADT^A40|1|P|2.5\rPID|1||X\r",
+    ))
+    .unwrap_err();
     assert_eq!(err.location.unwrap().segment, "MRG");
 }

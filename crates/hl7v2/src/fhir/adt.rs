@@ -89,7 +89,11 @@ pub fn encounter(
         out.insert("period".into(), Value::Object(period));
     }
     let mut participants = Vec::new();
-    for (field, code, display) in [(7, "ATND", "attender"), (8, "REF", "referrer"), (17, "ADM", "admitter")] {
+    for (field, code, display) in [
+        (7, "ATND", "attender"),
+        (8, "REF", "referrer"),
+        (17, "ADM", "admitter"),
+    ] {
         for xcn in pv1.field(field).repetitions() {
             if let Some(individual) = datatypes::practitioner_reference(&xcn, ctx) {
                 participants.push(json!({
@@ -120,7 +124,10 @@ pub fn encounter(
     let disposition = pv1.field(36);
     if !disposition.is_empty() {
         if let Some(mut concept) = datatypes::codeable_concept(&disposition.repetition(1)) {
-            default_system(&mut concept, "http://terminology.hl7.org/CodeSystem/v2-0112");
+            default_system(
+                &mut concept,
+                "http://terminology.hl7.org/CodeSystem/v2-0112",
+            );
             out.insert(
                 "hospitalization".into(),
                 json!({"dischargeDisposition": concept}),
@@ -135,10 +142,16 @@ pub fn encounter(
 
 /// PV1-19 with the sending facility as assigner when it names none: visit numbers are only
 /// unique within the facility that issued them.
-fn visit_identifier(cx: &crate::message::Repetition<'_>, ctx: &Context) -> Option<(Value, Identifier)> {
+fn visit_identifier(
+    cx: &crate::message::Repetition<'_>,
+    ctx: &Context,
+) -> Option<(Value, Identifier)> {
     let (mut json, mut id) = datatypes::identifier(cx, ctx)?;
     if cx.component(4).is_empty() {
-        id.system = format!("urn:phip:visit:{}", id.system.trim_start_matches(datatypes::ID_SYSTEM_PREFIX));
+        id.system = format!(
+            "urn:phip:visit:{}",
+            id.system.trim_start_matches(datatypes::ID_SYSTEM_PREFIX)
+        );
         json["system"] = json!(id.system);
     }
     Some((json, id))

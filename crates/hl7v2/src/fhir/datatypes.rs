@@ -15,7 +15,11 @@ pub const ID_SYSTEM_PREFIX: &str = "urn:phip:id:";
 const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
 
 /// Characters kept as-is when a facility or authority name becomes part of a URI.
-const URI_SAFE: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+const URI_SAFE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// What every mapping needs from the message header.
 #[derive(Debug, Clone)]
@@ -50,7 +54,11 @@ pub struct Identifier {
 ///
 /// FHIR requires seconds and a zone once a time is given, so minutes are padded with `:00`
 /// and a missing zone is `ctx.default_offset`. `Ok(None)` when empty.
-pub fn date_time(raw: &str, ctx: &Context, at: &dyn Fn() -> Location) -> Result<Option<String>, Hl7Error> {
+pub fn date_time(
+    raw: &str,
+    ctx: &Context,
+    at: &dyn Fn() -> Location,
+) -> Result<Option<String>, Hl7Error> {
     let Some(parts) = split_ts(raw, at)? else {
         return Ok(None);
     };
@@ -69,7 +77,11 @@ pub fn date(raw: &str, at: &dyn Fn() -> Location) -> Result<Option<String>, Hl7E
 }
 
 /// Converts an HL7 date/time to a FHIR instant: only when it has at least minutes.
-pub fn instant(raw: &str, ctx: &Context, at: &dyn Fn() -> Location) -> Result<Option<String>, Hl7Error> {
+pub fn instant(
+    raw: &str,
+    ctx: &Context,
+    at: &dyn Fn() -> Location,
+) -> Result<Option<String>, Hl7Error> {
     Ok(split_ts(raw, at)?.and_then(|p| {
         let time = p.time?;
         Some(format!(
@@ -108,7 +120,8 @@ fn split_ts(raw: &str, at: &dyn Fn() -> Location) -> Result<Option<TsParts>, Hl7
     };
     if !digits.bytes().all(|b| b.is_ascii_digit())
         || ![4, 6, 8, 10, 12, 14].contains(&digits.len())
-        || fraction.is_some_and(|f| f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()))
+        || fraction
+            .is_some_and(|f| f.is_empty() || f.len() > 9 || !f.bytes().all(|b| b.is_ascii_digit()))
         || (fraction.is_some() && digits.len() != 14)
     {
         return Err(bad());
@@ -179,7 +192,10 @@ pub fn decimal(raw: &str) -> Option<serde_json::Number> {
         None => (unsigned, None),
     };
     let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(int) || !frac.is_none_or(digits) || (int.is_empty() && frac.is_none_or(str::is_empty)) {
+    if !digits(int)
+        || !frac.is_none_or(digits)
+        || (int.is_empty() && frac.is_none_or(str::is_empty))
+    {
         return None;
     }
     let int = int.trim_start_matches('0');
@@ -230,7 +246,11 @@ pub fn identifier(cx: &Repetition<'_>, ctx: &Context) -> Option<(Value, Identifi
 }
 
 /// An EI (OBR-3 filler order number, ...) as a FHIR Identifier of type `type_code`.
-pub fn entity_identifier(ei: &Repetition<'_>, type_code: &str, ctx: &Context) -> Option<(Value, Identifier)> {
+pub fn entity_identifier(
+    ei: &Repetition<'_>,
+    type_code: &str,
+    ctx: &Context,
+) -> Option<(Value, Identifier)> {
     let value = ei.component(1).value();
     if value.is_empty() {
         return None;
@@ -258,25 +278,48 @@ pub fn entity_identifier(ei: &Repetition<'_>, type_code: &str, ctx: &Context) ->
 /// The system and assigner name for an HD assigning authority (CX-4), falling back to the
 /// sending facility. An ISO OID becomes `urn:oid:`; a name becomes `urn:phip:id:<name>`.
 fn authority_system(hd: &Component<'_>, ctx: &Context) -> (String, Option<String>) {
-    let (system, assigner) = hd_system(&hd.subcomponent(1), &hd.subcomponent(2), &hd.subcomponent(3), ctx);
+    let (system, assigner) = hd_system(
+        &hd.subcomponent(1),
+        &hd.subcomponent(2),
+        &hd.subcomponent(3),
+        ctx,
+    );
     (system, Some(assigner))
 }
 
-fn hd_system(namespace: &str, universal: &str, universal_type: &str, ctx: &Context) -> (String, String) {
-    let name = if namespace.is_empty() { universal } else { namespace };
-    let assigner = if name.is_empty() { ctx.facility.as_str() } else { name }.to_owned();
-    let system = if !universal.is_empty() && universal_type.eq_ignore_ascii_case("ISO") && is_oid(universal) {
-        format!("urn:oid:{universal}")
-    } else if universal.contains("://") || universal.starts_with("urn:") {
-        universal.to_owned()
+fn hd_system(
+    namespace: &str,
+    universal: &str,
+    universal_type: &str,
+    ctx: &Context,
+) -> (String, String) {
+    let name = if namespace.is_empty() {
+        universal
     } else {
-        Context::system_for(&assigner)
+        namespace
     };
+    let assigner = if name.is_empty() {
+        ctx.facility.as_str()
+    } else {
+        name
+    }
+    .to_owned();
+    let system =
+        if !universal.is_empty() && universal_type.eq_ignore_ascii_case("ISO") && is_oid(universal)
+        {
+            format!("urn:oid:{universal}")
+        } else if universal.contains("://") || universal.starts_with("urn:") {
+            universal.to_owned()
+        } else {
+            Context::system_for(&assigner)
+        };
     (system, assigner)
 }
 
 fn is_oid(s: &str) -> bool {
-    s.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) && s.contains('.')
+    s.split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && s.contains('.')
 }
 
 /// True for an 18-character resident ID number whose last character is its ISO 7064 MOD
@@ -376,7 +419,13 @@ pub fn address(xad: &Repetition<'_>) -> Option<Value> {
     if !lines.is_empty() {
         out.insert("line".into(), json!(lines));
     }
-    for (key, n) in [("city", 3), ("state", 4), ("postalCode", 5), ("country", 6), ("district", 9)] {
+    for (key, n) in [
+        ("city", 3),
+        ("state", 4),
+        ("postalCode", 5),
+        ("country", 6),
+        ("district", 9),
+    ] {
         let v = xad.component(n).value();
         if !v.is_empty() {
             out.insert(key.into(), json!(v));
@@ -548,12 +597,29 @@ mod tests {
         assert_eq!(dt("202403"), Some("2024-03".into()));
         assert_eq!(dt("20240315"), Some("2024-03-15".into()));
         assert_eq!(dt("202403151230"), Some("2024-03-15T12:30:00+08:00".into()));
-        assert_eq!(dt("20240315123045.25-0500"), Some("2024-03-15T12:30:45.25-05:00".into()));
-        assert_eq!(dt("2024031512+0215"), Some("2024-03-15T12:00:00+02:15".into()));
+        assert_eq!(
+            dt("20240315123045.25-0500"),
+            Some("2024-03-15T12:30:45.25-05:00".into())
+        );
+        assert_eq!(
+            dt("2024031512+0215"),
+            Some("2024-03-15T12:00:00+02:15".into())
+        );
         assert_eq!(dt(""), None);
-        assert_eq!(date("198808181126", &loc).unwrap(), Some("1988-08-18".into()));
+        assert_eq!(
+            date("198808181126", &loc).unwrap(),
+            Some("1988-08-18".into())
+        );
         assert_eq!(instant("20240315", &c, &loc).unwrap(), None);
-        for bad in ["2024-03-15", "20240230", "20241301", "2024031525", "abc", "20240315+08", "20240315.5"] {
+        for bad in [
+            "2024-03-15",
+            "20240230",
+            "20241301",
+            "2024031525",
+            "abc",
+            "20240315+08",
+            "20240315.5",
+        ] {
             let err = date_time(bad, &c, &loc).unwrap_err();
             assert_eq!(err.code, ErrorCode::DataTypeError, "{bad}");
             assert_eq!(err.location, Some(loc()));
@@ -576,7 +642,7 @@ mod tests {
     #[test]
     fn resident_id_check_digit() {
         assert!(is_resident_id("11010519491231002X"));
-        assert!(is_resident_id("110105194912310021") == false);
+        assert!(!is_resident_id("110105194912310021"));
         assert!(is_resident_id("440524188001010014"));
         assert!(!is_resident_id("44052418800101001"));
         assert!(!is_resident_id("4405241880010100AX"));
@@ -585,8 +651,14 @@ mod tests {
     #[test]
     fn coding_systems() {
         assert_eq!(coding_system("LN"), "http://loinc.org");
-        assert_eq!(coding_system("HL70078"), "http://terminology.hl7.org/CodeSystem/v2-0078");
-        assert_eq!(coding_system("2.16.840.1.113883.6.1"), "urn:oid:2.16.840.1.113883.6.1");
+        assert_eq!(
+            coding_system("HL70078"),
+            "http://terminology.hl7.org/CodeSystem/v2-0078"
+        );
+        assert_eq!(
+            coding_system("2.16.840.1.113883.6.1"),
+            "urn:oid:2.16.840.1.113883.6.1"
+        );
         assert_eq!(coding_system("Local Lab"), "urn:phip:id:Local%20Lab");
     }
 }

@@ -28,7 +28,9 @@ mod results;
 use serde_json::{json, Value};
 
 pub use self::adt::MergeInstruction;
-pub use self::datatypes::{is_resident_id, Context, Identifier, ID_SYSTEM_PREFIX, RESIDENT_ID_SYSTEM};
+pub use self::datatypes::{
+    is_resident_id, Context, Identifier, ID_SYSTEM_PREFIX, RESIDENT_ID_SYSTEM,
+};
 pub use self::results::{MappedObservation, MappedReport};
 use crate::error::{ErrorCode, Hl7Error, Location};
 use crate::message::Message;
@@ -183,7 +185,9 @@ impl MappedAdt {
             let mut encounter = encounter.clone();
             encounter["subject"] = json!({"reference": patient_reference});
             match &self.encounter_identifier {
-                Some(id) => entries.push(entry(encounter, "PUT", &conditional_url("Encounter", id))),
+                Some(id) => {
+                    entries.push(entry(encounter, "PUT", &conditional_url("Encounter", id)))
+                }
                 None if matches!(self.event.as_str(), "A01" | "A04" | "A05") => {
                     entries.push(entry(encounter, "POST", "Encounter"))
                 }
@@ -256,8 +260,20 @@ pub fn conditional_url(resource_type: &str, id: &Identifier) -> String {
     use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
     // Query-string delimiters and the token separator must not appear raw in either part.
     const QUERY: &AsciiSet = &CONTROLS
-        .add(b' ').add(b'"').add(b'#').add(b'%').add(b'&').add(b'+').add(b',')
-        .add(b'<').add(b'>').add(b'=').add(b'?').add(b'|').add(b'\\').add(b'$');
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'&')
+        .add(b'+')
+        .add(b',')
+        .add(b'<')
+        .add(b'>')
+        .add(b'=')
+        .add(b'?')
+        .add(b'|')
+        .add(b'\\')
+        .add(b'$');
     format!(
         "{resource_type}?identifier={}|{}",
         utf8_percent_encode(&id.system, QUERY),

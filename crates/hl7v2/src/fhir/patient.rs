@@ -19,7 +19,12 @@ pub fn patient(pid: &Segment<'_>, ctx: &Context) -> Result<(Value, Vec<Identifie
         }
     }
     if identifiers.is_empty() {
-        return Err(Hl7Error::missing("PID", pid.sequence(), 3, "patient identifier list"));
+        return Err(Hl7Error::missing(
+            "PID",
+            pid.sequence(),
+            3,
+            "patient identifier list",
+        ));
     }
     let mut out = Map::new();
     out.insert("resourceType".into(), json!("Patient"));
@@ -29,7 +34,9 @@ pub fn patient(pid: &Segment<'_>, ctx: &Context) -> Result<(Value, Vec<Identifie
         out.insert("name".into(), Value::Array(names));
     }
     let mut telecom = datatypes::each(pid.field(13), |r| datatypes::contact_point(r, "home"));
-    telecom.extend(datatypes::each(pid.field(14), |r| datatypes::contact_point(r, "work")));
+    telecom.extend(datatypes::each(pid.field(14), |r| {
+        datatypes::contact_point(r, "work")
+    }));
     if !telecom.is_empty() {
         out.insert("telecom".into(), Value::Array(telecom));
     }
@@ -73,7 +80,10 @@ pub fn patient(pid: &Segment<'_>, ctx: &Context) -> Result<(Value, Vec<Identifie
     let marital = pid.field(16);
     if !marital.is_empty() {
         if let Some(mut concept) = datatypes::codeable_concept(&marital.repetition(1)) {
-            default_system(&mut concept, "http://terminology.hl7.org/CodeSystem/v2-0002");
+            default_system(
+                &mut concept,
+                "http://terminology.hl7.org/CodeSystem/v2-0002",
+            );
             out.insert("maritalStatus".into(), concept);
         }
     }

@@ -6,13 +6,14 @@ use super::datatypes::{self, Context, Identifier};
 use crate::error::{ErrorCode, Hl7Error};
 use crate::message::{Message, Segment};
 
-const INTERPRETATION_V3: &str = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
+const INTERPRETATION_V3: &str =
+    "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation";
 const INTERPRETATION_V2: &str = "http://terminology.hl7.org/CodeSystem/v2-0078";
 /// OBX-8 flags that mean the same in the FHIR (v3) interpretation code system.
 const V3_FLAGS: &[&str] = &[
-    "L", "H", "LL", "HH", "LU", "HU", "N", "A", "AA", "S", "R", "I", "<", ">", "B", "U", "D",
-    "W", "NEG", "POS", "IND", "DET", "ND", "E", "EX", "HX", "LX", "MS", "VS", "NR", "SDD",
-    "SYN-R", "SYN-S",
+    "L", "H", "LL", "HH", "LU", "HU", "N", "A", "AA", "S", "R", "I", "<", ">", "B", "U", "D", "W",
+    "NEG", "POS", "IND", "DET", "ND", "E", "EX", "HX", "LX", "MS", "VS", "NR", "SDD", "SYN-R",
+    "SYN-S",
 ];
 
 /// A diagnostic report (one OBR) and the observations (OBX) under it.
@@ -37,7 +38,10 @@ pub struct MappedObservation {
 
 /// The reports of an ORU message, and observations that belong to no OBR (v2.8 allows
 /// OBX in the patient group).
-pub fn reports(message: &Message, ctx: &Context) -> Result<(Vec<MappedReport>, Vec<MappedObservation>), Hl7Error> {
+pub fn reports(
+    message: &Message,
+    ctx: &Context,
+) -> Result<(Vec<MappedReport>, Vec<MappedObservation>), Hl7Error> {
     let mut reports: Vec<MappedReport> = Vec::new();
     let mut loose = Vec::new();
     let mut in_report = false;
@@ -56,7 +60,13 @@ pub fn reports(message: &Message, ctx: &Context) -> Result<(Vec<MappedReport>, V
                     let index = current.observations.len() + 1;
                     let id = current.identifier.clone();
                     let fallback = current.report.get("effectiveDateTime").cloned();
-                    current.observations.push(observation(&segment, ctx, id.as_ref(), index, fallback)?);
+                    current.observations.push(observation(
+                        &segment,
+                        ctx,
+                        id.as_ref(),
+                        index,
+                        fallback,
+                    )?);
                 }
                 None => loose.push(observation(&segment, ctx, None, 0, None)?),
             },
@@ -71,8 +81,15 @@ fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
     out.insert("resourceType".into(), json!("DiagnosticReport"));
     let filler = datatypes::entity_identifier(&obr.field(3).repetition(1), "FILL", ctx);
     let placer = datatypes::entity_identifier(&obr.field(2).repetition(1), "PLAC", ctx);
-    let identifier = filler.as_ref().or(placer.as_ref()).map(|(_, id)| id.clone());
-    let ids: Vec<Value> = [filler, placer].into_iter().flatten().map(|(j, _)| j).collect();
+    let identifier = filler
+        .as_ref()
+        .or(placer.as_ref())
+        .map(|(_, id)| id.clone());
+    let ids: Vec<Value> = [filler, placer]
+        .into_iter()
+        .flatten()
+        .map(|(j, _)| j)
+        .collect();
     if !ids.is_empty() {
         out.insert("identifier".into(), Value::Array(ids));
     }
@@ -100,8 +117,9 @@ fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
             json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": section}]}]),
         );
     }
-    let code = datatypes::codeable_concept(&obr.field(4).repetition(1))
-        .ok_or_else(|| Hl7Error::missing("OBR", obr.sequence(), 4, "universal service identifier"))?;
+    let code = datatypes::codeable_concept(&obr.field(4).repetition(1)).ok_or_else(|| {
+        Hl7Error::missing("OBR", obr.sequence(), 4, "universal service identifier")
+    })?;
     out.insert("code".into(), code);
     if let Some(when) = datatypes::date_time(&obr.field(7).value(), ctx, &|| obr.location(7))? {
         out.insert("effectiveDateTime".into(), json!(when));
@@ -128,7 +146,11 @@ fn observation(
     let set_id = obx.field(1).value();
     let sub_id = obx.field(4).value();
     let identifier = report.map(|r| {
-        let position = if set_id.is_empty() { index.to_string() } else { set_id.to_string() };
+        let position = if set_id.is_empty() {
+            index.to_string()
+        } else {
+            set_id.to_string()
+        };
         let value = if sub_id.is_empty() {
             format!("{}-{position}", r.value)
         } else {
@@ -140,7 +162,10 @@ fn observation(
         }
     });
     if let Some(id) = &identifier {
-        out.insert("identifier".into(), json!([{"system": id.system, "value": id.value}]));
+        out.insert(
+            "identifier".into(),
+            json!([{"system": id.system, "value": id.value}]),
+        );
     }
     let status = match obx.field(11).value().as_ref() {
         "F" | "U" => "final",
@@ -180,7 +205,11 @@ fn observation(
             if code.is_empty() {
                 return None;
             }
-            let system = if V3_FLAGS.contains(&code.as_ref()) { INTERPRETATION_V3 } else { INTERPRETATION_V2 };
+            let system = if V3_FLAGS.contains(&code.as_ref()) {
+                INTERPRETATION_V3
+            } else {
+                INTERPRETATION_V2
+            };
             Some(json!({"coding": [{"system": system, "code": code}]}))
         })
         .collect();
@@ -232,11 +261,19 @@ fn value(obx: &Segment<'_>, ctx: &Context) -> Result<Option<(&'static str, Value
         "TM" => {
             let t = first.value();
             let digits: String = t.chars().take_while(char::is_ascii_digit).collect();
-            if digits.len() < 4 || digits.len() % 2 != 0 || digits.len() > 6 {
+            if !matches!(digits.len(), 4 | 6) {
                 return Err(bad("time (TM)"));
             }
             let padded = format!("{digits:0<6}");
-            ("valueTime", json!(format!("{}:{}:{}", &padded[..2], &padded[2..4], &padded[4..6])))
+            (
+                "valueTime",
+                json!(format!(
+                    "{}:{}:{}",
+                    &padded[..2],
+                    &padded[2..4],
+                    &padded[4..6]
+                )),
+            )
         }
         // ST, TX, FT and anything else: text, repetitions as lines.
         _ => {
@@ -253,7 +290,11 @@ fn value(obx: &Segment<'_>, ctx: &Context) -> Result<Option<(&'static str, Value
     }))
 }
 
-fn quantity(number: serde_json::Number, units: &crate::message::Repetition<'_>, comparator: Option<&str>) -> Value {
+fn quantity(
+    number: serde_json::Number,
+    units: &crate::message::Repetition<'_>,
+    comparator: Option<&str>,
+) -> Value {
     let mut q = Map::new();
     q.insert("value".into(), Value::Number(number));
     if let Some(c) = comparator {
@@ -263,9 +304,14 @@ fn quantity(number: serde_json::Number, units: &crate::message::Repetition<'_>, 
     let text = units.component(2).value();
     let system = units.component(3).value();
     if !code.is_empty() || !text.is_empty() {
-        q.insert("unit".into(), json!(if text.is_empty() { &code } else { &text }));
+        q.insert(
+            "unit".into(),
+            json!(if text.is_empty() { &code } else { &text }),
+        );
     }
-    if !code.is_empty() && (system == "UCUM" || system == "ISO+" || system.is_empty() && is_plain_ucum(&code)) {
+    if !code.is_empty()
+        && (system == "UCUM" || system == "ISO+" || system.is_empty() && is_plain_ucum(&code))
+    {
         q.insert("system".into(), json!("http://unitsofmeasure.org"));
         q.insert("code".into(), json!(code));
     }
@@ -274,11 +320,30 @@ fn quantity(number: serde_json::Number, units: &crate::message::Repetition<'_>, 
 
 /// A few unit strings are unambiguous UCUM even when the sender names no system.
 fn is_plain_ucum(code: &str) -> bool {
-    matches!(code, "%" | "mg/dL" | "mmol/L" | "g/L" | "g/dL" | "mm[Hg]" | "kg" | "cm" | "Cel" | "/min" | "10*9/L" | "10*12/L" | "fL" | "pg" | "U/L")
+    matches!(
+        code,
+        "%" | "mg/dL"
+            | "mmol/L"
+            | "g/L"
+            | "g/dL"
+            | "mm[Hg]"
+            | "kg"
+            | "cm"
+            | "Cel"
+            | "/min"
+            | "10*9/L"
+            | "10*12/L"
+            | "fL"
+            | "pg"
+            | "U/L"
+    )
 }
 
 /// SN: `comparator^num1^separator^num2` as a Quantity, Range or Ratio.
-fn structured_numeric(sn: &crate::message::Repetition<'_>, units: &crate::message::Repetition<'_>) -> Option<(&'static str, Value)> {
+fn structured_numeric(
+    sn: &crate::message::Repetition<'_>,
+    units: &crate::message::Repetition<'_>,
+) -> Option<(&'static str, Value)> {
     let comparator = sn.component(1).value();
     let n1 = sn.component(2).value();
     let separator = sn.component(3).value();
@@ -290,7 +355,10 @@ fn structured_numeric(sn: &crate::message::Repetition<'_>, units: &crate::messag
                 "<" | "<=" | ">" | ">=" => Some(comparator.as_ref()),
                 _ => return None,
             };
-            Some(("valueQuantity", quantity(datatypes::decimal(&n1)?, units, c)))
+            Some((
+                "valueQuantity",
+                quantity(datatypes::decimal(&n1)?, units, c),
+            ))
         }
         ("-", false) => Some((
             "valueRange",

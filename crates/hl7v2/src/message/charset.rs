@@ -79,7 +79,7 @@ pub fn encoding_for_label(label: &str) -> Option<&'static Encoding> {
         "BIG-5" | "BIG5" => BIG5,
         "KS X 1001" | "ISO IR149" => EUC_KR,
         "ISO IR87" | "ISO IR159" => ISO_2022_JP,
-        _ => return Encoding::for_label(normalized.as_bytes()).filter(|e| is_ascii_compatible(e)),
+        _ => return Encoding::for_label(normalized.as_bytes()).filter(is_ascii_compatible),
     };
     Some(encoding)
 }
@@ -128,7 +128,10 @@ pub fn decode(raw: &[u8]) -> Result<(String, Charset), Hl7Error> {
                 return Err(Hl7Error::at(
                     ErrorCode::DataTypeError,
                     msh18(),
-                    format!("message is declared UTF-8 but byte {} is not valid UTF-8", e.valid_up_to()),
+                    format!(
+                        "message is declared UTF-8 but byte {} is not valid UTF-8",
+                        e.valid_up_to()
+                    ),
                 ))
             }
             Err(_) => {

@@ -40,7 +40,11 @@ impl Delimiters {
     /// Reads the delimiters from the field separator and the encoding characters (MSH-2).
     pub fn from_msh(field: char, encoding: &str) -> Result<Self, Hl7Error> {
         let bad = |message: String| {
-            Hl7Error::at(ErrorCode::DataTypeError, Location::field("MSH", 1, 2), message)
+            Hl7Error::at(
+                ErrorCode::DataTypeError,
+                Location::field("MSH", 1, 2),
+                message,
+            )
         };
         if !is_delimiter_char(field) {
             return Err(Hl7Error::at(

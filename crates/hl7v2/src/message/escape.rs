@@ -13,7 +13,11 @@ use super::Delimiters;
 /// highlighting and other formatting commands (`\H\ \N\ \.in..\` ...) and charset switches
 /// (`\C..\ \M..\`) are dropped, as they carry no text. An unterminated or unknown sequence is
 /// kept as written rather than losing data. Borrows when there is nothing to unescape.
-pub fn unescape<'a>(raw: &'a str, delimiters: &Delimiters, charset: &'static Encoding) -> Cow<'a, str> {
+pub fn unescape<'a>(
+    raw: &'a str,
+    delimiters: &Delimiters,
+    charset: &'static Encoding,
+) -> Cow<'a, str> {
     let Some(esc) = delimiters.escape else {
         return Cow::Borrowed(raw);
     };
@@ -80,7 +84,7 @@ fn expand(sequence: &str, d: &Delimiters, charset: &'static Encoding, out: &mut 
 }
 
 fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || hex.len() & 1 == 1 {
         return None;
     }
     (0..hex.len())
@@ -186,7 +190,10 @@ mod tests {
             "",
         ] {
             let escaped = escape(text, &d);
-            assert!(!escaped.contains(['|', '^', '&', '~', '\r', '\n']), "{escaped}");
+            assert!(
+                !escaped.contains(['|', '^', '&', '~', '\r', '\n']),
+                "{escaped}"
+            );
             assert_eq!(unescape(&escaped, &d, UTF_8), text);
         }
     }

@@ -150,9 +150,7 @@ impl Message {
         };
         require(9, "message type")?;
         let message_type = msh.field(9);
-        if message_type.component(2).value().is_empty()
-            && message_type.value() != "ACK"
-        {
+        if message_type.component(2).value().is_empty() && message_type.value() != "ACK" {
             return Err(Hl7Error::at(
                 ErrorCode::RequiredFieldMissing,
                 Location::field("MSH", 1, 9).with_component(2),
@@ -227,7 +225,9 @@ impl Message {
 
     /// [`Message::get`] with a pre-parsed path.
     pub fn get_path(&self, path: &Path) -> Option<Cow<'_, str>> {
-        let segment = self.segments(&path.segment).nth(path.segment_repetition - 1)?;
+        let segment = self
+            .segments(&path.segment)
+            .nth(path.segment_repetition - 1)?;
         let value = segment
             .field(path.field)
             .repetition(path.repetition)
@@ -312,7 +312,9 @@ fn index_segment(
     let id = &line[..id_end];
     let valid_id = id.len() == 3
         && id.as_bytes()[0].is_ascii_uppercase()
-        && id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
     if !valid_id {
         let shown: String = id.chars().take(20).collect();
         return Err(Hl7Error::at(
@@ -366,7 +368,11 @@ impl<'m> Segment<'m> {
     /// reports it.
     pub fn sequence(&self) -> usize {
         let id = self.id();
-        self.message.segments_all().take(self.index + 1).filter(|s| s.id() == id).count()
+        self.message
+            .segments_all()
+            .take(self.index + 1)
+            .filter(|s| s.id() == id)
+            .count()
     }
 
     /// The number of the last field present.
@@ -555,8 +561,10 @@ impl<'m> Component<'m> {
 
     /// Subcomponent `n` (1-based), unescaped; empty when absent.
     pub fn subcomponent(&self, n: usize) -> Cow<'m, str> {
-        self.ctx
-            .text(self.ctx.split(self.raw, self.ctx.delimiters().subcomponent, n))
+        self.ctx.text(
+            self.ctx
+                .split(self.raw, self.ctx.delimiters().subcomponent, n),
+        )
     }
 
     /// All subcomponents, unescaped.

@@ -64,12 +64,27 @@ mod tests {
     fn parses_terser_paths() {
         let p = Path::parse("PID-3(2)-4-2").unwrap();
         assert_eq!(
-            (p.segment.as_str(), p.segment_repetition, p.field, p.repetition, p.component, p.subcomponent),
+            (
+                p.segment.as_str(),
+                p.segment_repetition,
+                p.field,
+                p.repetition,
+                p.component,
+                p.subcomponent
+            ),
             ("PID", 1, 3, 2, 4, 2)
         );
         let p = Path::parse("OBX(3).5").unwrap();
         assert_eq!((p.segment_repetition, p.field, p.component), (3, 5, 1));
-        for bad in ["PID", "PID-0", "PID-x", "PI-1", "PID-1-2-3-4", "PID(0)-1", "PID-3(2"] {
+        for bad in [
+            "PID",
+            "PID-0",
+            "PID-x",
+            "PI-1",
+            "PID-1-2-3-4",
+            "PID(0)-1",
+            "PID-3(2",
+        ] {
             assert!(Path::parse(bad).is_none(), "{bad}");
         }
     }

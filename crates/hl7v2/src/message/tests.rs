@@ -39,7 +39,10 @@ fn header_accessors_count_msh_fields_from_the_separator() {
     assert_eq!(m.sending_application().as_deref(), Some("HIS"));
     assert_eq!(m.version(), "2.5.1");
     let t = m.message_type();
-    assert_eq!((t.code.as_str(), t.trigger.as_str(), t.structure.as_str()), ("ADT", "A01", "ADT_A01"));
+    assert_eq!(
+        (t.code.as_str(), t.trigger.as_str(), t.structure.as_str()),
+        ("ADT", "A01", "ADT_A01")
+    );
 }
 
 #[test]
@@ -93,9 +96,13 @@ fn malformed_messages_name_segment_and_field() {
     assert_eq!(err.location, Some(Location::field("MSH", 1, 10)));
 
     let err = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT|1|P|2.5\r").unwrap_err();
-    assert_eq!(err.location, Some(Location::field("MSH", 1, 9).with_component(2)));
+    assert_eq!(
+        err.location,
+        Some(Location::field("MSH", 1, 9).with_component(2))
+    );
 
-    let err = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|1\rpv1|x\r").unwrap_err();
+    let err =
+        Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A01|1|P|2.5\rPID|1\rpv1|x\r").unwrap_err();
     assert_eq!(err.code, ErrorCode::SegmentSequenceError);
     assert_eq!(err.location.as_ref().unwrap().sequence, 3);
     assert!(err.message.contains("pv1"), "{}", err.message);
@@ -120,7 +127,10 @@ fn writer_escapes_and_round_trips() {
         .text(11, "line1\nline2")
         .end();
     let er7 = w.finish();
-    assert!(er7.starts_with("MSH|^~\\&|APP||||||ADT^A01|1|P|2.5\rPID|||||"), "{er7}");
+    assert!(
+        er7.starts_with("MSH|^~\\&|APP||||||ADT^A01|1|P|2.5\rPID|||||"),
+        "{er7}"
+    );
     let m = Message::parse(er7.as_bytes()).unwrap();
     assert_eq!(m.get("PID-5-1").as_deref(), Some("O|Brien^"));
     assert_eq!(m.get("PID-5-2").as_deref(), Some("Pat&\\~"));

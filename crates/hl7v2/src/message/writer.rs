@@ -61,7 +61,10 @@ impl SegmentWriter<'_> {
     /// Sets field `n` to components, each escaped; trailing empty components are dropped.
     pub fn components(&mut self, n: usize, values: &[&str]) -> &mut Self {
         let d = self.writer.delimiters;
-        let last = values.iter().rposition(|v| !v.is_empty()).map_or(0, |i| i + 1);
+        let last = values
+            .iter()
+            .rposition(|v| !v.is_empty())
+            .map_or(0, |i| i + 1);
         let joined = values[..last]
             .iter()
             .map(|v| escape(v, &d))
@@ -91,7 +94,11 @@ impl SegmentWriter<'_> {
         } else {
             0
         };
-        let last = self.fields.iter().rposition(|f| !f.is_empty()).map_or(0, |i| i + 1);
+        let last = self
+            .fields
+            .iter()
+            .rposition(|f| !f.is_empty())
+            .map_or(0, |i| i + 1);
         for field in self.fields.iter().take(last).skip(first) {
             out.push(d.field);
             out.push_str(field);

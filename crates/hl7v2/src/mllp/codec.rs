@@ -150,7 +150,10 @@ mod tests {
         let mut wire = b"noise".to_vec();
         wire.extend(frame(b"msg"));
         let mut buf = BytesMut::from(&wire[..]);
-        assert_eq!(decode_all(&mut MllpCodec::new(1024), &mut buf), vec![b"msg".to_vec()]);
+        assert_eq!(
+            decode_all(&mut MllpCodec::new(1024), &mut buf),
+            vec![b"msg".to_vec()]
+        );
     }
 
     #[test]
