@@ -91,7 +91,9 @@ def run(frames, link_type, truth_pairs):
     from splink import DuckDBAPI, Linker, block_on
 
     started = time.perf_counter()
-    linker = Linker(frames if len(frames) > 1 else frames[0], settings(link_type), db_api=DuckDBAPI())
+    db_api = DuckDBAPI()
+    registered = [db_api.register(f, dataset_display_name=f"df_{i}") for i, f in enumerate(frames)]
+    linker = Linker(registered if len(registered) > 1 else registered[0], settings(link_type))
     linker.training.estimate_probability_two_random_records_match(
         [block_on("given_name", "surname", "date_of_birth")], recall=0.7
     )

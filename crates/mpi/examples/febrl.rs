@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use phip_mpi::febrl::{self, RunOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = PathBuf::from(std::env::args().nth(1).unwrap_or("../shared/data/febrl".into()));
+    let dir = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or("../shared/data/febrl".into()),
+    );
     let options = RunOptions::default();
     let a = febrl::load(&dir.join("dataset4a.csv"))?;
     let b = febrl::load(&dir.join("dataset4b.csv"))?;

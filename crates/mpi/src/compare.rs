@@ -335,10 +335,30 @@ pub fn compare(a: &MatchRecord, b: &MatchRecord) -> Vector {
         aa,
         ba,
         |x: &AddressParts| x.division.is_some(),
-        |x, y| compare_division(x.division.as_deref().unwrap_or(""), y.division.as_deref().unwrap_or("")),
+        |x, y| {
+            compare_division(
+                x.division.as_deref().unwrap_or(""),
+                y.division.as_deref().unwrap_or(""),
+            )
+        },
     );
-    v[7] = best(aa, ba, |x| !x.postcode.is_empty(), |x, y| compare_code(&x.postcode, &y.postcode));
-    v[8] = best(aa, ba, |x| !x.locality.is_empty(), |x, y| compare_locality(&x.locality, &y.locality));
-    v[9] = best(aa, ba, |x| !x.street.is_empty(), |x, y| compare_street(&x.street, &y.street));
+    v[7] = best(
+        aa,
+        ba,
+        |x| !x.postcode.is_empty(),
+        |x, y| compare_code(&x.postcode, &y.postcode),
+    );
+    v[8] = best(
+        aa,
+        ba,
+        |x| !x.locality.is_empty(),
+        |x, y| compare_locality(&x.locality, &y.locality),
+    );
+    v[9] = best(
+        aa,
+        ba,
+        |x| !x.street.is_empty(),
+        |x, y| compare_street(&x.street, &y.street),
+    );
     v
 }

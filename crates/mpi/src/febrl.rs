@@ -268,7 +268,13 @@ pub fn link(left: &[FebrlRow], right: &[FebrlRow], options: &RunOptions) -> Eval
     for r in right {
         true_pairs += by_entity.get(r.entity.as_str()).copied().unwrap_or(0);
     }
-    let random = random_patterns(&lrefs, &rrefs, false, options.train.random_pairs, options.train.seed);
+    let random = random_patterns(
+        &lrefs,
+        &rrefs,
+        false,
+        options.train.random_pairs,
+        options.train.seed,
+    );
     finish(
         started,
         left.len() + right.len(),
@@ -297,9 +303,24 @@ pub fn dedupe(rows: &[FebrlRow], options: &RunOptions) -> Evaluation {
         *by_entity.entry(&r.entity).or_default() += 1;
     }
     let true_pairs = by_entity.values().map(|n| n * (n - 1) / 2).sum();
-    let random = random_patterns(&refs, &refs, true, options.train.random_pairs, options.train.seed);
+    let random = random_patterns(
+        &refs,
+        &refs,
+        true,
+        options.train.random_pairs,
+        options.train.seed,
+    );
     let truth = |a: u32, b: u32| rows[a as usize].entity == rows[b as usize].entity;
-    finish(started, rows.len(), blocked, &random, options, false, true_pairs, truth)
+    finish(
+        started,
+        rows.len(),
+        blocked,
+        &random,
+        options,
+        false,
+        true_pairs,
+        truth,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

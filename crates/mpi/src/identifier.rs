@@ -117,7 +117,14 @@ impl Default for IdentifierRegistry {
             entries: vec![
                 entry(RESIDENT_ID, false, ResidentId, true, true, "居民身份证号码"),
                 entry(HEALTH_CARD, false, HealthCard, false, false, "居民健康卡号"),
-                entry(MEDICAL_INSURANCE, false, MedicalInsurance, false, false, "医保号"),
+                entry(
+                    MEDICAL_INSURANCE,
+                    false,
+                    MedicalInsurance,
+                    false,
+                    false,
+                    "医保号",
+                ),
                 entry(PASSPORT_PREFIX, true, Passport, true, false, "护照号码"),
                 entry(MRN_PREFIX, true, MedicalRecordNumber, true, false, "病案号"),
             ],
@@ -148,7 +155,10 @@ impl IdentifierRegistry {
     /// Classifies `system`: an exact entry wins over a prefix entry, the longest prefix over
     /// shorter ones; unknown systems are [`Classification::OTHER`].
     pub fn classify(&self, system: &str) -> Classification {
-        let exact = self.entries.iter().find(|e| !e.prefix && e.system == system);
+        let exact = self
+            .entries
+            .iter()
+            .find(|e| !e.prefix && e.system == system);
         let best = exact.or_else(|| {
             self.entries
                 .iter()

@@ -192,7 +192,9 @@ pub fn cross_check(id: &ResidentId, birth_date: Option<&str>, sex: Option<Sex>) 
     if let Some(recorded) = birth_date {
         let encoded = id.birth_date.format("%Y-%m-%d").to_string();
         let recorded_trim = recorded.trim();
-        let prefix = recorded_trim.get(..recorded_trim.len().min(10)).unwrap_or("");
+        let prefix = recorded_trim
+            .get(..recorded_trim.len().min(10))
+            .unwrap_or("");
         if prefix.len() >= 4 && !encoded.starts_with(prefix) {
             out.push(IdMismatch::BirthDate {
                 encoded: id.birth_date,

@@ -49,7 +49,11 @@ fn usable(i: &RecordIdentifier) -> bool {
 /// Applies the rules to a pair; `None` when they decide nothing and the score decides.
 pub fn evaluate(a: &MatchRecord, b: &MatchRecord) -> Option<RuleOutcome> {
     // Exclusive systems first: different people even if they share, say, an MRN by mistake.
-    for x in a.identifiers.iter().filter(|i| i.class.exclusive && usable(i)) {
+    for x in a
+        .identifiers
+        .iter()
+        .filter(|i| i.class.exclusive && usable(i))
+    {
         let theirs: Vec<&RecordIdentifier> = b
             .identifiers
             .iter()
@@ -59,15 +63,22 @@ pub fn evaluate(a: &MatchRecord, b: &MatchRecord) -> Option<RuleOutcome> {
             .identifiers
             .iter()
             .filter(|y| y.system == x.system && usable(y));
-        if !theirs.is_empty() && !ours.clone().any(|o| theirs.iter().any(|t| t.value == o.value)) {
+        if !theirs.is_empty()
+            && !ours
+                .clone()
+                .any(|o| theirs.iter().any(|t| t.value == o.value))
+        {
             return Some(RuleOutcome::DifferentExclusiveIdentifier {
                 system: x.system.clone(),
             });
         }
     }
-    for x in a.identifiers.iter().filter(|i| i.class.trusted && usable(i)) {
-        if b
-            .identifiers
+    for x in a
+        .identifiers
+        .iter()
+        .filter(|i| i.class.trusted && usable(i))
+    {
+        if b.identifiers
             .iter()
             .any(|y| y.system == x.system && y.value == x.value && usable(y))
         {

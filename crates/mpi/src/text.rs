@@ -143,7 +143,10 @@ pub fn soundex(s: &str) -> String {
             _ => b'0',
         }
     }
-    let mut letters = s.bytes().filter(u8::is_ascii_alphabetic).map(|c| c.to_ascii_lowercase());
+    let mut letters = s
+        .bytes()
+        .filter(u8::is_ascii_alphabetic)
+        .map(|c| c.to_ascii_lowercase());
     let Some(first) = letters.next() else {
         return String::new();
     };

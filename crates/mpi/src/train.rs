@@ -90,7 +90,12 @@ pub(crate) fn random_patterns(
 }
 
 /// EM from a starting model whose u was seeded from `random`.
-pub fn fit(blocked: &Patterns, random: &Patterns, start: &Model, em: &EmOptions) -> (Model, EmReport) {
+pub fn fit(
+    blocked: &Patterns,
+    random: &Patterns,
+    start: &Model,
+    em: &EmOptions,
+) -> (Model, EmReport) {
     let seeded = estimate_u(random, start);
     fit_em(blocked, &seeded, em)
 }
