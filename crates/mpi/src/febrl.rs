@@ -184,7 +184,8 @@ pub struct Evaluation {
     pub compare_seconds: f64,
     /// Threads of the comparison phase.
     pub threads: usize,
-    /// Comparisons per second and core during the comparison phase.
+    /// Comparisons per second and core during the comparison phase: comparisons divided by
+    /// the summed busy time of the worker threads (candidate lookup included).
     pub comparisons_per_second_per_core: f64,
     /// Records per second over the whole run.
     pub records_per_second: f64,
@@ -198,6 +199,8 @@ struct Pairs {
     /// (left index, right index, vector)
     pairs: Vec<(u32, u32, Vector)>,
     compare_seconds: f64,
+    /// Sum over threads of the time each spent blocking and comparing.
+    busy_seconds: f64,
 }
 
 /// Compares every query with its blocked candidates in `index` on `threads` threads.
@@ -218,6 +221,7 @@ fn blocked_pairs(
             .map(|(c, part)| {
                 let keep = &keep;
                 scope.spawn(move || {
+                    let busy = Instant::now();
                     let mut out = Vec::new();
                     let mut slots = Vec::new();
                     for (k, q) in part.iter().enumerate() {
@@ -232,18 +236,24 @@ fn blocked_pairs(
                             }
                         }
                     }
-                    out
+                    (out, busy.elapsed().as_secs_f64())
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect::<Vec<_>>()
+        let mut pairs = Vec::new();
+        let mut busy = 0.0;
+        for h in handles {
+            if let Ok((part, seconds)) = h.join() {
+                pairs.extend(part);
+                busy += seconds;
+            }
+        }
+        (pairs, busy)
     });
     Pairs {
-        pairs,
+        pairs: pairs.0,
         compare_seconds: started.elapsed().as_secs_f64(),
+        busy_seconds: pairs.1,
     }
 }
 
@@ -401,8 +411,7 @@ fn finish(
         wall_seconds,
         compare_seconds: blocked.compare_seconds,
         threads,
-        comparisons_per_second_per_core: comparisons as f64
-            / (blocked.compare_seconds.max(1e-9) * threads as f64),
+        comparisons_per_second_per_core: comparisons as f64 / blocked.busy_seconds.max(1e-9),
         records_per_second: records as f64 / wall_seconds.max(1e-9),
         em,
         model,
