@@ -69,10 +69,23 @@ pub struct BenchArgs {
     /// Print the report as JSON instead of text tables.
     #[arg(long)]
     pub json: bool,
+    /// A benchmark other than the HTTP one.
+    #[command(subcommand)]
+    pub target: Option<BenchTarget>,
+}
+
+/// Benchmarks selected by a subcommand of `phip bench`.
+#[derive(clap::Subcommand, Debug, Clone)]
+pub enum BenchTarget {
+    /// The master patient index matcher on FEBRL (precision, recall, speed; `--splink` compares).
+    Mpi(crate::bench_mpi::MpiArgs),
 }
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if let Some(BenchTarget::Mpi(mpi)) = args.target {
+        return crate::bench_mpi::run(mpi);
+    }
     if args.bundle_size == 0 || args.clients == 0 {
         bail!("--bundle-size and --clients must be at least 1");
     }

@@ -4,6 +4,7 @@
 //! environment, builds the store and engine, and runs a command.
 
 mod bench;
+mod bench_mpi;
 mod config;
 mod import;
 mod serve;
