@@ -31,7 +31,8 @@
 //! first case.
 
 use chrono::NaiveDate;
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::alert::{Coding, DiseaseLabel};
@@ -113,8 +114,8 @@ impl EarsOptions {
     }
 }
 
-/// One detection method with its parameters.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One detection method with its parameters: an object tagged by `method`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(tag = "method")]
 pub enum MethodConfig {
     /// EARS C1.
@@ -129,6 +130,38 @@ pub enum MethodConfig {
     /// CIDARS moving percentile.
     #[serde(rename = "CIDARS")]
     Cidars(CidarsParams),
+}
+
+impl<'de> Deserialize<'de> for MethodConfig {
+    // serde's derived internally tagged enums buffer their content, and the workspace builds
+    // serde_json with `arbitrary_precision`, whose buffered numbers no longer deserialise as
+    // f64. So: read a JSON value, take the tag off, deserialise the rest directly.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut v = Value::deserialize(d)?;
+        let method = v
+            .as_object_mut()
+            .and_then(|o| o.remove("method"))
+            .ok_or_else(|| D::Error::custom("a method entry needs a \"method\" field"))?;
+        let rest = |v: Value| -> Result<EarsOptions, D::Error> {
+            serde_json::from_value(v).map_err(D::Error::custom)
+        };
+        Ok(match method.as_str() {
+            Some("C1") => MethodConfig::C1(rest(v)?),
+            Some("C2") => MethodConfig::C2(rest(v)?),
+            Some("C3") => MethodConfig::C3(rest(v)?),
+            Some("CUSUM") => {
+                MethodConfig::Cusum(serde_json::from_value(v).map_err(D::Error::custom)?)
+            }
+            Some("CIDARS") => {
+                MethodConfig::Cidars(serde_json::from_value(v).map_err(D::Error::custom)?)
+            }
+            _ => {
+                return Err(D::Error::custom(format!(
+                    "unknown method {method}, expected C1, C2, C3, CUSUM or CIDARS"
+                )))
+            }
+        })
+    }
 }
 
 impl MethodConfig {
@@ -280,9 +313,7 @@ impl SurveillanceConfig {
                     return None;
                 }
                 let code = resource.get("code").unwrap_or(&Value::Null);
-                let value = resource
-                    .get("valueCodeableConcept")
-                    .unwrap_or(&Value::Null);
+                let value = resource.get("valueCodeableConcept").unwrap_or(&Value::Null);
                 let disease = self.diseases.iter().find(|d| {
                     d.matches_diagnosis(code)
                         || d.matches_diagnosis(value)
@@ -312,12 +343,7 @@ fn codings(concept: &Value) -> impl Iterator<Item = (&str, &str)> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
-        .filter_map(|c| {
-            Some((
-                c.get("system")?.as_str()?,
-                c.get("code")?.as_str()?,
-            ))
-        })
+        .filter_map(|c| Some((c.get("system")?.as_str()?, c.get("code")?.as_str()?)))
 }
 
 /// The first of `paths` holding a FHIR date/dateTime/instant with at least a full day.

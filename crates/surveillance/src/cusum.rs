@@ -79,7 +79,9 @@ impl CusumParams {
             return Err(ParamError::new("CUSUM h must be a finite number > 0"));
         }
         if !(self.min_sigma > 0.0 && self.min_sigma.is_finite()) {
-            return Err(ParamError::new("CUSUM min_sigma must be a finite number > 0"));
+            return Err(ParamError::new(
+                "CUSUM min_sigma must be a finite number > 0",
+            ));
         }
         Ok(())
     }

@@ -43,11 +43,11 @@ pub fn detect(
                     .filter(|p| in_range(p.index))
                     .filter_map(|p| Alert::from_cusum(&label, division, series, p, params)),
             ),
-            MethodConfig::Cidars(params) => {
-                alerts.extend(cidars_range(series, from, to, params)?.into_iter().filter_map(
-                    |p| Alert::from_cidars(&label, division, &p, params),
-                ))
-            }
+            MethodConfig::Cidars(params) => alerts.extend(
+                cidars_range(series, from, to, params)?
+                    .into_iter()
+                    .filter_map(|p| Alert::from_cidars(&label, division, &p, params)),
+            ),
         }
     }
     Ok(alerts)

@@ -122,11 +122,15 @@ impl EarsParams {
             return Err(ParamError::new("EARS baseline must be at least 3 days"));
         }
         if !(self.min_sigma >= 0.0 && self.min_sigma.is_finite()) {
-            return Err(ParamError::new("EARS minSigma must be a finite number >= 0"));
+            return Err(ParamError::new(
+                "EARS minSigma must be a finite number >= 0",
+            ));
         }
         let a = self.effective_alpha();
         if !(a > 0.0 && a < 1.0) {
-            return Err(ParamError::new("EARS alpha must lie strictly between 0 and 1"));
+            return Err(ParamError::new(
+                "EARS alpha must lie strictly between 0 and 1",
+            ));
         }
         Ok(())
     }

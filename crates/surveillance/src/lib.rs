@@ -16,6 +16,8 @@
 //!
 //! The crate is pure computation: no storage, no transport.
 
+#![warn(missing_docs)]
+
 pub mod alert;
 pub mod cidars;
 pub mod config;

@@ -123,7 +123,12 @@ impl DailySeries {
     pub fn window_sum(&self, end: NaiveDate, days: usize) -> Option<u64> {
         let last = self.index_of(end)?;
         let first = (last + 1).checked_sub(days)?;
-        Some(self.counts[first..=last].iter().map(|&c| u64::from(c)).sum())
+        Some(
+            self.counts[first..=last]
+                .iter()
+                .map(|&c| u64::from(c))
+                .sum(),
+        )
     }
 
     /// Adds `other` day by day (the two must cover the same dates, which [`SeriesSet`]
@@ -168,7 +173,8 @@ pub fn roll_up_code(code: &str, to: RollUp) -> Option<String> {
         RollUp::Prefecture => Level::Prefecture,
         RollUp::Province => Level::Province,
     };
-    if level >= want {
+    // `Level` orders Province < Prefecture < County, so "at or above" is `<=`.
+    if level <= want {
         // Already at (or above) the level asked for: a prefecture stays itself for a
         // prefecture roll-up; a province stays itself for both.
         return Some(code.to_string());
@@ -177,7 +183,7 @@ pub fn roll_up_code(code: &str, to: RollUp) -> Option<String> {
     // picks the prefecture when there is one and the province otherwise.
     division::ancestors(code)
         .into_iter()
-        .find(|a| division::level(a).is_some_and(|l| l >= want))
+        .find(|a| division::level(a).is_some_and(|l| l <= want))
 }
 
 /// Series for many (disease, division) pairs over one common date range.

@@ -64,7 +64,11 @@ fn c2_uses_a_two_day_guard_band() {
     // and no alarm. R gives upper bounds 6.98947, 25.58707, 33.73825 for days 7, 8, 9.
     let c1 = ears(&y, &EarsParams::new(EarsMethod::C1)).unwrap();
     let ub: Vec<f64> = c1.iter().map(|p| p.upper_bound.unwrap()).collect();
-    let r = [6.989_472_752_566_693, 25.587_066_454_343_23, 33.738_250_229_363_43];
+    let r = [
+        6.989_472_752_566_693,
+        25.587_066_454_343_23,
+        33.738_250_229_363_43,
+    ];
     for (a, b) in ub.iter().zip(r) {
         assert!((a - b).abs() < 1e-9, "{a} vs {b}");
     }
@@ -93,14 +97,20 @@ fn c3_follows_r_code() {
     // 7 > 7.8213 is false: R's C3 does not alarm although the documented statistic
     // C3(11) = e9 + e10 + e11 = 3.4222 exceeds z (see the module documentation).
     let p11 = out[0];
-    assert!(close(p11.upper_bound.unwrap(), 7.0 + SD * (Z_025 - e9 - e10)));
+    assert!(close(
+        p11.upper_bound.unwrap(),
+        7.0 + SD * (Z_025 - e9 - e10)
+    ));
     assert!(close(p11.upper_bound.unwrap(), 7.821_297_072_499_125));
     assert!(close(p11.statistic.unwrap(), e9 + e10 + e11));
     assert!(!p11.alarm);
 
     // Day 12: U3 = 5 + 1.2910·(1.9600 − 1.3238 − 2.0984) = 3.1123; 5 > 3.1123 → alarm.
     let p12 = out[1];
-    assert!(close(p12.upper_bound.unwrap(), 5.0 + SD * (Z_025 - e10 - e11)));
+    assert!(close(
+        p12.upper_bound.unwrap(),
+        5.0 + SD * (Z_025 - e10 - e11)
+    ));
     assert!(close(p12.upper_bound.unwrap(), 3.112_291_521_234_930_7));
     assert!(close(p12.statistic.unwrap(), e10 + e11 + e12));
     assert!(p12.alarm);
@@ -146,7 +156,10 @@ fn zero_sigma_cases_follow_r() {
 fn ears_rejects_what_r_rejects() {
     let mut p = EarsParams::new(EarsMethod::C1);
     p.baseline = 2;
-    assert!(ears(&[1u32; 10], &p).is_err(), "Minimum baseline to use is 3.");
+    assert!(
+        ears(&[1u32; 10], &p).is_err(),
+        "Minimum baseline to use is 3."
+    );
     let mut p = EarsParams::new(EarsMethod::C2);
     p.min_sigma = -1.0;
     assert!(ears(&[1u32; 10], &p).is_err());
@@ -170,7 +183,10 @@ fn ears_baseline_length_is_configurable() {
     };
     let out = ears(&[1u32, 2, 3, 4], &p).unwrap();
     assert_eq!(out.len(), 1);
-    assert!(close(out[0].upper_bound.unwrap(), 2.0 + 1.644_853_626_951_472_2));
+    assert!(close(
+        out[0].upper_bound.unwrap(),
+        2.0 + 1.644_853_626_951_472_2
+    ));
     assert!(out[0].alarm, "4 > 3.64");
 }
 
@@ -223,7 +239,9 @@ fn cusum_by_hand() {
 fn cusum_floors_sigma_on_flat_baselines() {
     let out = cusum(&[3u32; 40], &CusumParams::default()).unwrap();
     assert_eq!(out.len(), 40 - 30);
-    assert!(out.iter().all(|p| p.sigma == 1.0 && p.cusum == 0.0 && !p.alarm));
+    assert!(out
+        .iter()
+        .all(|p| p.sigma == 1.0 && p.cusum == 0.0 && !p.alarm));
     let bad = CusumParams {
         min_sigma: 0.0,
         ..CusumParams::default()
@@ -306,7 +324,9 @@ fn cidars_min_observed_and_leap_day() {
     let day = d("2028-02-29");
     let mut s = DailySeries::zeros(d("2024-12-01"), day);
     s.add(day, 1);
-    let p = cidars_at(&s, day, &CidarsParams::default()).unwrap().unwrap();
+    let p = cidars_at(&s, day, &CidarsParams::default())
+        .unwrap()
+        .unwrap();
     assert!(p.threshold == 0.0 && p.alarm);
     let strict = CidarsParams {
         min_observed: 3,
