@@ -6,7 +6,7 @@ use crate::alert::Alert;
 use crate::cidars::{cidars_at, CidarsParams};
 use crate::config::{DiseaseConfig, EarsOptions, MethodConfig};
 use crate::cusum::cusum;
-use crate::ears::{ears, EarsMethod};
+use crate::ears::{ears_range, EarsMethod};
 use crate::series::DailySeries;
 use crate::ParamError;
 
@@ -23,13 +23,19 @@ pub fn detect(
 ) -> Result<Vec<Alert>, ParamError> {
     let label = disease.label();
     let in_range = |i: usize| series.date_at(i).is_some_and(|d| d >= from && d <= to);
+    // Index range of from..=to within the series (EARS reads only the days it needs).
+    let first = series
+        .index_of(from.max(series.start()))
+        .unwrap_or(series.len());
+    let end = series
+        .end()
+        .map_or(0, |e| series.index_of(to.min(e)).map_or(0, |i| i + 1));
     let mut alerts = Vec::new();
     for m in &disease.methods {
         let ears_run = |o: &EarsOptions, method: EarsMethod| -> Result<Vec<Alert>, ParamError> {
             let params = o.params(method);
-            Ok(ears(series.counts(), &params)?
+            Ok(ears_range(series.counts(), first, end, &params)?
                 .iter()
-                .filter(|p| in_range(p.index))
                 .filter_map(|p| Alert::from_ears(&label, division, series, p, &params))
                 .collect())
         };

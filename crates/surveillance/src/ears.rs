@@ -166,11 +166,30 @@ pub fn ears<T: Copy + Into<f64>>(
     counts: &[T],
     params: &EarsParams,
 ) -> Result<Vec<EarsPoint>, ParamError> {
+    ears_range(counts, params.first_index(), counts.len(), params)
+}
+
+/// Evaluates the days `from..to` (0-based, end exclusive), as R's `earsC` with
+/// `range = (from+1):to`, except that days too early for the method are skipped rather than
+/// refused (R stops with "The vector of observed is too short!").
+pub fn ears_range<T: Copy + Into<f64>>(
+    counts: &[T],
+    from: usize,
+    to: usize,
+    params: &EarsParams,
+) -> Result<Vec<EarsPoint>, ParamError> {
     params.validate()?;
-    let y: Vec<f64> = counts.iter().map(|&c| c.into()).collect();
+    let from = from.max(params.first_index());
+    let to = to.min(counts.len());
+    if from >= to {
+        return Ok(Vec::new());
+    }
+    // Only the days the method reads are converted.
+    let offset = from - params.first_index();
+    let y: Vec<f64> = counts[offset..to].iter().map(|&c| c.into()).collect();
     let z = params.z_alpha();
-    Ok((params.first_index()..y.len())
-        .map(|t| point(&y, t, params, z))
+    Ok((from..to)
+        .map(|t| shifted(point(&y, t - offset, params, z), offset))
         .collect())
 }
 
@@ -181,18 +200,15 @@ pub fn ears_at<T: Copy + Into<f64>>(
     t: usize,
     params: &EarsParams,
 ) -> Result<Option<EarsPoint>, ParamError> {
-    params.validate()?;
-    if t >= counts.len() || t < params.first_index() {
-        return Ok(None);
-    }
-    // Only the days the method reads are converted.
-    let from = t - params.first_index();
-    let y: Vec<f64> = counts[from..=t].iter().map(|&c| c.into()).collect();
-    let mut p = point(&y, t - from, params, params.z_alpha());
-    p.index += from;
-    p.baseline_first += from;
-    p.baseline_last += from;
-    Ok(Some(p))
+    Ok(ears_range(counts, t, t + 1, params)?.pop())
+}
+
+/// Moves a point computed on a slice starting at `offset` back to series indices.
+fn shifted(mut p: EarsPoint, offset: usize) -> EarsPoint {
+    p.index += offset;
+    p.baseline_first += offset;
+    p.baseline_last += offset;
+    p
 }
 
 /// Baseline window `[first, last]` of day `t` for a lag of `lag` days (1 for C1, 3 for C2).

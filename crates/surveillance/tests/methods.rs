@@ -337,3 +337,25 @@ fn cidars_min_observed_and_leap_day() {
     // 2027-02-28 + 14 days.
     assert_eq!(p.baseline_last, d("2027-03-14"));
 }
+
+#[test]
+fn ears_range_matches_the_full_run() {
+    // A bumpy series; every method, every sub-range: the same points as the full run.
+    let y: Vec<u32> = (0..40u32).map(|i| (i * 7 + i * i) % 11).collect();
+    for method in [EarsMethod::C1, EarsMethod::C2, EarsMethod::C3] {
+        let params = EarsParams::new(method);
+        let full = ears(&y, &params).unwrap();
+        assert_eq!(full.len(), y.len() - params.first_index());
+        for from in [0, 5, 11, 20] {
+            for to in [12, 30, 40, 99] {
+                let part = phip_surveillance::ears::ears_range(&y, from, to, &params).unwrap();
+                let want: Vec<_> = full
+                    .iter()
+                    .filter(|p| p.index >= from && p.index < to)
+                    .copied()
+                    .collect();
+                assert_eq!(part, want, "{method:?} {from}..{to}");
+            }
+        }
+    }
+}
