@@ -161,6 +161,22 @@ fn import_file(
                totals: &mut Totals|
      -> anyhow::Result<()> {
         match to_write(resource) {
+            // Patients go through the engine, one by one, so that the patient index links
+            // each to its person and checks its resident ID like any other write.
+            Ok(write) if write.resource_type == "Patient" => {
+                let ctx = RequestContext::new(
+                    "http://localhost/fhir",
+                    phip_engine::Principal::unrestricted("phip import"),
+                );
+                let body = write.resource.unwrap_or_default();
+                match engine.update(&ctx, "Patient", &write.id, body, None) {
+                    Ok(_) => totals.imported += 1,
+                    Err(e) => {
+                        totals.rejected += 1;
+                        progress.println(format!("rejected {origin}: {}", e.outcome));
+                    }
+                }
+            }
             Ok(write) => {
                 batch.push(write);
                 if batch.len() >= batch_size {

@@ -59,10 +59,35 @@ impl Engine {
                     "searchParam": params,
                 });
                 if resource_type == "Patient" {
-                    resource["operation"] = json!([{
+                    let mut operations = vec![json!({
                         "name": "everything",
                         "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
-                    }]);
+                    })];
+                    if self.config().mpi.enabled {
+                        operations.extend([
+                            json!({"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}),
+                            json!({"name": "ihe-pix", "definition": "https://profiles.ihe.net/ITI/PIXm/OperationDefinition/IHE.PIXm.pix"}),
+                            json!({"name": "merge", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-merge",
+                                   "documentation": "Merges the person of source-patient into the person of target-patient (golden records); reversible with $unmerge"}),
+                            json!({"name": "unmerge", "definition": "urn:phip:mpi:OperationDefinition/Patient-unmerge",
+                                   "documentation": "Restores a golden record retired by a merge, from its own history"}),
+                            json!({"name": "mpi-unlink", "definition": "urn:phip:mpi:OperationDefinition/Patient-mpi-unlink",
+                                   "documentation": "Detaches a source record from its person; the pair is never proposed again"}),
+                        ]);
+                        if let Some(params) = resource["searchParam"].as_array_mut() {
+                            params.push(json!({"name": "_master", "type": "token",
+                                "documentation": "true: resolve the search to golden (master) records, one per person"}));
+                        }
+                    }
+                    resource["operation"] = Value::Array(operations);
+                }
+                if resource_type == "Task" && self.config().mpi.enabled {
+                    resource["operation"] = json!([
+                        {"name": "mpi-accept", "definition": "urn:phip:mpi:OperationDefinition/Task-mpi-accept",
+                         "documentation": "Accept a patient-index review item: the two persons are merged"},
+                        {"name": "mpi-reject", "definition": "urn:phip:mpi:OperationDefinition/Task-mpi-reject",
+                         "documentation": "Reject a patient-index review item: the pair is never proposed again"}
+                    ]);
                 }
                 resource
             })

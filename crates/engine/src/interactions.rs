@@ -135,12 +135,13 @@ pub(crate) fn match_condition(
         }
         None => criteria,
     };
-    let params = parse_query_string(query_part);
+    let mut params = parse_query_string(query_part);
     if params.is_empty() {
         return Err(FhirError::bad_request(format!(
             "the condition {criteria:?} has no search parameters"
         )));
     }
+    crate::search::exclude_golden_records(Some(resource_type), &mut params);
     let parsed = query::parse(Some(resource_type), &params, true)
         .map_err(|outcome| FhirError::from_outcome(400, outcome))?;
     let request = SearchRequest {
@@ -181,6 +182,7 @@ pub(crate) fn create_in(
     check_writable(resource_type)?;
     let decision = principal.require(resource_type, Interaction::Create)?;
     consent::stamp_holder(principal, &mut body);
+    crate::mpi::prepare_patient(resource_type, &mut body)?;
     check_body(resource_type, &body)?;
     check_resource(&decision, &body)?;
     if let Some(criteria) = if_none_exist {
@@ -232,6 +234,7 @@ pub(crate) fn update_in(
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Update)?;
     consent::stamp_holder(principal, &mut body);
+    crate::mpi::prepare_patient(resource_type, &mut body)?;
     check_body(resource_type, &body)?;
     check_resource(&decision, &body)?;
     match body.get("id").and_then(Value::as_str) {
@@ -338,6 +341,13 @@ pub(crate) fn delete_in(
     let decision = principal.require(resource_type, Interaction::Delete)?;
     let current = tx.read(resource_type, id)?;
     if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
+        if resource_type == "Patient" && crate::mpi::is_golden(existing) {
+            return Err(FhirError::new(
+                422,
+                IssueType::BusinessRule,
+                "golden (master) records are maintained by the patient index; delete or unlink its source records instead",
+            ));
+        }
         check_resource(&decision, existing)?;
         if ConsentCache::default().denies(tx, principal, existing)? {
             return Err(consent::denied());
@@ -394,12 +404,13 @@ pub(crate) fn conditional_delete_in(
     principal.require(resource_type, Interaction::Search)?;
     const MAX_CONDITIONAL_DELETES: usize = 1000;
     let query_part = criteria.split_once('?').map(|(_, q)| q).unwrap_or(criteria);
-    let params = parse_query_string(query_part);
+    let mut params = parse_query_string(query_part);
     if params.is_empty() {
         return Err(FhirError::bad_request(
             "a conditional delete needs search parameters",
         ));
     }
+    crate::search::exclude_golden_records(Some(resource_type), &mut params);
     let parsed = query::parse(Some(resource_type), &params, true)
         .map_err(|outcome| FhirError::from_outcome(400, outcome))?;
     let page = tx.search(&SearchRequest {
@@ -474,6 +485,7 @@ pub(crate) fn patch_in(
         ));
     }
     consent::stamp_holder(principal, &mut body);
+    crate::mpi::prepare_patient(resource_type, &mut body)?;
     check_body(resource_type, &body).map_err(|e| FhirError::from_outcome(422, e.outcome))?;
     check_resource(&decision, &body)?;
     let stored = tx.write(WriteRequest {
@@ -578,7 +590,7 @@ impl Engine {
         &self,
         work: impl FnOnce(&mut dyn Transaction) -> FhirResult<T>,
     ) -> FhirResult<T> {
-        let mut tx = self.store().begin_write()?;
+        let mut tx = self.begin_write()?;
         let result = work(tx.as_mut())?;
         tx.commit()?;
         Ok(result)

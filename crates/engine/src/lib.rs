@@ -13,6 +13,7 @@ mod error;
 mod everything;
 mod history;
 mod interactions;
+pub mod mpi;
 mod reference;
 mod search;
 mod subset;
@@ -20,7 +21,9 @@ mod subset;
 pub use interactions::parse_version_tag;
 pub use subset::apply_subset;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use chrono::{DateTime, Utc};
 use phip_store::{Store, StoredResource};
@@ -38,6 +41,8 @@ pub struct EngineConfig {
     pub max_page_size: usize,
     /// Largest number of entries accepted in one transaction or batch bundle.
     pub max_bundle_entries: usize,
+    /// The patient index.
+    pub mpi: mpi::MpiConfig,
 }
 
 impl Default for EngineConfig {
@@ -46,6 +51,7 @@ impl Default for EngineConfig {
             default_page_size: 20,
             max_page_size: 1000,
             max_bundle_entries: 100_000,
+            mpi: mpi::MpiConfig::default(),
         }
     }
 }
@@ -126,12 +132,45 @@ impl FhirResponse {
 pub struct Engine {
     store: Arc<dyn Store>,
     config: EngineConfig,
+    /// Loaded on first use, so that opening an engine stays cheap and infallible.
+    mpi: OnceLock<mpi::MpiService>,
+    mpi_loading: Mutex<()>,
 }
 
 impl Engine {
     /// An engine over `store` with `config`.
     pub fn new(store: Arc<dyn Store>, config: EngineConfig) -> Self {
-        Self { store, config }
+        Self {
+            store,
+            config,
+            mpi: OnceLock::new(),
+            mpi_loading: Mutex::new(()),
+        }
+    }
+
+    /// The patient index, loaded from the store on first use.
+    pub fn mpi(&self) -> FhirResult<&mpi::MpiService> {
+        if let Some(loaded) = self.mpi.get() {
+            return Ok(loaded);
+        }
+        let _loading = self.mpi_loading.lock();
+        if let Some(loaded) = self.mpi.get() {
+            return Ok(loaded);
+        }
+        let service = mpi::MpiService::load(self.store.as_ref(), self.config.mpi.clone())?;
+        Ok(self.mpi.get_or_init(|| service))
+    }
+
+    /// A write transaction; with the index enabled, Patient writes go through it.
+    pub(crate) fn begin_write(&self) -> FhirResult<Box<dyn phip_store::Transaction + '_>> {
+        if !self.config.mpi.enabled {
+            return Ok(self.store.begin_write()?);
+        }
+        let mpi = self.mpi()?;
+        Ok(Box::new(mpi::IndexedTransaction::new(
+            self.store.begin_write()?,
+            mpi,
+        )))
     }
 
     /// The underlying store.

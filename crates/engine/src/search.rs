@@ -168,7 +168,8 @@ impl Engine {
             .filter(|(name, _)| name != CURSOR_PARAM)
             .cloned()
             .collect();
-        let parsed = query::parse(resource_type, &search_params, ctx.strict_handling)
+        let query_params = self.with_index_view(resource_type, &search_params)?;
+        let parsed = query::parse(resource_type, &query_params, ctx.strict_handling)
             .map_err(|outcome| FhirError::from_outcome(400, outcome))?;
         let mut search_query = parsed.query;
         for filter in &search_query.filters {
@@ -259,5 +260,65 @@ impl Engine {
             bundle.insert("entry".into(), Value::Array(entries));
         }
         Ok(FhirResponse::with_body(200, Value::Object(bundle)))
+    }
+}
+
+impl Engine {
+    /// Patient searches see source records by default: the index's golden records would
+    /// otherwise answer every identifier and name query a second time. `_master=true` asks for
+    /// the golden records (one per person, the search resolved to the master record) instead,
+    /// and an explicit `_tag` filter is left to mean what it says.
+    fn with_index_view(
+        &self,
+        resource_type: Option<&str>,
+        params: &[(String, String)],
+    ) -> FhirResult<Vec<(String, String)>> {
+        let master = params.iter().find(|(name, _)| name == MASTER_PARAM);
+        if resource_type != Some("Patient") || !self.config().mpi.enabled {
+            if master.is_some() {
+                return Err(FhirError::bad_request(
+                    "_master applies to Patient searches with the patient index enabled",
+                ));
+            }
+            return Ok(params.to_vec());
+        }
+        let golden = format!("{}|{}", crate::mpi::MPI_SYSTEM, crate::mpi::GOLDEN_TAG_CODE);
+        let mut out: Vec<(String, String)> = params
+            .iter()
+            .filter(|(name, _)| name != MASTER_PARAM)
+            .cloned()
+            .collect();
+        match master.map(|(_, v)| v.as_str()) {
+            Some("true") => {
+                out.push(("_tag".to_owned(), golden));
+                out.push(("active".to_owned(), "true".to_owned()));
+            }
+            Some("false") | None => exclude_golden_records(Some("Patient"), &mut out),
+            Some(other) => {
+                return Err(FhirError::bad_request(format!(
+                    "_master must be true or false, not {other:?}"
+                )))
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Search parameter resolving Patient searches to golden records.
+pub const MASTER_PARAM: &str = "_master";
+
+/// Adds the filter that keeps the index's golden records out of a Patient query, unless the
+/// query filters on tags itself. Conditional interactions use it too, so that
+/// `PUT Patient?identifier=…` finds the institution's record, not the person's golden one.
+pub(crate) fn exclude_golden_records(
+    resource_type: Option<&str>,
+    params: &mut Vec<(String, String)>,
+) {
+    if resource_type == Some("Patient") && !params.iter().any(|(name, _)| name.starts_with("_tag"))
+    {
+        params.push((
+            "_tag:not".to_owned(),
+            format!("{}|{}", crate::mpi::MPI_SYSTEM, crate::mpi::GOLDEN_TAG_CODE),
+        ));
     }
 }

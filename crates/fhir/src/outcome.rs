@@ -67,6 +67,10 @@ pub enum IssueType {
     Informational,
     /// A limit was exceeded.
     TooLong,
+    /// A business rule of the server refuses the request (e.g. the patient index's rules).
+    BusinessRule,
+    /// A code or identifier system is not known.
+    CodeInvalid,
 }
 
 impl IssueType {
@@ -91,6 +95,8 @@ impl IssueType {
             Self::Transient => "transient",
             Self::Informational => "informational",
             Self::TooLong => "too-long",
+            Self::BusinessRule => "business-rule",
+            Self::CodeInvalid => "code-invalid",
         }
     }
 }

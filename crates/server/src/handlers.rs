@@ -18,13 +18,13 @@ use crate::http::{
 use crate::AppState;
 
 /// The request's query parameters, decoded.
-struct Query {
-    params: Vec<(String, String)>,
+pub(crate) struct Query {
+    pub(crate) params: Vec<(String, String)>,
     raw: String,
 }
 
 impl Query {
-    fn new(raw: Option<String>) -> Self {
+    pub(crate) fn new(raw: Option<String>) -> Self {
         let raw = raw.unwrap_or_default();
         Self {
             params: parse_query_string(&raw),
@@ -32,7 +32,7 @@ impl Query {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(n, _)| n == name)
@@ -75,7 +75,7 @@ fn context(state: &AppState, principal: Principal, headers: &HeaderMap) -> Reque
 }
 
 /// Runs an engine call on the blocking pool and writes its response.
-async fn run<F>(
+pub(crate) async fn run<F>(
     state: AppState,
     principal: Principal,
     headers: &HeaderMap,
@@ -360,6 +360,10 @@ pub(crate) async fn read(
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
+    if id.starts_with('$') {
+        return crate::operations::type_get(state, principal, resource_type, id, headers, query)
+            .await;
+    }
     let summary = query.get("_summary").map(str::to_owned);
     let elements = query.get("_elements").map(str::to_owned);
     let if_none_match = headers
@@ -536,8 +540,20 @@ pub(crate) async fn instance_post(
     Path((resource_type, id, operation)): Path<(String, String, String)>,
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
+    body: Bytes,
 ) -> HandlerResult {
     let query = Query::new(raw);
+    if crate::operations::is_instance_post(&resource_type, &operation) {
+        return crate::operations::instance_post(
+            state,
+            principal,
+            (resource_type, id, operation),
+            headers,
+            query,
+            body,
+        )
+        .await;
+    }
     let signer = signer(&state)?;
     match (resource_type.as_str(), operation.as_str()) {
         ("Provenance", "$verify-signature") => {

@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod handlers;
 mod http;
+mod operations;
 pub mod signature;
 mod smart;
 pub mod tls;
@@ -108,6 +109,7 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/{resource_type}/{id}",
             get(handlers::read)
+                .post(operations::type_post)
                 .put(handlers::update)
                 .patch(handlers::patch)
                 .delete(handlers::delete),
