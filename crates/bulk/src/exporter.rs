@@ -167,8 +167,7 @@ impl Exporter {
         })
     }
 
-    /// Accepts an export: checks access, fixes the transaction time and (for a Group) the
-    /// members, persists the job and queues it. Returns the job id.
+    /// Accepts an export ([`prepare`]), persists the job and queues it. Returns the job id.
     pub fn kick_off(
         &self,
         ctx: &RequestContext,
@@ -177,50 +176,8 @@ impl Exporter {
     ) -> FhirResult<String> {
         let shared = &self.shared;
         let principal = &ctx.principal;
-        let types = authorize(principal, &request.candidate_types(), request.types.is_some())?;
-        if types.is_empty() {
-            return Err(FhirError::bad_request(
-                "none of the requested types can be exported at this level",
-            ));
-        }
-        let group_members = match &request.level {
-            ExportLevel::Group(id) => Some(group_members(&shared.engine, ctx, id)?),
-            _ => None,
-        };
-        // Run each filter once now: a filter the engine rejects (a chain into a type the
-        // caller may not search, say) fails the kick-off instead of the job.
-        for filter in &request.type_filters {
-            if types.contains(&filter.resource_type) {
-                let mut params = filter.params.clone();
-                params.push(("_count".into(), "1".into()));
-                params.push(("_total".into(), "none".into()));
-                let mut strict = ctx.clone();
-                strict.strict_handling = true;
-                shared
-                    .engine
-                    .search(&strict, Some(&filter.resource_type), &params)?;
-            }
-        }
-        let now = Utc::now().trunc_subsecs(3);
-        let state = JobState {
-            id: uuid::Uuid::new_v4().to_string(),
-            request,
-            request_url: request_url.to_owned(),
-            requester: Requester::from_principal(principal),
-            transaction_time: now,
-            created: now,
-            status: JobStatus::Queued,
-            finished: None,
-            error: None,
-            group_members,
-            types: types.into_iter().map(TypeProgress::new).collect(),
-        };
-        let dir = job::job_dir(&shared.root, &state.id);
-        let persisted = fs::create_dir(&dir)
-            .and_then(|()| job::save(&dir, &state))
-            .and_then(|()| job::sync_dir(&shared.root));
-        if let Err(error) = persisted {
-            remove_dir(&dir);
+        let state = prepare(&shared.engine, ctx, request, request_url)?;
+        if let Err(error) = job::create(&shared.root, &state) {
             tracing::error!(%error, "could not persist an export job");
             return Err(FhirError::new(
                 500,
@@ -455,6 +412,54 @@ impl Shared {
             remove_dir(&job::job_dir(&self.root, &id));
         }
     }
+}
+
+/// Turns a validated request into a new job: checks the caller's access, runs each
+/// `_typeFilter` once (so that a filter the engine rejects fails the kick-off rather than the
+/// job), reads a Group's members and fixes the transaction time.
+pub fn prepare(
+    engine: &Engine,
+    ctx: &RequestContext,
+    request: ExportRequest,
+    request_url: &str,
+) -> FhirResult<JobState> {
+    let principal = &ctx.principal;
+    let types = authorize(principal, &request.candidate_types(), request.types.is_some())?;
+    if types.is_empty() {
+        return Err(FhirError::bad_request(
+            "none of the requested types can be exported at this level",
+        ));
+    }
+    let group_members = match &request.level {
+        ExportLevel::Group(id) => Some(group_members(engine, ctx, id)?),
+        _ => None,
+    };
+    let mut strict = ctx.clone();
+    strict.strict_handling = true;
+    for filter in &request.type_filters {
+        if types.contains(&filter.resource_type) {
+            let mut params = filter.params.clone();
+            params.push(("_count".into(), "1".into()));
+            params.push(("_total".into(), "none".into()));
+            engine.search(&strict, Some(&filter.resource_type), &params)?;
+        }
+    }
+    // Milliseconds: the manifest's transactionTime is what searches compare against, and a
+    // client passing it back as `_since` must get a consistent next increment.
+    let now = Utc::now().trunc_subsecs(3);
+    Ok(JobState {
+        id: uuid::Uuid::new_v4().to_string(),
+        request,
+        request_url: request_url.to_owned(),
+        requester: Requester::from_principal(principal),
+        transaction_time: now,
+        created: now,
+        status: JobStatus::Queued,
+        finished: None,
+        error: None,
+        group_members,
+        types: types.into_iter().map(TypeProgress::new).collect(),
+    })
 }
 
 /// The patients of `Group/{id}`: `member.entity` references to Patient (inactive members

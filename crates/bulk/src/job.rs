@@ -165,6 +165,20 @@ pub fn load(dir: &Path) -> io::Result<JobState> {
     serde_json::from_slice(&text).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
+/// Creates the directory of a new job under `root` and writes its first state, durably.
+/// Returns the directory.
+pub fn create(root: &Path, state: &JobState) -> io::Result<PathBuf> {
+    let dir = job_dir(root, &state.id);
+    fs::create_dir_all(root)?;
+    fs::create_dir(&dir)?;
+    let result = save(&dir, state).and_then(|()| sync_dir(root));
+    if let Err(error) = result {
+        let _ = fs::remove_dir_all(&dir);
+        return Err(error);
+    }
+    Ok(dir)
+}
+
 /// Makes a directory's entries (a rename, a new file) durable.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     #[cfg(unix)]

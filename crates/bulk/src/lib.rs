@@ -19,7 +19,7 @@ mod runner;
 use std::time::Duration;
 
 pub use access::{authorize, Requester};
-pub use exporter::{manifest, ExportStatus, Exporter, EXPORT_DIR};
+pub use exporter::{manifest, prepare, ExportStatus, Exporter, EXPORT_DIR};
 pub use job::{JobError, JobState, JobStatus, PartRecord, TypeProgress};
 pub use request::{ExportLevel, ExportRequest, TypeFilter, OUTPUT_FORMATS};
 pub use runner::{run_job, JobControl, Proceed, RunOutcome, RunToEnd};
