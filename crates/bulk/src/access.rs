@@ -176,8 +176,12 @@ mod tests {
             all
         );
         assert_eq!(
-            authorize(&principal("system/Observation.rs system/Patient.r"), &all, false)
-                .unwrap(),
+            authorize(
+                &principal("system/Observation.rs system/Patient.r"),
+                &all,
+                false
+            )
+            .unwrap(),
             types(&["Observation"])
         );
         let err = authorize(&principal("system/Observation.rs"), &all, true).unwrap_err();
@@ -215,11 +219,11 @@ mod tests {
             2
         );
         assert_eq!(
-            restored
-                .scopes
-                .as_ref()
-                .unwrap()
-                .access(ScopeContext::System, "Patient", Interaction::Search),
+            restored.scopes.as_ref().unwrap().access(
+                ScopeContext::System,
+                "Patient",
+                Interaction::Search
+            ),
             Access::Full
         );
         assert!(back.is(&original));

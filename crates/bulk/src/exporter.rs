@@ -106,7 +106,8 @@ impl Exporter {
         config: ExportConfig,
     ) -> Result<Exporter, ExportError> {
         let root = data_dir.join(EXPORT_DIR);
-        fs::create_dir_all(&root).map_err(|e| ExportError::io("creating the export directory", e))?;
+        fs::create_dir_all(&root)
+            .map_err(|e| ExportError::io("creating the export directory", e))?;
         let mut jobs = HashMap::new();
         let mut queue = Vec::new();
         let entries =
@@ -187,7 +188,10 @@ impl Exporter {
         }
         let id = state.id.clone();
         tracing::info!(job = %id, subject = %principal.subject, types = state.types.len(), "bulk export accepted");
-        shared.jobs.lock().insert(id.clone(), Arc::new(tracked(state)));
+        shared
+            .jobs
+            .lock()
+            .insert(id.clone(), Arc::new(tracked(state)));
         shared.queue.lock().push_back(id.clone());
         shared.wake.notify_one();
         Ok(id)
@@ -253,7 +257,9 @@ impl Exporter {
             .flat_map(|t| &t.parts)
             .any(|p| p.file == name);
         if !listed {
-            return Err(FhirError::not_found(format!("the export has no file {name:?}")));
+            return Err(FhirError::not_found(format!(
+                "the export has no file {name:?}"
+            )));
         }
         Ok(job::job_dir(&self.shared.root, id).join(name))
     }
@@ -424,7 +430,11 @@ pub fn prepare(
     request_url: &str,
 ) -> FhirResult<JobState> {
     let principal = &ctx.principal;
-    let types = authorize(principal, &request.candidate_types(), request.types.is_some())?;
+    let types = authorize(
+        principal,
+        &request.candidate_types(),
+        request.types.is_some(),
+    )?;
     if types.is_empty() {
         return Err(FhirError::bad_request(
             "none of the requested types can be exported at this level",

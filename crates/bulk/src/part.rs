@@ -55,7 +55,11 @@ impl PartWriter {
     }
 
     /// Appends one resource as a line, starting a new part when the current one is full.
-    pub(crate) fn write(&mut self, progress: &mut TypeProgress, resource: &Value) -> io::Result<()> {
+    pub(crate) fn write(
+        &mut self,
+        progress: &mut TypeProgress,
+        resource: &Value,
+    ) -> io::Result<()> {
         self.line.clear();
         serde_json::to_writer(&mut self.line, resource).map_err(io::Error::other)?;
         self.line.push(b'\n');
@@ -119,19 +123,28 @@ mod tests {
         writer.sync().unwrap();
         // Each line is 36 bytes: two fit in 100.
         assert_eq!(progress.parts.len(), 5);
-        assert!(progress.parts.iter().all(|p| p.bytes <= 100 && p.count == 2));
+        assert!(progress
+            .parts
+            .iter()
+            .all(|p| p.bytes <= 100 && p.count == 2));
         assert_eq!(progress.count(), 10);
         let checkpoint = progress.clone();
         // Lines written after the checkpoint are dropped when the writer resumes.
         writer
-            .write(&mut progress, &json!({"resourceType": "Basic", "id": "late"}))
+            .write(
+                &mut progress,
+                &json!({"resourceType": "Basic", "id": "late"}),
+            )
             .unwrap();
         writer.sync().unwrap();
         drop(writer);
         let mut progress = checkpoint.clone();
         let mut writer = PartWriter::resume(dir.path(), &progress, 100).unwrap();
         writer
-            .write(&mut progress, &json!({"resourceType": "Basic", "id": "b10"}))
+            .write(
+                &mut progress,
+                &json!({"resourceType": "Basic", "id": "b10"}),
+            )
             .unwrap();
         writer.sync().unwrap();
         let mut ids = Vec::new();

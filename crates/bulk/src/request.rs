@@ -79,12 +79,10 @@ impl ExportRequest {
         };
         for (name, value) in params {
             match name.as_str() {
-                "_outputFormat" => {
-                    if !OUTPUT_FORMATS.contains(&value.trim()) {
-                        return Err(FhirError::bad_request(format!(
-                            "_outputFormat {value:?} is not supported; use application/fhir+ndjson"
-                        )));
-                    }
+                "_outputFormat" if !OUTPUT_FORMATS.contains(&value.trim()) => {
+                    return Err(FhirError::bad_request(format!(
+                        "_outputFormat {value:?} is not supported; use application/fhir+ndjson"
+                    )));
                 }
                 "_type" => {
                     let types = request.types.get_or_insert_with(Vec::new);
@@ -126,7 +124,7 @@ impl ExportRequest {
                         "the patient parameter of $export is not supported; export a Group instead",
                     ));
                 }
-                "includeAssociatedData" | "_format" | "_pretty" => {}
+                "_outputFormat" | "includeAssociatedData" | "_format" | "_pretty" => {}
                 other if strict => {
                     return Err(FhirError::bad_request(format!(
                         "unknown $export parameter {other:?}"
@@ -218,7 +216,10 @@ impl ExportRequest {
     }
 
     /// The `_typeFilter`s of one type.
-    pub fn filters_of<'a>(&'a self, resource_type: &'a str) -> impl Iterator<Item = &'a TypeFilter> {
+    pub fn filters_of<'a>(
+        &'a self,
+        resource_type: &'a str,
+    ) -> impl Iterator<Item = &'a TypeFilter> {
         self.type_filters
             .iter()
             .filter(move |f| f.resource_type == resource_type)
@@ -331,7 +332,10 @@ mod tests {
             request.elements_of("Patient"),
             Some(vec!["id".to_string(), "name".to_string()])
         );
-        assert_eq!(request.elements_of("Observation"), Some(vec!["id".to_string()]));
+        assert_eq!(
+            request.elements_of("Observation"),
+            Some(vec!["id".to_string()])
+        );
         assert_eq!(request.filters_of("Observation").count(), 2);
     }
 

@@ -42,7 +42,8 @@ fn export(
     ctx: &RequestContext,
     request: ExportRequest,
 ) -> (JobState, BTreeMap<String, Vec<Value>>) {
-    let exporter = Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
     let id = exporter
         .kick_off(ctx, request, "http://phip.test/fhir/$export")
         .expect("kick-off");
@@ -155,8 +156,14 @@ fn since_returns_only_what_changed_and_later_writes_are_excluded() {
         .expect("create");
     let root = loaded.dir.path().join("export");
     let dir = job::create(&root, &state).expect("job dir");
-    let outcome = run_job(&loaded.engine, &dir, &mut state, &small(), &phip_bulk::RunToEnd)
-        .expect("run");
+    let outcome = run_job(
+        &loaded.engine,
+        &dir,
+        &mut state,
+        &small(),
+        &phip_bulk::RunToEnd,
+    )
+    .expect("run");
     assert_eq!(outcome, RunOutcome::Completed);
     let contents = read_export(&dir, &state);
     let ids = exported_ids(&contents);
@@ -185,7 +192,11 @@ fn type_and_type_filters_select_like_searches() {
         ),
     );
     let ids = exported_ids(&contents);
-    let mut conditions = search_ids(&loaded.engine, "Condition", &[("clinical-status", "active")]);
+    let mut conditions = search_ids(
+        &loaded.engine,
+        "Condition",
+        &[("clinical-status", "active")],
+    );
     let diagnoses = search_ids(
         &loaded.engine,
         "Condition",
@@ -199,7 +210,10 @@ fn type_and_type_filters_select_like_searches() {
         ids["Patient"],
         search_ids(&loaded.engine, "Patient", &[("gender", "female")])
     );
-    assert_eq!(ids["Encounter"], ids_by_type(&loaded.resources)["Encounter"]);
+    assert_eq!(
+        ids["Encounter"],
+        ids_by_type(&loaded.resources)["Encounter"]
+    );
     assert_eq!(ids.len(), 3);
 }
 
@@ -212,7 +226,10 @@ fn elements_subset_the_lines() {
         &operator(),
         request(
             ExportLevel::Patient,
-            &[("_type", "Patient,Condition"), ("_elements", "Patient.gender")],
+            &[
+                ("_type", "Patient,Condition"),
+                ("_elements", "Patient.gender"),
+            ],
         ),
     );
     let patient = &contents["Patient"][0];
@@ -315,7 +332,10 @@ fn access_needs_system_scopes_and_stays_with_the_client() {
             .collect::<Vec<_>>(),
         vec!["Patient"]
     );
-    assert_eq!(contents["Patient"].len(), ids_by_type(&loaded.resources)["Patient"].len());
+    assert_eq!(
+        contents["Patient"].len(),
+        ids_by_type(&loaded.resources)["Patient"].len()
+    );
     let denied = prepare(
         &loaded.engine,
         &reader,
@@ -326,9 +346,14 @@ fn access_needs_system_scopes_and_stays_with_the_client() {
     assert_eq!(denied.status, 403);
     let user = ctx(principal("user/*.read patient/*.read", "app"));
     assert_eq!(
-        prepare(&loaded.engine, &user, request(ExportLevel::System, &[]), "x")
-            .unwrap_err()
-            .status,
+        prepare(
+            &loaded.engine,
+            &user,
+            request(ExportLevel::System, &[]),
+            "x"
+        )
+        .unwrap_err()
+        .status,
         403
     );
     // A filter chaining into a type the caller may not search fails the kick-off.
@@ -337,14 +362,18 @@ fn access_needs_system_scopes_and_stays_with_the_client() {
         &reader,
         request(
             ExportLevel::System,
-            &[("_type", "Patient"), ("_typeFilter", "Patient?general-practitioner.name=x")],
+            &[
+                ("_type", "Patient"),
+                ("_typeFilter", "Patient?general-practitioner.name=x"),
+            ],
         ),
         "x",
     )
     .unwrap_err();
     assert_eq!(chained.status, 403);
 
-    let exporter = Exporter::start(loaded.engine.clone(), loaded.dir.path(), small()).expect("start");
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), small()).expect("start");
     let id = exporter
         .kick_off(&reader, request(ExportLevel::System, &[]), "x")
         .expect("kick-off");
@@ -372,12 +401,17 @@ fn cancel_removes_the_job_and_its_files() {
         max_page_resources: 5,
         ..small()
     };
-    let exporter = Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
     let running = exporter
         .kick_off(&ctx, request(ExportLevel::System, &[]), "x")
         .expect("kick-off");
     let finished = exporter
-        .kick_off(&ctx, request(ExportLevel::System, &[("_type", "Patient")]), "x")
+        .kick_off(
+            &ctx,
+            request(ExportLevel::System, &[("_type", "Patient")]),
+            "x",
+        )
         .expect("kick-off");
     wait_completed(&exporter, &ctx.principal, &finished);
     for id in [&running, &finished] {
@@ -455,11 +489,17 @@ fn an_interrupted_job_resumes_without_duplicates_or_gaps() {
         .expect("a line")
         .to_owned();
     writeln!(file, "{duplicate}").expect("append");
-    write!(file, "{{\"resourceType\":\"{}\",\"id\":\"tor", current.resource_type).expect("append");
+    write!(
+        file,
+        "{{\"resourceType\":\"{}\",\"id\":\"tor",
+        current.resource_type
+    )
+    .expect("append");
     drop(file);
 
     // A new service over the same directory resumes the job from its checkpoint.
-    let exporter = Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
     assert_eq!(exporter.job_ids(), vec![state.id.clone()]);
     let done = wait_completed(&exporter, &ctx.principal, &state.id);
     let contents = read_export(&dir, &done);
@@ -490,8 +530,13 @@ fn a_service_shut_down_mid_job_finishes_it_after_restart() {
     exporter.shutdown();
     let paused = job::load(&exporter.root().join(&id)).expect("state");
     drop(exporter);
-    assert_eq!(paused.status, JobStatus::Running, "the job finished before the shutdown");
-    let exporter = Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
+    assert_eq!(
+        paused.status,
+        JobStatus::Running,
+        "the job finished before the shutdown"
+    );
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
     match exporter.status(&ctx.principal, &id).expect("status") {
         ExportStatus::InProgress(text) => assert!(text.contains("resources"), "{text}"),
         ExportStatus::Completed(_) => {}
@@ -513,12 +558,17 @@ fn expired_jobs_are_deleted_on_start() {
     let exporter =
         Exporter::start(loaded.engine.clone(), loaded.dir.path(), config.clone()).expect("start");
     let id = exporter
-        .kick_off(&ctx, request(ExportLevel::System, &[("_type", "Patient")]), "x")
+        .kick_off(
+            &ctx,
+            request(ExportLevel::System, &[("_type", "Patient")]),
+            "x",
+        )
         .expect("kick-off");
     wait_completed(&exporter, &ctx.principal, &id);
     drop(exporter);
     std::thread::sleep(Duration::from_millis(5));
-    let exporter = Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), config).expect("start");
     assert!(exporter.job_ids().is_empty());
     assert!(!exporter.root().join(&id).exists());
 }

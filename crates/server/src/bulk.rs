@@ -19,7 +19,9 @@ use phip_fhir::{IssueSeverity, IssueType, OperationOutcome};
 use serde_json::Value;
 
 use crate::audit::AuditInfo;
-use crate::http::{check_accept, error, error_response, parse_body, prefer, ApiError, HandlerResult};
+use crate::http::{
+    check_accept, error, error_response, parse_body, prefer, ApiError, HandlerResult,
+};
 use crate::AppState;
 
 /// The media type of the output files.
@@ -152,7 +154,10 @@ async fn kick_off(
                 header::CONTENT_LOCATION,
                 header_value(&format!("{base}/$export-status/{id}"))?,
             ),
-            (header::CONTENT_TYPE, HeaderValue::from_static(crate::FHIR_JSON)),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(crate::FHIR_JSON),
+            ),
         ],
         json_bytes(&outcome.to_json()),
     )
@@ -195,16 +200,16 @@ pub(crate) async fn status(
                     HeaderValue::from_str(&progress)
                         .unwrap_or_else(|_| HeaderValue::from_static("in progress")),
                 ),
-                (
-                    "retry-after",
-                    HeaderValue::from_static(RETRY_AFTER_SECONDS),
-                ),
+                ("retry-after", HeaderValue::from_static(RETRY_AFTER_SECONDS)),
             ],
         )
             .into_response(),
         ExportStatus::Completed(job) => (
             StatusCode::OK,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             json_bytes(&phip_bulk::manifest(&job, &base)),
         )
             .into_response(),
@@ -228,7 +233,10 @@ pub(crate) async fn cancel(
     );
     Ok((
         StatusCode::ACCEPTED,
-        [(header::CONTENT_TYPE, HeaderValue::from_static(crate::FHIR_JSON))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::FHIR_JSON),
+        )],
         json_bytes(&outcome.to_json()),
     )
         .into_response())
@@ -254,9 +262,8 @@ pub(crate) async fn file(
         response = response.header(header::CONTENT_LENGTH, length);
     }
     response
-        .body(Body::from_stream(tokio_util::io::ReaderStream::with_capacity(
-            file,
-            256 << 10,
-        )))
+        .body(Body::from_stream(
+            tokio_util::io::ReaderStream::with_capacity(file, 256 << 10),
+        ))
         .map_err(|_| error(500, IssueType::Exception, "could not build the response"))
 }

@@ -5,7 +5,6 @@
 mod common;
 
 #[path = "../../bulk/tests/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -87,7 +86,9 @@ impl ExportServer {
         })
         .await
         .expect("join");
-        let auth = Arc::new(Authenticator::from_data_dir(data.dir.path(), None, Vec::new()).expect("auth"));
+        let auth = Arc::new(
+            Authenticator::from_data_dir(data.dir.path(), None, Vec::new()).expect("auth"),
+        );
         let config = ServerConfig {
             auth: AuthMode::Required(auth.clone()),
             public_base_url: None,
@@ -118,7 +119,10 @@ impl ExportServer {
             exporter,
             shutdown: Some(tx),
         };
-        server.token = server.mint("bulk-client", "system/*.read system/Group.cruds system/Condition.cruds");
+        server.token = server.mint(
+            "bulk-client",
+            "system/*.read system/Group.cruds system/Condition.cruds",
+        );
         server
     }
 
@@ -198,7 +202,10 @@ impl ExportServer {
                 Method::GET,
                 path,
                 Some(&self.token),
-                &[("prefer", "respond-async"), ("accept", "application/fhir+json")],
+                &[
+                    ("prefer", "respond-async"),
+                    ("accept", "application/fhir+json"),
+                ],
                 None,
             )
             .await;
@@ -240,7 +247,10 @@ impl ExportServer {
                 .send(Method::GET, url, Some(&self.token), &[], None)
                 .await;
             assert_eq!(reply.status, StatusCode::OK, "{url}: {text}");
-            assert_eq!(reply.header("content-type"), Some("application/fhir+ndjson"));
+            assert_eq!(
+                reply.header("content-type"),
+                Some("application/fhir+ndjson")
+            );
             let mut count = 0;
             for line in text.lines() {
                 let value: Value = serde_json::from_str(line).expect("every line parses");
@@ -282,7 +292,9 @@ async fn export_returns_the_stored_resources(backend: Backend) {
     let data = Data::new(backend).await;
     let server = ExportServer::start(&data, test_config()).await;
     let resources = server.load_fixture().await;
-    let status_url = server.kick_off("$export?_outputFormat=application%2Ffhir%2Bndjson").await;
+    let status_url = server
+        .kick_off("$export?_outputFormat=application%2Ffhir%2Bndjson")
+        .await;
     assert!(status_url.starts_with(&format!("{}/$export-status/", server.base)));
     let manifest = server.wait(&status_url).await;
     assert_eq!(manifest["requiresAccessToken"], true);
@@ -293,7 +305,10 @@ async fn export_returns_the_stored_resources(backend: Backend) {
     let export = server.download(&manifest).await;
     assert_eq!(ids(&export), support::ids_by_type(&resources));
     let outputs = manifest["output"].as_array().expect("output");
-    assert!(outputs.len() > 13, "large types are split into several files");
+    assert!(
+        outputs.len() > 13,
+        "large types are split into several files"
+    );
 
     // Files need the token of the client that started the export.
     let url = outputs[0]["url"].as_str().expect("url");
@@ -341,7 +356,10 @@ async fn since_returns_only_later_changes(backend: Backend) {
         .finish();
     let status_url = server.kick_off(&format!("$export?{query}")).await;
     let export = server.download(&server.wait(&status_url).await).await;
-    assert_eq!(ids(&export), BTreeMap::from([("Condition".to_owned(), changed)]));
+    assert_eq!(
+        ids(&export),
+        BTreeMap::from([("Condition".to_owned(), changed)])
+    );
     assert_eq!(export["Condition"][0]["onsetDateTime"], "2002-02-02");
 }
 
@@ -369,12 +387,17 @@ async fn type_filters_post_and_levels(backend: Backend) {
         )
         .await;
     assert_eq!(reply.status, StatusCode::ACCEPTED, "{}", reply.body);
-    let status_url = reply.header("content-location").expect("location").to_owned();
+    let status_url = reply
+        .header("content-location")
+        .expect("location")
+        .to_owned();
     let export = server.download(&server.wait(&status_url).await).await;
     assert_eq!(ids(&export)["Patient"], by_type["Patient"]);
     let active: BTreeSet<String> = resources
         .iter()
-        .filter(|r| r["resourceType"] == "Condition" && r["clinicalStatus"]["coding"][0]["code"] == "active")
+        .filter(|r| {
+            r["resourceType"] == "Condition" && r["clinicalStatus"]["coding"][0]["code"] == "active"
+        })
         .map(|r| r["id"].as_str().expect("id").to_owned())
         .collect();
     assert!(!active.is_empty() && active.len() < by_type["Condition"].len());
@@ -398,15 +421,26 @@ async fn type_filters_post_and_levels(backend: Backend) {
         "member": members.iter().map(|p| json!({"entity": {"reference": format!("Patient/{p}")}})).collect::<Vec<_>>()
     });
     let (reply, _) = server
-        .send(Method::PUT, "Group/cohort", Some(&server.token), &[], Some(&group))
+        .send(
+            Method::PUT,
+            "Group/cohort",
+            Some(&server.token),
+            &[],
+            Some(&group),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-    let status_url = server.kick_off("Group/cohort/$export?_type=Patient,Encounter").await;
+    let status_url = server
+        .kick_off("Group/cohort/$export?_type=Patient,Encounter")
+        .await;
     let export = server.download(&server.wait(&status_url).await).await;
     let exported = ids(&export);
     assert_eq!(
         exported["Patient"],
-        members.iter().map(|p| (*p).clone()).collect::<BTreeSet<_>>()
+        members
+            .iter()
+            .map(|p| (*p).clone())
+            .collect::<BTreeSet<_>>()
     );
     let expected_encounters: BTreeSet<String> = resources
         .iter()
@@ -476,12 +510,24 @@ async fn cancel_and_errors(backend: Backend) {
         .await;
     assert_outcome(&reply, 403);
     let (reply, _) = server
-        .send(Method::GET, "Group/missing/$export", Some(&server.token), &async_header, None)
+        .send(
+            Method::GET,
+            "Group/missing/$export",
+            Some(&server.token),
+            &async_header,
+            None,
+        )
         .await;
     assert_outcome(&reply, 404);
     // Ordinary interactions on the same paths still work.
     let (reply, _) = server
-        .send(Method::GET, "Patient?_count=1", Some(&server.token), &[], None)
+        .send(
+            Method::GET,
+            "Patient?_count=1",
+            Some(&server.token),
+            &[],
+            None,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK);
 }
@@ -500,7 +546,11 @@ async fn a_restart_mid_job_completes_the_export(backend: Backend) {
         let (reply, _) = server
             .send(Method::GET, &status_url, Some(&server.token), &[], None)
             .await;
-        assert_eq!(reply.status, StatusCode::ACCEPTED, "finished before the restart");
+        assert_eq!(
+            reply.status,
+            StatusCode::ACCEPTED,
+            "finished before the restart"
+        );
         if reply
             .header("x-progress")
             .is_some_and(|p| !p.starts_with("0 resources") && p != "queued")
@@ -514,11 +564,12 @@ async fn a_restart_mid_job_completes_the_export(backend: Backend) {
 
     let mut server = ExportServer::start(&data, slow).await;
     server.token = token;
-    let manifest = server.wait(&status_url.replace(
-        status_url.split("/fhir/").next().expect("root"),
-        server.base.trim_end_matches("/fhir"),
-    ))
-    .await;
+    let manifest = server
+        .wait(&status_url.replace(
+            status_url.split("/fhir/").next().expect("root"),
+            server.base.trim_end_matches("/fhir"),
+        ))
+        .await;
     let export = server.download(&manifest).await;
     assert_eq!(ids(&export), support::ids_by_type(&resources));
 }

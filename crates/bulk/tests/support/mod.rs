@@ -43,7 +43,9 @@ pub fn fixture_resources() -> Vec<Value> {
 }
 
 /// Ids per type of a list of resources.
-pub fn ids_by_type<'a>(resources: impl IntoIterator<Item = &'a Value>) -> BTreeMap<String, BTreeSet<String>> {
+pub fn ids_by_type<'a>(
+    resources: impl IntoIterator<Item = &'a Value>,
+) -> BTreeMap<String, BTreeSet<String>> {
     let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for r in resources {
         map.entry(r["resourceType"].as_str().expect("type").to_owned())
