@@ -6,6 +6,7 @@
 mod bench;
 mod bench_mpi;
 mod config;
+mod export;
 mod import;
 mod serve;
 mod token;
@@ -97,6 +98,8 @@ enum Command {
         #[arg(long, default_value_t = 2000)]
         batch_size: usize,
     },
+    /// Export resources as FHIR Bulk Data NDJSON files straight from the store (as `$export`).
+    Export(export::ExportArgs),
     /// Benchmark ingest and search over the HTTP API (in-process server or `--url`).
     Bench(bench::BenchArgs),
     /// Create or upgrade the database schema, then exit.
@@ -139,6 +142,10 @@ fn main() -> anyhow::Result<()> {
                 &paths,
                 batch_size.max(1),
             )
+        }
+        Command::Export(args) => {
+            config::init_logging("text");
+            export::run(&file, args)
         }
         Command::Bench(args) => bench::run(args),
         Command::Migrate { store } => {

@@ -44,6 +44,15 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .context("opening the audit log")?;
     tracing::info!(path = %audit.path().display(), "audit trail open (every request is recorded)");
     let engine = Arc::new(Engine::new(store, EngineConfig::default()));
+    // Bulk export jobs live in the data directory; unfinished ones resume now.
+    let exporter = Arc::new(
+        phip_bulk::Exporter::start(
+            engine.clone(),
+            &settings.data_dir,
+            phip_bulk::ExportConfig::default(),
+        )
+        .context("starting the bulk export service")?,
+    );
     let state = AppState::new(
         engine,
         ServerConfig {
@@ -56,7 +65,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     )
     .with_signer(phip_server::signature::Signer::new(
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
-    ));
+    ))
+    .with_bulk_export(exporter.clone());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -86,6 +96,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             }
             None => phip_server::serve(listener, state, shutdown_signal()).await?,
         }
+        // Running exports stop at their next checkpoint and resume at the next start.
+        tokio::task::spawn_blocking(move || exporter.shutdown()).await?;
         // A signed checkpoint at shutdown bounds what a truncation of the log could hide.
         if let Err(error) = tokio::task::spawn_blocking(move || audit.checkpoint()).await? {
             tracing::warn!(%error, "could not write the closing audit checkpoint");

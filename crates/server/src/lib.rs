@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod auth;
+mod bulk;
 mod handlers;
 mod http;
 mod operations;
@@ -46,6 +47,7 @@ pub struct AppState {
     pub(crate) config: Arc<ServerConfig>,
     pub(crate) audit: Option<phip_audit::AuditLog>,
     pub(crate) signer: Option<Arc<signature::Signer>>,
+    pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
 }
 
 impl AppState {
@@ -63,7 +65,14 @@ impl AppState {
             config: Arc::new(config),
             audit,
             signer: None,
+            bulk: None,
         }
+    }
+
+    /// Enables bulk export (`$export`) with this export service.
+    pub fn with_bulk_export(mut self, exporter: Arc<phip_bulk::Exporter>) -> Self {
+        self.bulk = Some(exporter);
+        self
     }
 
     /// Enables `$sign` and `$verify-signature` with the data directory's key ring.
@@ -82,6 +91,23 @@ pub fn router(state: AppState) -> Router {
             get(handlers::system_search).post(handlers::system_bundle),
         )
         .route("/_history", get(handlers::system_history))
+        .route(
+            "/$export",
+            get(bulk::kick_off_system).post(bulk::kick_off_system),
+        )
+        .route(
+            "/Patient/$export",
+            get(bulk::kick_off_patient).post(bulk::kick_off_patient),
+        )
+        .route(
+            "/Group/{id}/$export",
+            get(bulk::kick_off_group).post(bulk::kick_off_group),
+        )
+        .route(
+            "/$export-status/{job}",
+            get(bulk::status).delete(bulk::cancel),
+        )
+        .route("/$export-file/{job}/{file}", get(bulk::file))
         .route(
             "/AuditEvent",
             get(audit::search)
