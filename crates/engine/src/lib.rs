@@ -151,6 +151,7 @@ impl Engine {
     /// The patient index, loaded from the store on first use.
     pub fn mpi(&self) -> FhirResult<&mpi::MpiService> {
         if let Some(loaded) = self.mpi.get() {
+            loaded.refresh_if_stale(self.store.as_ref())?;
             return Ok(loaded);
         }
         let _loading = self.mpi_loading.lock();

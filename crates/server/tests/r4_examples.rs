@@ -72,6 +72,28 @@ fn strip_meta(mut resource: Value) -> Value {
             resource.as_object_mut().map(|o| o.remove("meta"));
         }
     }
+    // The patient index adds a `refer` link from each Patient to its person's golden record
+    // (and replaces any the example carried); everything else must come back as sent.
+    if resource["resourceType"] == "Patient" {
+        if let Some(object) = resource.as_object_mut() {
+            let kept: Vec<Value> = object
+                .get("link")
+                .and_then(Value::as_array)
+                .map(|links| {
+                    links
+                        .iter()
+                        .filter(|l| l["type"] != "refer")
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default();
+            if kept.is_empty() {
+                object.remove("link");
+            } else {
+                object.insert("link".into(), Value::Array(kept));
+            }
+        }
+    }
     resource
 }
 

@@ -26,6 +26,7 @@ mod review;
 mod tx;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -111,8 +112,11 @@ pub(crate) fn ordered_pair(a: &str, b: &str) -> (String, String) {
 pub struct MpiService {
     config: MpiConfig,
     state: RwLock<IndexState>,
-    /// Held by a transaction from its first Patient write to its end.
+    /// Held by a transaction from its first Patient access until it commits or rolls back.
     writer: Arc<Mutex<()>>,
+    /// Set when a commit failed after its index changes were made: the in-memory state may
+    /// hold changes that never became durable and is rebuilt from the store before next use.
+    stale: AtomicBool,
 }
 
 impl MpiService {
@@ -133,7 +137,32 @@ impl MpiService {
             config,
             state: RwLock::new(state),
             writer: Arc::new(Mutex::new(())),
+            stale: AtomicBool::new(false),
         })
+    }
+
+    /// Marks the in-memory state for a rebuild.
+    pub(crate) fn mark_stale(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+    }
+
+    /// Rebuilds the in-memory state from the store if a failed commit left it stale.
+    pub(crate) fn refresh_if_stale(&self, store: &dyn Store) -> FhirResult<()> {
+        if !self.stale.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let _writer = self.writer.lock();
+        if !self.stale.swap(false, Ordering::SeqCst) {
+            return Ok(());
+        }
+        let mut fresh = IndexState::new(&self.config);
+        if let Err(error) = load_state(store, &mut fresh) {
+            self.stale.store(true, Ordering::SeqCst);
+            return Err(error);
+        }
+        *self.state.write() = fresh;
+        tracing::warn!("patient index rebuilt from the store after a failed commit");
+        Ok(())
     }
 
     /// The index's settings.

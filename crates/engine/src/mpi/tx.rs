@@ -77,6 +77,16 @@ impl<'a> IndexedTransaction<'a> {
         Ok(())
     }
 
+    /// Takes the index lock before the first access to a Patient, so that every
+    /// transaction touching Patients takes the lock before any Patient row lock (a fixed lock
+    /// order, hence no deadlock between the index lock and the database's row locks).
+    fn lock_for(&mut self, resource_type: Option<&str>) -> StoreResult<()> {
+        if self.guard.is_none() && self.mpi.config().enabled && resource_type == Some("Patient") {
+            self.lock()?;
+        }
+        Ok(())
+    }
+
     pub fn mpi(&self) -> &'a MpiService {
         self.mpi
     }
@@ -361,6 +371,7 @@ fn strip_meta_versions(body: &mut Value) {
 
 impl Transaction for IndexedTransaction<'_> {
     fn read(&mut self, resource_type: &str, id: &str) -> StoreResult<Option<StoredResource>> {
+        self.lock_for(Some(resource_type))?;
         self.inner()?.read(resource_type, id)
     }
 
@@ -370,6 +381,7 @@ impl Transaction for IndexedTransaction<'_> {
         id: &str,
         version_id: u64,
     ) -> StoreResult<Option<StoredResource>> {
+        self.lock_for(Some(resource_type))?;
         self.inner()?.vread(resource_type, id, version_id)
     }
 
@@ -385,6 +397,7 @@ impl Transaction for IndexedTransaction<'_> {
     }
 
     fn search(&mut self, request: &SearchRequest) -> StoreResult<SearchPage> {
+        self.lock_for(request.query.resource_type.as_deref())?;
         self.inner()?.search(request)
     }
 
@@ -409,9 +422,19 @@ impl Transaction for IndexedTransaction<'_> {
             .inner
             .take()
             .ok_or_else(|| StoreError::Backend("transaction already finished".into()))?;
-        inner.commit()?;
+        // The index lock is released before the store commits: SQLite's group commit makes a
+        // commit wait for the writers queued behind it, and one of them may be waiting for
+        // this lock. Later writers may thus build on changes not yet durable; should the
+        // commit fail, the index is marked stale and rebuilt from the store instead of
+        // being rolled back change by change.
+        let changed = !self.undo.is_empty();
         self.undo.clear();
-        Ok(())
+        self.guard = None;
+        let result = inner.commit();
+        if result.is_err() && changed {
+            self.mpi.mark_stale();
+        }
+        result
     }
 }
 
