@@ -16,6 +16,8 @@ pub struct FileConfig {
     pub database_url: Option<String>,
     /// Listen address.
     pub listen: Option<String>,
+    /// HL7 v2 MLLP listen address.
+    pub mllp: Option<String>,
     /// Public FHIR base URL.
     pub base_url: Option<String>,
     /// `text` or `json`.
@@ -145,6 +147,8 @@ pub struct ServeSettings {
     pub tls: Option<phip_server::tls::TlsSettings>,
     /// External issuers whose tokens are accepted.
     pub trusted_issuers: Vec<(String, phip_security::jws::Jwks)>,
+    /// HL7 v2 MLLP listen address, if the feed is enabled.
+    pub mllp: Option<String>,
 }
 
 impl ServeSettings {
@@ -167,6 +171,7 @@ impl ServeSettings {
         };
         Ok(Self {
             tls: None,
+            mllp: None,
             trusted_issuers: trusted_issuers(file)?,
             auth_required,
             data_dir: data_dir(file, store_args.data_dir.clone()),

@@ -77,6 +77,10 @@ enum Command {
         auth: Option<String>,
         #[command(flatten)]
         tls: config::TlsArgs,
+        /// Also accept HL7 v2 messages over MLLP on this address (e.g. `0.0.0.0:2575`);
+        /// bind it to the hospital network only, MLLP has no authentication.
+        #[arg(long, env = "PHIP_MLLP")]
+        mllp: Option<String>,
     },
     /// Audit trail tools.
     Audit {
@@ -120,10 +124,12 @@ fn main() -> anyhow::Result<()> {
             log_format,
             auth,
             tls,
+            mllp,
         } => {
             let mut settings =
                 config::ServeSettings::resolve(&file, &store, listen, base_url, log_format, auth)?;
             settings.tls = tls.resolve(&file)?;
+            settings.mllp = mllp.or_else(|| file.mllp.clone());
             serve::run(settings)
         }
         Command::Audit {

@@ -53,6 +53,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         )
         .context("starting the bulk export service")?,
     );
+    let hl7_engine = engine.clone();
     let state = AppState::new(
         engine,
         ServerConfig {
@@ -86,6 +87,26 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
+        let (mllp_stop, mllp_task) = match &settings.mllp {
+            Some(mllp_address) => {
+                let mllp_listener = tokio::net::TcpListener::bind(mllp_address)
+                    .await
+                    .with_context(|| format!("listening for MLLP on {mllp_address}"))?;
+                tracing::info!(address = %mllp_listener.local_addr()?, "accepting HL7 v2 over MLLP");
+                let handler = Arc::new(phip_server::hl7::Hl7Handler::new(hl7_engine, base.clone()));
+                let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+                let task = tokio::spawn(phip_hl7v2::mllp::serve(
+                    mllp_listener,
+                    handler,
+                    phip_hl7v2::mllp::ServerConfig::default(),
+                    async move {
+                        let _ = stopped.await;
+                    },
+                ));
+                (Some(stop), Some(task))
+            }
+            None => (None, None),
+        };
         match &settings.tls {
             Some(tls) => {
                 let config = phip_server::tls::server_config(tls).map_err(anyhow::Error::msg)?;
@@ -95,6 +116,13 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
                 phip_server::tls::serve_tls(listener, state, config, shutdown_signal()).await?;
             }
             None => phip_server::serve(listener, state, shutdown_signal()).await?,
+        }
+        // In-flight HL7 messages finish and are acknowledged before the store closes.
+        if let (Some(stop), Some(task)) = (mllp_stop, mllp_task) {
+            let _ = stop.send(());
+            if let Ok(Err(error)) = task.await {
+                tracing::warn!(%error, "the MLLP listener stopped with an error");
+            }
         }
         // Running exports stop at their next checkpoint and resume at the next start.
         tokio::task::spawn_blocking(move || exporter.shutdown()).await?;

@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod bulk;
 mod handlers;
+pub mod hl7;
 mod http;
 mod operations;
 pub mod signature;

@@ -477,6 +477,61 @@ impl Engine {
         ))
     }
 
+    /// A source-level merge, as an HL7 v2 ADT^A40 announces it: the institution retired one
+    /// of its records (`retired`) in favour of another (`surviving`). The two persons become
+    /// one, and the retired record is kept, inactive, with a `replaced-by` link (IHE PMIR).
+    /// Repeating the same merge changes nothing.
+    pub fn merge_source_records(
+        &self,
+        ctx: &RequestContext,
+        retired: &str,
+        surviving: &str,
+    ) -> FhirResult<()> {
+        self.require_index_steward(ctx)?;
+        check_id(retired)?;
+        check_id(surviving)?;
+        if retired == surviving {
+            return Ok(());
+        }
+        let mut tx = self.index_transaction()?;
+        let from = self.person_of(&mut tx, retired)?;
+        let into = self.person_of(&mut tx, surviving)?;
+        if from != into {
+            tx.merge_persons(&from, &into)?;
+        }
+        let stored = tx
+            .current(retired)?
+            .ok_or_else(|| FhirError::not_found(format!("Patient/{retired} does not exist")))?;
+        if let Some(mut body) = stored.resource {
+            let already = body.get("active").and_then(Value::as_bool) == Some(false)
+                && golden::linked_ids(&body, "replaced-by").contains(surviving);
+            if !already {
+                body["active"] = json!(false);
+                let mut links: Vec<Value> = body
+                    .get("link")
+                    .and_then(Value::as_array)
+                    .map(|l| {
+                        l.iter()
+                            .filter(|l| {
+                                l.get("type").and_then(Value::as_str) != Some("replaced-by")
+                            })
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                links.push(json!({"other": {"reference": format!("Patient/{surviving}")}, "type": "replaced-by"}));
+                body["link"] = Value::Array(links);
+                if let Some(meta) = body.get_mut("meta").and_then(Value::as_object_mut) {
+                    meta.remove("versionId");
+                    meta.remove("lastUpdated");
+                }
+                tx.write_internal("Patient", retired, Some(body), Some(stored.version_id))?;
+            }
+        }
+        Box::new(tx).commit()?;
+        Ok(())
+    }
+
     /// `POST [base]/Patient/[id]/$unmerge`: restores a golden record retired by a merge, with
     /// the sources it had before, taken from its own history.
     pub fn patient_unmerge(&self, ctx: &RequestContext, id: &str) -> FhirResult<FhirResponse> {

@@ -9,7 +9,7 @@ use crate::error::{ErrorCode, Hl7Error, Location};
 use crate::message::{Component, Field, Repetition};
 
 /// System of the Chinese resident identity card number (居民身份证号).
-pub const RESIDENT_ID_SYSTEM: &str = "urn:phip:resident-id";
+pub const RESIDENT_ID_SYSTEM: &str = "urn:oid:2.16.156.10011.1.1";
 /// Prefix of systems naming identifiers by their assigning authority or facility.
 pub const ID_SYSTEM_PREFIX: &str = "urn:phip:id:";
 const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";

@@ -73,6 +73,8 @@ pub struct TestServer {
     pub auth: Option<Arc<Authenticator>>,
     /// The server's audit trail.
     pub audit: phip_audit::AuditLog,
+    /// The engine behind the server (for feeds that bypass HTTP, such as MLLP).
+    pub engine: Arc<Engine>,
     shutdown: Option<oneshot::Sender<()>>,
     _dir: tempfile::TempDir,
 }
@@ -197,7 +199,7 @@ impl TestServer {
         };
         let ring = phip_security::keys::KeyRing::open(dir.path()).expect("key ring");
         let audit = phip_audit::AuditLog::open(dir.path(), Some(&ring)).expect("audit log");
-        let state = AppState::new(engine, config, Some(audit.clone())).with_signer(
+        let state = AppState::new(engine.clone(), config, Some(audit.clone())).with_signer(
             phip_server::signature::Signer::new(
                 phip_security::keys::KeyRing::open(dir.path()).expect("key ring"),
             ),
@@ -220,6 +222,7 @@ impl TestServer {
             token,
             auth,
             audit,
+            engine,
             shutdown: Some(tx),
             _dir: dir,
         }

@@ -1,0 +1,263 @@
+//! The HL7 v2 feed: messages received over MLLP applied to the FHIR store.
+//!
+//! Each message becomes one FHIR transaction: the Patient (a conditional update on the
+//! sending institution's record number, so it goes through the patient index like any other
+//! Patient write), the Encounter or results, and a receipt (`Basic`, identified by sending
+//! facility and message control id). The acknowledgement is AA only after that transaction
+//! committed; a message whose receipt already exists is acknowledged without being applied
+//! again. ADT^A40 merges go to the index as source-record merges.
+//!
+//! MLLP has no authentication of its own: the listener acts for the sending systems with
+//! the rights of the platform itself, so bind it to the hospital network only (or put it
+//! behind a TLS-terminating MLLP gateway).
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use phip_engine::{Engine, FhirError, Principal, RequestContext};
+use phip_hl7v2::fhir::{conditional_url, map_message, Identifier, Mapped, RESIDENT_ID_SYSTEM};
+use phip_hl7v2::mllp::MessageHandler;
+use phip_hl7v2::{Ack, ErrorCode, Hl7Error, Message};
+use serde_json::{json, Value};
+
+/// Code system of the receipts of applied messages.
+pub const RECEIPT_SYSTEM: &str = "urn:phip:hl7v2";
+/// Prefix of the identifier system of receipts: one system per sending facility.
+pub const RECEIPT_ID_PREFIX: &str = "urn:phip:hl7v2:message:";
+
+/// Applies HL7 v2 messages through an [`Engine`].
+pub struct Hl7Handler {
+    engine: Arc<Engine>,
+    base_url: String,
+}
+
+impl Hl7Handler {
+    /// A handler writing through `engine`; `base_url` is used for the FHIR context.
+    pub fn new(engine: Arc<Engine>, base_url: impl Into<String>) -> Self {
+        Self {
+            engine,
+            base_url: base_url.into(),
+        }
+    }
+
+    fn context(&self, facility: &str) -> RequestContext {
+        RequestContext::new(
+            self.base_url.clone(),
+            Principal::unrestricted(format!("hl7v2:{facility}")),
+        )
+    }
+
+    /// Applies one message; `Ok(false)` when it was a duplicate and nothing was applied.
+    pub fn apply(&self, message: &Message) -> Result<bool, Hl7Error> {
+        let facility = message
+            .sending_facility()
+            .map(|f| f.into_owned())
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| Hl7Error::missing("MSH", 1, 4, "sending facility"))?;
+        let control_id = message.control_id().into_owned();
+        let receipt = Identifier {
+            system: format!("{RECEIPT_ID_PREFIX}{}", encode_facility(&facility)),
+            value: control_id.clone(),
+        };
+        let ctx = self.context(&facility);
+        if self.receipt_exists(&ctx, &receipt)? {
+            return Ok(false);
+        }
+        match map_message(message)? {
+            Mapped::Adt(adt) => {
+                let mut bundle = adt.transaction(PATIENT_URL);
+                self.prepend_patient(&mut bundle, adt.patient, &adt.patient_identifiers)?;
+                push_receipt(&mut bundle, &receipt, message);
+                self.commit(&ctx, bundle)?;
+            }
+            Mapped::Results(results) => {
+                let mut bundle = results.transaction(PATIENT_URL);
+                self.prepend_patient(&mut bundle, results.patient, &results.patient_identifiers)?;
+                push_receipt(&mut bundle, &receipt, message);
+                self.commit(&ctx, bundle)?;
+            }
+            Mapped::Merge(instructions) => {
+                for (index, merge) in instructions.iter().enumerate() {
+                    let surviving_key = record_key(&merge.surviving).ok_or_else(|| {
+                        Hl7Error::missing("PID", index + 1, 3, "surviving patient identifier")
+                    })?;
+                    let retired_key = record_key(&merge.retired).ok_or_else(|| {
+                        Hl7Error::missing("MRG", index + 1, 1, "prior patient identifier")
+                    })?;
+                    let retired = self.find_patient(&ctx, retired_key)?.ok_or_else(|| {
+                        Hl7Error::at(
+                            ErrorCode::UnknownKeyIdentifier,
+                            phip_hl7v2::Location::field("MRG", index + 1, 1),
+                            format!(
+                                "no patient holds the prior identifier {}|{}",
+                                retired_key.system, retired_key.value
+                            ),
+                        )
+                    })?;
+                    // The surviving record is registered (or updated) from the PID segment.
+                    let mut bundle =
+                        json!({"resourceType": "Bundle", "type": "transaction", "entry": []});
+                    self.prepend_patient(&mut bundle, merge.patient.clone(), &merge.surviving)?;
+                    self.commit(&ctx, bundle)?;
+                    let surviving = self.find_patient(&ctx, surviving_key)?.ok_or_else(|| {
+                        Hl7Error::internal("the surviving patient was not stored")
+                    })?;
+                    self.engine
+                        .merge_source_records(&ctx, &retired, &surviving)
+                        .map_err(fhir_to_hl7)?;
+                }
+                let mut bundle =
+                    json!({"resourceType": "Bundle", "type": "transaction", "entry": []});
+                push_receipt(&mut bundle, &receipt, message);
+                if let Some(entry) = bundle["entry"][0].as_object_mut() {
+                    entry
+                        .get_mut("resource")
+                        .and_then(Value::as_object_mut)
+                        .map(|r| r.remove("subject"));
+                }
+                self.commit(&ctx, bundle)?;
+            }
+        }
+        Ok(true)
+    }
+
+    fn receipt_exists(&self, ctx: &RequestContext, receipt: &Identifier) -> Result<bool, Hl7Error> {
+        let params = vec![(
+            "identifier".to_owned(),
+            format!("{}|{}", receipt.system, receipt.value),
+        )];
+        let response = self
+            .engine
+            .search(ctx, Some("Basic"), &params)
+            .map_err(fhir_to_hl7)?;
+        Ok(response
+            .body
+            .as_ref()
+            .and_then(|b| b.get("entry"))
+            .and_then(Value::as_array)
+            .is_some_and(|e| !e.is_empty()))
+    }
+
+    fn find_patient(
+        &self,
+        ctx: &RequestContext,
+        key: &Identifier,
+    ) -> Result<Option<String>, Hl7Error> {
+        let params = vec![(
+            "identifier".to_owned(),
+            format!("{}|{}", key.system, key.value),
+        )];
+        let response = self
+            .engine
+            .search(ctx, Some("Patient"), &params)
+            .map_err(fhir_to_hl7)?;
+        Ok(response
+            .body
+            .as_ref()
+            .and_then(|b| b.pointer("/entry/0/resource/id"))
+            .and_then(Value::as_str)
+            .map(str::to_owned))
+    }
+
+    /// Puts the Patient first in the transaction, as a conditional update on the
+    /// institution's own record number (never on the resident ID, which other institutions'
+    /// records of the same person share).
+    fn prepend_patient(
+        &self,
+        bundle: &mut Value,
+        patient: Value,
+        identifiers: &[Identifier],
+    ) -> Result<(), Hl7Error> {
+        let key = record_key(identifiers)
+            .ok_or_else(|| Hl7Error::missing("PID", 1, 3, "patient identifier list"))?;
+        let entry = json!({
+            "fullUrl": PATIENT_URL,
+            "resource": patient,
+            "request": {"method": "PUT", "url": conditional_url("Patient", key)}
+        });
+        match bundle.get_mut("entry").and_then(Value::as_array_mut) {
+            Some(entries) => entries.insert(0, entry),
+            None => bundle["entry"] = json!([entry]),
+        }
+        Ok(())
+    }
+
+    fn commit(&self, ctx: &RequestContext, bundle: Value) -> Result<(), Hl7Error> {
+        self.engine
+            .process_bundle(ctx, bundle)
+            .map(|_| ())
+            .map_err(fhir_to_hl7)
+    }
+}
+
+/// The fullUrl standing for the message's Patient inside its transaction.
+const PATIENT_URL: &str = "urn:uuid:00000000-0000-4000-8000-00000000a001";
+
+/// The identifier a record is keyed on: the first that is not a resident ID.
+fn record_key(identifiers: &[Identifier]) -> Option<&Identifier> {
+    identifiers
+        .iter()
+        .find(|i| i.system != RESIDENT_ID_SYSTEM)
+        .or_else(|| identifiers.first())
+}
+
+/// Facility names become part of a URI.
+fn encode_facility(facility: &str) -> String {
+    percent_encoding::utf8_percent_encode(facility, percent_encoding::NON_ALPHANUMERIC).to_string()
+}
+
+fn push_receipt(bundle: &mut Value, receipt: &Identifier, message: &Message) {
+    let message_type = message.message_type();
+    let resource = json!({
+        "resourceType": "Basic",
+        "identifier": [{"system": receipt.system, "value": receipt.value}],
+        "code": {"coding": [{"system": RECEIPT_SYSTEM, "code": "message-receipt",
+                              "display": "HL7 v2 message applied"}],
+                 "text": format!("{}^{}", message_type.code, message_type.trigger)},
+        "subject": {"reference": PATIENT_URL},
+        "created": Utc::now().format("%Y-%m-%d").to_string(),
+    });
+    let entry = json!({
+        "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
+        "resource": resource,
+        "request": {
+            "method": "POST",
+            "url": "Basic",
+            "ifNoneExist": format!("identifier={}|{}", receipt.system, receipt.value),
+        }
+    });
+    match bundle.get_mut("entry").and_then(Value::as_array_mut) {
+        Some(entries) => entries.push(entry),
+        None => bundle["entry"] = json!([entry]),
+    }
+}
+
+/// A refused FHIR write becomes an application error naming what the server said.
+fn fhir_to_hl7(error: FhirError) -> Hl7Error {
+    let text = error.outcome.to_string();
+    if error.status >= 500 {
+        Hl7Error::internal(text)
+    } else {
+        Hl7Error::new(ErrorCode::DataTypeError, text)
+    }
+}
+
+impl MessageHandler for Hl7Handler {
+    fn handle(&self, message: Message) -> Ack {
+        match self.apply(&message) {
+            Ok(applied) => {
+                if !applied {
+                    tracing::info!(
+                        control_id = %message.control_id(),
+                        "duplicate HL7 v2 message acknowledged without being applied again"
+                    );
+                }
+                Ack::accept(&message)
+            }
+            Err(error) => {
+                tracing::warn!(control_id = %message.control_id(), error = %error.message, "HL7 v2 message refused");
+                Ack::error(&message, error)
+            }
+        }
+    }
+}
