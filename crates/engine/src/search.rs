@@ -274,6 +274,12 @@ impl Engine {
         params: &[(String, String)],
     ) -> FhirResult<Vec<(String, String)>> {
         let master = params.iter().find(|(name, _)| name == MASTER_PARAM);
+        if resource_type.is_none() && master.is_none() && self.config().mpi.enabled {
+            // A system search may include Patients (`_type=Patient,…`): same default view.
+            let mut out = params.to_vec();
+            exclude_golden_records(None, &mut out);
+            return Ok(out);
+        }
         if resource_type != Some("Patient") || !self.config().mpi.enabled {
             if master.is_some() {
                 return Err(FhirError::bad_request(
@@ -314,7 +320,8 @@ pub(crate) fn exclude_golden_records(
     resource_type: Option<&str>,
     params: &mut Vec<(String, String)>,
 ) {
-    if resource_type == Some("Patient") && !params.iter().any(|(name, _)| name.starts_with("_tag"))
+    if matches!(resource_type, Some("Patient") | None)
+        && !params.iter().any(|(name, _)| name.starts_with("_tag"))
     {
         params.push((
             "_tag:not".to_owned(),

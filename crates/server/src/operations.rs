@@ -61,6 +61,14 @@ pub(crate) async fn type_post(
     body: Bytes,
 ) -> HandlerResult {
     let query = Query::new(raw);
+    if !operation.starts_with('$') {
+        // `POST [type]/[id]`: not an operation, and not an interaction FHIR defines.
+        return Err(error(
+            405,
+            IssueType::NotSupported,
+            "POST is not allowed on a resource instance; use PUT to update it",
+        ));
+    }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$match") => {
             let parameters = parse_body(&headers, &body, false)?;
