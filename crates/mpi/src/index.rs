@@ -99,6 +99,14 @@ impl MatchIndex {
         self.len == 0
     }
 
+    /// Every stored record with its id, in storage order (for training on the index's own
+    /// data).
+    pub fn records(&self) -> impl Iterator<Item = (&str, &MatchRecord)> + '_ {
+        self.slots
+            .iter()
+            .filter_map(|slot| slot.as_ref().map(|(id, record)| (&**id, record)))
+    }
+
     /// The record stored under `id`.
     pub fn get(&self, id: &str) -> Option<&MatchRecord> {
         let slot = *self.ids.get(id)?;

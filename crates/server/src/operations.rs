@@ -77,6 +77,12 @@ pub(crate) async fn type_post(
             })
             .await
         }
+        ("Patient", "$mpi-train") => {
+            run(state, principal, &headers, &query, move |engine, ctx| {
+                engine.patient_index_train(ctx)
+            })
+            .await
+        }
         ("Patient", "$merge") => {
             let parameters = parse_body(&headers, &body, false)?;
             run(state, principal, &headers, &query, move |engine, ctx| {

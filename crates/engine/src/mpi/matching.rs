@@ -5,6 +5,7 @@ use phip_mpi::index::{IndexConfig, MatchIndex};
 use phip_mpi::model::Model;
 use phip_mpi::record::MatchRecord;
 use phip_mpi::rules::RuleOutcome;
+use phip_mpi::{TrainOptions, TrainReport};
 use serde_json::{json, Value};
 
 /// What the index remembers of a source record (kept for rollbacks).
@@ -67,6 +68,15 @@ impl Matcher {
 
     pub fn len(&self) -> usize {
         self.index.len()
+    }
+
+    /// Fits the Fellegi–Sunter weights to the indexed records by EM (u seeded from random
+    /// pairs, m, u and λ fitted on blocked pairs) and scores with them from now on.
+    pub fn train(&mut self) -> TrainReport {
+        let records: Vec<MatchRecord> = self.index.records().map(|(_, r)| r.clone()).collect();
+        let (model, report) = phip_mpi::train(&records, &TrainOptions::default());
+        self.index.set_model(model);
+        report
     }
 
     /// Indexes (or re-indexes) a source record; returns what was indexed before.

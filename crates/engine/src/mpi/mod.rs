@@ -51,6 +51,11 @@ pub const PERSON_ID_SYSTEM: &str = "urn:phip:mpi:person";
 /// `Task.code` of a review-queue item.
 pub const REVIEW_TASK_CODE: &str = "match-review";
 
+/// Fewest source records from which the weights are learned; below it the built-in
+/// weights (typical registration error rates) are used, since EM on a handful of records
+/// fits noise.
+pub const MIN_TRAINING_RECORDS: usize = 1000;
+
 /// Settings of the index.
 #[derive(Debug, Clone)]
 pub struct MpiConfig {
@@ -126,6 +131,15 @@ impl MpiService {
         if config.enabled {
             load_state(store, &mut state)?;
         }
+        if state.matcher.len() >= MIN_TRAINING_RECORDS {
+            let report = state.matcher.train();
+            tracing::info!(
+                iterations = report.em.iterations,
+                converged = report.em.converged,
+                blocked_pairs = report.blocked_pairs,
+                "patient index weights learned from the data (EM)"
+            );
+        }
         if state.matcher.len() > 0 {
             tracing::info!(
                 sources = state.matcher.len(),
@@ -160,6 +174,9 @@ impl MpiService {
             self.stale.store(true, Ordering::SeqCst);
             return Err(error);
         }
+        if fresh.matcher.len() >= MIN_TRAINING_RECORDS {
+            fresh.matcher.train();
+        }
         *self.state.write() = fresh;
         tracing::warn!("patient index rebuilt from the store after a failed commit");
         Ok(())
@@ -168,6 +185,17 @@ impl MpiService {
     /// The index's settings.
     pub fn config(&self) -> &MpiConfig {
         &self.config
+    }
+
+    /// Re-learns the matching weights from the records now indexed (EM); refused below
+    /// [`MIN_TRAINING_RECORDS`].
+    pub fn retrain(&self) -> Option<phip_mpi::TrainReport> {
+        let _writer = self.writer.lock();
+        let mut state = self.state.write();
+        if state.matcher.len() < MIN_TRAINING_RECORDS {
+            return None;
+        }
+        Some(state.matcher.train())
     }
 
     /// Number of source records indexed.

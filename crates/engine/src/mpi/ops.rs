@@ -322,6 +322,36 @@ impl Engine {
         Ok(FhirResponse::with_body(200, body))
     }
 
+    /// `POST [base]/Patient/$mpi-train`: re-learns the matching weights from the records
+    /// in the index by EM and reports the fit.
+    pub fn patient_index_train(&self, ctx: &RequestContext) -> FhirResult<FhirResponse> {
+        self.require_index_steward(ctx)?;
+        let mpi = self.mpi()?;
+        let report = mpi.retrain().ok_or_else(|| {
+            FhirError::new(
+                422,
+                IssueType::BusinessRule,
+                format!(
+                    "the index holds {} records; learning weights needs at least {}",
+                    mpi.source_count(),
+                    super::MIN_TRAINING_RECORDS
+                ),
+            )
+        })?;
+        Ok(FhirResponse::with_body(
+            200,
+            json!({"resourceType": "Parameters", "parameter": [
+                {"name": "records", "valueInteger": mpi.source_count()},
+                {"name": "blocked-pairs", "valueInteger": report.blocked_pairs},
+                {"name": "random-pairs", "valueInteger": report.random_pairs},
+                {"name": "iterations", "valueInteger": report.em.iterations},
+                {"name": "converged", "valueBoolean": report.em.converged},
+                {"name": "final-delta", "valueDecimal": report.em.final_delta},
+                {"name": "prior", "valueDecimal": report.em.prior},
+            ]}),
+        ))
+    }
+
     /// An index transaction for the steward operations.
     fn index_transaction(&self) -> FhirResult<IndexedTransaction<'_>> {
         let mpi = self.mpi()?;
