@@ -30,10 +30,17 @@ pub struct MpiArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Instead of FEBRL: index this many synthetic Chinese residents and measure inserts,
+    /// candidate queries and memory (how the index behaves at millions of records).
+    #[arg(long)]
+    pub scale: Option<usize>,
 }
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: MpiArgs) -> anyhow::Result<()> {
+    if let Some(records) = args.scale {
+        return crate::bench_mpi_scale::run(records);
+    }
     let mut options = RunOptions {
         threshold: args.threshold,
         ..RunOptions::default()

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_mpi;
+mod bench_mpi_scale;
 mod config;
 mod export;
 mod import;
