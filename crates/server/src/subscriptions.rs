@@ -39,6 +39,14 @@ pub(crate) async fn track_writes(
     );
     let principal = request.extensions().get::<Principal>().cloned();
     let on_subscription = is_subscription_path(request.uri().path());
+    let request = if on_subscription && matches!(method, Method::POST | Method::PUT) {
+        match refuse_invalid(&state, &subscriptions, request).await {
+            Ok(request) => request,
+            Err(response) => return response,
+        }
+    } else {
+        request
+    };
     let response = next.run(request).await;
     if !writes || !response.status().is_success() {
         return response;
@@ -59,6 +67,38 @@ pub(crate) async fn track_writes(
     }
     subscriptions.wake();
     response
+}
+
+/// Refuses (422) a Subscription that could never be delivered — above all an endpoint that
+/// is not http(s) or not on the allow-list — before it is stored. Anything that is not a
+/// Subscription body passes on for the handler to judge.
+async fn refuse_invalid(
+    state: &AppState,
+    subscriptions: &Subscriptions,
+    request: Request,
+) -> Result<Request, Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, state.config.max_body_bytes)
+        .await
+        .map_err(|_| {
+            crate::http::error_response(phip_engine::FhirError::new(
+                413,
+                phip_fhir::IssueType::TooLong,
+                "the request body is too large",
+            ))
+        })?;
+    if let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&bytes) {
+        if resource.get("resourceType").and_then(|t| t.as_str()) == Some("Subscription") {
+            if let Err(reason) = subscriptions.validate(&resource) {
+                return Err(crate::http::error_response(phip_engine::FhirError::new(
+                    422,
+                    phip_fhir::IssueType::Invalid,
+                    reason,
+                )));
+            }
+        }
+    }
+    Ok(Request::from_parts(parts, axum::body::Body::from(bytes)))
 }
 
 /// Whether a request path (with or without the `/fhir` prefix) addresses the Subscription

@@ -356,6 +356,20 @@ async fn rest_hook_delivers_matching_resources(backend: Backend) {
     let listener = loopback().await;
     let address = listener.local_addr().expect("address");
     let receiver = Receiver::start(listener).await;
+    // An endpoint that is not http(s) is refused before it is stored.
+    let mut bad = rest_hook(address, true);
+    bad["channel"]["endpoint"] = json!("file:///etc/passwd");
+    let (status, body) = node
+        .send(
+            reqwest::Method::POST,
+            "Subscription",
+            Some(&bad),
+            &node.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["resourceType"], "OperationOutcome");
+
     let full = node.create(&rest_hook(address, true)).await;
     let empty = node.create(&rest_hook(address, false)).await;
     node.wait_status(&full, "active").await;

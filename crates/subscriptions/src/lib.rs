@@ -206,6 +206,16 @@ impl Subscriptions {
         Ok(())
     }
 
+    /// Checks a Subscription about to be written: the criteria's type, the channel, and
+    /// (for rest-hooks) that the endpoint is http(s) and allowed. The error is the reason,
+    /// for a 422. A Subscription being switched `off` is not checked.
+    pub fn validate(&self, resource: &serde_json::Value) -> Result<(), String> {
+        if model::status(resource) == "off" {
+            return Ok(());
+        }
+        model::parse(resource, &self.shared.config.allowed_endpoints).map(|_| ())
+    }
+
     /// Wakes the dispatcher: something was committed. Cheap; call it after writes.
     pub fn wake(&self) {
         self.shared.wake.notify_waiters();
