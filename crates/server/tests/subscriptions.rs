@@ -630,3 +630,58 @@ on_both_backends!(
     nothing_the_subscriber_may_not_see,
     websocket_binds_and_pings,
 );
+
+/// Figures, not a test: how fast a backlog of notifications drains to one rest-hook
+/// subscriber (`cargo test -p phip-server --test subscriptions -- --ignored --nocapture`).
+/// The backlog is written while the subscriber is down, in one transaction (so every
+/// version carries the same timestamp), then the subscriber comes back.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn backlog_drain_figures() {
+    const N: usize = 2000;
+    let env = Env::new(Backend::Sqlite).await;
+    let node = env.start().await;
+    let address = loopback().await.local_addr().expect("address");
+    let id = node.create(&rest_hook(address, true)).await;
+    node.wait_status(&id, "active").await;
+    let entries: Vec<Value> = (0..N)
+        .map(|i| json!({"resource": observation(if i % 2 == 0 { CODE } else { OTHER_CODE }, &format!("p{i}")),
+                        "request": {"method": "POST", "url": "Observation"}}))
+        .collect();
+    let (status, body) = node
+        .send(
+            reqwest::Method::POST,
+            "",
+            Some(&json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})),
+            &node.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let expected: BTreeSet<String> = body["entry"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .step_by(2)
+        .filter_map(|e| e["response"]["location"].as_str())
+        .filter_map(|l| l.split('/').skip_while(|s| *s != "Observation").nth(1))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(expected.len(), N / 2);
+    node.wait_status(&id, "error").await;
+    let started = std::time::Instant::now();
+    let receiver = Receiver::start(
+        tokio::net::TcpListener::bind(address)
+            .await
+            .expect("the subscriber's port again"),
+    )
+    .await;
+    receiver.wait_for(&expected).await;
+    let elapsed = started.elapsed();
+    let delivered = receiver.got.lock().len();
+    println!(
+        "backlog of {N} changes ({} matching): drained in {elapsed:?} ({:.0} notifications/s, {delivered} requests incl. duplicates, includes the pending back-off)",
+        N / 2,
+        (N / 2) as f64 / elapsed.as_secs_f64()
+    );
+    node.stop().await;
+}
