@@ -54,6 +54,21 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .context("starting the bulk export service")?,
     );
     let hl7_engine = engine.clone();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    // Subscriptions resume from their saved cursors: notifications pending at the last stop
+    // go out now.
+    let subscriptions = {
+        let _runtime = runtime.enter();
+        phip_subscriptions::Subscriptions::start(
+            engine.clone(),
+            &settings.data_dir,
+            phip_subscriptions::SubscriptionsConfig::default(),
+        )
+        .context("starting the subscription dispatcher")?
+    };
     let state = AppState::new(
         engine,
         ServerConfig {
@@ -67,11 +82,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     .with_signer(phip_server::signature::Signer::new(
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
     ))
-    .with_bulk_export(exporter.clone());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
+    .with_bulk_export(exporter.clone())
+    .with_subscriptions(subscriptions.clone());
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
@@ -124,6 +136,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
                 tracing::warn!(%error, "the MLLP listener stopped with an error");
             }
         }
+        // Undelivered notifications stay pending in the store's history and the saved cursors.
+        subscriptions.shutdown().await;
         // Running exports stop at their next checkpoint and resume at the next start.
         tokio::task::spawn_blocking(move || exporter.shutdown()).await?;
         // A signed checkpoint at shutdown bounds what a truncation of the log could hide.

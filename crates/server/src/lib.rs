@@ -13,6 +13,7 @@ mod http;
 mod operations;
 pub mod signature;
 mod smart;
+mod subscriptions;
 pub mod tls;
 
 use std::future::Future;
@@ -49,6 +50,7 @@ pub struct AppState {
     pub(crate) audit: Option<phip_audit::AuditLog>,
     pub(crate) signer: Option<Arc<signature::Signer>>,
     pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
+    pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
 }
 
 impl AppState {
@@ -67,12 +69,23 @@ impl AppState {
             audit,
             signer: None,
             bulk: None,
+            subscriptions: None,
         }
     }
 
     /// Enables bulk export (`$export`) with this export service.
     pub fn with_bulk_export(mut self, exporter: Arc<phip_bulk::Exporter>) -> Self {
         self.bulk = Some(exporter);
+        self
+    }
+
+    /// Enables Subscriptions: records who writes each Subscription, wakes the dispatcher after
+    /// writes, and serves the websocket channel at `[base]/$subscription-websocket`.
+    pub fn with_subscriptions(
+        mut self,
+        subscriptions: Arc<phip_subscriptions::Subscriptions>,
+    ) -> Self {
+        self.subscriptions = Some(subscriptions);
         self
     }
 
@@ -109,6 +122,7 @@ pub fn router(state: AppState) -> Router {
             get(bulk::status).delete(bulk::cancel),
         )
         .route("/$export-file/{job}/{file}", get(bulk::file))
+        .route("/$subscription-websocket", get(subscriptions::websocket))
         .route(
             "/AuditEvent",
             get(audit::search)
@@ -151,6 +165,10 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            subscriptions::track_writes,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require,
