@@ -7,6 +7,7 @@
 mod audit;
 pub mod auth;
 mod bulk;
+mod documents;
 mod handlers;
 mod http;
 mod operations;
