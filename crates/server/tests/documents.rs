@@ -538,6 +538,22 @@ async fn replacement_supersedes_and_deprecation_hides(backend: Backend) {
         422,
     );
     assert_eq!(server.search_ids("DocumentReference").await.len(), 2);
+    // A new version for another patient is refused.
+    let someone_else = patient(&server, "110101198501011234").await;
+    let mut hijack = discharge_summary("urn:oid:1.2.156.9.4005");
+    hijack.extra = json!({"relatesTo": [{"code": "replaces", "target": {"reference": format!("DocumentReference/{new_id}")}}]});
+    let reply = server
+        .post(
+            "",
+            &provide_bundle(&format!("Patient/{someone_else}"), &[hijack]),
+        )
+        .await;
+    assert_outcome(&reply, 422);
+    assert!(
+        reply.body.to_string().contains("concerns"),
+        "{}",
+        reply.body
+    );
 
     // Deprecation: an ordinary update to entered-in-error takes it out of current searches.
     let mut deprecated = server

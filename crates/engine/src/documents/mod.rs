@@ -72,7 +72,7 @@ impl Engine {
         }
         let mut supersede = Vec::with_capacity(plan.replaces.len());
         for id in &plan.replaces {
-            supersede.push(self.superseding_entry(ctx, id)?);
+            supersede.push(self.superseding_entry(ctx, id, plan.subject.as_deref())?);
         }
         let types = DocumentTypes::builtin();
         let submitted = match bundle.get_mut("entry").and_then(Value::as_array_mut) {
@@ -104,7 +104,12 @@ impl Engine {
     }
 
     /// The transaction entry that marks the replaced DocumentReference `superseded`.
-    fn superseding_entry(&self, ctx: &RequestContext, id: &str) -> FhirResult<Value> {
+    fn superseding_entry(
+        &self,
+        ctx: &RequestContext,
+        id: &str,
+        subject: Option<&str>,
+    ) -> FhirResult<Value> {
         let current = self
             .read(ctx, "DocumentReference", id)
             .map_err(|e| match e.status {
@@ -126,6 +131,17 @@ impl Engine {
                 "replaces",
                 format!("the replaced DocumentReference/{id} is {status:?}, not current"),
             ));
+        }
+        // A new version of a document concerns the same patient. Placeholders and conditional
+        // references are resolved only by the transaction, so only literal ones are compared.
+        let old_subject = old["subject"]["reference"].as_str().unwrap_or("");
+        if let Some(new_subject) = subject.filter(|s| s.starts_with("Patient/")) {
+            if !old_subject.is_empty() && old_subject != new_subject {
+                return Err(rule_violation(
+                    "replaces",
+                    format!("the replaced DocumentReference/{id} concerns {old_subject}, not {new_subject}"),
+                ));
+            }
         }
         old["status"] = json!("superseded");
         Ok(json!({

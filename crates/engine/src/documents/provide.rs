@@ -74,6 +74,8 @@ pub struct ProvidePlan {
     pub replaces: Vec<String>,
     /// `(system, value)` of every DocumentReference's `masterIdentifier` (the XDS uniqueId).
     pub master_identifiers: Vec<(String, String)>,
+    /// The submission's subject reference, as written in the bundle.
+    pub subject: Option<String>,
 }
 
 /// Collects rule violations as OperationOutcome issues naming the MHD rule.
@@ -229,6 +231,11 @@ pub fn check_provide_bundle(bundle: &Value) -> Result<ProvidePlan, OperationOutc
         }
     }
     check_subjects(&mut violations, &subjects);
+    plan.subject = subjects
+        .iter()
+        .map(|(_, _, r)| r)
+        .find(|r| !r.is_empty())
+        .cloned();
 
     if violations.outcome.has_errors() {
         Err(violations.outcome)
@@ -479,6 +486,7 @@ mod tests {
             vec![("urn:ietf:rfc:3986".into(), "urn:oid:1.2.3".into())]
         );
         assert!(plan.replaces.is_empty());
+        assert_eq!(plan.subject.as_deref(), Some("Patient/p1"));
     }
 
     #[test]
