@@ -244,6 +244,9 @@ impl Engine {
             ));
         }
         match bundle.get("type").and_then(Value::as_str) {
+            Some("transaction") if crate::documents::is_provide_bundle(&bundle) => {
+                self.provide_document_bundle(ctx, bundle)
+            }
             Some("transaction") => self.transaction(ctx, &bundle),
             Some("batch") => self.batch(ctx, &bundle),
             other => Err(FhirError::bad_request(format!(
@@ -253,7 +256,11 @@ impl Engine {
         }
     }
 
-    fn transaction(&self, ctx: &RequestContext, bundle: &Value) -> FhirResult<FhirResponse> {
+    pub(crate) fn transaction(
+        &self,
+        ctx: &RequestContext,
+        bundle: &Value,
+    ) -> FhirResult<FhirResponse> {
         let mut entries = parse_entries(ctx, bundle, self.config().max_bundle_entries)?;
         let mut responses: Vec<Option<Value>> = vec![None; entries.len()];
         let mut gets = Vec::new();

@@ -9,6 +9,7 @@ pub mod access;
 mod bundle;
 mod capability;
 mod consent;
+pub mod documents;
 mod error;
 mod everything;
 mod history;

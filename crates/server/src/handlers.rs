@@ -364,6 +364,9 @@ pub(crate) async fn read(
         return crate::operations::type_get(state, principal, resource_type, id, headers, query)
             .await;
     }
+    if crate::documents::intercepts_read(&resource_type, &id, &headers, &query) {
+        return crate::documents::read(state, principal, resource_type, id, headers).await;
+    }
     let summary = query.get("_summary").map(str::to_owned);
     let elements = query.get("_elements").map(str::to_owned);
     let if_none_match = headers
@@ -459,6 +462,11 @@ pub(crate) async fn instance_get(
     RawQuery(raw): RawQuery,
 ) -> HandlerResult {
     let query = Query::new(raw);
+    if crate::documents::is_instance_operation(&resource_type, &operation) {
+        let target = (resource_type, id, operation);
+        return crate::documents::instance_operation(state, principal, target, headers, query)
+            .await;
+    }
     let params = query.params.clone();
     match (resource_type.as_str(), operation.as_str()) {
         (_, "_history") => {
@@ -543,6 +551,11 @@ pub(crate) async fn instance_post(
     body: Bytes,
 ) -> HandlerResult {
     let query = Query::new(raw);
+    if crate::documents::is_instance_operation(&resource_type, &operation) {
+        let target = (resource_type, id, operation);
+        return crate::documents::instance_operation(state, principal, target, headers, query)
+            .await;
+    }
     if crate::operations::is_instance_post(&resource_type, &operation) {
         return crate::operations::instance_post(
             state,

@@ -7,6 +7,7 @@
 mod audit;
 pub mod auth;
 mod bulk;
+mod documents;
 mod handlers;
 pub mod hl7;
 mod http;
