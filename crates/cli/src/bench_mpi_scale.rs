@@ -42,7 +42,7 @@ impl Rng {
 
 fn resident(rng: &mut Rng) -> Value {
     let family = rng.pick(SURNAMES);
-    let given: String = if rng.next() % 3 == 0 {
+    let given: String = if matches!(rng.next() % 3, 0) {
         rng.pick(GIVEN).to_owned()
     } else {
         format!("{}{}", rng.pick(GIVEN), rng.pick(GIVEN))
@@ -53,7 +53,7 @@ fn resident(rng: &mut Rng) -> Value {
     json!({
         "resourceType": "Patient",
         "name": [{"text": format!("{family}{given}"), "family": family, "given": [given]}],
-        "gender": if rng.next() % 2 == 0 { "male" } else { "female" },
+        "gender": if matches!(rng.next() % 2, 0) { "male" } else { "female" },
         "birthDate": format!("{year}-{month:02}-{day:02}"),
         "telecom": [{"system": "phone", "value": format!("13{:09}", rng.next() % 1_000_000_000)}],
         "address": [{"district": rng.pick(COUNTIES), "line": [format!("{}号", rng.next() % 300)]}],
