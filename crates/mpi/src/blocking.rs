@@ -22,8 +22,9 @@ enum Pass<'a> {
     BirthDate(u16, u8, u8),
     /// Both name parts, order-free (swapped family/given still meet).
     FullName(&'a str, &'a str),
-    /// Soundex of one name part + birth year (typos in the other part, in the date's day/month).
-    NameSoundYear(&'a str, u16),
+    /// Soundex of both name parts, order-free, + birth year (spelling variants that keep
+    /// the sound of each part; a wrong day or month of birth).
+    NameSoundYear(&'a str, &'a str, u16),
     /// Phone, last 8 digits.
     Phone(&'a str),
     /// Postcode + soundex of one name part.
@@ -60,16 +61,19 @@ pub fn keys(record: &MatchRecord) -> Vec<Key> {
             let (x, y) = if f <= g { (f, g) } else { (g, f) };
             keys.push(hash(&Pass::FullName(x, y)));
         }
-        for part in [f, g] {
-            let sound = soundex(part);
-            if sound.is_empty() {
-                continue;
+        let sounds = [soundex(f), soundex(g)];
+        if let (Some(y), [fs, gs]) = (year, &sounds) {
+            if !fs.is_empty() && !gs.is_empty() {
+                // Both parts' sounds with the birth year: a typo in one part is caught by
+                // the other passes (full name, birth date), and the block stays small even
+                // where a few surnames cover most of the population.
+                let (x, z) = if fs <= gs { (fs, gs) } else { (gs, fs) };
+                keys.push(hash(&Pass::NameSoundYear(x, z, y)));
             }
-            if let Some(y) = year {
-                keys.push(hash(&Pass::NameSoundYear(&sound, y)));
-            }
+        }
+        for sound in sounds.iter().filter(|s| !s.is_empty()) {
             for p in &postcodes {
-                keys.push(hash(&Pass::PostcodeName(p, &sound)));
+                keys.push(hash(&Pass::PostcodeName(p, sound)));
             }
         }
     }
