@@ -59,10 +59,16 @@ impl Engine {
                     "searchParam": params,
                 });
                 if resource_type == "Patient" {
-                    let mut operations = vec![json!({
-                        "name": "everything",
-                        "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
-                    })];
+                    let mut operations = vec![
+                        json!({
+                            "name": "everything",
+                            "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+                        }),
+                        json!({
+                            "name": "export",
+                            "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/patient-export"
+                        }),
+                    ];
                     if self.config().mpi.enabled {
                         operations.extend([
                             json!({"name": "match", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-match"}),
@@ -80,6 +86,27 @@ impl Engine {
                         }
                     }
                     resource["operation"] = Value::Array(operations);
+                }
+                match resource_type {
+                    "Composition" => {
+                        resource["operation"] = json!([
+                            {"name": "document", "definition": "http://hl7.org/fhir/OperationDefinition/Composition-document"},
+                            {"name": "render", "definition": "urn:phip:OperationDefinition/render",
+                             "documentation": "The document as readable, escaped HTML"}
+                        ]);
+                    }
+                    "Bundle" => {
+                        resource["operation"] = json!([
+                            {"name": "render", "definition": "urn:phip:OperationDefinition/render",
+                             "documentation": "A stored document Bundle as readable, escaped HTML"}
+                        ]);
+                    }
+                    "Group" => {
+                        resource["operation"] = json!([
+                            {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/group-export"}
+                        ]);
+                    }
+                    _ => {}
                 }
                 if resource_type == "Task" && self.config().mpi.enabled {
                     resource["operation"] = json!([
@@ -112,6 +139,9 @@ impl Engine {
                 "interaction": [
                     {"code": "transaction"}, {"code": "batch"},
                     {"code": "search-system"}, {"code": "history-system"}
+                ],
+                "operation": [
+                    {"name": "export", "definition": "http://hl7.org/fhir/uv/bulkdata/OperationDefinition/export"}
                 ],
                 "searchParam": [
                     {"name": "_id", "type": "token"},

@@ -399,6 +399,21 @@ async fn match_operation_scores_persons(backend: Backend) {
         "certain"
     );
 
+    // The CapabilityStatement tells clients about the index's operations.
+    let metadata = server.get("metadata").await.body;
+    let patient = metadata["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .cloned()
+        .unwrap();
+    let operations = patient["operation"].to_string();
+    for name in ["match", "ihe-pix", "merge", "unmerge", "mpi-unlink", "export"] {
+        assert!(operations.contains(&format!("\"{name}\"")), "{name} missing: {operations}");
+    }
+    assert!(patient["searchParam"].to_string().contains("_master"));
+
     // Nobody like this.
     let query = json!({"resourceType": "Patient", "name": [{"text": "欧阳娜娜"}], "birthDate": "2001-07-07", "gender": "female"});
     let reply = server.post("Patient/$match", &parameters(query)).await;
