@@ -409,8 +409,18 @@ async fn match_operation_scores_persons(backend: Backend) {
         .cloned()
         .unwrap();
     let operations = patient["operation"].to_string();
-    for name in ["match", "ihe-pix", "merge", "unmerge", "mpi-unlink", "export"] {
-        assert!(operations.contains(&format!("\"{name}\"")), "{name} missing: {operations}");
+    for name in [
+        "match",
+        "ihe-pix",
+        "merge",
+        "unmerge",
+        "mpi-unlink",
+        "export",
+    ] {
+        assert!(
+            operations.contains(&format!("\"{name}\"")),
+            "{name} missing: {operations}"
+        );
     }
     assert!(patient["searchParam"].to_string().contains("_master"));
 
