@@ -11,6 +11,7 @@ mod documents;
 mod handlers;
 pub mod hl7;
 mod http;
+pub mod metrics;
 mod operations;
 pub mod signature;
 mod smart;
@@ -52,6 +53,7 @@ pub struct AppState {
     pub(crate) signer: Option<Arc<signature::Signer>>,
     pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
     pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
+    pub(crate) metrics: Arc<metrics::Metrics>,
 }
 
 impl AppState {
@@ -71,6 +73,7 @@ impl AppState {
             signer: None,
             bulk: None,
             subscriptions: None,
+            metrics: Arc::new(metrics::Metrics::default()),
         }
     }
 
@@ -180,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .route("/health", get(handlers::health))
+        .route("/metrics", get(metrics::metrics))
         .route("/auth/token", post(smart::token))
         .route("/.well-known/jwks.json", get(smart::jwks))
         .route(
@@ -194,6 +198,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::record,
+        ))
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(TraceLayer::new_for_http())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -25,6 +25,25 @@ async fn health_and_metadata(backend: Backend) {
 
     let metadata = server.get("metadata").await;
     assert_eq!(metadata.status, StatusCode::OK);
+    // Prometheus metrics count what was served, by interaction and status.
+    server.get("Patient/nobody").await;
+    let metrics = server.get(&format!("{}/metrics", server.root)).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(metrics
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain")));
+    let text = metrics.body.as_str().unwrap_or_default();
+    assert!(
+        text.contains("phip_http_requests_total{interaction=\"capabilities\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("phip_http_requests_total{interaction=\"read\",status=\"404\"} 1"),
+        "{text}"
+    );
+    assert!(text
+        .contains("phip_http_request_duration_seconds_bucket{interaction=\"read\",le=\"+Inf\"} 1"));
+    assert!(text.contains("phip_mpi_source_records 0"), "{text}");
     assert_eq!(metadata.body["resourceType"], "CapabilityStatement");
     assert_eq!(metadata.body["fhirVersion"], "4.0.1");
     let resources = metadata.body["rest"][0]["resource"]
