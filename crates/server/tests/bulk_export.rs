@@ -8,7 +8,6 @@ mod common;
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,7 @@ use phip_engine::{Engine, EngineConfig};
 use phip_security::token::Grant;
 use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
-use phip_store::{open_store, StoreConfig};
+use phip_store::open_store;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -35,33 +34,7 @@ struct ExportServer {
 }
 
 /// Where a server's data lives, reusable by a restarted server.
-struct Data {
-    dir: tempfile::TempDir,
-    store: StoreConfig,
-}
-
-impl Data {
-    async fn new(backend: Backend) -> Data {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir = dir.path().to_path_buf();
-        let store = tokio::task::spawn_blocking(move || match backend {
-            Backend::Sqlite => StoreConfig::Sqlite { data_dir },
-            Backend::Postgres => StoreConfig::Postgres {
-                url: phip_testkit::PgCluster::shared()
-                    .expect("PostgreSQL cluster")
-                    .fresh_database(),
-                pool_size: 8,
-            },
-        })
-        .await
-        .expect("join");
-        Data { dir, store }
-    }
-
-    fn path(&self) -> PathBuf {
-        self.dir.path().to_path_buf()
-    }
-}
+type Data = common::TestData;
 
 fn test_config() -> ExportConfig {
     ExportConfig {

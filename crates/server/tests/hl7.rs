@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{Backend, TestServer};
+use common::{resident_id, Backend, TestServer};
 use phip_hl7v2::ack::read_ack;
 use phip_hl7v2::mllp::{MllpClient, ServerConfig};
 use phip_hl7v2::{AckCode, Message};
@@ -13,18 +13,6 @@ use phip_server::hl7::Hl7Handler;
 use serde_json::Value;
 
 const MRN_A: &str = "urn:phip:id:HOSPA";
-
-fn resident_id(area: &str, birth: &str, sequence: &str) -> String {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
-    let first17 = format!("{area}{birth}{sequence}");
-    let sum: u32 = first17
-        .bytes()
-        .zip(WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    format!("{first17}{}", CHECK[(sum % 11) as usize])
-}
 
 /// Starts an MLLP listener feeding `server`'s engine; returns its address.
 async fn start_feed(server: &TestServer) -> std::net::SocketAddr {

@@ -4,26 +4,13 @@
 
 mod common;
 
-use common::{assert_outcome, Backend, TestServer};
+use common::{assert_outcome, resident_id, Backend, TestServer};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
 const RESIDENT_ID: &str = "urn:oid:2.16.156.10011.1.1";
 const MRN_A: &str = "https://phip.cn/fhir/sid/mrn/hospital-a";
 const MRN_B: &str = "https://phip.cn/fhir/sid/mrn/clinic-b";
-
-/// A resident ID with a correct ISO 7064 MOD 11-2 check character.
-fn resident_id(area: &str, birth: &str, sequence: &str) -> String {
-    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
-    const CHECK: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
-    let first17 = format!("{area}{birth}{sequence}");
-    let sum: u32 = first17
-        .bytes()
-        .zip(WEIGHTS)
-        .map(|(d, w)| u32::from(d - b'0') * w)
-        .sum();
-    format!("{first17}{}", CHECK[(sum % 11) as usize])
-}
 
 /// The other check character: a deliberately wrong one.
 fn with_wrong_check(id: &str) -> String {

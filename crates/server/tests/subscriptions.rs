@@ -17,7 +17,7 @@ use phip_engine::{Engine, EngineConfig};
 use phip_security::token::Grant;
 use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
-use phip_store::{open_store, StoreConfig};
+use phip_store::open_store;
 use phip_subscriptions::{Subscriptions, SubscriptionsConfig};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -26,29 +26,9 @@ const CODE: &str = "8867-4";
 const OTHER_CODE: &str = "9279-1";
 
 /// A data directory and store that outlive one server run.
-struct Env {
-    dir: tempfile::TempDir,
-    store: StoreConfig,
-}
+type Env = common::TestData;
 
 impl Env {
-    async fn new(backend: Backend) -> Env {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let data_dir = dir.path().to_path_buf();
-        let store = tokio::task::spawn_blocking(move || match backend {
-            Backend::Sqlite => StoreConfig::Sqlite { data_dir },
-            Backend::Postgres => StoreConfig::Postgres {
-                url: phip_testkit::PgCluster::shared()
-                    .expect("PostgreSQL cluster")
-                    .fresh_database(),
-                pool_size: 4,
-            },
-        })
-        .await
-        .expect("join");
-        Env { dir, store }
-    }
-
     /// Starts a server with its dispatcher on this data directory and store.
     async fn start(&self) -> Node {
         let config = self.store.clone();

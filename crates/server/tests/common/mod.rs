@@ -59,6 +59,52 @@ macro_rules! on_both_backends {
     };
 }
 
+/// A data directory and a store configuration that outlive one server run, so that tests
+/// can stop a server and start another on the same data (restarts, resumed jobs).
+pub struct TestData {
+    pub dir: tempfile::TempDir,
+    pub store: StoreConfig,
+}
+
+impl TestData {
+    /// A fresh temp directory and, on PostgreSQL, a fresh database in the shared cluster.
+    pub async fn new(backend: Backend) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_path_buf();
+        // PostgreSQL is driven by a synchronous client, so keep it off the async workers.
+        let store = tokio::task::spawn_blocking(move || match backend {
+            Backend::Sqlite => StoreConfig::Sqlite { data_dir },
+            Backend::Postgres => StoreConfig::Postgres {
+                url: phip_testkit::PgCluster::shared()
+                    .expect("PostgreSQL cluster")
+                    .fresh_database(),
+                pool_size: 8,
+            },
+        })
+        .await
+        .expect("join");
+        Self { dir, store }
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+/// A resident ID (GB 11643) with a correct ISO 7064 MOD 11-2 check character.
+pub fn resident_id(area: &str, birth: &str, sequence: &str) -> String {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
+    let first17 = format!("{area}{birth}{sequence}");
+    let sum: u32 = first17
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    format!("{first17}{}", CHECK[(sum % 11) as usize])
+}
+
 /// A running server.
 pub struct TestServer {
     /// FHIR base URL, e.g. `http://127.0.0.1:4321/fhir`.
@@ -152,26 +198,12 @@ impl TestServer {
         auth_on: bool,
         clients: Vec<phip_server::auth::RegisteredClient>,
     ) -> Self {
-        let dir = tempfile::tempdir().expect("temp dir");
+        let TestData { dir, store: config } = TestData::new(backend).await;
         phip_server::auth::save_clients(dir.path(), &clients).expect("clients");
-        let data_dir = dir.path().to_path_buf();
-        // PostgreSQL is driven by a synchronous client, so keep it off the async workers.
-        let store = tokio::task::spawn_blocking(move || {
-            let config = match backend {
-                Backend::Sqlite => StoreConfig::Sqlite { data_dir },
-                Backend::Postgres => {
-                    let cluster = phip_testkit::PgCluster::shared().expect("PostgreSQL cluster");
-                    StoreConfig::Postgres {
-                        url: cluster.fresh_database(),
-                        pool_size: 8,
-                    }
-                }
-            };
-            open_store(&config)
-        })
-        .await
-        .expect("join")
-        .expect("open store");
+        let store = tokio::task::spawn_blocking(move || open_store(&config))
+            .await
+            .expect("join")
+            .expect("open store");
         let engine = Arc::new(Engine::new(store, EngineConfig::default()));
         let (mode, auth, token) = if auth_on {
             let auth =
