@@ -27,7 +27,7 @@ struct Totals {
 pub fn run(config: &StoreConfig, paths: &[PathBuf], batch_size: usize) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = phip_store::open_store(config)
         .with_context(|| format!("opening the store ({})", config.describe()))?;
-    let engine = Engine::new(store.clone(), EngineConfig::default());
+    let engine = phip_server::platform_engine(store.clone(), EngineConfig::default());
     let mut files = Vec::new();
     for path in paths {
         collect_files(path, &mut files)?;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use phip_engine::{Engine, EngineConfig};
+use phip_engine::EngineConfig;
 use phip_server::auth::{AuthMode, Authenticator};
 use phip_server::{AppState, ServerConfig};
 
@@ -43,7 +43,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let audit = phip_audit::AuditLog::open(&settings.data_dir, Some(&ring))
         .context("opening the audit log")?;
     tracing::info!(path = %audit.path().display(), "audit trail open (every request is recorded)");
-    let engine = Arc::new(Engine::new(store, EngineConfig::default()));
+    let engine = Arc::new(phip_server::platform_engine(store, EngineConfig::default()));
     // Bulk export jobs live in the data directory; unfinished ones resume now.
     let exporter = Arc::new(
         phip_bulk::Exporter::start(

@@ -265,7 +265,7 @@ impl Engine {
         let mut responses: Vec<Option<Value>> = vec![None; entries.len()];
         let mut gets = Vec::new();
         {
-            let mut tx = self.begin_write()?;
+            let mut tx = self.begin_write(&ctx.principal)?;
             let ids = self.assign_ids(tx.as_mut(), &ctx.principal, &mut entries)?;
             self.resolve_references(tx.as_mut(), &ctx.principal, &mut entries, &ids)?;
             let mut order: Vec<usize> = (0..entries.len()).collect();
@@ -525,7 +525,7 @@ impl Engine {
             };
             rewrite_references(resource, &mut check)?;
         }
-        let mut tx = self.begin_write()?;
+        let mut tx = self.begin_write(&ctx.principal)?;
         let (outcome, text) = execute_write(tx.as_mut(), &ctx.principal, entry)?;
         tx.commit()?;
         Ok(response_entry(ctx, &outcome, &text))

@@ -80,6 +80,10 @@ impl From<StoreError> for FhirError {
                 "the paging link is invalid or has expired; start the search again",
             ),
             StoreError::Busy => Self::new(503, IssueType::Transient, "the database is busy; retry"),
+            StoreError::Refused(inner) => match inner.downcast::<FhirError>() {
+                Ok(refusal) => *refusal,
+                Err(other) => Self::new(422, IssueType::BusinessRule, other.to_string()),
+            },
             StoreError::Backend(msg) => {
                 tracing::error!(error = %msg, "storage failure");
                 Self::new(500, IssueType::Exception, "internal storage failure")

@@ -585,12 +585,16 @@ fn readable_version(
 }
 
 impl Engine {
-    /// Runs `work` in a write transaction and commits it.
-    fn in_write<T>(
+    /// Runs `work` in one write transaction for `principal` and commits it if `work`
+    /// succeeds. Writes made through the transaction pass the patient index and the
+    /// registered [`crate::WriteRule`]s, as REST writes do; lower layers (workflow
+    /// operations, importers) use it to read and write atomically.
+    pub fn write_transaction<T>(
         &self,
+        principal: &Principal,
         work: impl FnOnce(&mut dyn Transaction) -> FhirResult<T>,
     ) -> FhirResult<T> {
-        let mut tx = self.begin_write()?;
+        let mut tx = self.begin_write(principal)?;
         let result = work(tx.as_mut())?;
         tx.commit()?;
         Ok(result)
@@ -604,7 +608,7 @@ impl Engine {
         body: Value,
         if_none_exist: Option<&str>,
     ) -> FhirResult<FhirResponse> {
-        let outcome = self.in_write(|tx| {
+        let outcome = self.write_transaction(&ctx.principal, |tx| {
             create_in(tx, &ctx.principal, resource_type, body, if_none_exist, None)
         })?;
         let message = if outcome.status == 201 {
@@ -665,8 +669,9 @@ impl Engine {
         body: Value,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let outcome =
-            self.in_write(|tx| update_in(tx, &ctx.principal, resource_type, id, body, if_match))?;
+        let outcome = self.write_transaction(&ctx.principal, |tx| {
+            update_in(tx, &ctx.principal, resource_type, id, body, if_match)
+        })?;
         Ok(write_response(ctx, outcome, "updated"))
     }
 
@@ -679,7 +684,7 @@ impl Engine {
         body: Value,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let outcome = self.in_write(|tx| {
+        let outcome = self.write_transaction(&ctx.principal, |tx| {
             conditional_update_in(
                 tx,
                 &ctx.principal,
@@ -702,8 +707,9 @@ impl Engine {
         patch: &Value,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let outcome =
-            self.in_write(|tx| patch_in(tx, &ctx.principal, resource_type, id, patch, if_match))?;
+        let outcome = self.write_transaction(&ctx.principal, |tx| {
+            patch_in(tx, &ctx.principal, resource_type, id, patch, if_match)
+        })?;
         Ok(write_response(ctx, outcome, "patched"))
     }
 
@@ -715,8 +721,9 @@ impl Engine {
         id: &str,
         if_match: Option<u64>,
     ) -> FhirResult<FhirResponse> {
-        let outcome =
-            self.in_write(|tx| delete_in(tx, &ctx.principal, resource_type, id, if_match))?;
+        let outcome = self.write_transaction(&ctx.principal, |tx| {
+            delete_in(tx, &ctx.principal, resource_type, id, if_match)
+        })?;
         Ok(delete_response(ctx, outcome, 1))
     }
 
@@ -727,8 +734,9 @@ impl Engine {
         resource_type: &str,
         criteria: &str,
     ) -> FhirResult<FhirResponse> {
-        let (outcome, count) =
-            self.in_write(|tx| conditional_delete_in(tx, &ctx.principal, resource_type, criteria))?;
+        let (outcome, count) = self.write_transaction(&ctx.principal, |tx| {
+            conditional_delete_in(tx, &ctx.principal, resource_type, criteria)
+        })?;
         Ok(delete_response(ctx, outcome, count))
     }
 }

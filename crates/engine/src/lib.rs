@@ -16,6 +16,7 @@ mod history;
 mod interactions;
 pub mod mpi;
 mod reference;
+pub mod rules;
 mod search;
 mod subset;
 
@@ -32,6 +33,7 @@ use serde_json::Value;
 
 pub use access::{Decision, Principal};
 pub use error::{FhirError, FhirResult};
+pub use rules::{RuleContext, WriteRule, WriteRules};
 
 /// Limits and defaults of the engine.
 #[derive(Debug, Clone)]
@@ -136,6 +138,7 @@ pub struct Engine {
     /// Loaded on first use, so that opening an engine stays cheap and infallible.
     mpi: OnceLock<mpi::MpiService>,
     mpi_loading: Mutex<()>,
+    rules: WriteRules,
 }
 
 impl Engine {
@@ -146,7 +149,13 @@ impl Engine {
             config,
             mpi: OnceLock::new(),
             mpi_loading: Mutex::new(()),
+            rules: WriteRules::default(),
         }
+    }
+
+    /// Adds a business rule checked on every write (see [`rules`]).
+    pub fn add_write_rule(&mut self, rule: std::sync::Arc<dyn WriteRule>) {
+        self.rules.push(rule);
     }
 
     /// The patient index, loaded from the store on first use.
@@ -163,15 +172,27 @@ impl Engine {
         Ok(self.mpi.get_or_init(|| service))
     }
 
-    /// A write transaction; with the index enabled, Patient writes go through it.
-    pub(crate) fn begin_write(&self) -> FhirResult<Box<dyn phip_store::Transaction + '_>> {
-        if !self.config.mpi.enabled {
-            return Ok(self.store.begin_write()?);
+    /// A write transaction for `principal`: with the index enabled, Patient writes go
+    /// through it, and every write passes the registered [`WriteRule`]s.
+    pub(crate) fn begin_write(
+        &self,
+        principal: &Principal,
+    ) -> FhirResult<Box<dyn phip_store::Transaction + '_>> {
+        let indexed: Box<dyn phip_store::Transaction + '_> = if self.config.mpi.enabled {
+            Box::new(mpi::IndexedTransaction::new(
+                self.store.begin_write()?,
+                self.mpi()?,
+            ))
+        } else {
+            self.store.begin_write()?
+        };
+        if self.rules.is_empty() {
+            return Ok(indexed);
         }
-        let mpi = self.mpi()?;
-        Ok(Box::new(mpi::IndexedTransaction::new(
-            self.store.begin_write()?,
-            mpi,
+        Ok(Box::new(rules::RuledTransaction::new(
+            indexed,
+            &self.rules,
+            principal,
         )))
     }
 

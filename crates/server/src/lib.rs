@@ -44,6 +44,18 @@ pub struct ServerConfig {
     pub node_name: String,
 }
 
+/// The engine `phip serve` runs: `store` with every platform rule installed (the
+/// collaboration workflows' state machines and one-time guarantees). Tools that write
+/// clinical data use it too, so no path bypasses the rules.
+pub fn platform_engine(
+    store: Arc<dyn phip_store::Store>,
+    config: phip_engine::EngineConfig,
+) -> Engine {
+    let mut engine = Engine::new(store, config);
+    phip_workflow::install(&mut engine);
+    engine
+}
+
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {

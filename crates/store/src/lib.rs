@@ -237,6 +237,10 @@ pub enum StoreError {
     /// Any other backend failure.
     #[error("storage failure: {0}")]
     Backend(String),
+    /// A layer wrapping the transaction (a business rule, say) refused the write; the error is
+    /// that layer's own and is handed back to it unchanged.
+    #[error("{0}")]
+    Refused(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Result alias for store operations.

@@ -204,7 +204,7 @@ impl TestServer {
             .await
             .expect("join")
             .expect("open store");
-        let engine = Arc::new(Engine::new(store, EngineConfig::default()));
+        let engine = Arc::new(phip_server::platform_engine(store, EngineConfig::default()));
         let (mode, auth, token) = if auth_on {
             let auth =
                 Arc::new(Authenticator::from_data_dir(dir.path(), None, Vec::new()).expect("auth"));

@@ -1,0 +1,13 @@
+//! Business collaboration between institutions, on top of the FHIR engine.
+//!
+//! Each workflow is plain FHIR resources (Task, ServiceRequest, MedicationRequest, Slot, …)
+//! plus the rules that keep them consistent however a client writes them: the rules are
+//! [`phip_engine::WriteRule`]s checked inside the write's own transaction, and the
+//! operations are functions over [`phip_engine::Engine`] that the HTTP layer exposes.
+
+use phip_engine::Engine;
+
+/// Registers every workflow rule with `engine`. Call it once, before the engine is shared.
+pub fn install(engine: &mut Engine) {
+    let _ = engine;
+}
