@@ -54,6 +54,11 @@ impl WriteRule for OrderAdvisoryRule {
             extensions.retain(|e| {
                 e.get("url").and_then(Value::as_str) != Some(ADVISORY_EXTENSION)
             });
+            if extensions.is_empty() {
+                if let Some(object) = order.as_object_mut() {
+                    object.remove("extension");
+                }
+            }
         }
         let status = order.get("status").and_then(Value::as_str).unwrap_or("");
         if !is_new || !matches!(status, "draft" | "active") {

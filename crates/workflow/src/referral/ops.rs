@@ -313,7 +313,8 @@ fn timing_parts(values: &mut [f64]) -> Vec<Value> {
 /// (both bounds optional, inclusive, on `authoredOn`) that the caller may see — optionally
 /// only those where `organization` is the sender or receiver — counted by status, with the
 /// time from `authoredOn` to acceptance (mean and median, in minutes, from the Task's
-/// history) overall and per sending and receiving organisation. Returns `Parameters`.
+/// history) overall and per sending and receiving organisation. A caller whose token names an
+/// organisation reports on that organisation's referrals only. Returns `Parameters`.
 pub fn report(
     engine: &Engine,
     ctx: &RequestContext,
@@ -346,6 +347,20 @@ pub fn report(
                     "$referral-report takes start, end and organization; not {other:?}"
                 )))
             }
+        }
+    }
+    // An institution's report covers the referrals it sent or received; a regional or
+    // system caller (no organisation in its token) may choose any organisation or none.
+    if let (false, Some(own)) = (principal.is_unrestricted(), &principal.organization) {
+        match &organization {
+            Some(asked) if asked != own => {
+                return Err(FhirError::new(
+                    403,
+                    IssueType::Forbidden,
+                    format!("Organization/{own} may report only on its own referrals, not Organization/{asked}'s"),
+                ))
+            }
+            _ => organization = Some(own.clone()),
         }
     }
     let mut tx = engine.store().begin_read()?;
