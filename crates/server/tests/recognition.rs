@@ -51,15 +51,27 @@ async fn setup(server: &TestServer) -> Setup {
     let org = json!({"resourceType": "Organization", "id": HOSPITAL, "name": "南京市第一医院",
         "type": [{"coding": [{"system": "urn:phip:organization-level", "code": "tertiary",
                               "display": "三级甲等"}]}]});
-    assert!(server.put(&format!("Organization/{HOSPITAL}"), &org).await.status.is_success());
+    assert!(server
+        .put(&format!("Organization/{HOSPITAL}"), &org)
+        .await
+        .status
+        .is_success());
     let patient = server
         .create(&json!({"resourceType": "Patient", "name": [{"text": "李强"}]}))
         .await;
     let loinc = "http://loinc.org";
-    let cbc = server.create(&observation(&patient, loinc, "58410-2", 3)).await;
-    let old_hemoglobin = server.create(&observation(&patient, loinc, "718-7", 10)).await;
-    let glucose = server.create(&observation(&patient, loinc, "2345-7", 10)).await;
-    let local_hemoglobin = server.create(&observation(&patient, LOCAL_LAB, "HGB", 2)).await;
+    let cbc = server
+        .create(&observation(&patient, loinc, "58410-2", 3))
+        .await;
+    let old_hemoglobin = server
+        .create(&observation(&patient, loinc, "718-7", 10))
+        .await;
+    let glucose = server
+        .create(&observation(&patient, loinc, "2345-7", 10))
+        .await;
+    let local_hemoglobin = server
+        .create(&observation(&patient, LOCAL_LAB, "HGB", 2))
+        .await;
     let chest_ct = server
         .create(&json!({
             "resourceType": "DiagnosticReport",
@@ -73,7 +85,9 @@ async fn setup(server: &TestServer) -> Setup {
         .await;
     // Someone else's recent CBC must never show up.
     let stranger = server.create(&json!({"resourceType": "Patient"})).await;
-    server.create(&observation(&stranger, loinc, "58410-2", 1)).await;
+    server
+        .create(&observation(&stranger, loinc, "58410-2", 1))
+        .await;
     Setup {
         patient,
         cbc,
@@ -84,13 +98,28 @@ async fn setup(server: &TestServer) -> Setup {
     }
 }
 
-async fn recognizable(server: &TestServer, patient: &str, codes: &str, token: Option<&str>) -> Reply {
-    let path = format!("Patient/{patient}/$recognizable-results?code={}", codes.replace('|', "%7C"));
+async fn recognizable(
+    server: &TestServer,
+    patient: &str,
+    codes: &str,
+    token: Option<&str>,
+) -> Reply {
+    let path = format!(
+        "Patient/{patient}/$recognizable-results?code={}",
+        codes.replace('|', "%7C")
+    );
     match token {
         None => server.get(&path).await,
         Some(token) => {
             let auth = format!("Bearer {token}");
-            server.send(Method::GET, &path, None, &[("authorization", auth.as_str())]).await
+            server
+                .send(
+                    Method::GET,
+                    &path,
+                    None,
+                    &[("authorization", auth.as_str())],
+                )
+                .await
         }
     }
 }
@@ -113,20 +142,40 @@ async fn windows_by_category_with_issuer_level(backend: Backend) {
     assert_eq!(reply.ids(), expected);
     assert_eq!(reply.body["total"], 3);
     let entries = reply.body["entry"].as_array().expect("entries").clone();
-    let cbc = entries.iter().find(|e| e["resource"]["id"] == s.cbc.as_str()).expect("cbc");
+    let cbc = entries
+        .iter()
+        .find(|e| e["resource"]["id"] == s.cbc.as_str())
+        .expect("cbc");
     assert_eq!(
         search_extension(cbc, "urn:phip:workflow:issuer")["valueReference"]["reference"],
         format!("Organization/{HOSPITAL}")
     );
-    assert_eq!(search_extension(cbc, "urn:phip:workflow:issuer-level")["valueCoding"]["code"], "tertiary");
-    assert_eq!(search_extension(cbc, "urn:phip:workflow:recognition-category")["valueCode"], "hematology");
-    let ct = entries.iter().find(|e| e["resource"]["id"] == s.chest_ct.as_str()).expect("ct");
-    assert_eq!(search_extension(ct, "urn:phip:workflow:recognition-category")["valueCode"], "imaging");
+    assert_eq!(
+        search_extension(cbc, "urn:phip:workflow:issuer-level")["valueCoding"]["code"],
+        "tertiary"
+    );
+    assert_eq!(
+        search_extension(cbc, "urn:phip:workflow:recognition-category")["valueCode"],
+        "hematology"
+    );
+    let ct = entries
+        .iter()
+        .find(|e| e["resource"]["id"] == s.chest_ct.as_str())
+        .expect("ct");
+    assert_eq!(
+        search_extension(ct, "urn:phip:workflow:recognition-category")["valueCode"],
+        "imaging"
+    );
     // Newest first.
     assert_eq!(entries[0]["resource"]["id"], s.cbc.as_str());
     // Heart rate is no recognition item: said so in an outcome entry.
-    let outcome = entries.iter().find(|e| e["search"]["mode"] == "outcome").expect("outcome");
-    let text = outcome["resource"]["issue"][0]["diagnostics"].as_str().unwrap_or("");
+    let outcome = entries
+        .iter()
+        .find(|e| e["search"]["mode"] == "outcome")
+        .expect("outcome");
+    let text = outcome["resource"]["issue"][0]["diagnostics"]
+        .as_str()
+        .unwrap_or("");
     assert!(text.contains("8867-4"), "{text}");
 
     // Hemoglobin: the 10-day result is past the 7-day window.
@@ -138,14 +187,28 @@ async fn windows_by_category_with_issuer_level(backend: Backend) {
     let body = json!({"resourceType": "Parameters", "parameter": [
         {"name": "code", "valueCoding": {"system": "http://loinc.org", "code": "24627-2"}}]});
     let reply = server
-        .post(&format!("Patient/{}/$recognizable-results", s.patient), &body)
+        .post(
+            &format!("Patient/{}/$recognizable-results", s.patient),
+            &body,
+        )
         .await;
     assert_eq!(reply.ids(), vec![s.chest_ct.clone()], "{}", reply.body);
 
     // Bad requests.
-    assert_outcome(&server.get(&format!("Patient/{}/$recognizable-results", s.patient)).await, 400);
-    assert_outcome(&recognizable(&server, &s.patient, "%7C718-7", None).await, 400);
-    assert_outcome(&recognizable(&server, "no-such-patient", "718-7", None).await, 404);
+    assert_outcome(
+        &server
+            .get(&format!("Patient/{}/$recognizable-results", s.patient))
+            .await,
+        400,
+    );
+    assert_outcome(
+        &recognizable(&server, &s.patient, "%7C718-7", None).await,
+        400,
+    );
+    assert_outcome(
+        &recognizable(&server, "no-such-patient", "718-7", None).await,
+        404,
+    );
     // A patient-level token of another resident cannot ask about this one.
     let other = server.mint(Grant {
         sub: "resident".into(),
@@ -153,7 +216,10 @@ async fn windows_by_category_with_issuer_level(backend: Backend) {
         patient: Some("someone-else".into()),
         ..Grant::default()
     });
-    assert_outcome(&recognizable(&server, &s.patient, "58410-2", Some(&other)).await, 403);
+    assert_outcome(
+        &recognizable(&server, &s.patient, "58410-2", Some(&other)).await,
+        403,
+    );
 }
 
 async fn local_codes_map_through_concept_map(backend: Backend) {
@@ -177,9 +243,19 @@ async fn local_codes_map_through_concept_map(backend: Backend) {
         .await;
     // Asked by the local code or by LOINC, the locally coded result is found.
     let reply = recognizable(&server, &s.patient, &local, None).await;
-    assert_eq!(reply.ids(), vec![s.local_hemoglobin.clone()], "{}", reply.body);
+    assert_eq!(
+        reply.ids(),
+        vec![s.local_hemoglobin.clone()],
+        "{}",
+        reply.body
+    );
     let reply = recognizable(&server, &s.patient, "718-7", None).await;
-    assert_eq!(reply.ids(), vec![s.local_hemoglobin.clone()], "{}", reply.body);
+    assert_eq!(
+        reply.ids(),
+        vec![s.local_hemoglobin.clone()],
+        "{}",
+        reply.body
+    );
     // A "wider" mapping does not make a result recognisable for the code.
     let reply = recognizable(&server, &s.patient, &format!("{LOCAL_LAB}|BLD"), None).await;
     assert!(reply.ids().is_empty(), "{}", reply.body);
@@ -202,7 +278,12 @@ async fn region_overrides_a_window(backend: Backend) {
         division: Some("110101".into()),
         ..Grant::default()
     });
-    assert_eq!(recognizable(&server, &s.patient, "58410-2", Some(&nanjing)).await.ids(), vec![s.cbc.clone()]);
+    assert_eq!(
+        recognizable(&server, &s.patient, "58410-2", Some(&nanjing))
+            .await
+            .ids(),
+        vec![s.cbc.clone()]
+    );
     // Nanjing (320100) recognises blood counts for 2 days only.
     server
         .create(&json!({
@@ -219,9 +300,19 @@ async fn region_overrides_a_window(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert!(reply.ids().is_empty(), "{}", reply.body);
     // Elsewhere the default 7 days still hold.
-    assert_eq!(recognizable(&server, &s.patient, "58410-2", Some(&beijing)).await.ids(), vec![s.cbc.clone()]);
+    assert_eq!(
+        recognizable(&server, &s.patient, "58410-2", Some(&beijing))
+            .await
+            .ids(),
+        vec![s.cbc.clone()]
+    );
     // Other categories are untouched in Nanjing.
-    assert_eq!(recognizable(&server, &s.patient, "2345-7", Some(&nanjing)).await.ids(), vec![s.glucose.clone()]);
+    assert_eq!(
+        recognizable(&server, &s.patient, "2345-7", Some(&nanjing))
+            .await
+            .ids(),
+        vec![s.glucose.clone()]
+    );
 }
 
 async fn covered_order_gets_an_advisory(backend: Backend) {
@@ -245,19 +336,37 @@ async fn covered_order_gets_an_advisory(backend: Backend) {
         .filter(|e| e["url"] == ADVISORY)
         .collect();
     assert_eq!(advisories.len(), 1, "{}", reply.body);
-    assert_eq!(advisories[0]["valueReference"]["reference"], format!("Observation/{}", s.cbc));
-    let display = advisories[0]["valueReference"]["display"].as_str().unwrap_or("");
-    assert!(display.contains("58410-2") && display.contains("南京市第一医院"), "{display}");
+    assert_eq!(
+        advisories[0]["valueReference"]["reference"],
+        format!("Observation/{}", s.cbc)
+    );
+    let display = advisories[0]["valueReference"]["display"]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        display.contains("58410-2") && display.contains("南京市第一医院"),
+        "{display}"
+    );
     // Stored with the order, so the HIS can read it again later.
     let id = reply.body["id"].as_str().expect("id");
     let stored = server.get(&format!("ServiceRequest/{id}")).await;
-    assert_eq!(stored.body["extension"][0]["valueReference"]["reference"], format!("Observation/{}", s.cbc));
+    assert_eq!(
+        stored.body["extension"][0]["valueReference"]["reference"],
+        format!("Observation/{}", s.cbc)
+    );
 
     // Cholesterol has no recent result; expired hemoglobin covers nothing: no advisory.
     for code in ["2093-3", "718-7"] {
         let reply = server.post("ServiceRequest", &order(code)).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
-        assert!(reply.body.get("extension").is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)), "{code}: {}", reply.body);
+        assert!(
+            reply
+                .body
+                .get("extension")
+                .is_none_or(|e| e.as_array().is_some_and(Vec::is_empty)),
+            "{code}: {}",
+            reply.body
+        );
     }
 }
 

@@ -54,8 +54,9 @@ impl Node {
             .expect("join")
             .expect("open store");
         let engine = Arc::new(phip_server::platform_engine(store, EngineConfig::default()));
-        let auth =
-            Arc::new(Authenticator::from_data_dir(data.dir.path(), None, Vec::new()).expect("auth"));
+        let auth = Arc::new(
+            Authenticator::from_data_dir(data.dir.path(), None, Vec::new()).expect("auth"),
+        );
         let subscriptions = Subscriptions::start(
             engine.clone(),
             data.dir.path(),
@@ -205,7 +206,9 @@ async fn world(node: &Node) -> World {
     ] {
         let org = json!({"resourceType": "Organization", "id": id, "name": name,
             "type": [{"coding": [{"system": "urn:phip:organization-level", "code": level}]}]});
-        let reply = node.put(&format!("Organization/{id}"), &org, &node.system).await;
+        let reply = node
+            .put(&format!("Organization/{id}"), &org, &node.system)
+            .await;
         assert!(reply.status.is_success(), "{}", reply.body);
     }
     let clinic = node.staff(CLINIC, CLINIC_DIVISION);
@@ -269,8 +272,11 @@ async fn refer_up(node: &Node, w: &World, to: &str) -> String {
     let focus = node
         .create(&service_request(&w.patient, CLINIC, to), &w.clinic)
         .await;
-    node.create(&referral_task(&w.patient, &focus, CLINIC, to, "up"), &w.clinic)
-        .await
+    node.create(
+        &referral_task(&w.patient, &focus, CLINIC, to, "up"),
+        &w.clinic,
+    )
+    .await
 }
 
 fn status_param(code: &str) -> Value {
@@ -392,7 +398,9 @@ async fn up_referral_end_to_end(backend: Backend) {
 
     // Before any referral the hospital, outside the clinic's region, sees none of its records.
     assert_outcome(
-        &node.get(&format!("Patient/{}", w.patient), &w.hospital).await,
+        &node
+            .get(&format!("Patient/{}", w.patient), &w.hospital)
+            .await,
         403,
     );
 
@@ -415,7 +423,11 @@ async fn up_referral_end_to_end(backend: Backend) {
     );
     let mut no_owner = task.clone();
     no_owner.as_object_mut().expect("object").remove("owner");
-    assert_refused(&node.post("Task", &no_owner, &w.clinic).await, 422, &["owner"]);
+    assert_refused(
+        &node.post("Task", &no_owner, &w.clinic).await,
+        422,
+        &["owner"],
+    );
     let id = node.create(&task, &w.clinic).await;
     receiver.wait_for(&id, "requested").await;
 
@@ -430,11 +442,7 @@ async fn up_referral_end_to_end(backend: Backend) {
     assert!(reply.ids().is_empty(), "{}", reply.body);
 
     // Every refused transition, each with its status and a message naming the states.
-    assert_refused(
-        &node.op(&id, "$accept", &[], &w.other).await,
-        403,
-        &[],
-    );
+    assert_refused(&node.op(&id, "$accept", &[], &w.other).await, 403, &[]);
     assert_refused(
         &node.op(&id, "$accept", &[], &w.clinic).await,
         403,
@@ -445,7 +453,11 @@ async fn up_referral_end_to_end(backend: Backend) {
     assert_refused(
         &node.put(&format!("Task/{id}"), &skip, &w.hospital).await,
         409,
-        &["requested", "completed", "received, accepted, rejected, cancelled"],
+        &[
+            "requested",
+            "completed",
+            "received, accepted, rejected, cancelled",
+        ],
     );
     assert_refused(
         &node.op(&id, "$reject", &[], &w.hospital).await,
@@ -477,7 +489,9 @@ async fn up_referral_end_to_end(backend: Backend) {
         &["cannot be deleted"],
     );
     assert_refused(
-        &node.op(&id, "$transition", &[status_param("finished")], &w.hospital).await,
+        &node
+            .op(&id, "$transition", &[status_param("finished")], &w.hospital)
+            .await,
         422,
         &["finished"],
     );
@@ -490,16 +504,24 @@ async fn up_referral_end_to_end(backend: Backend) {
         .op(
             &id,
             "$accept",
-            &[json!({"name": "businessStatus", "valueCode": "bed-assigned"}),
-              json!({"name": "note", "valueString": "Cardiology ward, bed 12"})],
+            &[
+                json!({"name": "businessStatus", "valueCode": "bed-assigned"}),
+                json!({"name": "note", "valueString": "Cardiology ward, bed 12"}),
+            ],
             &w.hospital,
         )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let accepted = reply.body;
     assert_eq!(accepted["status"], "accepted");
-    assert_eq!(accepted["businessStatus"]["coding"][0]["code"], "bed-assigned");
-    assert_eq!(accepted["note"][0]["authorReference"]["reference"], format!("Organization/{HOSPITAL}"));
+    assert_eq!(
+        accepted["businessStatus"]["coding"][0]["code"],
+        "bed-assigned"
+    );
+    assert_eq!(
+        accepted["note"][0]["authorReference"]["reference"],
+        format!("Organization/{HOSPITAL}")
+    );
     let grant = accepted["output"][0]["valueReference"]["reference"]
         .as_str()
         .expect("the access grant output")
@@ -510,21 +532,36 @@ async fn up_referral_end_to_end(backend: Backend) {
     // The grant: the hospital now reads the patient's records held by the clinic.
     let consent = node.get(&grant, &node.system).await.body;
     assert_eq!(consent["status"], "active");
-    assert_eq!(consent["provision"]["actor"][0]["reference"]["reference"], format!("Organization/{HOSPITAL}"));
-    assert_eq!(consent["extension"][0]["valueReference"]["reference"], format!("Task/{id}"));
-    let reply = node.get(&format!("Patient/{}", w.patient), &w.hospital).await;
+    assert_eq!(
+        consent["provision"]["actor"][0]["reference"]["reference"],
+        format!("Organization/{HOSPITAL}")
+    );
+    assert_eq!(
+        consent["extension"][0]["valueReference"]["reference"],
+        format!("Task/{id}")
+    );
+    let reply = node
+        .get(&format!("Patient/{}", w.patient), &w.hospital)
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let reply = node.get(&format!("Condition/{}", w.condition), &w.hospital).await;
+    let reply = node
+        .get(&format!("Condition/{}", w.condition), &w.hospital)
+        .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     // …but a hospital that is no party still does not.
     assert_outcome(
-        &node.get(&format!("Condition/{}", w.condition), &w.other).await,
+        &node
+            .get(&format!("Condition/{}", w.condition), &w.other)
+            .await,
         403,
     );
 
     // The grant's creation is in the audit trail, with the referral it came from.
     let audit = node
-        .get(&format!("AuditEvent?patient=Patient/{}&_count=200", w.patient), &node.system)
+        .get(
+            &format!("AuditEvent?patient=Patient/{}&_count=200", w.patient),
+            &node.system,
+        )
         .await;
     assert_eq!(audit.status, StatusCode::OK, "{}", audit.body);
     let granted = audit.entries().into_iter().any(|event| {
@@ -545,12 +582,23 @@ async fn up_referral_end_to_end(backend: Backend) {
     let reply = node.put(&format!("Task/{id}"), &forged, &w.hospital).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["output"].as_array().map(Vec::len), Some(1));
-    assert_eq!(reply.body["output"][0]["valueReference"]["reference"], grant.as_str());
+    assert_eq!(
+        reply.body["output"][0]["valueReference"]["reference"],
+        grant.as_str()
+    );
 
     // Start and complete; a completed referral is not reopened, nor edited.
-    assert_eq!(node.op(&id, "$start", &[], &w.hospital).await.status, StatusCode::OK);
+    assert_eq!(
+        node.op(&id, "$start", &[], &w.hospital).await.status,
+        StatusCode::OK
+    );
     let reply = node
-        .op(&id, "$complete", &[json!({"name": "businessStatus", "valueCode": "discharged"})], &w.hospital)
+        .op(
+            &id,
+            "$complete",
+            &[json!({"name": "businessStatus", "valueCode": "discharged"})],
+            &w.hospital,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let mut reopen = reply.body.clone();
@@ -567,7 +615,11 @@ async fn up_referral_end_to_end(backend: Backend) {
     );
     let mut edit = reply.body.clone();
     edit["description"] = json!("late edit");
-    assert_refused(&node.put(&format!("Task/{id}"), &edit, &w.hospital).await, 409, &["completed"]);
+    assert_refused(
+        &node.put(&format!("Task/{id}"), &edit, &w.hospital).await,
+        409,
+        &["completed"],
+    );
     receiver.wait_for(&id, "completed").await;
     node.stop().await;
 }
@@ -580,10 +632,18 @@ async fn access_grant_ends_at_expiry_and_cancellation(backend: Backend) {
     // Rejection needs a reason; with one, the referral ends and grants nothing.
     let rejected = refer_up(&node, &w, HOSPITAL).await;
     let reply = node
-        .op(&rejected, "$reject", &[json!({"name": "reason", "valueString": "no cardiology bed this week"})], &w.hospital)
+        .op(
+            &rejected,
+            "$reject",
+            &[json!({"name": "reason", "valueString": "no cardiology bed this week"})],
+            &w.hospital,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(reply.body["statusReason"]["text"], "no cardiology bed this week");
+    assert_eq!(
+        reply.body["statusReason"]["text"],
+        "no cardiology bed this week"
+    );
     assert!(reply.body.get("output").is_none(), "{}", reply.body);
     assert_outcome(&node.get(&condition, &w.hospital).await, 403);
 
@@ -591,18 +651,28 @@ async fn access_grant_ends_at_expiry_and_cancellation(backend: Backend) {
     let first = refer_up(&node, &w, HOSPITAL).await;
     let accepted = node.op(&first, "$accept", &[], &w.hospital).await;
     assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
-    assert_eq!(node.get(&condition, &w.hospital).await.status, StatusCode::OK);
+    assert_eq!(
+        node.get(&condition, &w.hospital).await.status,
+        StatusCode::OK
+    );
     let grant = accepted.body["output"][0]["valueReference"]["reference"]
         .as_str()
         .expect("grant")
         .to_owned();
     let mut consent = node.get(&grant, &node.system).await.body;
-    let start = consent["provision"]["period"]["start"].as_str().expect("start").to_owned();
-    let end = consent["provision"]["period"]["end"].as_str().expect("end").to_owned();
+    let start = consent["provision"]["period"]["start"]
+        .as_str()
+        .expect("start")
+        .to_owned();
+    let end = consent["provision"]["period"]["end"]
+        .as_str()
+        .expect("end")
+        .to_owned();
     let days = chrono::DateTime::parse_from_rfc3339(&end).expect("end")
         - chrono::DateTime::parse_from_rfc3339(&start).expect("start");
     assert_eq!(days.num_days(), 30, "the default grant lasts 30 days");
-    let past = (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
+    let past =
+        (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
     consent["provision"]["period"]["end"] = json!(past);
     let reply = node.put(&grant, &consent, &node.system).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -612,17 +682,28 @@ async fn access_grant_ends_at_expiry_and_cancellation(backend: Backend) {
     let second = refer_up(&node, &w, HOSPITAL).await;
     let accepted = node.op(&second, "$accept", &[], &w.hospital).await;
     assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
-    assert_eq!(node.get(&condition, &w.hospital).await.status, StatusCode::OK);
+    assert_eq!(
+        node.get(&condition, &w.hospital).await.status,
+        StatusCode::OK
+    );
     let grant = accepted.body["output"][0]["valueReference"]["reference"]
         .as_str()
         .expect("grant")
         .to_owned();
     let reply = node
-        .op(&second, "$cancel", &[json!({"name": "reason", "valueString": "patient moved"})], &w.clinic)
+        .op(
+            &second,
+            "$cancel",
+            &[json!({"name": "reason", "valueString": "patient moved"})],
+            &w.clinic,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["status"], "cancelled");
-    assert_eq!(node.get(&grant, &node.system).await.body["status"], "inactive");
+    assert_eq!(
+        node.get(&grant, &node.system).await.body["status"],
+        "inactive"
+    );
     assert_outcome(&node.get(&condition, &w.hospital).await, 403);
     node.stop().await;
 }
@@ -649,7 +730,8 @@ async fn down_referral_carries_the_discharge_summary(backend: Backend) {
         .create(&service_request(&w.patient, HOSPITAL, CLINIC), &w.hospital)
         .await;
     let mut task = referral_task(&w.patient, &focus, HOSPITAL, CLINIC, "down");
-    task["businessStatus"] = json!({"coding": [{"system": "urn:phip:workflow:referral-status", "code": "discharged"}]});
+    task["businessStatus"] =
+        json!({"coding": [{"system": "urn:phip:workflow:referral-status", "code": "discharged"}]});
     assert_refused(
         &node.post("Task", &task, &w.hospital).await,
         422,
@@ -657,13 +739,20 @@ async fn down_referral_carries_the_discharge_summary(backend: Backend) {
     );
     task["input"] = json!([{"type": {"coding": [{"system": "http://loinc.org", "code": "18842-5"}]},
                             "valueReference": {"reference": "DocumentReference/missing"}}]);
-    assert_refused(&node.post("Task", &task, &w.hospital).await, 422, &["does not exist"]);
+    assert_refused(
+        &node.post("Task", &task, &w.hospital).await,
+        422,
+        &["does not exist"],
+    );
     task["input"][0]["valueReference"]["reference"] = json!(document);
     let id = node.create(&task, &w.hospital).await;
 
     // The clinic's work queue, then acceptance: now the summary is readable via the grant.
     let queue = node
-        .get(&format!("Task?owner=Organization/{CLINIC}&status=requested"), &w.clinic)
+        .get(
+            &format!("Task?owner=Organization/{CLINIC}&status=requested"),
+            &w.clinic,
+        )
         .await;
     assert_eq!(queue.ids(), vec![id.clone()], "{}", queue.body);
     let reply = node.op(&id, "$accept", &[], &w.clinic).await;
@@ -674,7 +763,11 @@ async fn down_referral_carries_the_discharge_summary(backend: Backend) {
     // Taking the summary out of an accepted down-referral is refused too.
     let mut stripped = node.get(&format!("Task/{id}"), &w.clinic).await.body;
     stripped.as_object_mut().expect("object").remove("input");
-    assert_refused(&node.put(&format!("Task/{id}"), &stripped, &w.clinic).await, 422, &["discharge summary"]);
+    assert_refused(
+        &node.put(&format!("Task/{id}"), &stripped, &w.clinic).await,
+        422,
+        &["discharge summary"],
+    );
     node.stop().await;
 }
 
@@ -690,9 +783,12 @@ fn part<'a>(parameter: &'a Value, name: &str) -> &'a Value {
 }
 
 fn minutes_of(value: &Value) -> f64 {
-    value["valueQuantity"]["value"]
-        .as_f64()
-        .unwrap_or_else(|| value["valueQuantity"]["value"].to_string().parse().unwrap_or(f64::NAN))
+    value["valueQuantity"]["value"].as_f64().unwrap_or_else(|| {
+        value["valueQuantity"]["value"]
+            .to_string()
+            .parse()
+            .unwrap_or(f64::NAN)
+    })
 }
 
 async fn referral_report_counts_and_times(backend: Backend) {
@@ -722,37 +818,82 @@ async fn referral_report_counts_and_times(backend: Backend) {
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
     let reply = node
-        .op(&rejected, "$reject", &[json!({"name": "reason", "valueString": "out of scope"})], &w.other)
+        .op(
+            &rejected,
+            "$reject",
+            &[json!({"name": "reason", "valueString": "out of scope"})],
+            &w.other,
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     // Authored-on cannot be rewritten to flatter the figures.
-    let mut backdated = node.get(&format!("Task/{}", accepted[0]), &w.hospital).await.body;
+    let mut backdated = node
+        .get(&format!("Task/{}", accepted[0]), &w.hospital)
+        .await
+        .body;
     backdated["authoredOn"] = json!(minutes_ago(1));
-    assert_refused(&node.put(&format!("Task/{}", accepted[0]), &backdated, &w.hospital).await, 422, &["authoredOn"]);
+    assert_refused(
+        &node
+            .put(&format!("Task/{}", accepted[0]), &backdated, &w.hospital)
+            .await,
+        422,
+        &["authoredOn"],
+    );
 
     let report = node.get("Task/$referral-report", &node.system).await;
     assert_eq!(report.status, StatusCode::OK, "{}", report.body);
-    let params = report.body["parameter"].as_array().expect("parameters").clone();
-    let named = |name: &str| params.iter().filter(|p| p["name"] == name).cloned().collect::<Vec<_>>();
+    let params = report.body["parameter"]
+        .as_array()
+        .expect("parameters")
+        .clone();
+    let named = |name: &str| {
+        params
+            .iter()
+            .filter(|p| p["name"] == name)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert_eq!(named("total")[0]["valueInteger"], 5);
     let by_status: Vec<(String, u64)> = named("status")
         .iter()
-        .map(|p| (part(p, "code")["valueCode"].as_str().unwrap_or("").to_owned(), part(p, "count")["valueInteger"].as_u64().unwrap_or(0)))
+        .map(|p| {
+            (
+                part(p, "code")["valueCode"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                part(p, "count")["valueInteger"].as_u64().unwrap_or(0),
+            )
+        })
         .collect();
     assert_eq!(
         by_status,
-        vec![("accepted".into(), 3), ("rejected".into(), 1), ("requested".into(), 1)]
+        vec![
+            ("accepted".into(), 3),
+            ("rejected".into(), 1),
+            ("requested".into(), 1)
+        ]
     );
     // Hand-computed: acceptance after 60, 120, 240 minutes → mean 140, median 120 (the test
     // itself takes a few seconds, hence the tolerance).
     let timing = &named("timeToAcceptance")[0];
     assert_eq!(part(timing, "count")["valueInteger"], 3);
-    assert!((minutes_of(part(timing, "mean")) - 140.0).abs() < 1.0, "{timing}");
-    assert!((minutes_of(part(timing, "median")) - 120.0).abs() < 1.0, "{timing}");
+    assert!(
+        (minutes_of(part(timing, "mean")) - 140.0).abs() < 1.0,
+        "{timing}"
+    );
+    assert!(
+        (minutes_of(part(timing, "median")) - 120.0).abs() < 1.0,
+        "{timing}"
+    );
     let org = |role: &str, id: &str| {
         named("organization")
             .into_iter()
-            .find(|p| part(p, "role")["valueCode"] == role && part(p, "organization")["valueReference"]["reference"] == format!("Organization/{id}"))
+            .find(|p| {
+                part(p, "role")["valueCode"] == role
+                    && part(p, "organization")["valueReference"]["reference"]
+                        == format!("Organization/{id}")
+            })
             .unwrap_or_else(|| panic!("no {role} row for {id}"))
     };
     let hospital = org("receiver", HOSPITAL);
@@ -767,21 +908,46 @@ async fn referral_report_counts_and_times(backend: Backend) {
 
     // Narrowed to one organisation and to a period.
     let narrowed = node
-        .get(&format!("Task/$referral-report?organization=Organization/{OTHER}"), &node.system)
+        .get(
+            &format!("Task/$referral-report?organization=Organization/{OTHER}"),
+            &node.system,
+        )
         .await;
-    assert_eq!(narrowed.body["parameter"][0]["valueInteger"], 1, "{}", narrowed.body);
+    assert_eq!(
+        narrowed.body["parameter"][0]["valueInteger"], 1,
+        "{}",
+        narrowed.body
+    );
     let recent = node
-        .get(&format!("Task/$referral-report?start={}", minutes_ago(90).replace('+', "%2B")), &node.system)
+        .get(
+            &format!(
+                "Task/$referral-report?start={}",
+                minutes_ago(90).replace('+', "%2B")
+            ),
+            &node.system,
+        )
         .await;
-    assert_eq!(recent.body["parameter"][0]["valueInteger"], 3, "{}", recent.body);
+    assert_eq!(
+        recent.body["parameter"][0]["valueInteger"], 3,
+        "{}",
+        recent.body
+    );
     // An institution reports on its own referrals only.
     let own = node.get("Task/$referral-report", &w.other).await;
     assert_eq!(own.body["parameter"][0]["valueInteger"], 1, "{}", own.body);
     let nosy = node
-        .get(&format!("Task/$referral-report?organization={HOSPITAL}"), &w.other)
+        .get(
+            &format!("Task/$referral-report?organization={HOSPITAL}"),
+            &w.other,
+        )
         .await;
     assert_outcome(&nosy, 403);
-    assert_outcome(&node.get("Task/$referral-report?bogus=1", &node.system).await, 400);
+    assert_outcome(
+        &node
+            .get("Task/$referral-report?bogus=1", &node.system)
+            .await,
+        400,
+    );
     node.stop().await;
 }
 

@@ -51,9 +51,7 @@ impl WriteRule for OrderAdvisoryRule {
         };
         // The advisory is the server's: a client cannot forge or carry one over.
         if let Some(extensions) = order.get_mut("extension").and_then(Value::as_array_mut) {
-            extensions.retain(|e| {
-                e.get("url").and_then(Value::as_str) != Some(ADVISORY_EXTENSION)
-            });
+            extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(ADVISORY_EXTENSION));
             if extensions.is_empty() {
                 if let Some(object) = order.as_object_mut() {
                     object.remove("extension");
@@ -64,8 +62,7 @@ impl WriteRule for OrderAdvisoryRule {
         if !is_new || !matches!(status, "draft" | "active") {
             return Ok(());
         }
-        let Some(patient) = reference_id(order.get("subject"), "Patient").map(str::to_owned)
-        else {
+        let Some(patient) = reference_id(order.get("subject"), "Patient").map(str::to_owned) else {
             return Ok(());
         };
         let codes: Vec<Code> = order

@@ -118,13 +118,21 @@ mod tests {
         }]});
         let codes = LocalCodes::from_concept_maps([&map]);
         assert_eq!(
-            codes.loinc_of(&Code::new("urn:oid:local-lab", "HGB")).as_deref(),
+            codes
+                .loinc_of(&Code::new("urn:oid:local-lab", "HGB"))
+                .as_deref(),
             Some("718-7")
         );
-        assert_eq!(codes.loinc_of(&Code::new("urn:oid:local-lab", "BLOOD")), None);
+        assert_eq!(
+            codes.loinc_of(&Code::new("urn:oid:local-lab", "BLOOD")),
+            None
+        );
         assert_eq!(
             codes.equivalents("718-7"),
-            vec![Code::new(LOINC, "718-7"), Code::new("urn:oid:local-lab", "HGB")]
+            vec![
+                Code::new(LOINC, "718-7"),
+                Code::new("urn:oid:local-lab", "HGB")
+            ]
         );
     }
 }

@@ -157,9 +157,18 @@ mod tests {
                 days: 3,
             },
         ];
-        assert_eq!(config.window_days(&hematology, Some("320102"), &overrides), 3);
-        assert_eq!(config.window_days(&hematology, Some("320481"), &overrides), 5);
-        assert_eq!(config.window_days(&hematology, Some("110101"), &overrides), 7);
+        assert_eq!(
+            config.window_days(&hematology, Some("320102"), &overrides),
+            3
+        );
+        assert_eq!(
+            config.window_days(&hematology, Some("320481"), &overrides),
+            5
+        );
+        assert_eq!(
+            config.window_days(&hematology, Some("110101"), &overrides),
+            7
+        );
         assert_eq!(config.window_days(&hematology, None, &overrides), 7);
     }
 }

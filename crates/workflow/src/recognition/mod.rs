@@ -23,7 +23,9 @@ pub use config::{Category, RecognitionConfig, RegionOverride};
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
-use phip_engine::{Decision, Engine, FhirError, FhirResponse, FhirResult, Principal, RequestContext};
+use phip_engine::{
+    Decision, Engine, FhirError, FhirResponse, FhirResult, Principal, RequestContext,
+};
 use phip_fhir::IssueType;
 use phip_security::scope::Interaction;
 use phip_store::Transaction;
@@ -278,7 +280,10 @@ pub fn codes_from_parameters(parameters: &Value) -> Vec<(String, String)> {
         .filter(|p| p.get("name").and_then(Value::as_str) == Some("code"))
         .filter_map(|p| {
             if let Some(coding) = p.get("valueCoding") {
-                let system = coding.get("system").and_then(Value::as_str).unwrap_or(LOINC);
+                let system = coding
+                    .get("system")
+                    .and_then(Value::as_str)
+                    .unwrap_or(LOINC);
                 let code = coding.get("code").and_then(Value::as_str)?;
                 Some(("code".to_owned(), format!("{system}|{code}")))
             } else {
@@ -321,7 +326,11 @@ pub fn recognizable_results(
                 .get("resourceType")
                 .and_then(Value::as_str)
                 .unwrap_or("");
-            let id = found.resource.get("id").and_then(Value::as_str).unwrap_or("");
+            let id = found
+                .resource
+                .get("id")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             let mut extension = Vec::new();
             if let Some(issuer) = &found.issuer {
                 let mut reference = json!({"reference": issuer});

@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use phip_engine::{Decision, Engine, FhirError, FhirResponse, FhirResult, Principal, RequestContext};
+use phip_engine::{
+    Decision, Engine, FhirError, FhirResponse, FhirResult, Principal, RequestContext,
+};
 use phip_fhir::search::query;
 use phip_fhir::IssueType;
 use phip_security::scope::Interaction;
@@ -15,7 +17,7 @@ use phip_store::{
 use serde_json::{json, Value};
 
 use super::{
-    is_referral, reference_id, status, states::STATUSES, BUSINESS_STATUS_SYSTEM, REFERRAL_CODE,
+    is_referral, reference_id, states::STATUSES, status, BUSINESS_STATUS_SYSTEM, REFERRAL_CODE,
     WORKFLOW_SYSTEM,
 };
 
@@ -415,7 +417,10 @@ fn report_body(facts: &[Fact]) -> Value {
     let mut all: Vec<f64> = facts.iter().filter_map(|f| f.to_acceptance).collect();
     parameters.push(json!({"name": "timeToAcceptance", "part": timing_parts(&mut all)}));
     for (role, pick) in [
-        ("sender", (|f: &Fact| f.requester.clone()) as fn(&Fact) -> String),
+        (
+            "sender",
+            (|f: &Fact| f.requester.clone()) as fn(&Fact) -> String,
+        ),
         ("receiver", |f: &Fact| f.owner.clone()),
     ] {
         let mut groups: BTreeMap<String, Vec<&Fact>> = BTreeMap::new();

@@ -67,7 +67,7 @@ fn caller_org(principal: &Principal) -> Option<Option<&str>> {
     }
 }
 
-fn party_id<'a>(task: &'a Value, party: Party) -> Option<&'a str> {
+fn party_id(task: &Value, party: Party) -> Option<&str> {
     reference_id(task.get(party.element()), "Organization")
 }
 
@@ -132,8 +132,7 @@ fn check_new(
             "referral Task/{id} needs for = Patient/…"
         )));
     }
-    let Some(focus) = reference_id(task.get("focus"), "ServiceRequest").map(str::to_owned)
-    else {
+    let Some(focus) = reference_id(task.get("focus"), "ServiceRequest").map(str::to_owned) else {
         return Err(business(format!(
             "referral Task/{id} needs focus = the ServiceRequest it tracks"
         )));

@@ -94,9 +94,7 @@ mod tests {
                 assert_ne!(next, status);
             }
             if is_terminal(status) {
-                assert!(next_states(status)
-                    .iter()
-                    .all(|n| *n == "entered-in-error"));
+                assert!(next_states(status).iter().all(|n| *n == "entered-in-error"));
             }
         }
         assert!(!next_states("requested").contains(&"completed"));
