@@ -103,3 +103,37 @@ fn the_rule_holds_inside_transaction_bundles() {
         .expect("acceptance in a bundle");
     assert_eq!(consents(&engine), 1);
 }
+
+#[test]
+fn imports_keep_historical_states_but_not_broken_structure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engine = engine(dir.path());
+    let server = RequestContext::new("http://test/fhir", Principal::unrestricted("import"));
+    engine
+        .update(
+            &server,
+            "ServiceRequest",
+            "sr",
+            json!({"resourceType": "ServiceRequest", "id": "sr", "status": "completed",
+                   "intent": "order", "subject": {"reference": "Patient/p1"}}),
+            None,
+        )
+        .expect("service request");
+    let mut done = referral("old", "ServiceRequest/sr");
+    done["status"] = json!("completed");
+    engine
+        .update(&server, "Task", "old", done.clone(), None)
+        .expect("a completed referral imports as it was");
+    // A clinician may not create one that way, nor anyone without its parties.
+    let clinic = staff("clinic", "320481");
+    done["id"] = json!("new");
+    let error = engine
+        .update(&clinic, "Task", "new", done.clone(), None)
+        .expect_err("clinicians start at requested");
+    assert_eq!(error.status, 422);
+    done.as_object_mut().expect("object").remove("owner");
+    let error = engine
+        .update(&server, "Task", "new", done, None)
+        .expect_err("no owner");
+    assert_eq!(error.status, 422);
+}
