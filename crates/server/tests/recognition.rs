@@ -45,6 +45,8 @@ struct Setup {
     chest_ct: String,
     /// Hemoglobin under the hospital's local code, 2 days old.
     local_hemoglobin: String,
+    /// A chest CT study, 5 days old.
+    ct_study: String,
 }
 
 async fn setup(server: &TestServer) -> Setup {
@@ -83,6 +85,25 @@ async fn setup(server: &TestServer) -> Setup {
             "conclusion": "No acute findings"
         }))
         .await;
+    let ct_study = server
+        .create(&json!({
+            "resourceType": "ImagingStudy",
+            "status": "available",
+            "subject": {"reference": format!("Patient/{patient}")},
+            "started": days_ago(5),
+            "procedureCode": [{"coding": [{"system": loinc, "code": "24627-2"}]}]
+        }))
+        .await;
+    // A study of another procedure is no chest CT.
+    server
+        .create(&json!({
+            "resourceType": "ImagingStudy",
+            "status": "available",
+            "subject": {"reference": format!("Patient/{patient}")},
+            "started": days_ago(1),
+            "procedureCode": [{"coding": [{"system": loinc, "code": "36643-5"}]}]
+        }))
+        .await;
     // Someone else's recent CBC must never show up.
     let stranger = server.create(&json!({"resourceType": "Patient"})).await;
     server
@@ -95,6 +116,7 @@ async fn setup(server: &TestServer) -> Setup {
         glucose,
         chest_ct,
         local_hemoglobin,
+        ct_study,
     }
 }
 
@@ -137,10 +159,15 @@ async fn windows_by_category_with_issuer_level(backend: Backend) {
     let reply = recognizable(&server, &s.patient, "58410-2,2345-7,24627-2,8867-4", None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(reply.body["type"], "searchset");
-    let mut expected = vec![s.cbc.clone(), s.glucose.clone(), s.chest_ct.clone()];
+    let mut expected = vec![
+        s.cbc.clone(),
+        s.glucose.clone(),
+        s.chest_ct.clone(),
+        s.ct_study.clone(),
+    ];
     expected.sort();
     assert_eq!(reply.ids(), expected);
-    assert_eq!(reply.body["total"], 3);
+    assert_eq!(reply.body["total"], 4);
     let entries = reply.body["entry"].as_array().expect("entries").clone();
     let cbc = entries
         .iter()
@@ -192,7 +219,9 @@ async fn windows_by_category_with_issuer_level(backend: Backend) {
             &body,
         )
         .await;
-    assert_eq!(reply.ids(), vec![s.chest_ct.clone()], "{}", reply.body);
+    let mut imaging = vec![s.chest_ct.clone(), s.ct_study.clone()];
+    imaging.sort();
+    assert_eq!(reply.ids(), imaging, "{}", reply.body);
 
     // Bad requests.
     assert_outcome(

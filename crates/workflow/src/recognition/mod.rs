@@ -53,7 +53,7 @@ const MAX_PER_CODE: usize = 100;
 /// A recognisable result.
 #[derive(Debug, Clone)]
 pub struct Found {
-    /// The Observation or DiagnosticReport.
+    /// The Observation, DiagnosticReport or ImagingStudy.
     pub resource: Value,
     /// The LOINC code it answers.
     pub loinc: String,
@@ -84,6 +84,7 @@ fn effective(resource: &Value) -> Option<DateTime<Utc>> {
         .get("effectiveDateTime")
         .or_else(|| resource.get("effectiveInstant"))
         .or_else(|| resource.get("effectivePeriod").and_then(|p| p.get("start")))
+        .or_else(|| resource.get("started"))
         .or_else(|| resource.get("issued"))?
         .as_str()?;
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
@@ -91,6 +92,22 @@ fn effective(resource: &Value) -> Option<DateTime<Utc>> {
     }
     phip_fhir::search::parse_date_range(text)
         .and_then(|(start, _)| DateTime::from_timestamp_millis(start))
+}
+
+/// Whether an ImagingStudy's `procedureCode` has one of `tokens` (`system|code`).
+fn has_procedure_code(study: &Value, tokens: &[String]) -> bool {
+    study
+        .get("procedureCode")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|concept| concept.get("coding").and_then(Value::as_array))
+        .flatten()
+        .any(|coding| {
+            let system = coding.get("system").and_then(Value::as_str).unwrap_or("");
+            let code = coding.get("code").and_then(Value::as_str).unwrap_or("");
+            tokens.iter().any(|t| *t == format!("{system}|{code}"))
+        })
 }
 
 /// The issuing Organization: a performer, else the holder the record was written by.
@@ -163,23 +180,34 @@ pub fn find(
         let days = config.window_days(category, principal.division.as_deref(), &overrides);
         let since = now - Duration::days(days);
         let tokens: Vec<String> = local.equivalents(&loinc).iter().map(Code::token).collect();
-        for resource_type in ["Observation", "DiagnosticReport"] {
+        let since_text = format!("ge{}", since.to_rfc3339_opts(SecondsFormat::Secs, true));
+        for resource_type in ["Observation", "DiagnosticReport", "ImagingStudy"] {
             if !may_search(principal, resource_type, patient) {
                 continue;
             }
-            let params = vec![
-                ("patient".to_owned(), format!("Patient/{patient}")),
-                ("code".to_owned(), tokens.join(",")),
-                (
-                    "date".to_owned(),
-                    format!("ge{}", since.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                ),
-                ("status".to_owned(), "final,amended,corrected".to_owned()),
-            ];
-            for stored in search_visible(tx, principal, resource_type, &params, MAX_PER_CODE)? {
+            let mut params = vec![("patient".to_owned(), format!("Patient/{patient}"))];
+            if resource_type == "ImagingStudy" {
+                // R4 has no search parameter on ImagingStudy.procedureCode: search the
+                // patient's recent available studies and match the code below.
+                params.push(("started".to_owned(), since_text.clone()));
+                params.push(("status".to_owned(), "available".to_owned()));
+            } else {
+                params.push(("code".to_owned(), tokens.join(",")));
+                params.push(("date".to_owned(), since_text.clone()));
+                params.push(("status".to_owned(), "final,amended,corrected".to_owned()));
+            }
+            let limit = if resource_type == "ImagingStudy" {
+                MAX_PER_CODE * 10
+            } else {
+                MAX_PER_CODE
+            };
+            for stored in search_visible(tx, principal, resource_type, &params, limit)? {
                 let Some(resource) = stored.resource else {
                     continue;
                 };
+                if resource_type == "ImagingStudy" && !has_procedure_code(&resource, &tokens) {
+                    continue;
+                }
                 let Some(at) = effective(&resource) else {
                     continue;
                 };
@@ -295,7 +323,7 @@ pub fn codes_from_parameters(parameters: &Value) -> Vec<(String, String)> {
 }
 
 /// `GET|POST Patient/{id}/$recognizable-results?code=…`: a searchset Bundle of the patient's
-/// recognisable Observations and DiagnosticReports, each entry's `search.extension` naming its
+/// recognisable Observations, DiagnosticReports and ImagingStudies, each entry's `search.extension` naming its
 /// issuer, the issuer's level, its category and when its window ends; requested codes outside
 /// every category are reported in an OperationOutcome entry.
 pub fn recognizable_results(
