@@ -9,6 +9,12 @@
 //! include the caller's organisation, its `class`es (if any) include the resource type, and
 //! its `period` (if any) covers now; nested provisions are exceptions that override their
 //! parent, as in FHIR R4.
+//!
+//! The same evaluation honours the time-limited access grants a referral writes at
+//! acceptance (an active `Consent` permitting the receiving organisation for a `period`), so a
+//! receiver outside the holder's region reads the patient's records while the grant lasts.
+//! The requester and owner of a `Task` (requester and performers of a `ServiceRequest`) see
+//! that record wherever it is held.
 
 use std::collections::HashMap;
 
@@ -90,7 +96,11 @@ impl ConsentCache {
                 }
             }
         }
-        Ok(!permitted && outside_region(principal, resource))
+        // The parties of a workflow record (the sender and the receiver of a referral) see it
+        // wherever it is held: it is addressed to them. A resident's denial still applies.
+        Ok(!permitted
+            && !is_party(principal, resource_type, resource)
+            && outside_region(principal, resource))
     }
 
     /// Drops the resources a consent denies to `principal`.
@@ -119,6 +129,41 @@ impl ConsentCache {
         *resources = kept;
         Ok(removed)
     }
+}
+
+/// Whether the caller's organisation is a party to a workflow record: the requester or owner
+/// of a `Task`, the requester or a performer of a `ServiceRequest`.
+fn is_party(principal: &Principal, resource_type: &str, resource: &Value) -> bool {
+    let Some(org) = &principal.organization else {
+        return false;
+    };
+    let fields: &[&str] = match resource_type {
+        "Task" => &["requester", "owner"],
+        "ServiceRequest" => &["requester", "performer"],
+        _ => return false,
+    };
+    let mine = format!("Organization/{org}");
+    fields.iter().any(|field| {
+        let targets = match resource.get(*field) {
+            Some(Value::Array(items)) => items.iter().collect::<Vec<_>>(),
+            Some(item) => vec![item],
+            None => Vec::new(),
+        };
+        targets
+            .iter()
+            .any(|t| t.get("reference").and_then(Value::as_str) == Some(mine.as_str()))
+    })
+}
+
+/// Whether `resource` is withheld from `principal` by the residents' consents or least
+/// privilege by region — the check reads and searches apply, for lower layers (workflow
+/// operations) that query a transaction directly.
+pub fn withheld(
+    tx: &mut dyn Transaction,
+    principal: &Principal,
+    resource: &Value,
+) -> FhirResult<bool> {
+    ConsentCache::default().denies(tx, principal, resource)
 }
 
 /// The coding system of the tag naming the GB/T 2260 division of the institution that holds a

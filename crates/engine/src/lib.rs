@@ -8,7 +8,7 @@
 pub mod access;
 mod bundle;
 mod capability;
-mod consent;
+pub mod consent;
 pub mod documents;
 mod error;
 mod everything;

@@ -35,7 +35,7 @@ fn patient_of(resource: &Value, out: &mut Vec<String>) {
         }
         return;
     }
-    for field in ["subject", "patient", "beneficiary", "individual"] {
+    for field in ["subject", "patient", "beneficiary", "individual", "for"] {
         let targets = match resource.get(field) {
             Some(Value::Array(items)) => items.iter().collect::<Vec<_>>(),
             Some(item) => vec![item],
@@ -77,6 +77,24 @@ pub(crate) fn info_from_body(body: &Value) -> AuditInfo {
     ) {
         if rt != "OperationOutcome" {
             info.resources.push(format!("{rt}/{id}"));
+        }
+        // A referral's access grant is written with the Task that names it: record both.
+        if rt == "Task" {
+            for output in body
+                .get("output")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                if let Some(reference) = output
+                    .get("valueReference")
+                    .and_then(|r| r.get("reference"))
+                    .and_then(Value::as_str)
+                    .filter(|r| r.starts_with("Consent/"))
+                {
+                    info.resources.push(reference.to_owned());
+                }
+            }
         }
         patient_of(body, &mut info.patients);
     }

@@ -467,6 +467,9 @@ pub(crate) async fn instance_get(
         return crate::documents::instance_operation(state, principal, target, headers, query)
             .await;
     }
+    if crate::workflow_referral::is_instance_get(&resource_type, &operation) {
+        return crate::workflow_referral::instance_get(state, principal, id, headers, query).await;
+    }
     let params = query.params.clone();
     match (resource_type.as_str(), operation.as_str()) {
         (_, "_history") => {

@@ -47,6 +47,9 @@ pub(crate) async fn type_get(
             })
             .await
         }
+        ("Task", "$referral-report") => {
+            crate::workflow_referral::report(state, principal, headers, query).await
+        }
         _ => Err(unsupported(&resource_type, &operation)),
     }
 }
@@ -99,7 +102,7 @@ pub(crate) fn is_instance_post(resource_type: &str, operation: &str) -> bool {
     matches!(
         (resource_type, operation),
         ("Patient", "$unmerge" | "$mpi-unlink") | ("Task", "$mpi-accept" | "$mpi-reject")
-    )
+    ) || crate::workflow_referral::is_instance_post(resource_type, operation)
 }
 
 /// `POST /fhir/{type}/{id}/{operation}` for the index's instance operations.
@@ -145,6 +148,11 @@ pub(crate) async fn instance_post(
                 engine.review_decision(ctx, &id, accept, note.as_deref())
             })
             .await
+        }
+        _ if crate::workflow_referral::is_instance_post(&resource_type, &operation) => {
+            let target = (resource_type, id, operation);
+            crate::workflow_referral::instance_post(state, principal, target, headers, query, body)
+                .await
         }
         _ => Err(unsupported(&resource_type, &operation)),
     }

@@ -5,9 +5,15 @@
 //! [`phip_engine::WriteRule`]s checked inside the write's own transaction, and the
 //! operations are functions over [`phip_engine::Engine`] that the HTTP layer exposes.
 
+use std::sync::Arc;
+
 use phip_engine::Engine;
+
+pub mod recognition;
+pub mod referral;
 
 /// Registers every workflow rule with `engine`. Call it once, before the engine is shared.
 pub fn install(engine: &mut Engine) {
-    let _ = engine;
+    engine.add_write_rule(Arc::new(referral::ReferralRule::default()));
+    engine.add_write_rule(Arc::new(recognition::OrderAdvisoryRule::default()));
 }
