@@ -20,7 +20,7 @@
 //!   the medical insurance number), in full, so one scan serves registration, insurance
 //!   settlement and prescriptions.
 
-use phip_mpi::identifier::{HEALTH_CARD, MEDICAL_INSURANCE, RESIDENT_ID};
+pub use phip_mpi::identifier::{HEALTH_CARD, MEDICAL_INSURANCE, RESIDENT_ID};
 use serde_json::{json, Map, Value};
 
 use crate::HealthCodeError;
