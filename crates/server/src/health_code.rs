@@ -675,6 +675,12 @@ fn public_json(body: Value, content_type: &'static str) -> Response {
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
 }
 
+/// The CRL version for a revocation counter: 1 for the empty list, growing with each
+/// revocation, so `crlVersion` in the JWKS and `ctr` in the CRL always agree.
+fn crl_version(counter: u64) -> u64 {
+    counter.saturating_add(1)
+}
+
 /// `GET [base]/.well-known/jwks.json`: the health card keys, `kid` = JWK thumbprint, with
 /// `crlVersion`.
 pub(crate) async fn jwks(State(state): State<AppState>) -> HandlerResult {
@@ -682,7 +688,7 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> HandlerResult {
     let engine = state.engine.clone();
     let (_, counter) = blocking(move || all_revocations(&engine).map_err(ApiError::from)).await?;
     Ok(public_json(
-        codes.keys.jwks_document(Some(counter)),
+        codes.keys.jwks_document(Some(crl_version(counter))),
         "application/jwk-set+json",
     ))
 }
@@ -711,7 +717,7 @@ pub(crate) async fn crl(
         })
         .collect();
     let crl = Crl {
-        ctr: counter.max(1),
+        ctr: crl_version(counter),
         rids,
         ..Crl::empty(&kid)
     };
