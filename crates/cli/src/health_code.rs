@@ -87,7 +87,8 @@ fn verify(args: &VerifyArgs) -> anyhow::Result<Result<VerifiedCode, Refusal>> {
         crl_sources = announced_crls(&args.jwks, &jwks_text);
     }
     for source in &crl_sources {
-        let text = fetch(source).with_context(|| format!("reading the revocation list {source}"))?;
+        let text =
+            fetch(source).with_context(|| format!("reading the revocation list {source}"))?;
         let crl = Crl::from_json(&text).with_context(|| format!("parsing {source}"))?;
         verifier = verifier.with_crl(crl);
     }
@@ -173,11 +174,12 @@ fn read_code(argument: &str, images: bool) -> anyhow::Result<String> {
     }
     let lower = argument.to_ascii_lowercase();
     if images && lower.ends_with(".png") {
-        let bytes = std::fs::read(Path::new(argument))
-            .with_context(|| format!("reading {argument}"))?;
+        let bytes =
+            std::fs::read(Path::new(argument)).with_context(|| format!("reading {argument}"))?;
         return qr::decode_png(&bytes).with_context(|| format!("scanning {argument}"));
     }
-    if lower.starts_with("shc:/") || argument.matches('.').count() == 2 && !Path::new(argument).exists()
+    if lower.starts_with("shc:/")
+        || argument.matches('.').count() == 2 && !Path::new(argument).exists()
     {
         return Ok(argument.trim().to_owned());
     }
@@ -308,7 +310,9 @@ mod tests {
     fn refuses_expired_revoked_and_foreign_codes() {
         let f = fixture();
         let expired = code(&f, Algorithm::Es256, now() - 1000);
-        let refusal = verify(&args(&f, &expired.shc, vec![])).unwrap().unwrap_err();
+        let refusal = verify(&args(&f, &expired.shc, vec![]))
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(refusal, Refusal::Expired { .. }));
 
         let current = code(&f, Algorithm::Es256, now() - 5);
@@ -319,14 +323,20 @@ mod tests {
         };
         let crl_file = f.dir.path().join("crl.json");
         std::fs::write(&crl_file, serde_json::to_string(&crl).unwrap()).unwrap();
-        let refusal = verify(&args(&f, &current.shc, vec![crl_file.display().to_string()]))
-            .unwrap()
-            .unwrap_err();
+        let refusal = verify(&args(
+            &f,
+            &current.shc,
+            vec![crl_file.display().to_string()],
+        ))
+        .unwrap()
+        .unwrap_err();
         assert_eq!(refusal, Refusal::Revoked);
 
         let other = fixture();
         let foreign = code(&other, Algorithm::Es256, now());
-        let refusal = verify(&args(&f, &foreign.shc, vec![])).unwrap().unwrap_err();
+        let refusal = verify(&args(&f, &foreign.shc, vec![]))
+            .unwrap()
+            .unwrap_err();
         assert!(matches!(refusal, Refusal::UnknownKey(_)));
 
         let mut untrusting = args(&f, &current.shc, vec![]);

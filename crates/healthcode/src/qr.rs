@@ -131,7 +131,7 @@ pub fn decode_png(png_bytes: &[u8]) -> Result<String, HealthCodeError> {
     let mut image = rqrr::PreparedImage::prepare_from_greyscale(
         frame.width as usize,
         frame.height as usize,
-        |x, y| luma(x, y),
+        luma,
     );
     let grids = image.detect_grids();
     let mut last_error = "no QR code found in the image".to_owned();

@@ -41,7 +41,8 @@ use crate::AppState;
 /// Code system of the revocation records and of refusal reasons.
 pub const HEALTH_CODE_SYSTEM: &str = "urn:phip:health-code";
 const REVOCATION_CODE: &str = "revocation";
-const REVOKED_BEFORE_URL: &str = "https://phip.cn/fhir/StructureDefinition/health-code-revoked-before";
+const REVOKED_BEFORE_URL: &str =
+    "https://phip.cn/fhir/StructureDefinition/health-code-revoked-before";
 const REFUSAL_SYSTEM: &str = "urn:phip:health-code:refusal";
 /// The internal principal that writes revocation records on behalf of the server.
 const SERVER_PRINCIPAL: &str = "phip health-code service";
@@ -145,7 +146,9 @@ fn person_of(engine: &Engine, patient_id: &str) -> FhirResult<Person> {
             FhirError::new(
                 422,
                 IssueType::BusinessRule,
-                format!("Patient/{patient_id} is not linked to a master record in the patient index"),
+                format!(
+                    "Patient/{patient_id} is not linked to a master record in the patient index"
+                ),
             )
         })?
     };
@@ -413,9 +416,12 @@ pub(crate) async fn issue(
         let now = now();
         // A code issued in the second of a revocation must not fall under it.
         let nbf = person_revoked_before(tx.as_mut(), &person.id)?.map_or(now, |b| b.max(now));
-        let subject =
-            HealthCodeSubject::from_patient(&person.id, &person.golden, &codes.config.linked_systems)
-                .map_err(|e| error(422, IssueType::BusinessRule, e.to_string()))?;
+        let subject = HealthCodeSubject::from_patient(
+            &person.id,
+            &person.golden,
+            &codes.config.linked_systems,
+        )
+        .map_err(|e| error(422, IssueType::BusinessRule, e.to_string()))?;
         let code = phip_healthcode::issue::issue(
             &codes.keys,
             &iss,
@@ -445,7 +451,9 @@ pub(crate) async fn issue(
         )),
         Output::Svg => Ok(image(
             "image/svg+xml",
-            qr::render_svg(&code.shc).map_err(render_failed)?.into_bytes(),
+            qr::render_svg(&code.shc)
+                .map_err(render_failed)?
+                .into_bytes(),
         )),
         Output::Json => {
             let body = json!({
@@ -694,16 +702,19 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> HandlerResult {
 }
 
 /// `GET [base]/.well-known/crl/{kid}.json`: the revocation list of one key.
-pub(crate) async fn crl(
-    State(state): State<AppState>,
-    Path(file): Path<String>,
-) -> HandlerResult {
+pub(crate) async fn crl(State(state): State<AppState>, Path(file): Path<String>) -> HandlerResult {
     let codes = service(&state)?;
     let kid = file
         .strip_suffix(".json")
         .filter(|k| codes.keys.contains(k))
         .map(str::to_owned)
-        .ok_or_else(|| error(404, IssueType::NotFound, format!("no revocation list {file}")))?;
+        .ok_or_else(|| {
+            error(
+                404,
+                IssueType::NotFound,
+                format!("no revocation list {file}"),
+            )
+        })?;
     let engine = state.engine.clone();
     let (revocations, counter) =
         blocking(move || all_revocations(&engine).map_err(ApiError::from)).await?;

@@ -80,8 +80,14 @@ fn identifiers(body: &Value) -> Vec<(String, String)> {
         .filter(|p| p["name"] == "identifier")
         .map(|p| {
             (
-                p["valueIdentifier"]["system"].as_str().unwrap_or_default().to_owned(),
-                p["valueIdentifier"]["value"].as_str().unwrap_or_default().to_owned(),
+                p["valueIdentifier"]["system"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+                p["valueIdentifier"]["value"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
             )
         })
         .collect()
@@ -153,15 +159,21 @@ async fn issue_and_verify_for_the_master_record(backend: Backend) {
         let jws = text(&issued, "verifiableCredential");
         let shc = text(&issued, "qrCode");
         assert_eq!(numeric::decode(&shc).unwrap(), jws);
-        let header: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jws.split('.').next().unwrap()).unwrap())
-                .unwrap();
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(jws.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(header["zip"], "DEF");
         assert_eq!(header["alg"], alg);
         // The code itself never holds the full resident ID or the phone number.
         let verified = verify(&server, &shc).await;
         assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
-        assert_eq!(param(&verified.body, "valid").unwrap()["valueBoolean"], true);
+        assert_eq!(
+            param(&verified.body, "valid").unwrap()["valueBoolean"],
+            true
+        );
         assert_eq!(
             param(&verified.body, "subject").unwrap()["valueReference"]["reference"],
             json!(format!("Patient/{}", wang.golden))
@@ -170,7 +182,10 @@ async fn issue_and_verify_for_the_master_record(backend: Backend) {
             param(&verified.body, "subject").unwrap()["valueReference"]["display"],
             "王芳"
         );
-        assert_eq!(param(&verified.body, "birthDate").unwrap()["valueDate"], "1985-03-08");
+        assert_eq!(
+            param(&verified.body, "birthDate").unwrap()["valueDate"],
+            "1985-03-08"
+        );
         // Multi-code fusion: registration, insurance settlement and prescriptions from one scan.
         let ids = identifiers(&verified.body);
         for expected in [
@@ -184,8 +199,12 @@ async fn issue_and_verify_for_the_master_record(backend: Backend) {
                 "{expected:?} in {ids:?}"
             );
         }
-        assert!(!ids.iter().any(|(s, _)| s == MRN), "institution MRNs are not disclosed");
-        let expires = chrono::DateTime::parse_from_rfc3339(&text(&verified.body, "expires")).unwrap();
+        assert!(
+            !ids.iter().any(|(s, _)| s == MRN),
+            "institution MRNs are not disclosed"
+        );
+        let expires =
+            chrono::DateTime::parse_from_rfc3339(&text(&verified.body, "expires")).unwrap();
         let left = expires.timestamp() - now().await;
         assert!((250..=301).contains(&left), "a short-lived code: {left} s");
         // The JWS form is accepted as well as the shc:/ form.
@@ -197,16 +216,30 @@ async fn issue_and_verify_for_the_master_record(backend: Backend) {
         param(&on_golden, "subject").unwrap()["valueReference"]["reference"],
         json!(format!("Patient/{}", wang.golden))
     );
-    assert_outcome(&server.get("Patient/no-such-patient/$health-code").await, 404);
-    assert_outcome(&server.get(&format!("Patient/{}/$health-code?alg=RS256", wang.source)).await, 400);
+    assert_outcome(
+        &server.get("Patient/no-such-patient/$health-code").await,
+        404,
+    );
+    assert_outcome(
+        &server
+            .get(&format!("Patient/{}/$health-code?alg=RS256", wang.source))
+            .await,
+        400,
+    );
 }
 
 async fn tampered_and_foreign_codes_are_refused(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let li = register(&server, "B1", "李娜", "1990-07-01", "114").await;
     let zhao = register(&server, "B2", "赵敏", "1992-02-02", "226").await;
-    let mine = text(&issue(&server, &li.source, "ES256").await, "verifiableCredential");
-    let theirs = text(&issue(&server, &zhao.source, "ES256").await, "verifiableCredential");
+    let mine = text(
+        &issue(&server, &li.source, "ES256").await,
+        "verifiableCredential",
+    );
+    let theirs = text(
+        &issue(&server, &zhao.source, "ES256").await,
+        "verifiableCredential",
+    );
     let m: Vec<&str> = mine.split('.').collect();
     let t: Vec<&str> = theirs.split('.').collect();
     // Zhao's payload under Li's signature.
@@ -226,11 +259,19 @@ async fn tampered_and_foreign_codes_are_refused(backend: Backend) {
     // The request itself must name the code.
     assert_outcome(
         &server
-            .post("Patient/$verify", &json!({"resourceType": "Parameters", "parameter": []}))
+            .post(
+                "Patient/$verify",
+                &json!({"resourceType": "Parameters", "parameter": []}),
+            )
             .await,
         400,
     );
-    assert_outcome(&server.post("Patient/$verify", &json!({"resourceType": "Patient"})).await, 400);
+    assert_outcome(
+        &server
+            .post("Patient/$verify", &json!({"resourceType": "Patient"}))
+            .await,
+        400,
+    );
 }
 
 async fn revocation_refuses_old_codes_and_publishes_a_crl(backend: Backend) {
@@ -250,8 +291,14 @@ async fn revocation_refuses_old_codes_and_publishes_a_crl(backend: Backend) {
             Some(phip_healthcode::keys::thumbprint(key).unwrap().as_str())
         );
     }
-    assert!(keys.keys.iter().any(|k| k.alg.as_deref() == Some("ES256") && k.crv.as_deref() == Some("P-256")));
-    assert!(keys.keys.iter().any(|k| k.alg.as_deref() == Some("SM2SM3") && k.crv.as_deref() == Some("SM2")));
+    assert!(keys
+        .keys
+        .iter()
+        .any(|k| k.alg.as_deref() == Some("ES256") && k.crv.as_deref() == Some("P-256")));
+    assert!(keys
+        .keys
+        .iter()
+        .any(|k| k.alg.as_deref() == Some("SM2SM3") && k.crv.as_deref() == Some("SM2")));
     let crl_version = |jwks: &Value| jwks["keys"][0]["crlVersion"].as_u64().unwrap();
     let version_before = crl_version(&jwks);
 
@@ -323,7 +370,10 @@ async fn qr_images_decode_back_to_the_code(backend: Backend) {
     ] {
         let mut request = server
             .client
-            .get(format!("{}/Patient/{}/$health-code{query}", server.base, he.source))
+            .get(format!(
+                "{}/Patient/{}/$health-code{query}",
+                server.base, he.source
+            ))
             .bearer_auth(&token);
         if !accept.is_empty() {
             request = request.header("accept", accept);
@@ -334,7 +384,10 @@ async fn qr_images_decode_back_to_the_code(backend: Backend) {
             response.headers()["content-type"].to_str().unwrap(),
             content_type
         );
-        assert_eq!(response.headers()["cache-control"].to_str().unwrap(), "no-store");
+        assert_eq!(
+            response.headers()["cache-control"].to_str().unwrap(),
+            "no-store"
+        );
         let bytes = response.bytes().await.unwrap();
         if content_type == "image/png" {
             let scanned = qr::decode_png(&bytes).unwrap();
@@ -380,17 +433,37 @@ async fn who_may_issue_and_verify(backend: Backend) {
         let server = &server;
         async move {
             server
-                .send(Method::GET, &path, None, &[("authorization", auth.as_str())])
+                .send(
+                    Method::GET,
+                    &path,
+                    None,
+                    &[("authorization", auth.as_str())],
+                )
                 .await
         }
     };
     // The resident issues their own code, by source or master id.
-    let own = get(format!("Patient/{}/$health-code", alice.source), resident.clone()).await;
+    let own = get(
+        format!("Patient/{}/$health-code", alice.source),
+        resident.clone(),
+    )
+    .await;
     assert_eq!(own.status, StatusCode::OK, "{}", own.body);
-    let own_golden = get(format!("Patient/{}/$health-code", alice.golden), resident.clone()).await;
+    let own_golden = get(
+        format!("Patient/{}/$health-code", alice.golden),
+        resident.clone(),
+    )
+    .await;
     assert_eq!(own_golden.status, StatusCode::OK, "{}", own_golden.body);
     // …but not someone else's, nor revoke it.
-    assert_outcome(&get(format!("Patient/{}/$health-code", bob.source), resident.clone()).await, 403);
+    assert_outcome(
+        &get(
+            format!("Patient/{}/$health-code", bob.source),
+            resident.clone(),
+        )
+        .await,
+        403,
+    );
     let revoke = server
         .send(
             Method::POST,
@@ -401,16 +474,34 @@ async fn who_may_issue_and_verify(backend: Backend) {
         .await;
     assert_outcome(&revoke, 403);
     // A clinic can verify but not hand out codes.
-    assert_outcome(&get(format!("Patient/{}/$health-code", alice.source), clinic.clone()).await, 403);
+    assert_outcome(
+        &get(
+            format!("Patient/{}/$health-code", alice.source),
+            clinic.clone(),
+        )
+        .await,
+        403,
+    );
     let code = text(&own.body, "qrCode");
-    let body = json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": code}]});
+    let body =
+        json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": code}]});
     let verified = server
-        .send(Method::POST, "Patient/$verify", Some(&body), &[("authorization", clinic.as_str())])
+        .send(
+            Method::POST,
+            "Patient/$verify",
+            Some(&body),
+            &[("authorization", clinic.as_str())],
+        )
         .await;
     assert_eq!(verified.status, StatusCode::OK, "{}", verified.body);
     // A resident's token cannot identify people from their codes.
     let refused = server
-        .send(Method::POST, "Patient/$verify", Some(&body), &[("authorization", resident.as_str())])
+        .send(
+            Method::POST,
+            "Patient/$verify",
+            Some(&body),
+            &[("authorization", resident.as_str())],
+        )
         .await;
     assert_outcome(&refused, 403);
     // Without a token at all: 401.
