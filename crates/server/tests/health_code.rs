@@ -516,7 +516,97 @@ async fn who_may_issue_and_verify(backend: Backend) {
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 }
 
+/// A server whose codes live one second and whose `$verify` allows no clock skew (the
+/// shared harness uses the defaults: five minutes and sixty seconds); authentication off.
+/// Returns its FHIR base URL and the data that must outlive it.
+async fn short_lived_server(backend: Backend) -> (String, common::TestData) {
+    use phip_server::health_code::{HealthCodeConfig, HealthCodes};
+    let data = common::TestData::new(backend).await;
+    let config = data.store.clone();
+    let store = tokio::task::spawn_blocking(move || phip_store::open_store(&config))
+        .await
+        .unwrap()
+        .unwrap();
+    let engine = std::sync::Arc::new(phip_server::platform_engine(store, Default::default()));
+    let ring = phip_security::keys::KeyRing::open(&data.path()).unwrap();
+    let config = HealthCodeConfig {
+        ttl_seconds: 1,
+        leeway_seconds: 0,
+        ..HealthCodeConfig::default()
+    };
+    let state = phip_server::AppState::new(
+        engine,
+        phip_server::ServerConfig {
+            auth: phip_server::auth::AuthMode::Disabled,
+            public_base_url: None,
+            max_body_bytes: 0,
+            node_name: "health-code-test".into(),
+        },
+        None,
+    )
+    .with_health_codes(HealthCodes::new(&ring, config).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = phip_server::serve(listener, state, std::future::pending()).await;
+    });
+    (format!("http://{address}/fhir"), data)
+}
+
+async fn expired_codes_are_refused(backend: Backend) {
+    let (base, _data) = short_lived_server(backend).await;
+    let client = reqwest::Client::new();
+    let post = |path: &str, body: Value| {
+        client
+            .post(format!("{base}/{path}"))
+            .header("content-type", "application/fhir+json")
+            .body(body.to_string())
+            .send()
+    };
+    let created: Value = post(
+        "Patient",
+        json!({"resourceType": "Patient", "name": [{"text": "吴倩"}], "gender": "female",
+               "birthDate": "1988-08-08",
+               "identifier": [{"system": RESIDENT_ID, "value": resident_id("110105", "19880808", "996")}]}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap();
+    let issued: Value = client
+        .get(format!("{base}/Patient/{id}/$health-code"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let shc = text(&issued, "qrCode");
+    let issued_at = chrono::DateTime::parse_from_rfc3339(&text(&issued, "issued")).unwrap();
+    let expires = chrono::DateTime::parse_from_rfc3339(&text(&issued, "expires")).unwrap();
+    assert_eq!(expires.timestamp() - issued_at.timestamp(), 1);
+    // Wait until the code is certainly past its expiry (whole seconds).
+    while now().await <= expires.timestamp() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let response = post(
+        "Patient/$verify",
+        json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": shc}]}),
+    )
+    .await
+    .unwrap();
+    let reply = Reply {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.json().await.unwrap(),
+    };
+    assert_eq!(refusal(&reply), "expired");
+}
+
 on_both_backends!(
+    expired_codes_are_refused,
     issue_and_verify_for_the_master_record,
     tampered_and_foreign_codes_are_refused,
     revocation_refuses_old_codes_and_publishes_a_crl,
