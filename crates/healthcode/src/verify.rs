@@ -299,3 +299,91 @@ fn valid_rid(rid: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::IssuerKeys;
+    use flate2::write::DeflateEncoder;
+    use flate2::Compression;
+    use phip_security::jws::{PrivateKey, SigningKey};
+    use serde_json::json;
+    use std::io::Write as _;
+
+    /// A correctly signed code over arbitrary claims bytes.
+    fn signed(keys: &IssuerKeys, claims: &[u8]) -> String {
+        let key = keys.active(Algorithm::Es256).unwrap();
+        let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
+        encoder.write_all(claims).unwrap();
+        let payload = encoder.finish().unwrap();
+        let header = json!({"alg": "ES256", "zip": "DEF", "kid": key.kid()});
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(payload)
+        );
+        let signature = key.private_key().sign(input.as_bytes());
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    fn keys() -> IssuerKeys {
+        let mut keys = IssuerKeys::default();
+        let key = SigningKey::new("k", PrivateKey::generate(Algorithm::Es256).unwrap());
+        keys.add(&key, true).unwrap();
+        keys
+    }
+
+    fn claims(exp: Option<i64>, rid: Value) -> Vec<u8> {
+        let mut claims = json!({
+            "iss": "https://i.example/fhir", "nbf": 100,
+            "vc": {"type": [HEALTH_CARD_TYPE], "rid": rid, "credentialSubject": {
+                "fhirVersion": "4.0.1",
+                "fhirBundle": {"resourceType": "Bundle", "type": "collection", "entry": [
+                    {"fullUrl": "resource:0", "resource": {"resourceType": "Patient",
+                     "identifier": [{"system": crate::subject::PERSON_ID_SYSTEM, "value": "p"}]}}]}}}
+        });
+        if let Some(exp) = exp {
+            claims["exp"] = json!(exp);
+        }
+        claims.to_string().into_bytes()
+    }
+
+    #[test]
+    fn signed_but_unacceptable_payloads() {
+        let keys = keys();
+        let verifier = Verifier::new(keys.jwks());
+        assert!(verifier
+            .verify(&signed(&keys, &claims(Some(500), json!("abc"))), 200)
+            .is_ok());
+        // A health code without expiry.
+        let code = signed(&keys, &claims(None, json!("abc")));
+        assert!(
+            matches!(verifier.verify(&code, 200), Err(Refusal::Malformed(m)) if m.contains("exp"))
+        );
+        // A rid that is not a short base64url id.
+        let code = signed(&keys, &claims(Some(500), json!("has spaces")));
+        assert!(matches!(
+            verifier.verify(&code, 200),
+            Err(Refusal::Malformed(_))
+        ));
+        // A payload inflating to megabytes (a "zip bomb") is stopped at 64 KiB.
+        let mut bomb = claims(Some(500), json!("abc"));
+        bomb.extend(std::iter::repeat_n(b' ', 4 * 1024 * 1024));
+        let code = signed(&keys, &bomb);
+        assert!(
+            code.len() * 100 < bomb.len(),
+            "compresses well: {}",
+            code.len()
+        );
+        assert!(
+            matches!(verifier.verify(&code, 200), Err(Refusal::Malformed(m)) if m.contains("64 KiB"))
+        );
+        // Not JSON, not a health card.
+        assert!(verifier.verify(&signed(&keys, b"not json"), 200).is_err());
+        let other =
+            json!({"iss": "x", "nbf": 1, "exp": 500, "vc": {"type": ["VerifiableCredential"]}});
+        assert!(verifier
+            .verify(&signed(&keys, other.to_string().as_bytes()), 200)
+            .is_err());
+    }
+}

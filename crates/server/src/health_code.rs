@@ -239,8 +239,20 @@ fn person_revoked_before(tx: &mut dyn Transaction, person: &str) -> FhirResult<O
         .and_then(revoked_before))
 }
 
-/// Records that every code of `person` issued before `before` is revoked.
+/// Records that every code of `person` issued before `before` is revoked. Two revocations of
+/// one person racing each other both succeed: the loser of the version check retries.
 fn record_revocation(engine: &Engine, person: &str, before: i64) -> FhirResult<u64> {
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match write_revocation(engine, person, before) {
+            Err(e) if matches!(e.status, 409 | 412) && attempts < 5 => continue,
+            other => return other,
+        }
+    }
+}
+
+fn write_revocation(engine: &Engine, person: &str, before: i64) -> FhirResult<u64> {
     let principal = Principal::unrestricted(SERVER_PRINCIPAL);
     engine.write_transaction(&principal, |tx| {
         let id = revocation_id(person);
