@@ -8,6 +8,7 @@ mod bench_mpi;
 mod bench_mpi_scale;
 mod config;
 mod export;
+mod health_code;
 mod import;
 mod serve;
 mod token;
@@ -90,6 +91,11 @@ enum Command {
     },
     /// Mint an access token from the data directory's key (for operators and scripts).
     Token(token::TokenArgs),
+    /// Residents' electronic health codes: verify one offline, or render one as a QR image.
+    HealthCode {
+        #[command(subcommand)]
+        command: health_code::HealthCodeCommand,
+    },
     /// Manage SMART Backend Services clients allowed to use the token endpoint.
     Client(token::ClientArgs),
     /// Load NDJSON files and Bundles into the store (files or directories, recursively).
@@ -137,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             command: AuditCommand::Verify { data_dir },
         } => audit_verify(&config::data_dir(&file, data_dir)),
         Command::Token(args) => token::mint(&file, args),
+        Command::HealthCode { command } => health_code::run(command),
         Command::Client(args) => token::client(&file, args),
         Command::Import {
             store,

@@ -79,6 +79,14 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         },
         Some(audit.clone()),
     )
+    .with_health_codes(
+        phip_server::health_code::HealthCodes::new(
+            &phip_security::keys::KeyRing::open(&settings.data_dir)
+                .context("opening the key ring")?,
+            phip_server::health_code::HealthCodeConfig::default(),
+        )
+        .context("loading the health code keys")?,
+    )
     .with_signer(phip_server::signature::Signer::new(
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
     ))

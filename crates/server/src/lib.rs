@@ -9,6 +9,7 @@ pub mod auth;
 mod bulk;
 mod documents;
 mod handlers;
+pub mod health_code;
 pub mod hl7;
 mod http;
 pub mod metrics;
@@ -67,6 +68,7 @@ pub struct AppState {
     pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
     pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) health_codes: Option<Arc<health_code::HealthCodes>>,
 }
 
 impl AppState {
@@ -87,6 +89,7 @@ impl AppState {
             bulk: None,
             subscriptions: None,
             metrics: Arc::new(metrics::Metrics::default()),
+            health_codes: None,
         }
     }
 
@@ -103,6 +106,13 @@ impl AppState {
         subscriptions: Arc<phip_subscriptions::Subscriptions>,
     ) -> Self {
         self.subscriptions = Some(subscriptions);
+        self
+    }
+
+    /// Enables the residents' electronic health code (`$health-code`, `$verify`, and the
+    /// JWKS and revocation lists under `[base]/.well-known/`).
+    pub fn with_health_codes(mut self, codes: Arc<health_code::HealthCodes>) -> Self {
+        self.health_codes = Some(codes);
         self
     }
 
@@ -156,6 +166,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/_search", post(handlers::system_search_post))
         .route(
+            "/Patient/{id}/$health-code",
+            get(health_code::issue).post(health_code::issue),
+        )
+        .route(
+            "/Patient/{id}/$health-code-revoke",
+            post(health_code::revoke),
+        )
+        .route("/Patient/$verify", post(health_code::verify))
+        .route(
             "/{resource_type}",
             get(handlers::type_search)
                 .post(handlers::create)
@@ -208,6 +227,8 @@ pub fn router(state: AppState) -> Router {
             get(smart::smart_configuration),
         )
         .route("/fhir/metadata", get(handlers::metadata))
+        .route("/fhir/.well-known/jwks.json", get(health_code::jwks))
+        .route("/fhir/.well-known/crl/{file}", get(health_code::crl))
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

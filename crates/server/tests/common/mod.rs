@@ -231,11 +231,14 @@ impl TestServer {
         };
         let ring = phip_security::keys::KeyRing::open(dir.path()).expect("key ring");
         let audit = phip_audit::AuditLog::open(dir.path(), Some(&ring)).expect("audit log");
-        let state = AppState::new(engine.clone(), config, Some(audit.clone())).with_signer(
-            phip_server::signature::Signer::new(
+        let state = AppState::new(engine.clone(), config, Some(audit.clone()))
+            .with_signer(phip_server::signature::Signer::new(
                 phip_security::keys::KeyRing::open(dir.path()).expect("key ring"),
-            ),
-        );
+            ))
+            .with_health_codes(
+                phip_server::health_code::HealthCodes::new(&ring, Default::default())
+                    .expect("health codes"),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
