@@ -17,6 +17,7 @@ pub mod signature;
 mod smart;
 mod subscriptions;
 pub mod tls;
+mod workflow_pharmacy;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,9 +5,19 @@
 //! [`phip_engine::WriteRule`]s checked inside the write's own transaction, and the
 //! operations are functions over [`phip_engine::Engine`] that the HTTP layer exposes.
 
+pub mod appointment;
+pub mod contract;
+mod lookup;
+pub mod prescription;
+
+use std::sync::Arc;
+
 use phip_engine::Engine;
 
 /// Registers every workflow rule with `engine`. Call it once, before the engine is shared.
 pub fn install(engine: &mut Engine) {
-    let _ = engine;
+    engine.add_write_rule(Arc::new(prescription::PrescriptionRule));
+    engine.add_write_rule(Arc::new(prescription::DispenseRule));
+    engine.add_write_rule(Arc::new(contract::ContractRule));
+    engine.add_write_rule(Arc::new(appointment::BookingRule));
 }
