@@ -56,10 +56,10 @@ fn contract(patient: &str, team: &str, start: &str, end: &str) -> Value {
         "issued": format!("{start}T09:00:00+08:00"),
         "applies": {"start": start, "end": end},
         "signer": [
-            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/contractsignertypecodes", "code": "PAT"}]},
+            {"type": {"system": "http://terminology.hl7.org/CodeSystem/contractsignertypecodes", "code": "PAT"},
              "party": {"reference": format!("Patient/{patient}")},
              "signature": [{"type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.7"}], "when": format!("{start}T09:00:00+08:00"), "who": {"reference": format!("Patient/{patient}")}}]},
-            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/contractsignertypecodes", "code": "PROVIDER"}]},
+            {"type": {"system": "http://terminology.hl7.org/CodeSystem/contractsignertypecodes", "code": "PROVIDER"},
              "party": {"reference": "Practitioner/dr-sun"},
              "signature": [{"type": [{"system": "urn:iso-astm:E1762-95:2013", "code": "1.2.840.10065.1.12.1.1"}], "when": format!("{start}T09:00:00+08:00"), "who": {"reference": "Practitioner/dr-sun"}}]}
         ]
