@@ -119,8 +119,10 @@ pub(crate) async fn instance_post(
 ) -> HandlerResult {
     if crate::workflow_pharmacy::is_instance_post(&resource_type, &operation) {
         let target = (resource_type, id, operation);
-        return crate::workflow_pharmacy::instance_post(state, principal, target, headers, query, body)
-            .await;
+        return crate::workflow_pharmacy::instance_post(
+            state, principal, target, headers, query, body,
+        )
+        .await;
     }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$unmerge") => {

@@ -141,11 +141,10 @@ pub(crate) async fn instance_post(
             .await
         }
         ("Contract", "$renew") => {
-            let today = date_param(
-                query
-                    .get("date")
-                    .or_else(|| parameter(&parameters, "date", "valueDate").and_then(Value::as_str)),
-            )?;
+            let today =
+                date_param(query.get("date").or_else(|| {
+                    parameter(&parameters, "date", "valueDate").and_then(Value::as_str)
+                }))?;
             run(state, principal, &headers, &query, move |engine, ctx| {
                 contract::renew(engine, ctx, &id, today)
             })

@@ -12,9 +12,17 @@ use serde_json::{json, Value};
 
 const DISTRICT: &str = "110105";
 
-async fn call(server: &TestServer, token: &str, method: Method, path: &str, body: Option<&Value>) -> Reply {
+async fn call(
+    server: &TestServer,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Reply {
     let bearer = format!("Bearer {token}");
-    server.send(method, path, body, &[("authorization", bearer.as_str())]).await
+    server
+        .send(method, path, body, &[("authorization", bearer.as_str())])
+        .await
 }
 
 fn clinic_token(server: &TestServer, org: &str) -> String {
@@ -63,18 +71,40 @@ async fn slot_status(server: &TestServer, slot: &str) -> String {
 }
 
 async fn setup(server: &TestServer, clinic: &str) -> (String, Vec<String>) {
-    let doctor = json!({"resourceType": "Practitioner", "id": "dr-zhao", "name": [{"text": "赵医生"}]});
-    assert!(call(server, clinic, Method::PUT, "Practitioner/dr-zhao", Some(&doctor)).await.status.is_success());
-    let schedule = created(call(server, clinic, Method::POST, "Schedule", Some(&json!({
-        "resourceType": "Schedule", "active": true,
-        "serviceType": [{"text": "online follow-up"}],
-        "actor": [{"reference": "Practitioner/dr-zhao"}],
-        "planningHorizon": {"start": "2025-06-02", "end": "2025-06-30"}
-    }))).await).await;
+    let doctor =
+        json!({"resourceType": "Practitioner", "id": "dr-zhao", "name": [{"text": "赵医生"}]});
+    assert!(call(
+        server,
+        clinic,
+        Method::PUT,
+        "Practitioner/dr-zhao",
+        Some(&doctor)
+    )
+    .await
+    .status
+    .is_success());
+    let schedule = created(
+        call(
+            server,
+            clinic,
+            Method::POST,
+            "Schedule",
+            Some(&json!({
+                "resourceType": "Schedule", "active": true,
+                "serviceType": [{"text": "online follow-up"}],
+                "actor": [{"reference": "Practitioner/dr-zhao"}],
+                "planningHorizon": {"start": "2025-06-02", "end": "2025-06-30"}
+            })),
+        )
+        .await,
+    )
+    .await;
     let mut patients = Vec::new();
     for i in 0..8 {
         let patient = json!({"resourceType": "Patient", "name": [{"text": format!("居民{i}")}], "gender": "female", "birthDate": "1960-01-01"});
-        patients.push(created(call(server, clinic, Method::POST, "Patient", Some(&patient)).await).await);
+        patients.push(
+            created(call(server, clinic, Method::POST, "Patient", Some(&patient)).await).await,
+        );
     }
     (schedule, patients)
 }
@@ -83,80 +113,258 @@ async fn booking_takes_and_cancelling_frees_the_slot(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let clinic = clinic_token(&server, "chc-1");
     let (schedule, patients) = setup(&server, &clinic).await;
-    let s1 = created(call(&server, &clinic, Method::POST, "Slot", Some(&slot(&schedule, "2025-06-02T09:00:00+08:00", "2025-06-02T09:15:00+08:00"))).await).await;
+    let s1 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Slot",
+            Some(&slot(
+                &schedule,
+                "2025-06-02T09:00:00+08:00",
+                "2025-06-02T09:15:00+08:00",
+            )),
+        )
+        .await,
+    )
+    .await;
 
-    let first = created(call(&server, &clinic, Method::POST, "Appointment", Some(&appointment(&s1, &patients[0], "booked"))).await).await;
+    let first = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Appointment",
+            Some(&appointment(&s1, &patients[0], "booked")),
+        )
+        .await,
+    )
+    .await;
     assert_eq!(slot_status(&server, &s1).await, "busy");
     // The slot is taken: another booking (booked or pending) is refused.
     for status in ["booked", "pending"] {
-        let reply = call(&server, &clinic, Method::POST, "Appointment", Some(&appointment(&s1, &patients[1], status))).await;
+        let reply = call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Appointment",
+            Some(&appointment(&s1, &patients[1], status)),
+        )
+        .await;
         assert_outcome(&reply, 409);
-        assert!(reply.body.to_string().contains(&format!("Slot/{s1}")), "{}", reply.body);
+        assert!(
+            reply.body.to_string().contains(&format!("Slot/{s1}")),
+            "{}",
+            reply.body
+        );
     }
     // A proposed appointment does not hold a slot, so it is not refused.
-    let proposed = call(&server, &clinic, Method::POST, "Appointment", Some(&appointment(&s1, &patients[1], "proposed"))).await;
+    let proposed = call(
+        &server,
+        &clinic,
+        Method::POST,
+        "Appointment",
+        Some(&appointment(&s1, &patients[1], "proposed")),
+    )
+    .await;
     assert_eq!(proposed.status, StatusCode::CREATED, "{}", proposed.body);
     // Nor can it be booked by updating that proposal.
     let mut upgrade = proposed.body.clone();
     upgrade["status"] = json!("booked");
     let proposal_id = proposed.body["id"].as_str().unwrap().to_owned();
-    assert_outcome(&call(&server, &clinic, Method::PUT, &format!("Appointment/{proposal_id}"), Some(&upgrade)).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::PUT,
+            &format!("Appointment/{proposal_id}"),
+            Some(&upgrade),
+        )
+        .await,
+        409,
+    );
 
     // The held slot cannot be freed, blocked or deleted directly.
     let mut freed = server.get(&format!("Slot/{s1}")).await.body;
     freed["status"] = json!("free");
-    assert_outcome(&call(&server, &clinic, Method::PUT, &format!("Slot/{s1}"), Some(&freed)).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::PUT,
+            &format!("Slot/{s1}"),
+            Some(&freed),
+        )
+        .await,
+        409,
+    );
     freed["status"] = json!("busy-unavailable");
-    assert_outcome(&call(&server, &clinic, Method::PUT, &format!("Slot/{s1}"), Some(&freed)).await, 409);
-    assert_outcome(&call(&server, &clinic, Method::DELETE, &format!("Slot/{s1}"), None).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::PUT,
+            &format!("Slot/{s1}"),
+            Some(&freed),
+        )
+        .await,
+        409,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::DELETE,
+            &format!("Slot/{s1}"),
+            None,
+        )
+        .await,
+        409,
+    );
 
     // Cancelling the appointment frees the slot; now the proposal can be booked.
     let mut cancel = server.get(&format!("Appointment/{first}")).await.body;
     cancel["status"] = json!("cancelled");
     cancel["cancelationReason"] = json!({"text": "patient request"});
-    let reply = call(&server, &clinic, Method::PUT, &format!("Appointment/{first}"), Some(&cancel)).await;
+    let reply = call(
+        &server,
+        &clinic,
+        Method::PUT,
+        &format!("Appointment/{first}"),
+        Some(&cancel),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(slot_status(&server, &s1).await, "free");
-    let reply = call(&server, &clinic, Method::PUT, &format!("Appointment/{proposal_id}"), Some(&upgrade)).await;
+    let reply = call(
+        &server,
+        &clinic,
+        Method::PUT,
+        &format!("Appointment/{proposal_id}"),
+        Some(&upgrade),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(slot_status(&server, &s1).await, "busy");
     // The cancelled appointment cannot come back while the slot is taken.
     cancel["status"] = json!("booked");
-    assert_outcome(&call(&server, &clinic, Method::PUT, &format!("Appointment/{first}"), Some(&cancel)).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::PUT,
+            &format!("Appointment/{first}"),
+            Some(&cancel),
+        )
+        .await,
+        409,
+    );
 
     // Moving a booking to another slot frees the first; deleting a booking frees its slot.
-    let s2 = created(call(&server, &clinic, Method::POST, "Slot", Some(&slot(&schedule, "2025-06-02T09:15:00+08:00", "2025-06-02T09:30:00+08:00"))).await).await;
+    let s2 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Slot",
+            Some(&slot(
+                &schedule,
+                "2025-06-02T09:15:00+08:00",
+                "2025-06-02T09:30:00+08:00",
+            )),
+        )
+        .await,
+    )
+    .await;
     let mut moved = server.get(&format!("Appointment/{proposal_id}")).await.body;
     moved["slot"] = json!([{"reference": format!("Slot/{s2}")}]);
-    let reply = call(&server, &clinic, Method::PUT, &format!("Appointment/{proposal_id}"), Some(&moved)).await;
+    let reply = call(
+        &server,
+        &clinic,
+        Method::PUT,
+        &format!("Appointment/{proposal_id}"),
+        Some(&moved),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(slot_status(&server, &s1).await, "free");
     assert_eq!(slot_status(&server, &s2).await, "busy");
-    let reply = call(&server, &clinic, Method::DELETE, &format!("Appointment/{proposal_id}"), None).await;
+    let reply = call(
+        &server,
+        &clinic,
+        Method::DELETE,
+        &format!("Appointment/{proposal_id}"),
+        None,
+    )
+    .await;
     assert!(reply.status.is_success(), "{}", reply.body);
     assert_eq!(slot_status(&server, &s2).await, "free");
 
     // Unknown or blocked slots cannot be booked.
-    assert_outcome(&call(&server, &clinic, Method::POST, "Appointment", Some(&appointment("no-such-slot", &patients[2], "booked"))).await, 422);
-    let mut blocked = slot(&schedule, "2025-06-02T12:00:00+08:00", "2025-06-02T12:15:00+08:00");
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Appointment",
+            Some(&appointment("no-such-slot", &patients[2], "booked")),
+        )
+        .await,
+        422,
+    );
+    let mut blocked = slot(
+        &schedule,
+        "2025-06-02T12:00:00+08:00",
+        "2025-06-02T12:15:00+08:00",
+    );
     blocked["status"] = json!("busy-unavailable");
     let blocked = created(call(&server, &clinic, Method::POST, "Slot", Some(&blocked)).await).await;
-    assert_outcome(&call(&server, &clinic, Method::POST, "Appointment", Some(&appointment(&blocked, &patients[2], "booked"))).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Appointment",
+            Some(&appointment(&blocked, &patients[2], "booked")),
+        )
+        .await,
+        409,
+    );
     // A transaction booking the same slot twice is refused whole.
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": appointment(&s1, &patients[3], "booked"), "request": {"method": "POST", "url": "Appointment"}},
         {"resource": appointment(&s1, &patients[4], "booked"), "request": {"method": "POST", "url": "Appointment"}}
     ]});
-    assert_outcome(&call(&server, &clinic, Method::POST, "", Some(&bundle)).await, 409);
+    assert_outcome(
+        &call(&server, &clinic, Method::POST, "", Some(&bundle)).await,
+        409,
+    );
     assert_eq!(slot_status(&server, &s1).await, "free");
-    assert!(server.search_ids(&format!("Appointment?slot=Slot/{s1}&status=booked")).await.is_empty());
+    assert!(server
+        .search_ids(&format!("Appointment?slot=Slot/{s1}&status=booked"))
+        .await
+        .is_empty());
 }
 
 async fn concurrent_bookings_of_one_slot_leave_one_appointment(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let clinic = clinic_token(&server, "chc-1");
     let (schedule, patients) = setup(&server, &clinic).await;
-    let s = created(call(&server, &clinic, Method::POST, "Slot", Some(&slot(&schedule, "2025-06-03T10:00:00+08:00", "2025-06-03T10:15:00+08:00"))).await).await;
+    let s = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Slot",
+            Some(&slot(
+                &schedule,
+                "2025-06-03T10:00:00+08:00",
+                "2025-06-03T10:15:00+08:00",
+            )),
+        )
+        .await,
+    )
+    .await;
     let mut attempts = Vec::new();
     for patient in &patients {
         let body = appointment(&s, patient, "booked");
@@ -192,7 +400,13 @@ async fn concurrent_bookings_of_one_slot_leave_one_appointment(backend: Backend)
         }
     }
     assert_eq!((booked, refused), (1, 7));
-    assert_eq!(server.search_ids(&format!("Appointment?slot=Slot/{s}")).await.len(), 1);
+    assert_eq!(
+        server
+            .search_ids(&format!("Appointment?slot=Slot/{s}"))
+            .await
+            .len(),
+        1
+    );
     assert_eq!(slot_status(&server, &s).await, "busy");
 }
 

@@ -13,9 +13,17 @@ use serde_json::{json, Value};
 const DISTRICT: &str = "110105";
 const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
 
-async fn call(server: &TestServer, token: &str, method: Method, path: &str, body: Option<&Value>) -> Reply {
+async fn call(
+    server: &TestServer,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Reply {
     let bearer = format!("Bearer {token}");
-    server.send(method, path, body, &[("authorization", bearer.as_str())]).await
+    server
+        .send(method, path, body, &[("authorization", bearer.as_str())])
+        .await
 }
 
 fn token(server: &TestServer, org: &str, scope: &str) -> String {
@@ -67,7 +75,8 @@ fn contract(patient: &str, team: &str, start: &str, end: &str) -> Value {
 }
 
 fn plan(patient: &str, team: &str, disease: &str, start: &str, timing: Option<Value>) -> Value {
-    let mut detail = json!({"status": "scheduled", "code": {"coding": [{"system": ICD10, "code": disease}]}});
+    let mut detail =
+        json!({"status": "scheduled", "code": {"coding": [{"system": ICD10, "code": disease}]}});
     if let Some(timing) = timing {
         detail["scheduledTiming"] = timing;
     }
@@ -100,11 +109,24 @@ fn listed(reply: &Reply) -> Vec<(String, String, String, Option<i64>)> {
         .iter()
         .filter(|p| p["name"] == "due" || p["name"] == "overdue")
         .map(|p| {
-            let part = |n: &str| p["part"].as_array().unwrap().iter().find(|x| x["name"] == n).cloned();
+            let part = |n: &str| {
+                p["part"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["name"] == n)
+                    .cloned()
+            };
             (
                 p["name"].as_str().unwrap().to_owned(),
-                part("patient").unwrap()["valueReference"]["reference"].as_str().unwrap().to_owned(),
-                part("dueDate").unwrap()["valueDate"].as_str().unwrap().to_owned(),
+                part("patient").unwrap()["valueReference"]["reference"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                part("dueDate").unwrap()["valueDate"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
                 part("daysOverdue").and_then(|d| d["valueInteger"].as_i64()),
             )
         })
@@ -117,9 +139,18 @@ async fn contracts_panel_and_follow_ups(backend: Backend) {
     let other_clinic = token(&server, "chc-2", "user/*.cruds");
     let resident_app = token(&server, "chc-1", "user/Patient.rs");
     for (path, body) in [
-        ("Organization/chc-1", json!({"resourceType": "Organization", "id": "chc-1", "name": "朝阳社区卫生服务中心"})),
-        ("Practitioner/dr-sun", json!({"resourceType": "Practitioner", "id": "dr-sun", "name": [{"text": "孙医生"}]})),
-        ("Practitioner/nurse-qian", json!({"resourceType": "Practitioner", "id": "nurse-qian", "name": [{"text": "钱护士"}]})),
+        (
+            "Organization/chc-1",
+            json!({"resourceType": "Organization", "id": "chc-1", "name": "朝阳社区卫生服务中心"}),
+        ),
+        (
+            "Practitioner/dr-sun",
+            json!({"resourceType": "Practitioner", "id": "dr-sun", "name": [{"text": "孙医生"}]}),
+        ),
+        (
+            "Practitioner/nurse-qian",
+            json!({"resourceType": "Practitioner", "id": "nurse-qian", "name": [{"text": "钱护士"}]}),
+        ),
         ("CareTeam/team-sun", team("team-sun", "family-doctor")),
         ("CareTeam/ward-7", team("ward-7", "inpatient-ward")),
     ] {
@@ -129,28 +160,107 @@ async fn contracts_panel_and_follow_ups(backend: Backend) {
     let mut p = Vec::new();
     for i in 0..4 {
         let patient = json!({"resourceType": "Patient", "name": [{"text": format!("签约居民{i}")}], "gender": "male", "birthDate": "1955-05-05"});
-        p.push(created(call(&server, &clinic, Method::POST, "Patient", Some(&patient)).await).await);
+        p.push(
+            created(call(&server, &clinic, Method::POST, "Patient", Some(&patient)).await).await,
+        );
     }
 
     // Sign p0, p1, p2 for 2025 (p2 from March for a year).
-    let c0 = created(call(&server, &clinic, Method::POST, "Contract", Some(&contract(&p[0], "team-sun", "2025-01-01", "2025-12-31"))).await).await;
-    let c1 = created(call(&server, &clinic, Method::POST, "Contract", Some(&contract(&p[1], "team-sun", "2025-01-01", "2025-12-31"))).await).await;
-    let _c2 = created(call(&server, &clinic, Method::POST, "Contract", Some(&contract(&p[2], "team-sun", "2025-03-01", "2026-02-28"))).await).await;
+    let c0 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Contract",
+            Some(&contract(&p[0], "team-sun", "2025-01-01", "2025-12-31")),
+        )
+        .await,
+    )
+    .await;
+    let c1 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Contract",
+            Some(&contract(&p[1], "team-sun", "2025-01-01", "2025-12-31")),
+        )
+        .await,
+    )
+    .await;
+    let _c2 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Contract",
+            Some(&contract(&p[2], "team-sun", "2025-03-01", "2026-02-28")),
+        )
+        .await,
+    )
+    .await;
     // Refused: a second contract in force for p0 on overlapping days, one with a team that is
     // not a family-doctor team, one ending before it starts, one without a resident.
-    let reply = call(&server, &clinic, Method::POST, "Contract", Some(&contract(&p[0], "team-sun", "2025-06-01", "2026-05-31"))).await;
+    let reply = call(
+        &server,
+        &clinic,
+        Method::POST,
+        "Contract",
+        Some(&contract(&p[0], "team-sun", "2025-06-01", "2026-05-31")),
+    )
+    .await;
     assert_outcome(&reply, 409);
     assert!(reply.body.to_string().contains(&c0), "{}", reply.body);
-    assert_outcome(&call(&server, &clinic, Method::POST, "Contract", Some(&contract(&p[3], "ward-7", "2025-01-01", "2025-12-31"))).await, 422);
-    assert_outcome(&call(&server, &clinic, Method::POST, "Contract", Some(&contract(&p[3], "team-sun", "2025-12-31", "2025-01-01"))).await, 422);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Contract",
+            Some(&contract(&p[3], "ward-7", "2025-01-01", "2025-12-31")),
+        )
+        .await,
+        422,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Contract",
+            Some(&contract(&p[3], "team-sun", "2025-12-31", "2025-01-01")),
+        )
+        .await,
+        422,
+    );
     let mut no_resident = contract(&p[3], "team-sun", "2025-01-01", "2025-12-31");
     no_resident["subject"] = json!([]);
     no_resident.as_object_mut().unwrap().remove("subject");
-    assert_outcome(&call(&server, &clinic, Method::POST, "Contract", Some(&no_resident)).await, 422);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::POST,
+            "Contract",
+            Some(&no_resident),
+        )
+        .await,
+        422,
+    );
     // Moving an existing contract onto p0's dates is refused too.
     let mut onto = server.get(&format!("Contract/{c1}")).await.body;
     onto["subject"] = json!([{"reference": format!("Patient/{}", p[0])}]);
-    assert_outcome(&call(&server, &clinic, Method::PUT, &format!("Contract/{c1}"), Some(&onto)).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::PUT,
+            &format!("Contract/{c1}"),
+            Some(&onto),
+        )
+        .await,
+        409,
+    );
 
     let panel = |date: &str| {
         let path = format!("CareTeam/team-sun/$panel?date={date}");
@@ -165,41 +275,191 @@ async fn contracts_panel_and_follow_ups(backend: Backend) {
     let june = panel("2025-06-01").await;
     assert_eq!(june.status, StatusCode::OK, "{}", june.body);
     assert_eq!(june.body["total"], 3);
-    assert_eq!(june.ids(), sorted(vec![p[0].clone(), p[1].clone(), p[2].clone()]));
-    assert_eq!(panel("2025-02-01").await.ids(), sorted(vec![p[0].clone(), p[1].clone()]));
+    assert_eq!(
+        june.ids(),
+        sorted(vec![p[0].clone(), p[1].clone(), p[2].clone()])
+    );
+    assert_eq!(
+        panel("2025-02-01").await.ids(),
+        sorted(vec![p[0].clone(), p[1].clone()])
+    );
 
     // Terminate p1's contract; a terminated contract is final.
     let mut terminated = server.get(&format!("Contract/{c1}")).await.body;
     terminated["status"] = json!("terminated");
-    let reply = call(&server, &clinic, Method::PUT, &format!("Contract/{c1}"), Some(&terminated)).await;
+    let reply = call(
+        &server,
+        &clinic,
+        Method::PUT,
+        &format!("Contract/{c1}"),
+        Some(&terminated),
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     terminated["status"] = json!("executed");
-    assert_outcome(&call(&server, &clinic, Method::PUT, &format!("Contract/{c1}"), Some(&terminated)).await, 409);
-    assert_outcome(&call(&server, &clinic, Method::DELETE, &format!("Contract/{c0}"), None).await, 409);
-    assert_eq!(panel("2025-06-01").await.ids(), sorted(vec![p[0].clone(), p[2].clone()]));
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::PUT,
+            &format!("Contract/{c1}"),
+            Some(&terminated),
+        )
+        .await,
+        409,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::DELETE,
+            &format!("Contract/{c0}"),
+            None,
+        )
+        .await,
+        409,
+    );
+    assert_eq!(
+        panel("2025-06-01").await.ids(),
+        sorted(vec![p[0].clone(), p[2].clone()])
+    );
 
     // Renew p0 for 2026: only the contracting clinic, only once.
-    assert_outcome(&call(&server, &other_clinic, Method::POST, &format!("Contract/{c0}/$renew?date=2025-12-20"), None).await, 403);
-    assert_outcome(&call(&server, &resident_app, Method::POST, &format!("Contract/{c0}/$renew?date=2025-12-20"), None).await, 403);
-    let renewed = call(&server, &clinic, Method::POST, &format!("Contract/{c0}/$renew?date=2025-12-20"), None).await;
+    assert_outcome(
+        &call(
+            &server,
+            &other_clinic,
+            Method::POST,
+            &format!("Contract/{c0}/$renew?date=2025-12-20"),
+            None,
+        )
+        .await,
+        403,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &resident_app,
+            Method::POST,
+            &format!("Contract/{c0}/$renew?date=2025-12-20"),
+            None,
+        )
+        .await,
+        403,
+    );
+    let renewed = call(
+        &server,
+        &clinic,
+        Method::POST,
+        &format!("Contract/{c0}/$renew?date=2025-12-20"),
+        None,
+    )
+    .await;
     assert_eq!(renewed.status, StatusCode::CREATED, "{}", renewed.body);
-    assert_eq!(renewed.body["applies"], json!({"start": "2026-01-01", "end": "2026-12-31"}));
+    assert_eq!(
+        renewed.body["applies"],
+        json!({"start": "2026-01-01", "end": "2026-12-31"})
+    );
     assert_eq!(renewed.body["status"], "executed");
-    assert!(renewed.body["extension"].to_string().contains(&format!("Contract/{c0}")));
-    assert_eq!(server.get(&format!("Contract/{c0}")).await.body["status"], "renewed");
-    assert_outcome(&call(&server, &clinic, Method::POST, &format!("Contract/{c0}/$renew?date=2025-12-20"), None).await, 409);
-    assert_eq!(panel("2026-02-01").await.ids(), sorted(vec![p[0].clone(), p[2].clone()]));
+    assert!(renewed.body["extension"]
+        .to_string()
+        .contains(&format!("Contract/{c0}")));
+    assert_eq!(
+        server.get(&format!("Contract/{c0}")).await.body["status"],
+        "renewed"
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::POST,
+            &format!("Contract/{c0}/$renew?date=2025-12-20"),
+            None,
+        )
+        .await,
+        409,
+    );
+    assert_eq!(
+        panel("2026-02-01").await.ids(),
+        sorted(vec![p[0].clone(), p[2].clone()])
+    );
     assert_eq!(panel("2026-06-01").await.ids(), vec![p[0].clone()]);
-    assert_outcome(&call(&server, &clinic, Method::GET, "CareTeam/no-team/$panel", None).await, 404);
-    assert_outcome(&call(&server, &clinic, Method::GET, "CareTeam/team-sun/$panel?date=June", None).await, 400);
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::GET,
+            "CareTeam/no-team/$panel",
+            None,
+        )
+        .await,
+        404,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &clinic,
+            Method::GET,
+            "CareTeam/team-sun/$panel?date=June",
+            None,
+        )
+        .await,
+        400,
+    );
 
     // Follow-up plans. p0: hypertension since 2025-01-10, default quarterly; p2: diabetes
     // every 90 days since 2025-03-01; p3: no contract, so not the team's; p1: terminated.
     let every_90 = json!({"repeat": {"frequency": 1, "period": 90, "periodUnit": "d"}});
-    let plan0 = created(call(&server, &clinic, Method::POST, "CarePlan", Some(&plan(&p[0], "team-sun", "I10", "2025-01-10", None))).await).await;
-    let plan2 = created(call(&server, &clinic, Method::POST, "CarePlan", Some(&plan(&p[2], "team-sun", "E11", "2025-03-01", Some(every_90.clone())))).await).await;
-    let plan3 = created(call(&server, &clinic, Method::POST, "CarePlan", Some(&plan(&p[3], "team-sun", "I10", "2025-01-10", None))).await).await;
-    let plan1 = created(call(&server, &clinic, Method::POST, "CarePlan", Some(&plan(&p[1], "team-sun", "E11", "2025-01-10", None))).await).await;
+    let plan0 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "CarePlan",
+            Some(&plan(&p[0], "team-sun", "I10", "2025-01-10", None)),
+        )
+        .await,
+    )
+    .await;
+    let plan2 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "CarePlan",
+            Some(&plan(
+                &p[2],
+                "team-sun",
+                "E11",
+                "2025-03-01",
+                Some(every_90.clone()),
+            )),
+        )
+        .await,
+    )
+    .await;
+    let plan3 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "CarePlan",
+            Some(&plan(&p[3], "team-sun", "I10", "2025-01-10", None)),
+        )
+        .await,
+    )
+    .await;
+    let plan1 = created(
+        call(
+            &server,
+            &clinic,
+            Method::POST,
+            "CarePlan",
+            Some(&plan(&p[1], "team-sun", "E11", "2025-01-10", None)),
+        )
+        .await,
+    )
+    .await;
     for (patient, plan, status, date) in [
         (&p[0], &plan0, "completed", "2025-04-05"),
         (&p[0], &plan0, "completed", "2025-07-01T10:30:00+08:00"),
@@ -208,7 +468,17 @@ async fn contracts_panel_and_follow_ups(backend: Backend) {
         (&p[3], &plan3, "completed", "2025-02-01"),
         (&p[1], &plan1, "completed", "2025-02-01"),
     ] {
-        created(call(&server, &clinic, Method::POST, "Procedure", Some(&follow_up(patient, plan, status, date))).await).await;
+        created(
+            call(
+                &server,
+                &clinic,
+                Method::POST,
+                "Procedure",
+                Some(&follow_up(patient, plan, status, date)),
+            )
+            .await,
+        )
+        .await;
     }
     let due = |query: &str| {
         let path = format!("CareTeam/team-sun/$follow-ups-due?{query}");

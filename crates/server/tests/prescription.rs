@@ -88,7 +88,14 @@ fn prescription(patient: &str, drug: &str, quantity: u32, valid_until: &str) -> 
 
 /// Creates a draft as the hospital, signs it and releases it; returns (id, access code).
 async fn issue(server: &TestServer, a: &Actors, body: &Value) -> (String, String) {
-    let created = call(server, &a.hospital, Method::POST, "MedicationRequest", Some(body)).await;
+    let created = call(
+        server,
+        &a.hospital,
+        Method::POST,
+        "MedicationRequest",
+        Some(body),
+    )
+    .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let id = created.body["id"].as_str().unwrap().to_owned();
     let signed = call(
@@ -130,7 +137,8 @@ async fn setup(server: &TestServer, a: &Actors) -> (String, String) {
     });
     let created = call(server, &a.hospital, Method::POST, "Patient", Some(&patient)).await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
-    let practitioner = json!({"resourceType": "Practitioner", "id": "dr-li", "name": [{"text": "李医生"}]});
+    let practitioner =
+        json!({"resourceType": "Practitioner", "id": "dr-li", "name": [{"text": "李医生"}]});
     let put = call(
         server,
         &a.hospital,
@@ -154,7 +162,14 @@ async fn release_needs_a_valid_signature_and_the_prescriber(backend: Backend) {
     let a = actors(&server);
     let (patient, _) = setup(&server, &a).await;
     let draft = prescription(&patient, "C08CA01", 28, "2099-12-31");
-    let created = call(&server, &a.hospital, Method::POST, "MedicationRequest", Some(&draft)).await;
+    let created = call(
+        &server,
+        &a.hospital,
+        Method::POST,
+        "MedicationRequest",
+        Some(&draft),
+    )
+    .await;
     let id = created.body["id"].as_str().unwrap().to_owned();
     let release = format!("MedicationRequest/{id}/$release");
 
@@ -165,11 +180,25 @@ async fn release_needs_a_valid_signature_and_the_prescriber(backend: Backend) {
 
     // Signed version 1, then changed (quantity) as version 2: the signature does not cover
     // what would be released.
-    let signed = call(&server, &a.hospital, Method::POST, &format!("MedicationRequest/{id}/$sign"), None).await;
+    let signed = call(
+        &server,
+        &a.hospital,
+        Method::POST,
+        &format!("MedicationRequest/{id}/$sign"),
+        None,
+    )
+    .await;
     assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.body);
     let mut tampered = server.get(&format!("MedicationRequest/{id}")).await.body;
     tampered["dispenseRequest"]["quantity"]["value"] = json!(280);
-    let put = call(&server, &a.hospital, Method::PUT, &format!("MedicationRequest/{id}"), Some(&tampered)).await;
+    let put = call(
+        &server,
+        &a.hospital,
+        Method::PUT,
+        &format!("MedicationRequest/{id}"),
+        Some(&tampered),
+    )
+    .await;
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
     let reply = call(&server, &a.hospital, Method::POST, &release, None).await;
     assert_outcome(&reply, 422);
@@ -179,25 +208,52 @@ async fn release_needs_a_valid_signature_and_the_prescriber(backend: Backend) {
     forged.as_object_mut().unwrap().remove("id");
     forged.as_object_mut().unwrap().remove("meta");
     forged["target"][0]["reference"] = json!(format!("MedicationRequest/{id}/_history/2"));
-    let created = call(&server, &a.hospital, Method::POST, "Provenance", Some(&forged)).await;
+    let created = call(
+        &server,
+        &a.hospital,
+        Method::POST,
+        "Provenance",
+        Some(&forged),
+    )
+    .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
     let reply = call(&server, &a.hospital, Method::POST, &release, None).await;
     assert_outcome(&reply, 422);
     assert!(reply.body.to_string().contains("verif"), "{}", reply.body);
 
     // Signing the current version makes it releasable, but only by the prescriber.
-    let signed = call(&server, &a.hospital, Method::POST, &format!("MedicationRequest/{id}/$sign?alg=ES256"), None).await;
+    let signed = call(
+        &server,
+        &a.hospital,
+        Method::POST,
+        &format!("MedicationRequest/{id}/$sign?alg=ES256"),
+        None,
+    )
+    .await;
     assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.body);
-    assert_outcome(&call(&server, &a.pharmacy_a, Method::POST, &release, None).await, 403);
-    assert_outcome(&call(&server, &a.other_hospital, Method::POST, &release, None).await, 403);
+    assert_outcome(
+        &call(&server, &a.pharmacy_a, Method::POST, &release, None).await,
+        403,
+    );
+    assert_outcome(
+        &call(&server, &a.other_hospital, Method::POST, &release, None).await,
+        403,
+    );
     let released = call(&server, &a.hospital, Method::POST, &release, None).await;
     assert_eq!(released.status, StatusCode::OK, "{}", released.body);
     assert_eq!(released.body["status"], "active");
     let code = access_code(&released.body);
     assert_eq!(code.len(), 10);
-    assert!(code.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()));
-    assert!(released.body["category"].to_string().contains("circulating"));
-    assert_outcome(&call(&server, &a.hospital, Method::POST, &release, None).await, 409);
+    assert!(code
+        .bytes()
+        .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()));
+    assert!(released.body["category"]
+        .to_string()
+        .contains("circulating"));
+    assert_outcome(
+        &call(&server, &a.hospital, Method::POST, &release, None).await,
+        409,
+    );
 
     // Released content is frozen, the code and category are the server's, completion comes
     // only from dispensing, and the record is never deleted.
@@ -205,31 +261,61 @@ async fn release_needs_a_valid_signature_and_the_prescriber(backend: Backend) {
     let path = format!("MedicationRequest/{id}");
     let mut changed = current.clone();
     changed["dispenseRequest"]["quantity"]["value"] = json!(56);
-    assert_outcome(&call(&server, &a.hospital, Method::PUT, &path, Some(&changed)).await, 422);
+    assert_outcome(
+        &call(&server, &a.hospital, Method::PUT, &path, Some(&changed)).await,
+        422,
+    );
     let mut recoded = current.clone();
     recoded["identifier"][0]["value"] = json!("AAAAAAAAAA");
-    assert_outcome(&call(&server, &a.hospital, Method::PUT, &path, Some(&recoded)).await, 422);
+    assert_outcome(
+        &call(&server, &a.hospital, Method::PUT, &path, Some(&recoded)).await,
+        422,
+    );
     let mut completed = current.clone();
     completed["status"] = json!("completed");
-    assert_outcome(&call(&server, &a.hospital, Method::PUT, &path, Some(&completed)).await, 409);
+    assert_outcome(
+        &call(&server, &a.hospital, Method::PUT, &path, Some(&completed)).await,
+        409,
+    );
     let patch = json!([{"op": "replace", "path": "/status", "value": "completed"}]);
     let patched = call(&server, &a.hospital, Method::PATCH, &path, Some(&patch)).await;
     // JSON Patch bodies need their own content type.
     let patched = if patched.status == StatusCode::UNSUPPORTED_MEDIA_TYPE {
         let bearer = format!("Bearer {}", a.hospital);
         server
-            .send(Method::PATCH, &path, Some(&patch), &[("authorization", bearer.as_str()), ("content-type", "application/json-patch+json")])
+            .send(
+                Method::PATCH,
+                &path,
+                Some(&patch),
+                &[
+                    ("authorization", bearer.as_str()),
+                    ("content-type", "application/json-patch+json"),
+                ],
+            )
             .await
     } else {
         patched
     };
     assert_outcome(&patched, 409);
-    assert_outcome(&call(&server, &a.hospital, Method::DELETE, &path, None).await, 409);
+    assert_outcome(
+        &call(&server, &a.hospital, Method::DELETE, &path, None).await,
+        409,
+    );
     // A client cannot mint a circulating prescription itself.
     let mut fake = prescription(&patient, "C08CA01", 28, "2099-12-31");
     fake["status"] = json!("active");
     fake["identifier"] = json!([{"system": ACCESS_CODE, "value": "ABCDEFGHJK"}]);
-    assert_outcome(&call(&server, &a.hospital, Method::POST, "MedicationRequest", Some(&fake)).await, 422);
+    assert_outcome(
+        &call(
+            &server,
+            &a.hospital,
+            Method::POST,
+            "MedicationRequest",
+            Some(&fake),
+        )
+        .await,
+        422,
+    );
     assert_eq!(status_of(&server, &id).await, "active");
 }
 
@@ -237,38 +323,100 @@ async fn pharmacies_find_and_exactly_one_dispense_wins(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let a = actors(&server);
     let (patient, rid) = setup(&server, &a).await;
-    let (id, code) = issue(&server, &a, &prescription(&patient, "C08CA01", 28, "2099-12-31")).await;
+    let (id, code) = issue(
+        &server,
+        &a,
+        &prescription(&patient, "C08CA01", 28, "2099-12-31"),
+    )
+    .await;
 
     // Found by access code (any case), by the resident's identifier, and by plain search.
     for key in [code.clone(), code.to_ascii_lowercase()] {
-        let found = call(&server, &a.pharmacy_a, Method::GET, &format!("MedicationRequest/$find-prescription?code={key}"), None).await;
+        let found = call(
+            &server,
+            &a.pharmacy_a,
+            Method::GET,
+            &format!("MedicationRequest/$find-prescription?code={key}"),
+            None,
+        )
+        .await;
         assert_eq!(found.status, StatusCode::OK, "{}", found.body);
         assert_eq!(found.ids(), vec![id.clone()]);
     }
-    let found = call(&server, &a.pharmacy_b, Method::GET, &format!("MedicationRequest/$find-prescription?patient={RESIDENT_ID}|{rid}"), None).await;
+    let found = call(
+        &server,
+        &a.pharmacy_b,
+        Method::GET,
+        &format!("MedicationRequest/$find-prescription?patient={RESIDENT_ID}|{rid}"),
+        None,
+    )
+    .await;
     assert_eq!(found.status, StatusCode::OK, "{}", found.body);
     assert_eq!(found.ids(), vec![id.clone()]);
-    let found = call(&server, &a.pharmacy_b, Method::GET, &format!("MedicationRequest?identifier={ACCESS_CODE}|{code}"), None).await;
+    let found = call(
+        &server,
+        &a.pharmacy_b,
+        Method::GET,
+        &format!("MedicationRequest?identifier={ACCESS_CODE}|{code}"),
+        None,
+    )
+    .await;
     assert_eq!(found.ids(), vec![id.clone()]);
-    let found = call(&server, &a.pharmacy_a, Method::GET, "MedicationRequest/$find-prescription?code=ZZZZZZZZZZ", None).await;
+    let found = call(
+        &server,
+        &a.pharmacy_a,
+        Method::GET,
+        "MedicationRequest/$find-prescription?code=ZZZZZZZZZZ",
+        None,
+    )
+    .await;
     assert!(found.ids().is_empty(), "{}", found.body);
-    assert_outcome(&call(&server, &a.pharmacy_a, Method::GET, "MedicationRequest/$find-prescription", None).await, 400);
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_a,
+            Method::GET,
+            "MedicationRequest/$find-prescription",
+            None,
+        )
+        .await,
+        400,
+    );
 
     // A pharmacy may not dispense more than prescribed.
     let too_much = json!({"resourceType": "Parameters", "parameter": [
         {"name": "quantity", "valueQuantity": {"value": 56, "unit": "tablet", "system": "http://unitsofmeasure.org", "code": "{tbl}"}}
     ]});
-    assert_outcome(&call(&server, &a.pharmacy_a, Method::POST, &format!("MedicationRequest/{id}/$dispense"), Some(&too_much)).await, 422);
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_a,
+            Method::POST,
+            &format!("MedicationRequest/{id}/$dispense"),
+            Some(&too_much),
+        )
+        .await,
+        422,
+    );
 
     // Eight pharmacists of two pharmacies dispense at once: exactly one wins.
     let mut attempts = Vec::new();
     for i in 0..8 {
-        let token = if i % 2 == 0 { a.pharmacy_a.clone() } else { a.pharmacy_b.clone() };
+        let token = if i % 2 == 0 {
+            a.pharmacy_a.clone()
+        } else {
+            a.pharmacy_b.clone()
+        };
         let path = format!("MedicationRequest/{id}/$dispense");
         let client = server.client.clone();
         let url = server.url(&path);
         attempts.push(tokio::spawn(async move {
-            let response = client.post(url).bearer_auth(token).send().await.expect("request");
+            let response = client
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("request");
             let status = response.status();
             let body: Value = response.json().await.expect("json");
             (status, body)
@@ -283,7 +431,10 @@ async fn pharmacies_find_and_exactly_one_dispense_wins(backend: Backend) {
             StatusCode::CONFLICT => {
                 assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
                 let text = body.to_string();
-                assert!(text.contains("dispensed") && text.contains("only once"), "{text}");
+                assert!(
+                    text.contains("dispensed") && text.contains("only once"),
+                    "{text}"
+                );
                 lost += 1;
             }
             other => panic!("unexpected {other}: {body}"),
@@ -293,11 +444,24 @@ async fn pharmacies_find_and_exactly_one_dispense_wins(backend: Backend) {
     assert_eq!(lost, 7);
     let dispense = &won[0];
     assert_eq!(dispense["status"], "completed");
-    assert_eq!(dispense["authorizingPrescription"][0]["reference"], format!("MedicationRequest/{id}"));
+    assert_eq!(
+        dispense["authorizingPrescription"][0]["reference"],
+        format!("MedicationRequest/{id}")
+    );
     assert_eq!(dispense["quantity"]["value"], 28);
-    assert!(dispense["performer"][0]["actor"]["reference"].as_str().unwrap().starts_with("Organization/pharm-"));
-    assert_eq!(dispense["medicationCodeableConcept"]["coding"][0]["code"], "C08CA01");
-    let stored = server.search_ids(&format!("MedicationDispense?prescription=MedicationRequest/{id}")).await;
+    assert!(dispense["performer"][0]["actor"]["reference"]
+        .as_str()
+        .unwrap()
+        .starts_with("Organization/pharm-"));
+    assert_eq!(
+        dispense["medicationCodeableConcept"]["coding"][0]["code"],
+        "C08CA01"
+    );
+    let stored = server
+        .search_ids(&format!(
+            "MedicationDispense?prescription=MedicationRequest/{id}"
+        ))
+        .await;
     assert_eq!(stored.len(), 1, "exactly one MedicationDispense stored");
     assert_eq!(status_of(&server, &id).await, "completed");
 
@@ -310,14 +474,48 @@ async fn pharmacies_find_and_exactly_one_dispense_wins(backend: Backend) {
             "subject": {"reference": format!("Patient/{patient}")},
             "authorizingPrescription": [{"reference": format!("MedicationRequest/{id}")}]
         });
-        let reply = call(&server, &a.pharmacy_b, Method::POST, "MedicationDispense", Some(&raw)).await;
+        let reply = call(
+            &server,
+            &a.pharmacy_b,
+            Method::POST,
+            "MedicationDispense",
+            Some(&raw),
+        )
+        .await;
         assert_outcome(&reply, 409);
     }
     let dispense_id = dispense["id"].as_str().unwrap();
-    assert_outcome(&call(&server, &a.hospital, Method::DELETE, &format!("MedicationDispense/{dispense_id}"), None).await, 409);
-    assert_outcome(&call(&server, &a.pharmacy_a, Method::POST, &format!("MedicationRequest/{id}/$dispense"), None).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &a.hospital,
+            Method::DELETE,
+            &format!("MedicationDispense/{dispense_id}"),
+            None,
+        )
+        .await,
+        409,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_a,
+            Method::POST,
+            &format!("MedicationRequest/{id}/$dispense"),
+            None,
+        )
+        .await,
+        409,
+    );
     // By access code the pharmacy still sees it, and why it cannot be dispensed.
-    let found = call(&server, &a.pharmacy_a, Method::GET, &format!("MedicationRequest/$find-prescription?code={code}"), None).await;
+    let found = call(
+        &server,
+        &a.pharmacy_a,
+        Method::GET,
+        &format!("MedicationRequest/$find-prescription?code={code}"),
+        None,
+    )
+    .await;
     assert_eq!(found.entries()[0]["status"], "completed");
 }
 
@@ -327,46 +525,137 @@ async fn cancel_expire_and_supervise(backend: Backend) {
     let (patient, _) = setup(&server, &a).await;
 
     // Cancel: the prescriber's organisation only, and only while active.
-    let (cancelled, _) = issue(&server, &a, &prescription(&patient, "A10BA02", 60, "2099-12-31")).await;
+    let (cancelled, _) = issue(
+        &server,
+        &a,
+        &prescription(&patient, "A10BA02", 60, "2099-12-31"),
+    )
+    .await;
     let path = format!("MedicationRequest/{cancelled}");
     let mut body = server.get(&path).await.body;
     body["status"] = json!("cancelled");
     body["statusReason"] = json!({"text": "wrong dose"});
-    assert_outcome(&call(&server, &a.pharmacy_a, Method::PUT, &path, Some(&body)).await, 403);
-    assert_outcome(&call(&server, &a.other_hospital, Method::PUT, &path, Some(&body)).await, 403);
+    assert_outcome(
+        &call(&server, &a.pharmacy_a, Method::PUT, &path, Some(&body)).await,
+        403,
+    );
+    assert_outcome(
+        &call(&server, &a.other_hospital, Method::PUT, &path, Some(&body)).await,
+        403,
+    );
     let reply = call(&server, &a.hospital, Method::PUT, &path, Some(&body)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    let reply = call(&server, &a.pharmacy_a, Method::POST, &format!("{path}/$dispense"), None).await;
+    let reply = call(
+        &server,
+        &a.pharmacy_a,
+        Method::POST,
+        &format!("{path}/$dispense"),
+        None,
+    )
+    .await;
     assert_outcome(&reply, 409);
-    assert!(reply.body.to_string().contains("cancelled"), "{}", reply.body);
+    assert!(
+        reply.body.to_string().contains("cancelled"),
+        "{}",
+        reply.body
+    );
     let mut reactivated = server.get(&path).await.body;
     reactivated["status"] = json!("active");
-    assert_outcome(&call(&server, &a.hospital, Method::PUT, &path, Some(&reactivated)).await, 409);
+    assert_outcome(
+        &call(&server, &a.hospital, Method::PUT, &path, Some(&reactivated)).await,
+        409,
+    );
     // A still-valid prescription is not "stopped" as expired.
-    let (valid, _) = issue(&server, &a, &prescription(&patient, "C08CA01", 28, "2099-12-31")).await;
+    let (valid, _) = issue(
+        &server,
+        &a,
+        &prescription(&patient, "C08CA01", 28, "2099-12-31"),
+    )
+    .await;
     let mut stop = server.get(&format!("MedicationRequest/{valid}")).await.body;
     stop["status"] = json!("stopped");
-    assert_outcome(&call(&server, &a.hospital, Method::PUT, &format!("MedicationRequest/{valid}"), Some(&stop)).await, 409);
+    assert_outcome(
+        &call(
+            &server,
+            &a.hospital,
+            Method::PUT,
+            &format!("MedicationRequest/{valid}"),
+            Some(&stop),
+        )
+        .await,
+        409,
+    );
 
     // Expiry: dispensing after the validity period is refused, naming the date; the sweep
     // then stops it so that supervision sees the effective status.
-    let (expired, _) = issue(&server, &a, &prescription(&patient, "C09AA02", 14, "2025-05-04")).await;
-    let reply = call(&server, &a.pharmacy_b, Method::POST, &format!("MedicationRequest/{expired}/$dispense"), None).await;
+    let (expired, _) = issue(
+        &server,
+        &a,
+        &prescription(&patient, "C09AA02", 14, "2025-05-04"),
+    )
+    .await;
+    let reply = call(
+        &server,
+        &a.pharmacy_b,
+        Method::POST,
+        &format!("MedicationRequest/{expired}/$dispense"),
+        None,
+    )
+    .await;
     assert_outcome(&reply, 422);
-    assert!(reply.body.to_string().contains("2025-05-04"), "{}", reply.body);
-    let active = call(&server, &a.supervisor, Method::GET, "MedicationRequest?status=active", None).await;
-    assert_eq!(active.ids(), { let mut v = vec![valid.clone(), expired.clone()]; v.sort(); v });
-    let sweep = call(&server, &a.pharmacy_a, Method::POST, "MedicationRequest/$expire-prescriptions", None).await;
+    assert!(
+        reply.body.to_string().contains("2025-05-04"),
+        "{}",
+        reply.body
+    );
+    let active = call(
+        &server,
+        &a.supervisor,
+        Method::GET,
+        "MedicationRequest?status=active",
+        None,
+    )
+    .await;
+    assert_eq!(active.ids(), {
+        let mut v = vec![valid.clone(), expired.clone()];
+        v.sort();
+        v
+    });
+    let sweep = call(
+        &server,
+        &a.pharmacy_a,
+        Method::POST,
+        "MedicationRequest/$expire-prescriptions",
+        None,
+    )
+    .await;
     assert_outcome(&sweep, 403);
-    let sweep = server.post("MedicationRequest/$expire-prescriptions", &json!({"resourceType": "Parameters"})).await;
+    let sweep = server
+        .post(
+            "MedicationRequest/$expire-prescriptions",
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await;
     assert_eq!(sweep.status, StatusCode::OK, "{}", sweep.body);
     assert_eq!(sweep.body["parameter"][0]["valueInteger"], 1);
     assert_eq!(status_of(&server, &expired).await, "stopped");
-    let again = server.post("MedicationRequest/$expire-prescriptions", &json!({"resourceType": "Parameters"})).await;
+    let again = server
+        .post(
+            "MedicationRequest/$expire-prescriptions",
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await;
     assert_eq!(again.body["parameter"][0]["valueInteger"], 0);
 
     // Dispense the valid one, then supervise by prescriber, drug and status.
-    let reply = call(&server, &a.pharmacy_a, Method::POST, &format!("MedicationRequest/{valid}/$dispense"), None).await;
+    let reply = call(
+        &server,
+        &a.pharmacy_a,
+        Method::POST,
+        &format!("MedicationRequest/{valid}/$dispense"),
+        None,
+    )
+    .await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let query = |status: &str, drug: &str| {
         format!("MedicationRequest?requester=Practitioner/dr-li&code={ATC}|{drug}&status={status}")
@@ -379,13 +668,33 @@ async fn cancel_expire_and_supervise(backend: Backend) {
     let done = sup(query("completed", "C08CA01")).await;
     assert_eq!(done.status, StatusCode::OK, "{}", done.body);
     assert_eq!(done.ids(), vec![valid.clone()]);
-    assert_eq!(sup(query("cancelled", "A10BA02")).await.ids(), vec![cancelled.clone()]);
-    assert_eq!(sup(query("stopped", "C09AA02")).await.ids(), vec![expired.clone()]);
+    assert_eq!(
+        sup(query("cancelled", "A10BA02")).await.ids(),
+        vec![cancelled.clone()]
+    );
+    assert_eq!(
+        sup(query("stopped", "C09AA02")).await.ids(),
+        vec![expired.clone()]
+    );
     assert!(sup(query("active", "C08CA01")).await.ids().is_empty());
-    let dispensed = call(&server, &a.supervisor, Method::GET, "MedicationDispense?performer=Organization/pharm-a", None).await;
+    let dispensed = call(
+        &server,
+        &a.supervisor,
+        Method::GET,
+        "MedicationDispense?performer=Organization/pharm-a",
+        None,
+    )
+    .await;
     assert_eq!(dispensed.ids().len(), 1, "{}", dispensed.body);
     // A supervisor of another province sees none of this district's prescriptions.
-    let far = call(&server, &a.far_supervisor, Method::GET, "MedicationRequest", None).await;
+    let far = call(
+        &server,
+        &a.far_supervisor,
+        Method::GET,
+        "MedicationRequest",
+        None,
+    )
+    .await;
     assert_eq!(far.status, StatusCode::OK, "{}", far.body);
     assert!(far.ids().is_empty(), "{}", far.body);
 }

@@ -144,7 +144,10 @@ fn a_second_dispense_waiting_on_the_first_is_refused() {
             .body
             .expect("body");
         assert_eq!(current["status"], "completed", "{backend}");
-        assert_eq!(current["meta"]["versionId"], "3", "{backend}: one completion only");
+        assert_eq!(
+            current["meta"]["versionId"], "3",
+            "{backend}: one completion only"
+        );
     }
 }
 
@@ -157,7 +160,9 @@ fn a_second_booking_waiting_on_the_first_is_refused() {
             "status": "free",
             "start": "2025-06-02T09:00:00+08:00", "end": "2025-06-02T09:15:00+08:00"
         });
-        engine.update(&ctx(), "Slot", "s1", slot, None).expect("slot");
+        engine
+            .update(&ctx(), "Slot", "s1", slot, None)
+            .expect("slot");
         let appointment = |patient: &str| {
             json!({
                 "resourceType": "Appointment", "status": "booked",
@@ -168,7 +173,11 @@ fn a_second_booking_waiting_on_the_first_is_refused() {
         };
         let status = interleave(&engine, appointment("a"), appointment("b"));
         assert_eq!(status, 409, "{backend}: the second booking must lose");
-        let slot = engine.read(&ctx(), "Slot", "s1").expect("slot").body.expect("body");
+        let slot = engine
+            .read(&ctx(), "Slot", "s1")
+            .expect("slot")
+            .body
+            .expect("body");
         assert_eq!(slot["status"], "busy", "{backend}");
         assert_eq!(slot["meta"]["versionId"], "2", "{backend}: taken once");
     }

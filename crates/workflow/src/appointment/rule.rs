@@ -38,7 +38,11 @@ impl WriteRule for BookingRule {
             .and_then(|c| c.resource.as_ref())
             .map(held_slots)
             .unwrap_or_default();
-        let held_after = request.resource.as_ref().map(held_slots).unwrap_or_default();
+        let held_after = request
+            .resource
+            .as_ref()
+            .map(held_slots)
+            .unwrap_or_default();
         for slot in held_after.iter().filter(|s| !held_before.contains(s)) {
             take(context.tx, slot, &request.id)?;
         }
@@ -70,11 +74,7 @@ fn held_slots(appointment: &Value) -> Vec<String> {
 
 /// Other appointments holding `slot` (the search also serialises concurrent bookings of the
 /// slot on PostgreSQL; the slot's version check settles any that still overlap).
-fn holders(
-    tx: &mut dyn Transaction,
-    slot: &str,
-    except: &str,
-) -> FhirResult<Vec<StoredResource>> {
+fn holders(tx: &mut dyn Transaction, slot: &str, except: &str) -> FhirResult<Vec<StoredResource>> {
     let found = lookup::search(
         tx,
         "Appointment",

@@ -73,7 +73,11 @@ fn performed_on(procedure: &Value) -> Option<NaiveDate> {
     let text = procedure
         .get("performedDateTime")
         .or_else(|| procedure.get("performedPeriod").and_then(|p| p.get("end")))
-        .or_else(|| procedure.get("performedPeriod").and_then(|p| p.get("start")))?
+        .or_else(|| {
+            procedure
+                .get("performedPeriod")
+                .and_then(|p| p.get("start"))
+        })?
         .as_str()?;
     lookup::date_of(text)
 }
@@ -218,16 +222,25 @@ mod tests {
 
     #[test]
     fn intervals_come_from_the_timing_or_default_to_quarterly() {
-        let plan = |repeat: Value| {
-            json!({"activity": [{"detail": {"scheduledTiming": {"repeat": repeat}}}]})
-        };
+        let plan = |repeat: Value| json!({"activity": [{"detail": {"scheduledTiming": {"repeat": repeat}}}]});
         assert_eq!(interval_days(&json!({})), 90);
-        assert_eq!(interval_days(&plan(json!({"period": 90, "periodUnit": "d"}))), 90);
-        assert_eq!(interval_days(&plan(json!({"period": 1, "periodUnit": "mo"}))), 30);
         assert_eq!(
-            interval_days(&plan(json!({"frequency": 4, "period": 1, "periodUnit": "a"}))),
+            interval_days(&plan(json!({"period": 90, "periodUnit": "d"}))),
+            90
+        );
+        assert_eq!(
+            interval_days(&plan(json!({"period": 1, "periodUnit": "mo"}))),
+            30
+        );
+        assert_eq!(
+            interval_days(&plan(
+                json!({"frequency": 4, "period": 1, "periodUnit": "a"})
+            )),
             91
         );
-        assert_eq!(interval_days(&plan(json!({"period": 2, "periodUnit": "wk"}))), 14);
+        assert_eq!(
+            interval_days(&plan(json!({"period": 2, "periodUnit": "wk"}))),
+            14
+        );
     }
 }

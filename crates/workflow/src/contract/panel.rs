@@ -26,7 +26,10 @@ pub(crate) fn contracts_in_force(
     let clinic = team_resource
         .get("managingOrganization")
         .and_then(Value::as_array)
-        .and_then(|orgs| orgs.iter().find_map(|o| lookup::reference_id(o, "Organization")))
+        .and_then(|orgs| {
+            orgs.iter()
+                .find_map(|o| lookup::reference_id(o, "Organization"))
+        })
         .ok_or_else(|| {
             business(format!(
                 "CareTeam/{team} names no managingOrganization (the contracting clinic)"
@@ -45,8 +48,8 @@ pub(crate) fn contracts_in_force(
         .filter_map(|stored| {
             let resource = stored.resource.as_ref()?;
             let covers = term_of(resource).is_some_and(|(s, e)| s <= date && date <= e);
-            let ours = is_family_doctor_contract(resource)
-                && team_of(resource).as_deref() == Some(team);
+            let ours =
+                is_family_doctor_contract(resource) && team_of(resource).as_deref() == Some(team);
             let resident = resident_of(resource)?;
             (covers && ours).then_some((resident, stored))
         })
@@ -73,8 +76,8 @@ pub fn panel(
     let mut entries = Vec::new();
     let mut included = Vec::new();
     for (resident, contract) in &contracts {
-        if let Some(patient) = lookup::read_live(tx.as_mut(), "Patient", resident)?
-            .and_then(|p| p.resource)
+        if let Some(patient) =
+            lookup::read_live(tx.as_mut(), "Patient", resident)?.and_then(|p| p.resource)
         {
             entries.push(json!({
                 "fullUrl": format!("{}/Patient/{resident}", ctx.base_url),

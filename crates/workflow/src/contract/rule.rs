@@ -1,12 +1,12 @@
 //! The contract rule: one contract in force per resident per day, and a one-way status chain.
 
-use phip_engine::{FhirResult, RuleContext, WriteRule};
-use phip_store::WriteRequest;
 use super::{
     is_family_doctor_contract, resident_of, team_of, term_of, FAMILY_DOCTOR, IN_FORCE,
     TEAM_CATEGORY_SYSTEM,
 };
 use crate::lookup::{self, business, conflict};
+use phip_engine::{FhirResult, RuleContext, WriteRule};
+use phip_store::WriteRequest;
 
 /// Final contract statuses.
 const FINAL: &[&str] = &[
@@ -55,7 +55,9 @@ impl WriteRule for ContractRule {
             return Ok(());
         };
         if let Some(status) = before_status.filter(|s| FINAL.contains(s)) {
-            if before.map(|b| lookup::without(b, &["meta"])) != Some(lookup::without(next, &["meta"])) {
+            if before.map(|b| lookup::without(b, &["meta"]))
+                != Some(lookup::without(next, &["meta"]))
+            {
                 return Err(conflict(format!(
                     "Contract/{id} is {status} and can no longer change; sign a new contract"
                 )));
@@ -67,8 +69,7 @@ impl WriteRule for ContractRule {
                 "Contract/{id} is a family-doctor contract and keeps that type"
             )));
         }
-        if !is_family_doctor_contract(next) || lookup::status_of(Some(next)) != Some("executed")
-        {
+        if !is_family_doctor_contract(next) || lookup::status_of(Some(next)) != Some("executed") {
             return Ok(());
         }
         let resident = resident_of(next).ok_or_else(|| {
@@ -87,7 +88,9 @@ impl WriteRule for ContractRule {
         }
         let is_team = lookup::read_live(context.tx, "CareTeam", &team)?
             .and_then(|t| t.resource)
-            .is_some_and(|t| lookup::has_coding(t.get("category"), TEAM_CATEGORY_SYSTEM, FAMILY_DOCTOR));
+            .is_some_and(|t| {
+                lookup::has_coding(t.get("category"), TEAM_CATEGORY_SYSTEM, FAMILY_DOCTOR)
+            });
         if !is_team {
             return Err(business(format!(
                 "CareTeam/{team} is not a family-doctor team"

@@ -20,7 +20,10 @@ pub enum FindKey {
 /// the pharmacy sees why it cannot be dispensed; by resident: the active ones), as a search
 /// Bundle seen through the caller's access rights and region.
 pub fn find(engine: &Engine, ctx: &RequestContext, key: &FindKey) -> FhirResult<FhirResponse> {
-    let category = ("category".to_owned(), format!("{CATEGORY_SYSTEM}|{CIRCULATING}"));
+    let category = (
+        "category".to_owned(),
+        format!("{CATEGORY_SYSTEM}|{CIRCULATING}"),
+    );
     let params = match key {
         FindKey::AccessCode(code) => {
             let code = code.trim().to_ascii_uppercase();
@@ -28,7 +31,10 @@ pub fn find(engine: &Engine, ctx: &RequestContext, key: &FindKey) -> FhirResult<
                 return Err(FhirError::bad_request("the access code is empty"));
             }
             vec![
-                ("identifier".to_owned(), format!("{ACCESS_CODE_SYSTEM}|{code}")),
+                (
+                    "identifier".to_owned(),
+                    format!("{ACCESS_CODE_SYSTEM}|{code}"),
+                ),
                 category,
             ]
         }

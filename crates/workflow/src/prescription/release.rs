@@ -8,7 +8,9 @@ use phip_security::scope::Interaction;
 use phip_store::Transaction;
 use serde_json::{json, Value};
 
-use super::{acts_for_prescriber, is_circulating, ACCESS_CODE_SYSTEM, CATEGORY_SYSTEM, CIRCULATING};
+use super::{
+    acts_for_prescriber, is_circulating, ACCESS_CODE_SYSTEM, CATEGORY_SYSTEM, CIRCULATING,
+};
 use crate::lookup::{self, business, conflict, forbidden};
 
 /// Checks a digital signature recorded in a `Provenance.signature` element. The server

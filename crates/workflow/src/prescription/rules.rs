@@ -69,8 +69,8 @@ impl WriteRule for PrescriptionRule {
         }
         let from = lookup::status_of(Some(before)).unwrap_or("unknown");
         let to = lookup::status_of(Some(next)).unwrap_or("unknown");
-        let content_kept = lookup::without(before, STATUS_ELEMENTS)
-            == lookup::without(next, STATUS_ELEMENTS);
+        let content_kept =
+            lookup::without(before, STATUS_ELEMENTS) == lookup::without(next, STATUS_ELEMENTS);
         if !content_kept {
             return Err(business(format!(
                 "MedicationRequest/{id} was signed and released: its content cannot change (cancel it and issue a new prescription)"
