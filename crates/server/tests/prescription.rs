@@ -699,7 +699,146 @@ async fn cancel_expire_and_supervise(backend: Backend) {
     assert!(far.ids().is_empty(), "{}", far.body);
 }
 
+async fn dispense_records_in_progress_then_completed(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let a = actors(&server);
+    let (patient, _) = setup(&server, &a).await;
+    let raw = |prescription: &str, status: &str| {
+        json!({
+            "resourceType": "MedicationDispense", "status": status,
+            "medicationCodeableConcept": {"coding": [{"system": ATC, "code": "C08CA01"}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "performer": [{"actor": {"reference": "Organization/pharm-a"}}],
+            "authorizingPrescription": [{"reference": format!("MedicationRequest/{prescription}")}]
+        })
+    };
+    // A draft (unsigned, unreleased) prescription cannot be dispensed.
+    let draft = call(
+        &server,
+        &a.hospital,
+        Method::POST,
+        "MedicationRequest",
+        Some(&prescription(&patient, "C08CA01", 28, "2099-12-31")),
+    )
+    .await;
+    let draft = draft.body["id"].as_str().unwrap().to_owned();
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_a,
+            Method::POST,
+            "MedicationDispense",
+            Some(&raw(&draft, "completed")),
+        )
+        .await,
+        409,
+    );
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_a,
+            Method::POST,
+            &format!("MedicationRequest/{draft}/$dispense"),
+            None,
+        )
+        .await,
+        409,
+    );
+
+    // Preparing (in-progress) claims the prescription; completing that same dispense is
+    // fine, a second one is not, and the claiming dispense cannot be moved elsewhere.
+    let (id, _) = issue(
+        &server,
+        &a,
+        &prescription(&patient, "C08CA01", 28, "2099-12-31"),
+    )
+    .await;
+    let preparing = call(
+        &server,
+        &a.pharmacy_a,
+        Method::POST,
+        "MedicationDispense",
+        Some(&raw(&id, "in-progress")),
+    )
+    .await;
+    assert_eq!(preparing.status, StatusCode::CREATED, "{}", preparing.body);
+    assert_eq!(status_of(&server, &id).await, "completed");
+    let dispense_id = preparing.body["id"].as_str().unwrap().to_owned();
+    let mut done = preparing.body.clone();
+    done["status"] = json!("completed");
+    let reply = call(
+        &server,
+        &a.pharmacy_a,
+        Method::PUT,
+        &format!("MedicationDispense/{dispense_id}"),
+        Some(&done),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_b,
+            Method::POST,
+            "MedicationDispense",
+            Some(&raw(&id, "completed")),
+        )
+        .await,
+        409,
+    );
+    let (other, _) = issue(
+        &server,
+        &a,
+        &prescription(&patient, "C08CA01", 28, "2099-12-31"),
+    )
+    .await;
+    let mut moved = server
+        .get(&format!("MedicationDispense/{dispense_id}"))
+        .await
+        .body;
+    moved["authorizingPrescription"] = json!([{"reference": format!("MedicationRequest/{other}")}]);
+    assert_outcome(
+        &call(
+            &server,
+            &a.pharmacy_a,
+            Method::PUT,
+            &format!("MedicationDispense/{dispense_id}"),
+            Some(&moved),
+        )
+        .await,
+        422,
+    );
+    assert_eq!(status_of(&server, &other).await, "active");
+
+    // Hospital-internal orders (not circulating) keep FHIR's open semantics: refills.
+    let mut internal = prescription(&patient, "C08CA01", 28, "2099-12-31");
+    internal["status"] = json!("active");
+    let internal = call(
+        &server,
+        &a.hospital,
+        Method::POST,
+        "MedicationRequest",
+        Some(&internal),
+    )
+    .await;
+    assert_eq!(internal.status, StatusCode::CREATED, "{}", internal.body);
+    let internal = internal.body["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let reply = call(
+            &server,
+            &a.hospital,
+            Method::POST,
+            "MedicationDispense",
+            Some(&raw(&internal, "completed")),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    }
+    assert_eq!(status_of(&server, &internal).await, "active");
+}
+
 on_both_backends!(
+    dispense_records_in_progress_then_completed,
     release_needs_a_valid_signature_and_the_prescriber,
     pharmacies_find_and_exactly_one_dispense_wins,
     cancel_expire_and_supervise,

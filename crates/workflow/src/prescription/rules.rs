@@ -2,7 +2,7 @@
 
 use chrono::Utc;
 use phip_engine::{FhirResult, RuleContext, WriteRule};
-use phip_store::WriteRequest;
+use phip_store::{Transaction, WriteRequest};
 use serde_json::{json, Value};
 
 use super::release::releasing;
@@ -106,12 +106,14 @@ impl WriteRule for PrescriptionRule {
 /// Dispense statuses that consume a prescription.
 const CLAIMING: &[&str] = &["in-progress", "completed"];
 
-/// Guards `MedicationDispense` writes: a dispense that is `in-progress` or `completed`
-/// needs every prescription it names to be `active` and within its validity period, and may
-/// not dispense more than prescribed; against a circulating e-prescription it also moves the
-/// prescription to `completed` in the same transaction, guarded by the prescription's
-/// version, so that of several concurrent dispenses exactly one succeeds and every other one
-/// fails with 409. A claiming dispense is never deleted.
+/// Guards `MedicationDispense` writes. A dispense that is `in-progress` or `completed`
+/// against a circulating e-prescription needs it `active` (409 when already dispensed,
+/// cancelled or stopped), within its validity period (422) and not exceeded in quantity
+/// (422), and moves it to `completed` in the same transaction, guarded by the
+/// prescription's version, so that of several concurrent dispenses exactly one succeeds and
+/// every other one fails with 409; such a dispense is never deleted. Against any other
+/// prescription only a `draft` is refused: hospital-internal orders (refills) and records
+/// imported from elsewhere keep FHIR's open semantics.
 #[derive(Debug, Default)]
 pub struct DispenseRule;
 
@@ -125,12 +127,16 @@ impl WriteRule for DispenseRule {
     }
 
     fn check(&self, context: &mut RuleContext<'_>, request: &mut WriteRequest) -> FhirResult<()> {
-        let previous = context
+        let previous = match context
             .current
             .as_ref()
             .and_then(|c| c.resource.as_ref())
             .filter(|r| is_claiming(r))
-            .map(prescriptions_of);
+            .map(prescriptions_of)
+        {
+            Some(ids) => Some(circulating_among(context.tx, ids)?),
+            None => None,
+        };
         let Some(next) = request.resource.as_ref() else {
             if previous.is_some_and(|p| !p.is_empty()) {
                 return Err(conflict(format!(
@@ -144,43 +150,64 @@ impl WriteRule for DispenseRule {
             return Ok(());
         }
         let prescriptions = prescriptions_of(next);
-        if let Some(previous) = previous {
-            if previous == prescriptions {
-                // The same dispense moving on (in-progress → completed): already counted.
-                return Ok(());
-            }
-            if !previous.is_empty() {
-                return Err(business(
-                    "a dispense cannot be moved to another prescription",
-                ));
-            }
+        // E-prescriptions this dispense already claimed (in-progress → completed) are
+        // counted once; it may not let go of them.
+        let claimed = previous.unwrap_or_default();
+        if !claimed.iter().all(|p| prescriptions.contains(p)) {
+            return Err(business(
+                "a dispense cannot be moved off the e-prescription it dispensed",
+            ));
         }
         for prescription_id in prescriptions {
-            let stored = lookup::read_live(context.tx, "MedicationRequest", &prescription_id)?
-                .ok_or_else(|| {
-                    business(format!(
-                        "the authorizing prescription MedicationRequest/{prescription_id} is not known"
-                    ))
-                })?;
+            if claimed.contains(&prescription_id) {
+                continue;
+            }
+            // Referential integrity is not this rule's concern: records imported from
+            // elsewhere may name prescriptions this platform never saw.
+            let Some(stored) =
+                lookup::read_live(context.tx, "MedicationRequest", &prescription_id)?
+            else {
+                continue;
+            };
             let Some(prescription) = stored.resource.clone() else {
                 continue;
             };
-            check_dispensable(&prescription_id, &prescription, next)?;
-            if is_circulating(&prescription) {
-                let mut completed = prescription;
-                completed["status"] = json!("completed");
-                lookup::write_next(
-                    context.tx,
-                    &stored,
-                    completed,
-                    &format!(
-                        "MedicationRequest/{prescription_id} was dispensed concurrently by another pharmacy; it can be dispensed only once"
-                    ),
-                )?;
+            if !is_circulating(&prescription) {
+                if lookup::status_of(Some(&prescription)) == Some("draft") {
+                    return Err(conflict(format!(
+                        "MedicationRequest/{prescription_id} is a draft: it must be signed and released before it is dispensed"
+                    )));
+                }
+                continue;
             }
+            check_dispensable(&prescription_id, &prescription, next)?;
+            let mut completed = prescription;
+            completed["status"] = json!("completed");
+            lookup::write_next(
+                context.tx,
+                &stored,
+                completed,
+                &format!(
+                    "MedicationRequest/{prescription_id} was dispensed concurrently by another pharmacy; it can be dispensed only once"
+                ),
+            )?;
         }
         Ok(())
     }
+}
+
+/// Those of `ids` that name circulating e-prescriptions.
+fn circulating_among(tx: &mut dyn Transaction, ids: Vec<String>) -> FhirResult<Vec<String>> {
+    let mut out = Vec::new();
+    for id in ids {
+        let circulating = lookup::read_live(tx, "MedicationRequest", &id)?
+            .and_then(|s| s.resource)
+            .is_some_and(|r| is_circulating(&r));
+        if circulating {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 fn is_claiming(dispense: &Value) -> bool {
