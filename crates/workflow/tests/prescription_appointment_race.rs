@@ -1,9 +1,9 @@
 //! The exactly-once guarantees under a forced interleaving: a first writer claims a
-//! prescription (or a slot) and keeps its transaction open while a second writer makes the
-//! same claim. The second must fail with 409 once the first commits — on SQLite, where it
-//! waits for the single writer, and on PostgreSQL, where it reads the old state under READ
-//! COMMITTED and only the version check stops it.
-
+//! prescription (or a slot, or a resident's contract days) and keeps its transaction open
+//! while a second writer makes the same claim. The second must fail with 409 once the first
+//! commits — on SQLite, where it waits for the single writer, and on PostgreSQL, where it
+//! reads under READ COMMITTED and is stopped by the version check (dispense, slot) or by the
+//! criteria lock its search takes (slot holders, contracts).
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -180,5 +180,36 @@ fn a_second_booking_waiting_on_the_first_is_refused() {
             .expect("body");
         assert_eq!(slot["status"], "busy", "{backend}");
         assert_eq!(slot["meta"]["versionId"], "2", "{backend}: taken once");
+    }
+}
+
+#[test]
+fn a_second_contract_for_a_resident_waiting_on_the_first_is_refused() {
+    for (backend, engine, _dir) in engines() {
+        let engine = Arc::new(engine);
+        let team = json!({
+            "resourceType": "CareTeam", "id": "t1", "status": "active",
+            "category": [{"coding": [{"system": "urn:phip:care-team-category", "code": "family-doctor"}]}],
+            "managingOrganization": [{"reference": "Organization/chc"}]
+        });
+        engine
+            .update(&ctx(), "CareTeam", "t1", team, None)
+            .expect("team");
+        let contract = |start: &str, end: &str| {
+            json!({
+                "resourceType": "Contract", "status": "executed",
+                "type": {"coding": [{"system": "urn:phip:contract-type", "code": "family-doctor"}]},
+                "subject": [{"reference": "Patient/p1"}],
+                "authority": [{"reference": "Organization/chc"}],
+                "topicReference": {"reference": "CareTeam/t1"},
+                "applies": {"start": start, "end": end}
+            })
+        };
+        let status = interleave(
+            &engine,
+            contract("2025-01-01", "2025-12-31"),
+            contract("2025-07-01", "2026-06-30"),
+        );
+        assert_eq!(status, 409, "{backend}: one contract in force per resident");
     }
 }
