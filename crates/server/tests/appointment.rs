@@ -278,6 +278,8 @@ async fn booking_takes_and_cancelling_frees_the_slot(backend: Backend) {
     .await;
     let mut moved = server.get(&format!("Appointment/{proposal_id}")).await.body;
     moved["slot"] = json!([{"reference": format!("Slot/{s2}")}]);
+    moved["start"] = json!("2025-06-02T09:15:00+08:00");
+    moved["end"] = json!("2025-06-02T09:30:00+08:00");
     let reply = call(
         &server,
         &clinic,
@@ -299,6 +301,21 @@ async fn booking_takes_and_cancelling_frees_the_slot(backend: Backend) {
     .await;
     assert!(reply.status.is_success(), "{}", reply.body);
     assert_eq!(slot_status(&server, &s2).await, "free");
+
+    // An appointment must fall within the slot it books.
+    let mut elsewhere = appointment(&s1, &patients[2], "booked");
+    elsewhere["start"] = json!("2025-06-02T15:00:00+08:00");
+    elsewhere["end"] = json!("2025-06-02T15:15:00+08:00");
+    let reply = call(
+        &server,
+        &clinic,
+        Method::POST,
+        "Appointment",
+        Some(&elsewhere),
+    )
+    .await;
+    assert_outcome(&reply, 422);
+    assert_eq!(slot_status(&server, &s1).await, "free");
 
     // Unknown or blocked slots cannot be booked.
     assert_outcome(
@@ -358,8 +375,8 @@ async fn concurrent_bookings_of_one_slot_leave_one_appointment(backend: Backend)
             "Slot",
             Some(&slot(
                 &schedule,
-                "2025-06-03T10:00:00+08:00",
-                "2025-06-03T10:15:00+08:00",
+                "2025-06-02T09:00:00+08:00",
+                "2025-06-02T09:15:00+08:00",
             )),
         )
         .await,

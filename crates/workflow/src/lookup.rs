@@ -149,7 +149,6 @@ pub(crate) fn holder_of(resource: &Value) -> Option<&str> {
 }
 
 /// The FHIR date or dateTime `text` as the instant it starts (a date is its midnight UTC).
-#[cfg(test)]
 pub(crate) fn instant_start(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Some(at.with_timezone(&Utc));

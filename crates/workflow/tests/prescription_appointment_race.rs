@@ -4,6 +4,7 @@
 //! commits — on SQLite, where it waits for the single writer, and on PostgreSQL, where it
 //! reads under READ COMMITTED and is stopped by the version check (dispense, slot) or by the
 //! criteria lock its search takes (slot holders, contracts).
+
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;

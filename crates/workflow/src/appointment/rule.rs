@@ -1,5 +1,6 @@
 //! The booking rule.
 
+use chrono::{DateTime, Utc};
 use phip_engine::{FhirResult, RuleContext, WriteRule};
 use phip_store::{StoredResource, Transaction, WriteRequest};
 use serde_json::{json, Value};
@@ -11,7 +12,8 @@ use crate::lookup::{self, business, conflict};
 /// - an Appointment in a holding status (pending, booked, arrived, checked-in, fulfilled)
 ///   takes each new slot it names: the slot must exist, be `free` and be held by no other
 ///   appointment, and becomes `busy` in the same transaction (409 otherwise, including when
-///   a concurrent booking took it first);
+///   a concurrent booking took it first), and the appointment's stated `start`/`end` must
+///   lie within the slot (422);
 /// - an Appointment leaving its slots (cancelled, entered-in-error, another slot, deleted)
 ///   frees them;
 /// - a Slot held by an active appointment cannot be made free, changed to another status or
@@ -44,7 +46,8 @@ impl WriteRule for BookingRule {
             .map(held_slots)
             .unwrap_or_default();
         for slot in held_after.iter().filter(|s| !held_before.contains(s)) {
-            take(context.tx, slot, &request.id)?;
+            let times = request.resource.as_ref().map(times_of).unwrap_or_default();
+            take(context.tx, slot, &request.id, times)?;
         }
         for slot in held_before.iter().filter(|s| !held_after.contains(s)) {
             give_back(context.tx, slot, &request.id)?;
@@ -87,7 +90,53 @@ fn holders(tx: &mut dyn Transaction, slot: &str, except: &str) -> FhirResult<Vec
     Ok(found.into_iter().filter(|a| a.id != except).collect())
 }
 
-fn take(tx: &mut dyn Transaction, slot: &str, appointment: &str) -> FhirResult<()> {
+/// An instant element (`start`, `end`) of a resource, as written and parsed.
+type Instant = Option<(String, DateTime<Utc>)>;
+
+/// The `start` and `end` of an appointment or slot.
+fn times_of(resource: &Value) -> (Instant, Instant) {
+    let get = |name: &str| {
+        let text = resource.get(name)?.as_str()?;
+        Some((text.to_owned(), lookup::instant_start(text)?))
+    };
+    (get("start"), get("end"))
+}
+
+/// Refuses an appointment whose stated times fall outside the slot it books.
+fn check_within(
+    slot: &str,
+    slot_resource: &Value,
+    appointment: (Instant, Instant),
+) -> FhirResult<()> {
+    let (slot_start, slot_end) = times_of(slot_resource);
+    let (start, end) = appointment;
+    let outside = |t: &Option<(String, DateTime<Utc>)>| {
+        t.as_ref().is_some_and(|(_, at)| {
+            slot_start.as_ref().is_some_and(|(_, s)| at < s)
+                || slot_end.as_ref().is_some_and(|(_, e)| at > e)
+        })
+    };
+    if outside(&start) || outside(&end) {
+        let show = |t: &Option<(String, DateTime<Utc>)>| {
+            t.as_ref().map_or("?", |(s, _)| s.as_str()).to_owned()
+        };
+        return Err(business(format!(
+            "the appointment ({}–{}) lies outside Slot/{slot} ({}–{})",
+            show(&start),
+            show(&end),
+            show(&slot_start),
+            show(&slot_end)
+        )));
+    }
+    Ok(())
+}
+
+fn take(
+    tx: &mut dyn Transaction,
+    slot: &str,
+    appointment: &str,
+    times: (Instant, Instant),
+) -> FhirResult<()> {
     let stored = lookup::read_live(tx, "Slot", slot)?
         .ok_or_else(|| business(format!("Slot/{slot} is not known")))?;
     let Some(resource) = stored.resource.clone() else {
@@ -105,6 +154,7 @@ fn take(tx: &mut dyn Transaction, slot: &str, appointment: &str) -> FhirResult<(
             other.id
         )));
     }
+    check_within(slot, &resource, times)?;
     let mut busy = resource;
     busy["status"] = json!("busy");
     lookup::write_next(

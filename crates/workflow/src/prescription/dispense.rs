@@ -107,15 +107,15 @@ pub fn expire_prescriptions(engine: &Engine, ctx: &RequestContext) -> FhirResult
         .require("MedicationRequest", Interaction::Update)?;
     let now = Utc::now();
     let stopped = engine.write_transaction(&ctx.principal, |tx| {
-        let active = lookup::search(
+        // No search parameter reaches the validity period, so read every active circulating
+        // prescription (few: they are valid for days) and keep the expired ones.
+        let active = lookup::search_all(
             tx,
             "MedicationRequest",
             &[
                 ("category", format!("{CATEGORY_SYSTEM}|{CIRCULATING}")),
                 ("status", "active".to_owned()),
-                ("_sort", "_lastUpdated".to_owned()),
             ],
-            EXPIRE_BATCH * 4,
         )?;
         let mut stopped = Vec::new();
         for stored in active {
@@ -123,7 +123,10 @@ pub fn expire_prescriptions(engine: &Engine, ctx: &RequestContext) -> FhirResult
                 continue;
             };
             let expired = valid_until(&resource).is_some_and(|(_, end)| end <= now);
-            if !expired || stopped.len() >= EXPIRE_BATCH {
+            if stopped.len() >= EXPIRE_BATCH {
+                break;
+            }
+            if !expired {
                 continue;
             }
             let mut next = resource;
