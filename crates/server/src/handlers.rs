@@ -470,6 +470,11 @@ pub(crate) async fn instance_get(
     if crate::workflow_referral::is_instance_get(&resource_type, &operation) {
         return crate::workflow_referral::instance_get(state, principal, id, headers, query).await;
     }
+    if crate::workflow_pharmacy::is_instance_get(&resource_type, &operation) {
+        let target = (resource_type, id, operation);
+        return crate::workflow_pharmacy::instance_get(state, principal, target, headers, query)
+            .await;
+    }
     let params = query.params.clone();
     match (resource_type.as_str(), operation.as_str()) {
         (_, "_history") => {

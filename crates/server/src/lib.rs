@@ -18,6 +18,7 @@ pub mod signature;
 mod smart;
 mod subscriptions;
 pub mod tls;
+mod workflow_pharmacy;
 mod workflow_referral;
 
 use std::future::Future;

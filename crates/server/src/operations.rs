@@ -23,6 +23,9 @@ pub(crate) async fn type_get(
     headers: HeaderMap,
     query: Query,
 ) -> HandlerResult {
+    if crate::workflow_pharmacy::is_type_get(&resource_type, &operation) {
+        return crate::workflow_pharmacy::type_get(state, principal, headers, query).await;
+    }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$ihe-pix") => {
             let source = query
@@ -72,6 +75,9 @@ pub(crate) async fn type_post(
             "POST is not allowed on a resource instance; use PUT to update it",
         ));
     }
+    if crate::workflow_pharmacy::is_type_post(&resource_type, &operation) {
+        return crate::workflow_pharmacy::type_post(state, principal, headers, query).await;
+    }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$match") => {
             let parameters = parse_body(&headers, &body, false)?;
@@ -103,6 +109,7 @@ pub(crate) fn is_instance_post(resource_type: &str, operation: &str) -> bool {
         (resource_type, operation),
         ("Patient", "$unmerge" | "$mpi-unlink") | ("Task", "$mpi-accept" | "$mpi-reject")
     ) || crate::workflow_referral::is_instance_post(resource_type, operation)
+        || crate::workflow_pharmacy::is_instance_post(resource_type, operation)
 }
 
 /// `POST /fhir/{type}/{id}/{operation}` for the index's instance operations.
@@ -114,6 +121,13 @@ pub(crate) async fn instance_post(
     query: Query,
     body: Bytes,
 ) -> HandlerResult {
+    if crate::workflow_pharmacy::is_instance_post(&resource_type, &operation) {
+        let target = (resource_type, id, operation);
+        return crate::workflow_pharmacy::instance_post(
+            state, principal, target, headers, query, body,
+        )
+        .await;
+    }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$unmerge") => {
             run(state, principal, &headers, &query, move |engine, ctx| {

@@ -36,6 +36,11 @@ impl Signer {
         let jwks = ring.jwks();
         Arc::new(Self { ring, jwks })
     }
+
+    /// The public keys signatures are verified with.
+    pub fn jwks(&self) -> &Jwks {
+        &self.jwks
+    }
 }
 
 /// The canonical bytes of a resource: keys sorted recursively, compact.

@@ -5,6 +5,11 @@
 //! [`phip_engine::WriteRule`]s checked inside the write's own transaction, and the
 //! operations are functions over [`phip_engine::Engine`] that the HTTP layer exposes.
 
+pub mod appointment;
+pub mod contract;
+mod lookup;
+pub mod prescription;
+
 use std::sync::Arc;
 
 use phip_engine::Engine;
@@ -16,4 +21,8 @@ pub mod referral;
 pub fn install(engine: &mut Engine) {
     engine.add_write_rule(Arc::new(referral::ReferralRule::default()));
     engine.add_write_rule(Arc::new(recognition::OrderAdvisoryRule::default()));
+    engine.add_write_rule(Arc::new(prescription::PrescriptionRule));
+    engine.add_write_rule(Arc::new(prescription::DispenseRule));
+    engine.add_write_rule(Arc::new(contract::ContractRule));
+    engine.add_write_rule(Arc::new(appointment::BookingRule));
 }
