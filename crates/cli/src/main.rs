@@ -7,7 +7,9 @@ mod bench;
 mod bench_mpi;
 mod bench_mpi_scale;
 mod config;
+mod dev;
 mod export;
+mod federation;
 mod import;
 mod serve;
 mod token;
@@ -107,6 +109,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Benchmark ingest and search over the HTTP API (in-process server or `--url`).
     Bench(bench::BenchArgs),
+    /// Development helpers (`phip dev federation`: a national and two provincial nodes on
+    /// loopback).
+    Dev(dev::DevArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -155,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             export::run(&file, args)
         }
         Command::Bench(args) => bench::run(args),
+        Command::Dev(args) => dev::run(args),
         Command::Migrate { store } => {
             config::init_logging("text");
             let store_config = config::store_config(&file, &store);

@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod bulk;
 mod documents;
+mod federation;
 mod handlers;
 pub mod hl7;
 mod http;
@@ -66,6 +67,7 @@ pub struct AppState {
     pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
     pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) federation: Option<Arc<phip_federation::Federation>>,
 }
 
 impl AppState {
@@ -86,6 +88,7 @@ impl AppState {
             bulk: None,
             subscriptions: None,
             metrics: Arc::new(metrics::Metrics::default()),
+            federation: None,
         }
     }
 
@@ -102,6 +105,13 @@ impl AppState {
         subscriptions: Arc<phip_subscriptions::Subscriptions>,
     ) -> Self {
         self.subscriptions = Some(subscriptions);
+        self
+    }
+
+    /// Makes this server a node of the four-level platform (`$federation-publish`, `$locate`,
+    /// `$federated-everything`, `$federation-records`).
+    pub fn with_federation(mut self, federation: Arc<phip_federation::Federation>) -> Self {
+        self.federation = Some(federation);
         self
     }
 
@@ -139,6 +149,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/$export-file/{job}/{file}", get(bulk::file))
         .route("/$subscription-websocket", get(subscriptions::websocket))
+        .route("/$federation-publish", post(federation::publish))
         .route(
             "/AuditEvent",
             get(audit::search)

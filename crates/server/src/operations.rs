@@ -23,6 +23,9 @@ pub(crate) async fn type_get(
     headers: HeaderMap,
     query: Query,
 ) -> HandlerResult {
+    if crate::federation::is_type_get(&resource_type, &operation) {
+        return crate::federation::type_get(state, principal, operation, headers, query).await;
+    }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$ihe-pix") => {
             let source = query
