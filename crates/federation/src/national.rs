@@ -31,7 +31,7 @@ impl WriteRule for IndexOnly {
     }
 
     fn check(&self, _context: &mut RuleContext<'_>, request: &mut WriteRequest) -> FhirResult<()> {
-        if self.allowed.iter().any(|t| *t == request.resource_type) {
+        if self.allowed.contains(&request.resource_type) {
             return Ok(());
         }
         let entry = request.resource_type == "Patient"

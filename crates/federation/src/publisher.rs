@@ -450,13 +450,16 @@ fn publishable(
     })))
 }
 
+/// Records held here per resource type.
+type RecordSummary = Vec<(String, u64)>;
+
 /// Who holds the person's records (this node for its own records, and whichever nodes the
 /// index entries among the sources name), and how many records of each type this node holds.
 fn holders_and_summary(
     tx: &mut dyn Transaction,
     federation: &Federation,
     golden: &Value,
-) -> FhirResult<(Vec<Holder>, Vec<(String, u64)>)> {
+) -> FhirResult<(Vec<Holder>, RecordSummary)> {
     let config = &federation.config;
     let mut holders = std::collections::BTreeSet::new();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();

@@ -298,3 +298,52 @@ fn reports_roll_up_and_a_correction_replaces_the_old_count() {
     let id = all[0]["id"].as_str().unwrap();
     assert_eq!(versions(&engine, "MeasureReport", id), 3);
 }
+
+fn resident_id(area: &str, birth: &str, sequence: &str) -> String {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
+    let first17 = format!("{area}{birth}{sequence}");
+    let sum: u32 = first17
+        .bytes()
+        .zip(WEIGHTS)
+        .map(|(d, w)| u32::from(d - b'0') * w)
+        .sum();
+    format!("{first17}{}", CHECK[(sum % 11) as usize])
+}
+
+/// Not a test: how fast a national node applies index entries (distinct persons, batches
+/// of 200 as the publisher sends them). Run with
+/// `cargo test -p phip-federation --test apply -- --ignored --nocapture apply_rate`.
+#[test]
+#[ignore]
+fn apply_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = national(dir.path());
+    let bj = peer("bj");
+    let batches = 25;
+    let started = std::time::Instant::now();
+    for b in 0..batches {
+        let entries: Vec<Value> = (0..200)
+            .map(|i| {
+                let mut entry = put("bj", &format!("g{b}-{i}"), 1, "110000");
+                // Realistic spread: distinct birth dates and surnames, valid resident IDs.
+                let n = b * 200 + i;
+                let birth = format!("{}{:02}{:02}", 1940 + n % 60, 1 + (n / 60) % 12, 1 + (n / 720) % 28);
+                let resident = resident_id("110101", &birth, &format!("{:03}", (n % 500) * 2));
+                let surnames = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周"];
+                entry["resource"]["identifier"][1]["value"] = json!(resident);
+                entry["resource"]["name"][0]["family"] = json!(surnames[n % 10]);
+                entry["resource"]["name"][0]["given"] = json!([format!("芳{n}")]);
+                entry["resource"]["birthDate"] = json!(format!("{}-{}-{}", &birth[0..4], &birth[4..6], &birth[6..8]));
+                entry
+            })
+            .collect();
+        apply_batch(&engine, "000000", &bj, &batch(entries)).unwrap();
+    }
+    let elapsed = started.elapsed();
+    let entries = batches * 200;
+    println!(
+        "applied {entries} index entries in {elapsed:?}: {:.0} entries/s",
+        entries as f64 / elapsed.as_secs_f64()
+    );
+}
