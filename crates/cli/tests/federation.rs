@@ -296,7 +296,7 @@ async fn four_level_federation() {
     // The same resident registers in Beijing and in Guangdong.
     let resident = resident_id("110101", "19850307", "002");
     register(&client, &bj, &resident, "8480-6").await;
-    register(&client, &gd, &resident, "2339-0").await;
+    let gd_patient = register(&client, &gd, &resident, "2339-0").await;
 
     // 1. The national index links both provinces' entries into one person.
     let locate = format!("Patient/$locate?identifier={RESIDENT}%7C{resident}");
@@ -390,6 +390,48 @@ async fn four_level_federation() {
     )
     .await;
     assert_eq!(status, 403);
+
+    // Every hop is audited at both ends: Beijing records the clinician's request and its
+    // outgoing calls, Guangdong the call it answered for Beijing's clinician.
+    let (status, audit) = get(&client, &bj, "AuditEvent?agent=dr-bj&_count=100").await;
+    assert_eq!(status, 200, "{audit}");
+    let outgoing = entries(&audit)
+        .iter()
+        .filter(|e| e.to_string().contains("outgoing federation call"))
+        .count();
+    // The locator and Guangdong.
+    assert!(outgoing >= 2, "{audit}");
+    let (status, audit) = get(&client, &gd, "AuditEvent?agent=dr-bj&_count=100").await;
+    assert_eq!(status, 200, "{audit}");
+    // Beijing's clinician, through Beijing's node (the token's client).
+    assert!(
+        entries(&audit)
+            .iter()
+            .any(|e| e.to_string().contains("node:bj")),
+        "{audit}"
+    );
+
+    // The holding province's consent rules apply: the resident denies Beijing's hospital.
+    let consent = json!({
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": format!("Patient/{gd_patient}")},
+        "provision": {"type": "deny", "actor": [{
+            "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
+            "reference": {"reference": "Organization/hospital-bj"}
+        }]}
+    });
+    let (status, body) = post(&client, &gd, "Consent", consent).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, bundle) = get(&client, &bj, &lookup).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        observations(&bundle),
+        vec![(bj.base.clone(), "8480-6".to_owned())],
+        "{bundle}"
+    );
 
     // 3a. Guangdong stalls (the process is stopped: connections open, no answer): Beijing's
     // part plus a warning, within the deadline instead of a hang.
@@ -523,4 +565,19 @@ async fn four_level_federation() {
         status == 200 && count("numerator") == Some(150) && count("denominator") == Some(400)
     })
     .await;
+    // Guangdong rolled its district up to the province too; the national sum counted the
+    // district once (the province's roll-up contains it).
+    let (status, bundle) = get(
+        &client,
+        &gd,
+        "MeasureReport?_tag=urn:phip:federation%7Crollup",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rollups = entries(&bundle);
+    assert_eq!(rollups.len(), 1, "{bundle}");
+    assert_eq!(
+        rollups[0]["resource"]["subject"]["identifier"]["value"],
+        "440000"
+    );
 }

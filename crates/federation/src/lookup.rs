@@ -137,12 +137,12 @@ struct Answer {
 
 impl Federation {
     /// The principal a holding node serves a peer's clinician as: the clinician's identity,
-    /// organisation and roles from the verified service token, read-only, with the regional
+    /// organisation and roles from the verified service token, the calling node as the client
+    /// (both are audited), read-only, with the regional
     /// restriction lifted when this node shares with other nodes' clinicians
     /// ([`PeerAccess::Share`]). Residents' consent denials always apply.
     pub fn peer_principal(&self, mut principal: Principal, call: &PeerCall) -> Principal {
         principal.client_id = Some(format!("node:{}", call.peer.node_id));
-        principal.subject = format!("{} (via node {})", call.claims.sub, call.peer.node_id);
         if self.config.peer_access == PeerAccess::Share {
             principal.division = None;
         }

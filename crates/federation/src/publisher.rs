@@ -29,6 +29,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::entry::{has_tag, index_entry, is_index_entry, linked_ids, Holder, Source};
+use crate::rollup::ReportKey;
 use crate::Federation;
 
 /// Most versions one scan handles before it narrows its window.
@@ -89,6 +90,8 @@ struct Change {
     key: String,
     at: DateTime<Utc>,
     item: Value,
+    /// For a report this node computed, the Measure and period whose roll-up it changes.
+    report: Option<ReportKey>,
 }
 
 /// A running publisher.
@@ -223,6 +226,7 @@ impl Worker {
                 }
                 Err(_) => return Err(Stopped),
             };
+            self.roll_up(&changes).await;
             for chunk in changes.chunks(config.batch_size.max(1)) {
                 self.deliver(chunk).await?;
                 for change in chunk {
@@ -248,6 +252,32 @@ impl Worker {
             }
             window = max_window;
             self.pause(config.poll_interval, true).await?;
+        }
+    }
+
+    /// Recomputes this node's roll-ups for the Measures and periods of reports it computed
+    /// itself (those received from children are rolled up when they arrive). The roll-up is
+    /// itself a MeasureReport version, so the next scan publishes it.
+    async fn roll_up(&self, changes: &[Change]) {
+        let keys: std::collections::BTreeSet<ReportKey> =
+            changes.iter().filter_map(|c| c.report.clone()).collect();
+        if keys.is_empty() {
+            return;
+        }
+        let engine = self.engine.clone();
+        let division = self.federation.config.division.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let principal = phip_engine::Principal::unrestricted("federation roll-up");
+            engine.write_transaction(&principal, |tx| {
+                for key in &keys {
+                    crate::rollup::recompute(tx, &division, key)?;
+                }
+                Ok(())
+            })
+        })
+        .await;
+        if let Ok(Err(error)) = result {
+            tracing::warn!(%error, "federation: could not recompute roll-ups");
         }
     }
 
@@ -366,11 +396,12 @@ fn changes(
     });
     let mut out = Vec::new();
     for (key, version) in versions {
-        if let Some(item) = publishable(tx.as_mut(), federation, &version)? {
+        if let Some((item, report)) = publishable(tx.as_mut(), federation, &version)? {
             out.push(Change {
                 key,
                 at: version.last_updated,
                 item,
+                report,
             });
         }
     }
@@ -389,12 +420,13 @@ fn body_before(tx: &mut dyn Transaction, version: &StoredResource) -> FhirResult
 
 /// The batch entry for one version, if it is published at all: golden records become index
 /// entries, MeasureReports this node computed (not those received from children) go as they
-/// are.
+/// are — with, for a report other than this node's own roll-up, the Measure and period whose
+/// roll-up it changes.
 fn publishable(
     tx: &mut dyn Transaction,
     federation: &Federation,
     version: &StoredResource,
-) -> FhirResult<Option<Value>> {
+) -> FhirResult<Option<(Value, Option<ReportKey>)>> {
     let config = &federation.config;
     let record = format!("{}/{}", version.resource_type, version.id);
     let source = Source {
@@ -426,11 +458,19 @@ fn publishable(
     // A deleted golden record, or one merged into another person (inactive), leaves the index.
     let retract = version.resource.is_none()
         || (is_golden && body.get("active").and_then(Value::as_bool) == Some(false));
+    let own_rollup = has_tag(&body, crate::FEDERATION_SYSTEM, crate::ROLLUP_TAG)
+        && crate::rollup::division_of(&body).as_deref() == Some(config.division.as_str());
+    let report = if version.resource_type == "MeasureReport" && !own_rollup {
+        ReportKey::of(&body)
+    } else {
+        None
+    };
     if retract {
-        return Ok(Some(json!({
+        let item = json!({
             "extension": [source.to_extension()],
             "request": {"method": "DELETE", "url": record},
-        })));
+        });
+        return Ok(Some((item, report)));
     }
     let resource = if is_golden {
         let (holders, summary) = holders_and_summary(tx, federation, &body)?;
@@ -443,11 +483,12 @@ fn publishable(
         }
         report
     };
-    Ok(Some(json!({
+    let item = json!({
         "extension": [source.to_extension()],
         "request": {"method": "PUT", "url": record},
         "resource": resource,
-    })))
+    });
+    Ok(Some((item, report)))
 }
 
 /// Records held here per resource type.

@@ -328,13 +328,23 @@ fn apply_rate() {
                 let mut entry = put("bj", &format!("g{b}-{i}"), 1, "110000");
                 // Realistic spread: distinct birth dates and surnames, valid resident IDs.
                 let n = b * 200 + i;
-                let birth = format!("{}{:02}{:02}", 1940 + n % 60, 1 + (n / 60) % 12, 1 + (n / 720) % 28);
+                let birth = format!(
+                    "{}{:02}{:02}",
+                    1940 + n % 60,
+                    1 + (n / 60) % 12,
+                    1 + (n / 720) % 28
+                );
                 let resident = resident_id("110101", &birth, &format!("{:03}", (n % 500) * 2));
                 let surnames = ["王", "李", "张", "刘", "陈", "杨", "黄", "赵", "吴", "周"];
                 entry["resource"]["identifier"][1]["value"] = json!(resident);
                 entry["resource"]["name"][0]["family"] = json!(surnames[n % 10]);
                 entry["resource"]["name"][0]["given"] = json!([format!("芳{n}")]);
-                entry["resource"]["birthDate"] = json!(format!("{}-{}-{}", &birth[0..4], &birth[4..6], &birth[6..8]));
+                entry["resource"]["birthDate"] = json!(format!(
+                    "{}-{}-{}",
+                    &birth[0..4],
+                    &birth[4..6],
+                    &birth[6..8]
+                ));
                 entry
             })
             .collect();
