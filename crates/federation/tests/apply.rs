@@ -9,8 +9,51 @@ use serde_json::{json, Value};
 
 const RESIDENT: &str = "110101198503070021";
 
+/// Where a test's national node keeps its data.
+#[derive(Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A national node's engine over a fresh store; `None` when PostgreSQL is unavailable (the
+/// testkit says why, and fails instead when `PHIP_REQUIRE_POSTGRES=1`).
+fn national_on(backend: Backend, dir: &std::path::Path) -> Option<Engine> {
+    let config = match backend {
+        Backend::Sqlite => phip_store::StoreConfig::new(dir, None),
+        Backend::Postgres => phip_store::StoreConfig::Postgres {
+            url: phip_testkit::PgCluster::shared()?.fresh_database(),
+            pool_size: 4,
+        },
+    };
+    Some(national_over(phip_store::open_store(&config).unwrap()))
+}
+
+/// Runs each listed `fn(Backend)` on SQLite and on PostgreSQL.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[test] fn $name() { super::$name(super::Backend::Sqlite) })*
+        }
+        mod postgres {
+            $(#[test] fn $name() { super::$name(super::Backend::Postgres) })*
+        }
+    };
+}
+
+on_both_backends!(
+    redelivery_is_applied_once,
+    a_node_publishes_only_its_own_entries,
+    the_national_index_links_provinces_and_locates_holders,
+    a_national_node_refuses_clinical_records,
+    reports_roll_up_and_a_correction_replaces_the_old_count,
+);
+
 fn national(dir: &std::path::Path) -> Engine {
-    let store = phip_store::open_store(&phip_store::StoreConfig::new(dir, None)).unwrap();
+    national_over(phip_store::open_store(&phip_store::StoreConfig::new(dir, None)).unwrap())
+}
+
+fn national_over(store: std::sync::Arc<dyn phip_store::Store>) -> Engine {
     let mut engine = Engine::new(store, EngineConfig::default());
     let config = NodeConfig::new("cn", Level::National, "000000", "http://cn/fhir");
     phip_federation::install(&mut engine, &config);
@@ -86,10 +129,11 @@ fn applied(applied: usize, ignored: usize) -> Applied {
     }
 }
 
-#[test]
-fn redelivery_is_applied_once() {
+fn redelivery_is_applied_once(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = national(dir.path());
+    let Some(engine) = national_on(backend, dir.path()) else {
+        return;
+    };
     let bj = peer("bj");
     let id = local_id("bj", "Patient/g1");
 
@@ -140,10 +184,11 @@ fn redelivery_is_applied_once() {
     );
 }
 
-#[test]
-fn a_node_publishes_only_its_own_entries() {
+fn a_node_publishes_only_its_own_entries(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = national(dir.path());
+    let Some(engine) = national_on(backend, dir.path()) else {
+        return;
+    };
     let error = apply_batch(
         &engine,
         "000000",
@@ -162,10 +207,11 @@ fn a_node_publishes_only_its_own_entries() {
     assert_eq!(error.status, 400);
 }
 
-#[test]
-fn the_national_index_links_provinces_and_locates_holders() {
+fn the_national_index_links_provinces_and_locates_holders(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = national(dir.path());
+    let Some(engine) = national_on(backend, dir.path()) else {
+        return;
+    };
     apply_batch(
         &engine,
         "000000",
@@ -189,10 +235,11 @@ fn the_national_index_links_provinces_and_locates_holders() {
     assert!(phip_federation::locate::locate(&engine, "http://cn/fhir", RESIDENT).is_err());
 }
 
-#[test]
-fn a_national_node_refuses_clinical_records() {
+fn a_national_node_refuses_clinical_records(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = national(dir.path());
+    let Some(engine) = national_on(backend, dir.path()) else {
+        return;
+    };
     let ctx = RequestContext::new("http://cn/fhir", Principal::unrestricted("operator"));
     let observation =
         json!({"resourceType": "Observation", "status": "final", "code": {"text": "bp"}});
@@ -262,10 +309,11 @@ fn rollups(engine: &Engine) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn reports_roll_up_and_a_correction_replaces_the_old_count() {
+fn reports_roll_up_and_a_correction_replaces_the_old_count(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let engine = national(dir.path());
+    let Some(engine) = national_on(backend, dir.path()) else {
+        return;
+    };
     let result = apply_batch(
         &engine,
         "000000",
