@@ -223,6 +223,22 @@ fn setup(dir: &Path, nodes: &[DevNode], args: &FederationArgs) -> anyhow::Result
     Ok(configs)
 }
 
+/// Asks a node to shut down gracefully (SIGTERM, as `phip serve` expects from a service
+/// manager).
+#[cfg(unix)]
+fn terminate(child: &Child) {
+    if let Ok(pid) = libc::pid_t::try_from(child.id()) {
+        // SAFETY: kill(2) with a pid this process spawned and has not yet reaped, so it
+        // cannot name an unrelated process; it touches no memory.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn terminate(_child: &Child) {}
+
 fn wait_ready(nodes: &[DevNode]) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     for node in nodes {
@@ -241,9 +257,12 @@ fn wait_ready(nodes: &[DevNode]) -> anyhow::Result<()> {
 }
 
 fn stop(children: &mut [(String, Child)]) {
+    for (_, child) in children.iter() {
+        terminate(child);
+    }
     for (name, child) in children.iter_mut() {
-        // Ctrl-C reached the children too (same process group) and they stop gracefully;
-        // whatever is still running after a moment is killed.
+        // Each node finishes in-flight requests and saves its cursors; whatever is still
+        // running after a moment is killed.
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
             match child.try_wait() {
