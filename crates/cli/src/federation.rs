@@ -41,6 +41,8 @@ pub struct FederationFile {
     pub peer_access: Option<PeerAccess>,
     /// On a national node, resource types accepted besides index entries.
     pub national_allowed_types: Option<Vec<String>>,
+    /// PEM CA certificates trusted for https calls to other nodes (besides the web roots).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl FederationFile {
@@ -74,6 +76,7 @@ impl FederationFile {
         if let Some(types) = &self.national_allowed_types {
             node.national_allowed_types = types.clone();
         }
+        node.ca_file = self.ca_file.clone();
         node.check().map_err(anyhow::Error::msg)?;
         Ok(node)
     }

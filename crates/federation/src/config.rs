@@ -102,6 +102,9 @@ pub struct NodeConfig {
     pub peer_access: PeerAccess,
     /// On a national node, the resource types clients may write besides index entries.
     pub national_allowed_types: Vec<String>,
+    /// PEM CA certificates trusted for `https` calls to other nodes, besides the public web
+    /// roots (e.g. the health commission's own CA).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Resource types a national node accepts by default: the index's own bookkeeping,
@@ -138,6 +141,7 @@ impl NodeConfig {
                 .iter()
                 .map(|t| (*t).to_owned())
                 .collect(),
+            ca_file: None,
         }
     }
 

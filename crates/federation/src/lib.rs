@@ -95,8 +95,18 @@ impl Federation {
             config.base_url.clone(),
         )
         .map_err(|e| SetupError(e.to_string()))?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(std::time::Duration::from_secs(2))
+        let mut http =
+            reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(2));
+        if let Some(path) = &config.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| SetupError(format!("reading {}: {e}", path.display())))?;
+            let roots = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| SetupError(format!("{}: {e}", path.display())))?;
+            for root in roots {
+                http = http.add_root_certificate(root);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| SetupError(format!("HTTP client: {e}")))?;
         Ok(Arc::new(Self {
