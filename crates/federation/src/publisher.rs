@@ -207,8 +207,9 @@ impl Worker {
                 let engine = self.engine.clone();
                 let federation = self.federation.clone();
                 let since = cursor - overlap;
+                let may_narrow = window > chrono::Duration::seconds(1);
                 tokio::task::spawn_blocking(move || {
-                    changes(&engine, &federation, since, upper, &delivered)
+                    changes(&engine, &federation, since, upper, &delivered, may_narrow)
                 })
                 .await
             };
@@ -240,9 +241,9 @@ impl Worker {
             self.state.delivered.retain(|_, at| *at >= horizon);
             self.save().await;
             if upper < now {
-                // A backlog (or a first start): go on at once; widen the window while
-                // stretches of history are empty.
-                if changes.is_empty() {
+                // A backlog (or a first start): go on at once; widen the window again while
+                // stretches of history are sparse.
+                if changes.len() < MAX_VERSIONS_PER_SCAN / 4 {
                     window = window
                         .checked_mul(4)
                         .unwrap_or(window)
@@ -349,13 +350,15 @@ pub fn backoff(initial: Duration, max: Duration, failures: u32) -> Duration {
 }
 
 /// The publishable versions written in `[since, before]`, oldest first, less those already
-/// delivered; `None` when there are too many for one scan.
+/// delivered; `None` when there are too many for one scan and the window `may_narrow` (a
+/// burst inside the narrowest window is taken whole rather than never).
 fn changes(
     engine: &Engine,
     federation: &Federation,
     since: DateTime<Utc>,
     before: DateTime<Utc>,
     delivered: &HashSet<String>,
+    may_narrow: bool,
 ) -> FhirResult<Option<Vec<Change>>> {
     let mut tx = engine.store().begin_read()?;
     let mut versions = Vec::new();
@@ -553,6 +556,77 @@ mod tests {
             let full = initial.saturating_mul(1 << (failures - 1).min(20)).min(max);
             assert!(d >= full / 2 && d <= full, "{failures}: {d:?}");
         }
+    }
+
+    fn node(dir: &Path) -> (Arc<Engine>, Arc<Federation>) {
+        let store =
+            phip_store::open_store(&phip_store::StoreConfig::new(dir.join("db"), None)).unwrap();
+        let engine = Arc::new(Engine::new(store, phip_engine::EngineConfig::default()));
+        let mut config =
+            crate::NodeConfig::new("bj", crate::Level::Provincial, "110000", "http://bj/fhir");
+        config.parent = Some("http://cn/fhir".into());
+        let ring = phip_security::keys::KeyRing::open(&dir.join("keys")).unwrap();
+        let federation = Federation::new(config, crate::Trust::default(), &ring, None).unwrap();
+        (engine, federation)
+    }
+
+    #[test]
+    fn scans_golden_records_and_own_reports_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, federation) = node(dir.path());
+        let ctx = phip_engine::RequestContext::new(
+            "http://bj/fhir",
+            phip_engine::Principal::unrestricted("test"),
+        );
+        let start = Utc::now() - chrono::Duration::seconds(5);
+        for (i, id) in ["110101198503070021", "110101199001010015"]
+            .iter()
+            .enumerate()
+        {
+            let patient = json!({"resourceType": "Patient", "gender": if i == 0 {"female"} else {"male"},
+                "identifier": [{"system": crate::RESIDENT_ID_SYSTEM, "value": id}]});
+            engine.create(&ctx, "Patient", patient, None).unwrap();
+        }
+        let received = json!({"resourceType": "MeasureReport", "status": "complete", "type": "summary",
+            "measure": "https://phip.cn/fhir/Measure/m", "period": {"start": "2026-10-01", "end": "2026-10-31"},
+            "meta": {"tag": [{"system": crate::FEDERATION_SYSTEM, "code": crate::RECEIVED_TAG}]}});
+        engine
+            .create(&ctx, "MeasureReport", received.clone(), None)
+            .unwrap();
+        let mut own = received;
+        own.as_object_mut().unwrap().remove("meta");
+        engine.create(&ctx, "MeasureReport", own, None).unwrap();
+        let until = Utc::now() + chrono::Duration::seconds(1);
+
+        let found = changes(&engine, &federation, start, until, &HashSet::new(), true)
+            .unwrap()
+            .unwrap();
+        // Two golden records (not the two source records), the report computed here (not
+        // the one received from a child).
+        let kinds: Vec<&str> = found
+            .iter()
+            .map(|c| {
+                c.item["request"]["url"]
+                    .as_str()
+                    .unwrap()
+                    .split('/')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(kinds, vec!["Patient", "Patient", "MeasureReport"]);
+        assert!(found.windows(2).all(|w| w[0].at <= w[1].at));
+        let entry = &found[0].item["resource"];
+        assert!(crate::entry::is_index_entry(entry));
+        assert_eq!(crate::entry::Holder::all_of(entry)[0].node, "bj");
+        assert!(found[2].report.is_some());
+
+        // Already delivered versions are not sent again.
+        let delivered: HashSet<String> = found[..2].iter().map(|c| c.key.clone()).collect();
+        let rest = changes(&engine, &federation, start, until, &delivered, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!(rest.len(), 1);
     }
 
     #[test]
