@@ -381,9 +381,7 @@ fn changes(
                     versions.push((key, version));
                 }
             }
-            if versions.len() > MAX_VERSIONS_PER_SCAN
-                && before - since > chrono::Duration::seconds(1)
-            {
+            if versions.len() > MAX_VERSIONS_PER_SCAN && may_narrow {
                 return Ok(None);
             }
             match page.next_cursor {
