@@ -367,6 +367,18 @@ fn resident_id(area: &str, birth: &str, sequence: &str) -> String {
 fn apply_rate() {
     let dir = tempfile::tempdir().unwrap();
     let engine = national(dir.path());
+    rate(&engine, "with the patient index");
+    let dir = tempfile::tempdir().unwrap();
+    let store = phip_store::open_store(&phip_store::StoreConfig::new(dir.path(), None)).unwrap();
+    let mut config = EngineConfig::default();
+    config.mpi.enabled = false;
+    rate(
+        &Engine::new(store, config),
+        "without the patient index (storage alone)",
+    );
+}
+
+fn rate(engine: &Engine, label: &str) {
     let bj = peer("bj");
     let batches = 25;
     let started = std::time::Instant::now();
@@ -396,12 +408,12 @@ fn apply_rate() {
                 entry
             })
             .collect();
-        apply_batch(&engine, "000000", &bj, &batch(entries)).unwrap();
+        apply_batch(engine, "000000", &bj, &batch(entries)).unwrap();
     }
     let elapsed = started.elapsed();
     let entries = batches * 200;
     println!(
-        "applied {entries} index entries in {elapsed:?}: {:.0} entries/s",
+        "{label}: applied {entries} index entries in {elapsed:?}: {:.0} entries/s",
         entries as f64 / elapsed.as_secs_f64()
     );
 }
