@@ -67,12 +67,11 @@ fn load(path: &Path) -> std::io::Result<OutboxState> {
 
 /// Replaces the state file atomically (temporary file, fsync, rename, fsync the directory):
 /// a crash leaves the old or the new state, never a torn one.
-fn save(path: &Path, state: &OutboxState) -> std::io::Result<()> {
-    let bytes = serde_json::to_vec(state)?;
+fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
+        file.write_all(bytes)?;
         file.sync_all()?;
     }
     std::fs::rename(&tmp, path)?;
@@ -173,12 +172,14 @@ impl Worker {
 
     async fn save(&self) {
         let path = self.path.clone();
-        let bytes = serde_json::to_vec(&self.state).unwrap_or_default();
-        let result = tokio::task::spawn_blocking(move || {
-            let state: OutboxState = serde_json::from_slice(&bytes).unwrap_or_default();
-            save(&path, &state)
-        })
-        .await;
+        let bytes = match serde_json::to_vec(&self.state) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                tracing::error!(%error, "federation outbox: could not encode the cursor");
+                return;
+            }
+        };
+        let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
         if let Ok(Err(error)) = result {
             tracing::error!(%error, "federation outbox: could not save the cursor");
         }
@@ -637,7 +638,7 @@ mod tests {
             ..Default::default()
         };
         state.delivered.insert("Patient/a/1".into(), Utc::now());
-        save(&path, &state).unwrap();
+        write_atomically(&path, &serde_json::to_vec(&state).unwrap()).unwrap();
         let again = load(&path).unwrap();
         assert_eq!(again.cursor, state.cursor);
         assert_eq!(again.delivered.len(), 1);
