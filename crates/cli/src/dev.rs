@@ -133,9 +133,16 @@ fn federation(args: FederationArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "clinician tokens (user/*.cruds, 8 h) are in {}",
+        "clinician tokens (user/*.cruds, 8 h; also in {}):",
         dir.join("tokens.json").display()
     );
+    let tokens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokens.json"))?)?;
+    for node in &nodes {
+        if let Some(token) = tokens[node.id]["token"].as_str() {
+            println!("  {:<9} {token}", node.id);
+        }
+    }
     println!("try: curl -H \"Authorization: Bearer $TOKEN\" '{}/Patient/$federated-everything?identifier={}|<resident id>'", nodes[1].base(), phip_federation::RESIDENT_ID_SYSTEM);
     println!("Ctrl-C stops all nodes.");
     let runtime = tokio::runtime::Builder::new_current_thread()
