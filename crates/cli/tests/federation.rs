@@ -278,6 +278,20 @@ async fn four_level_federation() {
         .expect("phip dev federation");
     assert!(setup.success());
     let (national, bj, gd) = tokens(dir.path());
+    // Guangdong runs on PostgreSQL (when the testkit can start a cluster), the others on
+    // SQLite: the outbox and the lookups work over both stores.
+    // (The synchronous PostgreSQL client must stay off the async workers.)
+    let database = tokio::task::spawn_blocking(|| {
+        phip_testkit::PgCluster::shared().map(|cluster| cluster.fresh_database())
+    })
+    .await
+    .expect("join");
+    let on_postgres = database.is_some();
+    if let Some(url) = database {
+        let path = dir.path().join("gd.toml");
+        let config = std::fs::read_to_string(&path).expect("gd.toml");
+        std::fs::write(&path, format!("database_url = {url:?}\n{config}")).expect("gd.toml");
+    }
     let mut nodes = Nodes {
         dir: dir.path().to_owned(),
         children: Vec::new(),
@@ -291,6 +305,9 @@ async fn four_level_federation() {
         .expect("client");
     for node in [&national, &bj, &gd] {
         wait_healthy(&client, node).await;
+    }
+    if on_postgres {
+        assert!(nodes.log("gd").contains("postgres"), "{}", nodes.log("gd"));
     }
 
     // The same resident registers in Beijing and in Guangdong.
