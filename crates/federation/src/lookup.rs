@@ -272,12 +272,14 @@ impl Federation {
             }
         };
         let mut calls = tokio::task::JoinSet::new();
-        let mut asked = std::collections::BTreeSet::new();
+        // Endpoint → node of every node asked and not yet heard from.
+        let mut pending = std::collections::BTreeMap::new();
         for holder in holders {
             let endpoint = holder.endpoint.trim_end_matches('/').to_owned();
-            if endpoint == own || !asked.insert(endpoint.clone()) {
+            if endpoint == own || pending.contains_key(&endpoint) {
                 continue;
             }
+            pending.insert(endpoint.clone(), holder.node.clone());
             let this = self.clone();
             let principal = principal.clone();
             let url = format!(
@@ -297,6 +299,7 @@ impl Federation {
             let Ok((holder, answer)) = joined else {
                 continue;
             };
+            pending.remove(holder.endpoint.trim_end_matches('/'));
             audits.push((
                 answer.target.clone(),
                 answer.status,
@@ -331,6 +334,12 @@ impl Federation {
             }
         }
         calls.abort_all();
+        // Whatever did not report (a task that failed) is missing all the same.
+        for (endpoint, node) in pending {
+            warnings.push(format!(
+                "node {node} ({endpoint}) is missing from this result: no answer"
+            ));
+        }
         let (mut local_entries, local_warnings) = local
             .await
             .map_err(|e| FhirError::new(500, phip_fhir::IssueType::Exception, e.to_string()))??;
