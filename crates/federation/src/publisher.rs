@@ -629,6 +629,56 @@ mod tests {
     }
 
     #[test]
+    fn a_county_stays_locatable_through_its_province() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, federation) = node(dir.path());
+        let start = Utc::now() - chrono::Duration::seconds(5);
+        // A county node under this province published a resident …
+        let county = crate::Peer {
+            node_id: "dongcheng".into(),
+            base_url: "http://dongcheng/fhir".into(),
+            jwks: Default::default(),
+        };
+        let source = Source {
+            node: "dongcheng".into(),
+            endpoint: "http://dongcheng/fhir".into(),
+            record: "Patient/c1".into(),
+            version: 1,
+        };
+        let golden = json!({"resourceType": "Patient", "gender": "female",
+            "identifier": [{"system": crate::RESIDENT_ID_SYSTEM, "value": "110101198503070021"}]});
+        let holder = Holder {
+            node: "dongcheng".into(),
+            endpoint: "http://dongcheng/fhir".into(),
+            division: "110101".into(),
+        };
+        let entry = index_entry(&source, &golden, std::slice::from_ref(&holder), &[]);
+        let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [{
+            "extension": [source.to_extension()],
+            "request": {"method": "PUT", "url": "Patient/c1"},
+            "resource": entry
+        }]});
+        crate::apply::apply_batch(&engine, "110000", &county, &bundle).unwrap();
+        // … who is also registered at a hospital of the province itself.
+        let ctx = phip_engine::RequestContext::new(
+            "http://bj/fhir",
+            phip_engine::Principal::unrestricted("test"),
+        );
+        engine.create(&ctx, "Patient", golden, None).unwrap();
+        let until = Utc::now() + chrono::Duration::seconds(1);
+        let found = changes(&engine, &federation, start, until, &HashSet::new(), true)
+            .unwrap()
+            .unwrap();
+        // The last version of the province's person lists both holders.
+        let last = found.last().unwrap();
+        let nodes: Vec<String> = Holder::all_of(&last.item["resource"])
+            .into_iter()
+            .map(|h| h.node)
+            .collect();
+        assert_eq!(nodes, vec!["bj".to_owned(), "dongcheng".to_owned()]);
+    }
+
+    #[test]
     fn state_survives_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("outbox.json");
