@@ -209,7 +209,8 @@ pub fn install(engine: &mut phip_engine::Engine, config: &NodeConfig) {
     }
 }
 
-/// The `Type/id` and version an URL-ish `record` string names.
+/// A stable resource id for `parts` (so the same source always maps to the same resource):
+/// `prefix-` and 40 hex digits of their SM3 digest, within FHIR's 64-character id limit.
 pub(crate) fn hash_id(prefix: &str, parts: &[&str]) -> String {
     let joined = parts.join("|");
     let digest = phip_security::sm::sm3_hex(joined.as_bytes());
