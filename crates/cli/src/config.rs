@@ -34,6 +34,8 @@ pub struct FileConfig {
     /// provider), each with a JWKS file of its public keys.
     #[serde(default)]
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// This server's place in the four-level platform (none: a stand-alone server).
+    pub federation: Option<crate::federation::FederationFile>,
 }
 
 /// An external issuer of access tokens.
@@ -149,6 +151,8 @@ pub struct ServeSettings {
     pub trusted_issuers: Vec<(String, phip_security::jws::Jwks)>,
     /// HL7 v2 MLLP listen address, if the feed is enabled.
     pub mllp: Option<String>,
+    /// Federation node settings, if this server is a node.
+    pub federation: Option<crate::federation::FederationFile>,
 }
 
 impl ServeSettings {
@@ -172,6 +176,7 @@ impl ServeSettings {
         Ok(Self {
             tls: None,
             mllp: None,
+            federation: file.federation.clone(),
             trusted_issuers: trusted_issuers(file)?,
             auth_required,
             data_dir: data_dir(file, store_args.data_dir.clone()),

@@ -7,7 +7,9 @@ mod bench;
 mod bench_mpi;
 mod bench_mpi_scale;
 mod config;
+mod dev;
 mod export;
+mod federation;
 mod health_code;
 mod import;
 mod serve;
@@ -113,6 +115,9 @@ enum Command {
     Export(export::ExportArgs),
     /// Benchmark ingest and search over the HTTP API (in-process server or `--url`).
     Bench(bench::BenchArgs),
+    /// Development helpers (`phip dev federation`: a national and two provincial nodes on
+    /// loopback).
+    Dev(dev::DevArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -162,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             export::run(&file, args)
         }
         Command::Bench(args) => bench::run(args),
+        Command::Dev(args) => dev::run(args),
         Command::Migrate { store } => {
             config::init_logging("text");
             let store_config = config::store_config(&file, &store);

@@ -22,13 +22,23 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         resource_types = defs.resource_types().count(),
         "FHIR R4 definitions loaded"
     );
+    // A federation node accepts its peers' service tokens at the front door too.
+    let node = match &settings.federation {
+        Some(file) => {
+            let node = file.node_config(settings.base_url.as_deref())?;
+            let trust = file.trust(&node.base_url)?;
+            Some((node, trust))
+        }
+        None => None,
+    };
+    let mut trusted = settings.trusted_issuers.clone();
+    if let Some((_, trust)) = &node {
+        trusted.extend(trust.issuers());
+    }
     let auth = if settings.auth_required {
-        let authenticator = Authenticator::from_data_dir(
-            &settings.data_dir,
-            settings.base_url.as_deref(),
-            settings.trusted_issuers.clone(),
-        )
-        .context("setting up token authentication")?;
+        let authenticator =
+            Authenticator::from_data_dir(&settings.data_dir, settings.base_url.as_deref(), trusted)
+                .context("setting up token authentication")?;
         tracing::info!(
             issuer = authenticator.issuer_url(),
             "bearer tokens required (mint one with `phip token`)"
@@ -43,7 +53,23 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     let audit = phip_audit::AuditLog::open(&settings.data_dir, Some(&ring))
         .context("opening the audit log")?;
     tracing::info!(path = %audit.path().display(), "audit trail open (every request is recorded)");
-    let engine = Arc::new(phip_server::platform_engine(store, EngineConfig::default()));
+    let mut engine = phip_server::platform_engine(store, EngineConfig::default());
+    if let Some((config, _)) = &node {
+        phip_federation::install(&mut engine, config);
+    }
+    let engine = Arc::new(engine);
+    let federation = match node {
+        Some((config, trust)) => {
+            tracing::info!(node = %config.node_id, level = config.level.as_str(), division = %config.division, parent = ?config.parent, peers = trust.peers().len(), "federation node");
+            Some(crate::federation::start(
+                config,
+                trust,
+                &settings.data_dir,
+                audit.clone(),
+            )?)
+        }
+        None => None,
+    };
     // Bulk export jobs live in the data directory; unfinished ones resume now.
     let exporter = Arc::new(
         phip_bulk::Exporter::start(
@@ -69,6 +95,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         )
         .context("starting the subscription dispatcher")?
     };
+    let publisher_engine = engine.clone();
     let state = AppState::new(
         engine,
         ServerConfig {
@@ -92,6 +119,23 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     ))
     .with_bulk_export(exporter.clone())
     .with_subscriptions(subscriptions.clone());
+    let state = match &federation {
+        Some(federation) => state.with_federation(federation.clone()),
+        None => state,
+    };
+    // The outbox resumes from its saved cursor: entries pending at the last stop go out now.
+    let publisher = match &federation {
+        Some(federation) => {
+            let _runtime = runtime.enter();
+            phip_federation::publisher::Publisher::start(
+                federation.clone(),
+                publisher_engine,
+                &settings.data_dir,
+            )
+            .context("starting the federation outbox publisher")?
+        }
+        None => None,
+    };
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
@@ -143,6 +187,10 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             if let Ok(Err(error)) = task.await {
                 tracing::warn!(%error, "the MLLP listener stopped with an error");
             }
+        }
+        // Undelivered index entries stay in the history and go out after the next start.
+        if let Some(publisher) = publisher {
+            publisher.shutdown().await;
         }
         // Undelivered notifications stay pending in the store's history and the saved cursors.
         subscriptions.shutdown().await;

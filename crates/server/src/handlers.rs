@@ -39,7 +39,7 @@ impl Query {
             .map(|(_, v)| v.as_str())
     }
 
-    fn output(&self) -> OutputOptions {
+    pub(crate) fn output(&self) -> OutputOptions {
         OutputOptions {
             pretty: self.get("_pretty") == Some("true"),
         }

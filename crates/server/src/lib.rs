@@ -8,6 +8,7 @@ mod audit;
 pub mod auth;
 mod bulk;
 mod documents;
+mod federation;
 mod handlers;
 pub mod health_code;
 pub mod hl7;
@@ -70,6 +71,7 @@ pub struct AppState {
     pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) health_codes: Option<Arc<health_code::HealthCodes>>,
+    pub(crate) federation: Option<Arc<phip_federation::Federation>>,
 }
 
 impl AppState {
@@ -91,6 +93,7 @@ impl AppState {
             subscriptions: None,
             metrics: Arc::new(metrics::Metrics::default()),
             health_codes: None,
+            federation: None,
         }
     }
 
@@ -114,6 +117,13 @@ impl AppState {
     /// JWKS and revocation lists under `[base]/.well-known/`).
     pub fn with_health_codes(mut self, codes: Arc<health_code::HealthCodes>) -> Self {
         self.health_codes = Some(codes);
+        self
+    }
+
+    /// Makes this server a node of the four-level platform (`$federation-publish`, `$locate`,
+    /// `$federated-everything`, `$federation-records`).
+    pub fn with_federation(mut self, federation: Arc<phip_federation::Federation>) -> Self {
+        self.federation = Some(federation);
         self
     }
 
@@ -151,6 +161,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/$export-file/{job}/{file}", get(bulk::file))
         .route("/$subscription-websocket", get(subscriptions::websocket))
+        .route("/$federation-publish", post(federation::publish))
         .route(
             "/AuditEvent",
             get(audit::search)

@@ -26,6 +26,9 @@ pub(crate) async fn type_get(
     if crate::workflow_pharmacy::is_type_get(&resource_type, &operation) {
         return crate::workflow_pharmacy::type_get(state, principal, headers, query).await;
     }
+    if crate::federation::is_type_get(&resource_type, &operation) {
+        return crate::federation::type_get(state, principal, operation, headers, query).await;
+    }
     match (resource_type.as_str(), operation.as_str()) {
         ("Patient", "$ihe-pix") => {
             let source = query
