@@ -83,7 +83,11 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
     ))
     .with_bulk_export(exporter.clone())
-    .with_subscriptions(subscriptions.clone());
+    .with_subscriptions(subscriptions.clone())
+    .with_surveillance_config(
+        phip_server::public_health::load_surveillance_config(&settings.data_dir)
+            .map_err(anyhow::Error::msg)?,
+    );
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await

@@ -7,12 +7,14 @@
 mod audit;
 pub mod auth;
 mod bulk;
+mod dashboard;
 mod documents;
 mod handlers;
 pub mod hl7;
 mod http;
 pub mod metrics;
 mod operations;
+pub mod public_health;
 pub mod signature;
 mod smart;
 mod subscriptions;
@@ -66,6 +68,7 @@ pub struct AppState {
     pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
     pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) surveillance: Arc<phip_surveillance::SurveillanceConfig>,
 }
 
 impl AppState {
@@ -86,7 +89,15 @@ impl AppState {
             bulk: None,
             subscriptions: None,
             metrics: Arc::new(metrics::Metrics::default()),
+            surveillance: Arc::new(phip_surveillance::SurveillanceConfig::builtin()),
         }
+    }
+
+    /// Uses this notifiable-disease configuration for surveillance and indicators (the
+    /// built-in one otherwise; see [`public_health::load_surveillance_config`]).
+    pub fn with_surveillance_config(mut self, config: phip_surveillance::SurveillanceConfig) -> Self {
+        self.surveillance = Arc::new(config);
+        self
     }
 
     /// Enables bulk export (`$export`) with this export service.
@@ -139,6 +150,12 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/$export-file/{job}/{file}", get(bulk::file))
         .route("/$subscription-websocket", get(subscriptions::websocket))
+        .route("/$surveillance-run", post(public_health::surveillance_run))
+        .route(
+            "/$indicators",
+            get(public_health::indicators).post(public_health::indicators),
+        )
+        .route("/Observation/$ingest", post(public_health::ingest))
         .route(
             "/AuditEvent",
             get(audit::search)
@@ -207,6 +224,7 @@ pub fn router(state: AppState) -> Router {
             get(smart::smart_configuration),
         )
         .route("/fhir/metadata", get(handlers::metadata))
+        .route("/dashboard", get(dashboard::page))
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
