@@ -91,7 +91,9 @@ impl Facts {
             };
             let home = residence_division(p);
             residences.push((id.to_string(), home.clone()));
-            if phip_engine::mpi::is_golden(p) || p.get("active").and_then(Value::as_bool) == Some(false) {
+            if phip_engine::mpi::is_golden(p)
+                || p.get("active").and_then(Value::as_bool) == Some(false)
+            {
                 return;
             }
             let person = golden_of(p).unwrap_or(id).to_string();
@@ -194,11 +196,15 @@ impl Facts {
             ) {
                 return;
             }
-            let Some(when) = effective_instant(o) else { return };
+            let Some(when) = effective_instant(o) else {
+                return;
+            };
             if !period.contains(when.date_naive()) {
                 return;
             }
-            let Some(controlled) = bp_controlled(o) else { return };
+            let Some(controlled) = bp_controlled(o) else {
+                return;
+            };
             let entry = latest.entry(pid).or_insert((when, controlled));
             if when > entry.0 {
                 *entry = (when, controlled);
@@ -211,19 +217,30 @@ impl Facts {
         }
 
         // Referral completion.
-        let referral = [("code".to_string(), format!("{}|{}", REFERRAL_CODE.0, REFERRAL_CODE.1))];
+        let referral = [(
+            "code".to_string(),
+            format!("{}|{}", REFERRAL_CODE.0, REFERRAL_CODE.1),
+        )];
         let mut unplaced = 0;
         scan(tx, "Task", &referral, |t| {
             let status = t.get("status").and_then(Value::as_str).unwrap_or("");
             if matches!(status, "cancelled" | "entered-in-error") {
                 return;
             }
-            let authored = t.get("authoredOn").and_then(Value::as_str).and_then(fhir_day);
+            let authored = t
+                .get("authoredOn")
+                .and_then(Value::as_str)
+                .and_then(fhir_day);
             if !authored.is_some_and(|d| period.contains(d)) {
                 return;
             }
             match residences.place_of(t) {
-                Some(d) => facts.add("referral-completion", &d, u64::from(status == "completed"), 1),
+                Some(d) => facts.add(
+                    "referral-completion",
+                    &d,
+                    u64::from(status == "completed"),
+                    1,
+                ),
                 None => unplaced += 1,
             }
         })?;
@@ -249,8 +266,7 @@ impl Facts {
         })?;
 
         // Notifiable disease incidence.
-        let cases =
-            phip_surveillance::run::read_cases(engine, config, period.start, period.end)?;
+        let cases = phip_surveillance::run::read_cases(engine, config, period.start, period.end)?;
         for e in &cases.events {
             facts.add("notifiable-incidence", &e.division, 1, 0);
         }
@@ -312,7 +328,12 @@ impl Facts {
     /// Every division with a count or a population, and their ancestors.
     pub fn divisions(&self) -> BTreeSet<String> {
         let mut out = BTreeSet::new();
-        for code in self.counts.keys().map(|(_, d)| d).chain(self.populations.keys()) {
+        for code in self
+            .counts
+            .keys()
+            .map(|(_, d)| d)
+            .chain(self.populations.keys())
+        {
             out.insert(code.clone());
             out.extend(division::ancestors(code));
         }
@@ -363,7 +384,11 @@ fn is_active_hypertension(c: &Value) -> bool {
     let refuted = verification
         .iter()
         .any(|(_, code)| matches!(code.as_str(), "refuted" | "entered-in-error"));
-    active && !refuted && codings(c.get("code")).iter().any(|(s, code)| coded(s, code))
+    active
+        && !refuted
+        && codings(c.get("code"))
+            .iter()
+            .any(|(s, code)| coded(s, code))
 }
 
 /// When an Observation was taken, as an instant (a date-only value counts at midnight UTC).

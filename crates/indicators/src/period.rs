@@ -26,8 +26,8 @@ impl Period {
                 )
             }
             7 => {
-                let start =
-                    NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d").map_err(|_| bad())?;
+                let start = NaiveDate::parse_from_str(&format!("{text}-01"), "%Y-%m-%d")
+                    .map_err(|_| bad())?;
                 let next = if start.month() == 12 {
                     NaiveDate::from_ymd_opt(start.year() + 1, 1, 1)
                 } else {

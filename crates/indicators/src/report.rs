@@ -24,9 +24,7 @@ pub fn measure_report(measure: &Measure, code: &str, period: &Period, ratio: Rat
     if let Some(name) = division::name(code) {
         subject["display"] = json!(name);
     }
-    let population = |kind: &str, count: u64| {
-        json!({"code": {"coding": [{"system": POPULATION_CS, "code": kind}]}, "count": count})
-    };
+    let population = |kind: &str, count: u64| json!({"code": {"coding": [{"system": POPULATION_CS, "code": kind}]}, "count": count});
     let mut group = json!({
         "code": {
             "coding": [{"system": crate::measures::MEASURE_BASE, "code": measure.id, "display": measure.name_en}],
@@ -46,7 +44,11 @@ pub fn measure_report(measure: &Measure, code: &str, period: &Period, ratio: Rat
             "code": ucum,
         });
     }
-    let improvement = if measure.higher_is_better { "increase" } else { "decrease" };
+    let improvement = if measure.higher_is_better {
+        "increase"
+    } else {
+        "decrease"
+    };
     json!({
         "resourceType": "MeasureReport",
         "meta": {"tag": [{"system": DIVISION_SYSTEM, "code": code}]},

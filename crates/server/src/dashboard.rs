@@ -40,8 +40,14 @@ pub(crate) async fn page(
     RawQuery(raw): RawQuery,
 ) -> Response {
     let query = Query::new(raw);
-    let division = query.get("division").filter(|d| !d.is_empty()).map(str::to_owned);
-    let period = query.get("period").filter(|p| !p.is_empty()).map(str::to_owned);
+    let division = query
+        .get("division")
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned);
+    let period = query
+        .get("period")
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned);
     let principal = match authenticate(&state, &headers) {
         Ok(p) => p,
         Err(e) => return html(StatusCode::UNAUTHORIZED, &error_page(&e)),
@@ -49,8 +55,7 @@ pub(crate) async fn page(
     let engine = state.engine.clone();
     let config = state.surveillance.clone();
     let rendered = tokio::task::spawn_blocking(move || {
-        let (code, period) =
-            crate::public_health::indicator_scope(&principal, division, period)?;
+        let (code, period) = crate::public_health::indicator_scope(&principal, division, period)?;
         render(&engine, &config, &code, &period)
     })
     .await;
@@ -60,7 +65,10 @@ pub(crate) async fn page(
             StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST),
             &error_page(&diagnostics(&e)),
         ),
-        Err(_) => html(StatusCode::INTERNAL_SERVER_ERROR, &error_page("internal error")),
+        Err(_) => html(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &error_page("internal error"),
+        ),
     }
 }
 
@@ -165,11 +173,25 @@ fn parse_alert_id(value: &str) -> Option<(String, String, NaiveDate, String)> {
     if parts.len() != 6 {
         return None;
     }
-    let date = NaiveDate::parse_from_str(&format!("{}-{}-{}", parts[3], parts[2], parts[1]), "%Y-%m-%d").ok()?;
-    Some((parts[5].to_string(), parts[4].to_string(), date, parts[0].to_string()))
+    let date = NaiveDate::parse_from_str(
+        &format!("{}-{}-{}", parts[3], parts[2], parts[1]),
+        "%Y-%m-%d",
+    )
+    .ok()?;
+    Some((
+        parts[5].to_string(),
+        parts[4].to_string(),
+        date,
+        parts[0].to_string(),
+    ))
 }
 
-fn stored_alerts(engine: &Engine, code: &str, from: NaiveDate, to: NaiveDate) -> FhirResult<Vec<StoredAlert>> {
+fn stored_alerts(
+    engine: &Engine,
+    code: &str,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> FhirResult<Vec<StoredAlert>> {
     let mut tx = engine.store().begin_read()?;
     let mut out = Vec::new();
     let params = [("identifier".to_string(), format!("{ALERT_ID_SYSTEM}|"))];
@@ -193,19 +215,36 @@ fn stored_alerts(engine: &Engine, code: &str, from: NaiveDate, to: NaiveDate) ->
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_string();
-        out.push(StoredAlert { disease, date, method, division: div, explanation });
+        out.push(StoredAlert {
+            disease,
+            date,
+            method,
+            division: div,
+            explanation,
+        });
     })?;
     out.sort_by(|a, b| (a.date, &a.method).cmp(&(b.date, &b.method)));
     Ok(out)
 }
 
-fn render(engine: &Engine, config: &SurveillanceConfig, code: &str, period: &Period) -> FhirResult<String> {
+fn render(
+    engine: &Engine,
+    config: &SurveillanceConfig,
+    code: &str,
+    period: &Period,
+) -> FhirResult<String> {
     let facts = Facts::collect(engine, config, period)?;
     let to = period.end;
-    let from = to.checked_sub_days(Days::new(SERIES_DAYS - 1)).unwrap_or(to);
+    let from = to
+        .checked_sub_days(Days::new(SERIES_DAYS - 1))
+        .unwrap_or(to);
     let cases = phip_surveillance::run::read_cases(engine, config, from, to)?;
     let mut series: BTreeMap<String, DailySeries> = BTreeMap::new();
-    for e in cases.events.iter().filter(|e| division::contains(code, &e.division)) {
+    for e in cases
+        .events
+        .iter()
+        .filter(|e| division::contains(code, &e.division))
+    {
         series
             .entry(e.disease.clone())
             .or_insert_with(|| DailySeries::zeros(from, to))
@@ -213,7 +252,9 @@ fn render(engine: &Engine, config: &SurveillanceConfig, code: &str, period: &Per
     }
     let alerts = stored_alerts(engine, code, from, to)?;
     for a in &alerts {
-        series.entry(a.disease.clone()).or_insert_with(|| DailySeries::zeros(from, to));
+        series
+            .entry(a.disease.clone())
+            .or_insert_with(|| DailySeries::zeros(from, to));
     }
     let place = match division::name(code) {
         Some(n) => format!("{n}（{code}）"),
@@ -327,11 +368,17 @@ fn chart(disease: &str, label: &str, s: &DailySeries, alerts: &[&StoredAlert]) -
         if let Some(date) = s.date_at(*d) {
             let anchor = if i == 0 { "start" } else { "end" };
             let x = if i == 0 { left } else { w - 10.0 };
-            let _ = write!(svg, "<text x=\"{x}\" y=\"{}\" font-size=\"11\" text-anchor=\"{anchor}\">{date}</text>", h - 10.0);
+            let _ = write!(
+                svg,
+                "<text x=\"{x}\" y=\"{}\" font-size=\"11\" text-anchor=\"{anchor}\">{date}</text>",
+                h - 10.0
+            );
         }
     }
     for a in alerts {
-        let Some(i) = s.index_of(a.date) else { continue };
+        let Some(i) = s.index_of(a.date) else {
+            continue;
+        };
         let x = left + step * i as f64 + step / 2.0;
         let c = f64::from(s.counts()[i]);
         let top_y = y(c) - 6.0;

@@ -95,7 +95,10 @@ impl AppState {
 
     /// Uses this notifiable-disease configuration for surveillance and indicators (the
     /// built-in one otherwise; see [`public_health::load_surveillance_config`]).
-    pub fn with_surveillance_config(mut self, config: phip_surveillance::SurveillanceConfig) -> Self {
+    pub fn with_surveillance_config(
+        mut self,
+        config: phip_surveillance::SurveillanceConfig,
+    ) -> Self {
         self.surveillance = Arc::new(config);
         self
     }

@@ -123,7 +123,11 @@ struct IngestTally {
     rejected: Vec<(usize, OperationOutcome)>,
 }
 
-fn ingest_items(engine: &Engine, ctx: &RequestContext, items: Vec<Item>) -> FhirResult<FhirResponse> {
+fn ingest_items(
+    engine: &Engine,
+    ctx: &RequestContext,
+    items: Vec<Item>,
+) -> FhirResult<FhirResponse> {
     ctx.principal.require("Observation", Interaction::Create)?;
     let mut tally = IngestTally::default();
     let mut seen = HashSet::new();
@@ -221,9 +225,10 @@ fn write_chunk(
                 .and_then(Value::as_str)
                 .unwrap_or("the entry was not stored")
                 .to_string();
-            tally
-                .rejected
-                .push((*line, OperationOutcome::error(IssueType::Processing, outcome)));
+            tally.rejected.push((
+                *line,
+                OperationOutcome::error(IssueType::Processing, outcome),
+            ));
         }
     }
     Ok(())
@@ -257,14 +262,17 @@ fn dedupe_key(obs: &Value) -> Result<String, String> {
     let device = obs
         .get("device")
         .and_then(|d| {
-            d.get("reference").and_then(Value::as_str).map(str::to_string).or_else(|| {
-                let id = d.get("identifier")?;
-                Some(format!(
-                    "{}|{}",
-                    id.get("system").and_then(Value::as_str).unwrap_or(""),
-                    id.get("value").and_then(Value::as_str)?
-                ))
-            })
+            d.get("reference")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .or_else(|| {
+                    let id = d.get("identifier")?;
+                    Some(format!(
+                        "{}|{}",
+                        id.get("system").and_then(Value::as_str).unwrap_or(""),
+                        id.get("value").and_then(Value::as_str)?
+                    ))
+                })
         })
         .ok_or("a device Observation needs device (reference or identifier)")?;
     let subject = obs
@@ -293,7 +301,10 @@ fn dedupe_key(obs: &Value) -> Result<String, String> {
     let effective = ["effectiveInstant", "effectiveDateTime"]
         .iter()
         .find_map(|k| obs.get(*k).and_then(Value::as_str))
-        .or_else(|| obs.pointer("/effectivePeriod/start").and_then(Value::as_str))
+        .or_else(|| {
+            obs.pointer("/effectivePeriod/start")
+                .and_then(Value::as_str)
+        })
         .ok_or("a device Observation needs effectiveInstant or effectiveDateTime")?;
     let instant = DateTime::<FixedOffset>::parse_from_rfc3339(effective)
         .map_err(|_| "the effective time must be an instant with a time zone (e.g. 2026-10-01T08:00:00+08:00)")?
@@ -338,10 +349,15 @@ fn value_text(v: &Value) -> String {
             return number_text(n);
         }
     }
-    ["valueString", "valueBoolean", "valueCodeableConcept", "valueSampledData"]
-        .iter()
-        .find_map(|k| v.get(*k).map(Value::to_string))
-        .unwrap_or_default()
+    [
+        "valueString",
+        "valueBoolean",
+        "valueCodeableConcept",
+        "valueSampledData",
+    ]
+    .iter()
+    .find_map(|k| v.get(*k).map(Value::to_string))
+    .unwrap_or_default()
 }
 
 /// A decimal without insignificant zeros (`72.50` → `72.5`, `72.0` → `72`).
@@ -376,7 +392,11 @@ fn parse_date(text: Option<&str>) -> FhirResult<NaiveDate> {
     match text {
         None => Ok(today_cst()),
         Some(t) => NaiveDate::parse_from_str(t, "%Y-%m-%d").map_err(|_| {
-            FhirError::new(400, IssueType::Value, format!("date {t:?} is not YYYY-MM-DD"))
+            FhirError::new(
+                400,
+                IssueType::Value,
+                format!("date {t:?} is not YYYY-MM-DD"),
+            )
         }),
     }
 }
@@ -441,7 +461,9 @@ fn run_parameters(report: &phip_surveillance::run::RunReport) -> Value {
 pub fn load_surveillance_config(data_dir: &std::path::Path) -> Result<SurveillanceConfig, String> {
     let path = data_dir.join("surveillance.json");
     match std::fs::read_to_string(&path) {
-        Ok(text) => SurveillanceConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Ok(text) => {
+            SurveillanceConfig::from_json(&text).map_err(|e| format!("{}: {e}", path.display()))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SurveillanceConfig::builtin()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
@@ -467,14 +489,18 @@ pub(crate) async fn indicators(
         let (code, period) = indicator_scope(&ctx.principal, division, period)?;
         let reports = indicator_reports(engine, &config, &code, &period)?;
         if store {
-            ctx.principal.require("MeasureReport", Interaction::Update)?;
+            ctx.principal
+                .require("MeasureReport", Interaction::Update)?;
             for r in &reports {
                 let id = r["identifier"][0]["value"].as_str().unwrap_or_default();
                 let criteria = format!("identifier={}|{id}", phip_indicators::REPORT_ID_SYSTEM);
                 engine.conditional_update(ctx, "MeasureReport", &criteria, r.clone(), None)?;
             }
         }
-        let entries: Vec<Value> = reports.into_iter().map(|r| json!({"resource": r})).collect();
+        let entries: Vec<Value> = reports
+            .into_iter()
+            .map(|r| json!({"resource": r}))
+            .collect();
         Ok(FhirResponse::with_body(
             200,
             json!({"resourceType": "Bundle", "type": "collection", "entry": entries}),
@@ -501,7 +527,13 @@ pub(crate) fn indicator_scope(
     }
     let code = division
         .or_else(|| principal.division.clone())
-        .ok_or_else(|| FhirError::new(400, IssueType::Required, "division=<GB/T 2260 code> is required"))?;
+        .ok_or_else(|| {
+            FhirError::new(
+                400,
+                IssueType::Required,
+                "division=<GB/T 2260 code> is required",
+            )
+        })?;
     if !phip_security::division::is_valid_code(&code) {
         return Err(FhirError::new(
             400,
@@ -514,7 +546,9 @@ pub(crate) fn indicator_scope(
             return Err(FhirError::new(
                 403,
                 IssueType::Forbidden,
-                format!("the access token is bound to division {mine}, which does not contain {code}"),
+                format!(
+                    "the access token is bound to division {mine}, which does not contain {code}"
+                ),
             ));
         }
     }

@@ -15,11 +15,18 @@ async fn seeded() -> TestServer {
     let reply = server.post("", &outbreak_bundle()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     server
-        .create(&json!({"resourceType": "Group", "type": "person", "actual": false,
-            "identifier": [{"system": "urn:phip:population", "value": OUTBREAK}], "quantity": 200}))
+        .create(
+            &json!({"resourceType": "Group", "type": "person", "actual": false,
+            "identifier": [{"system": "urn:phip:population", "value": OUTBREAK}], "quantity": 200}),
+        )
         .await;
     let run = server
-        .send(reqwest::Method::POST, &format!("$surveillance-run?date={DAY}"), None, &[])
+        .send(
+            reqwest::Method::POST,
+            &format!("$surveillance-run?date={DAY}"),
+            None,
+            &[],
+        )
         .await;
     assert_eq!(run.status, StatusCode::OK, "{}", run.body);
     server
@@ -28,7 +35,10 @@ async fn seeded() -> TestServer {
 #[tokio::test(flavor = "multi_thread")]
 async fn dashboard_needs_a_token() {
     let server = TestServer::start().await;
-    let url = format!("{}/dashboard?division={OUTBREAK}&period=2026-10", server.root);
+    let url = format!(
+        "{}/dashboard?division={OUTBREAK}&period=2026-10",
+        server.root
+    );
     let anonymous = server.client.get(&url).send().await.expect("request");
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let body = anonymous.text().await.expect("body");
@@ -75,10 +85,16 @@ async fn dashboard_renders_indicators_and_alert_markers_in_chromium() {
         .await;
 
     let title = browser.eval("document.title").await;
-    assert!(title.as_str().unwrap().contains("Public health dashboard"), "{title}");
+    assert!(
+        title.as_str().unwrap().contains("Public health dashboard"),
+        "{title}"
+    );
     // EHR coverage: 1 resident of 朝阳区 over a population of 200.
     assert_eq!(
-        browser.text("#indicator-ehr-coverage .value").await.as_deref(),
+        browser
+            .text("#indicator-ehr-coverage .value")
+            .await
+            .as_deref(),
         Some("0.5%")
     );
     // Incidence: the district's October cases (steady 2/3 a day from Oct 1, 15 on the 20th)
@@ -98,7 +114,10 @@ async fn dashboard_renders_indicators_and_alert_markers_in_chromium() {
         .await;
     assert_eq!(marker_date, DAY);
     let explanation = browser.text("ul.alerts li.alert").await.unwrap_or_default();
-    assert!(explanation.contains("exceed the upper bound"), "{explanation}");
+    assert!(
+        explanation.contains("exceed the upper bound"),
+        "{explanation}"
+    );
     // Text alternatives for the chart.
     let desc = browser.text("#chart-ILI-d").await.unwrap_or_default();
     assert!(desc.contains("alerts"), "{desc}");

@@ -42,7 +42,9 @@ async fn ingest_ndjson(server: &TestServer, lines: &[String]) -> Value {
 }
 
 fn count(report: &Value, name: &str) -> u64 {
-    param(report, name).and_then(|p| p["valueInteger"].as_u64()).expect(name)
+    param(report, name)
+        .and_then(|p| p["valueInteger"].as_u64())
+        .expect(name)
 }
 
 async fn stored(server: &TestServer) -> u64 {
@@ -159,7 +161,10 @@ async fn bundle_input_and_bad_requests(backend: Backend) {
     assert_outcome(&reply, 403);
 }
 
-on_both_backends!(ndjson_values_are_recorded_once, bundle_input_and_bad_requests);
+on_both_backends!(
+    ndjson_values_are_recorded_once,
+    bundle_input_and_bad_requests
+);
 
 /// Throughput figure, not a test: `cargo test -p phip-server --test device_ingest -- --ignored
 /// --nocapture`. Sends 3 × 10,000 new lines, then the last 10,000 again (all duplicates).
@@ -179,8 +184,13 @@ async fn ingest_throughput() {
                         let at = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00+08:00")
                             .unwrap()
                             + chrono::Duration::seconds(i64::from(batch * 10_000 + i));
-                        heart_rate(&format!("w{}", i % 100), "p1", &at.to_rfc3339(), json!(60 + i % 40))
-                            .to_string()
+                        heart_rate(
+                            &format!("w{}", i % 100),
+                            "p1",
+                            &at.to_rfc3339(),
+                            json!(60 + i % 40),
+                        )
+                        .to_string()
                     })
                     .collect()
             } else {

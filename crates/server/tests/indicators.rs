@@ -33,12 +33,13 @@ const BJ: &str = "110000";
 /// person.
 fn patient(n: usize, id: &str, district: Option<&str>, active: bool) -> Value {
     const NAMES: [&str; 12] = [
-        "张伟", "李娜", "王芳", "刘洋", "陈静", "杨磊", "赵敏", "黄勇", "周婷", "吴刚", "徐丽", "孙涛",
+        "张伟", "李娜", "王芳", "刘洋", "陈静", "杨磊", "赵敏", "黄勇", "周婷", "吴刚", "徐丽",
+        "孙涛",
     ];
     let mut p = json!({
         "resourceType": "Patient", "id": id, "active": active,
         "name": [{"text": NAMES[n]}],
-        "gender": if n % 2 == 0 { "male" } else { "female" },
+        "gender": (["male", "female"][n % 2]),
         "birthDate": format!("{}-0{}-1{}", 1940 + 3 * n, 1 + n % 9, n % 10),
         "telecom": [{"system": "phone", "value": format!("1390000{:04}", n * 37)}],
     });
@@ -76,13 +77,13 @@ fn condition(patient: &str, system: &str, code: &str, onset: &str, verification:
 fn bp_panel(patient: &str, at: &str, systolic: u32, diastolic: u32) -> Value {
     let q = |v: u32| json!({"value": v, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"});
     json!({"resourceType": "Observation", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
-        "subject": {"reference": format!("Patient/{patient}")},
-        "effectiveDateTime": at,
-        "component": [
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": q(systolic)},
-            {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": q(diastolic)}
-        ]})
+    "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+    "subject": {"reference": format!("Patient/{patient}")},
+    "effectiveDateTime": at,
+    "component": [
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]}, "valueQuantity": q(systolic)},
+        {"code": {"coding": [{"system": "http://loinc.org", "code": "8462-4"}]}, "valueQuantity": q(diastolic)}
+    ]})
 }
 
 fn bp_single(patient: &str, at: &str, code: &str, value: u32) -> Value {
@@ -110,16 +111,25 @@ const ICD10: &str = "http://hl7.org/fhir/sid/icd-10";
 
 async fn seed(server: &TestServer) {
     for (n, (id, d, active)) in [
-        ("c1", Some(CY), true), ("c2", Some(CY), true), ("c3", Some(CY), true), ("c4", Some(CY), true),
+        ("c1", Some(CY), true),
+        ("c2", Some(CY), true),
+        ("c3", Some(CY), true),
+        ("c4", Some(CY), true),
         ("c5", Some(CY), false),
-        ("h1", Some(HD), true), ("h2", Some(HD), true), ("h3", Some(HD), true),
-        ("h4", Some(HD), true), ("h5", Some(HD), true), ("h6", Some(HD), true),
+        ("h1", Some(HD), true),
+        ("h2", Some(HD), true),
+        ("h3", Some(HD), true),
+        ("h4", Some(HD), true),
+        ("h5", Some(HD), true),
+        ("h6", Some(HD), true),
         ("x1", None, true),
     ]
     .into_iter()
     .enumerate()
     {
-        let reply = server.put(&format!("Patient/{id}"), &patient(n, id, d, active)).await;
+        let reply = server
+            .put(&format!("Patient/{id}"), &patient(n, id, d, active))
+            .await;
         assert!(reply.status.is_success(), "{}", reply.body);
     }
     // c1 again, as registered by a second institution with the same resident ID: the patient
@@ -133,7 +143,10 @@ async fn seed(server: &TestServer) {
     }
     let linked = server.get("Patient/c1-hospital").await;
     let c1 = server.get("Patient/c1").await;
-    assert_eq!(linked.body["link"][0]["other"], c1.body["link"][0]["other"], "one person");
+    assert_eq!(
+        linked.body["link"][0]["other"], c1.body["link"][0]["other"],
+        "one person"
+    );
     let resources = vec![
         population(CY, 1000),
         population(HD, 3000),
@@ -154,7 +167,13 @@ async fn seed(server: &TestServer) {
         condition("c1", ICD10, "I10", "2020-01-01", "confirmed"),
         condition("c2", ICD10, "I11.9", "2021-01-01", "confirmed"),
         condition("c3", ICD10, "I10", "2022-01-01", "confirmed"),
-        condition("h1", "http://snomed.info/sct", "38341003", "2019-01-01", "confirmed"),
+        condition(
+            "h1",
+            "http://snomed.info/sct",
+            "38341003",
+            "2019-01-01",
+            "confirmed",
+        ),
         bp_panel("c1", "2026-10-02T08:00:00+08:00", 150, 95),
         bp_panel("c1", "2026-10-20T08:00:00+08:00", 130, 85),
         bp_panel("c2", "2026-10-20T08:00:00+08:00", 150, 92),
@@ -205,7 +224,11 @@ fn by_measure(bundle: &Value) -> std::collections::BTreeMap<String, (u64, u64, O
                 .to_owned();
             (
                 measure,
-                (pop("numerator"), pop("denominator"), g["measureScore"]["value"].as_f64()),
+                (
+                    pop("numerator"),
+                    pop("denominator"),
+                    g["measureScore"]["value"].as_f64(),
+                ),
             )
         })
         .collect()
@@ -219,6 +242,9 @@ async fn indicators(server: &TestServer, division: &str) -> Value {
     reply.body
 }
 
+/// (numerator, denominator, score) of one indicator in one division.
+type Expected = (u64, u64, f64);
+
 fn close(a: Option<f64>, b: f64) -> bool {
     a.is_some_and(|a| (a - b).abs() < 1e-6)
 }
@@ -226,13 +252,31 @@ fn close(a: Option<f64>, b: f64) -> bool {
 async fn indicator_values_match_the_hand_computed_fixture(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     seed(&server).await;
-    let expected: [(&str, [(u64, u64, f64); 3]); 6] = [
-        ("ehr-coverage", [(4, 1000, 0.004), (6, 3000, 0.002), (10, 4000, 0.0025)]),
-        ("ehr-utilisation", [(2, 4, 0.5), (1, 6, 1.0 / 6.0), (3, 10, 0.3)]),
-        ("family-doctor-contract", [(2, 1000, 0.002), (3, 3000, 0.001), (5, 4000, 0.00125)]),
-        ("hypertension-control", [(1, 2, 0.5), (1, 1, 1.0), (2, 3, 2.0 / 3.0)]),
-        ("referral-completion", [(2, 3, 2.0 / 3.0), (1, 1, 1.0), (3, 4, 0.75)]),
-        ("notifiable-incidence", [(2, 1000, 200.0), (1, 3000, 100.0 / 3.0), (3, 4000, 75.0)]),
+    let expected: [(&str, [Expected; 3]); 6] = [
+        (
+            "ehr-coverage",
+            [(4, 1000, 0.004), (6, 3000, 0.002), (10, 4000, 0.0025)],
+        ),
+        (
+            "ehr-utilisation",
+            [(2, 4, 0.5), (1, 6, 1.0 / 6.0), (3, 10, 0.3)],
+        ),
+        (
+            "family-doctor-contract",
+            [(2, 1000, 0.002), (3, 3000, 0.001), (5, 4000, 0.00125)],
+        ),
+        (
+            "hypertension-control",
+            [(1, 2, 0.5), (1, 1, 1.0), (2, 3, 2.0 / 3.0)],
+        ),
+        (
+            "referral-completion",
+            [(2, 3, 2.0 / 3.0), (1, 1, 1.0), (3, 4, 0.75)],
+        ),
+        (
+            "notifiable-incidence",
+            [(2, 1000, 200.0), (1, 3000, 100.0 / 3.0), (3, 4000, 75.0)],
+        ),
     ];
     let reports = [
         by_measure(&indicators(&server, CY).await),
@@ -243,7 +287,11 @@ async fn indicator_values_match_the_hand_computed_fixture(backend: Backend) {
         for (i, (num, den, score)) in values.iter().enumerate() {
             let got = reports[i][measure];
             assert_eq!((got.0, got.1), (*num, *den), "{measure} at #{i}");
-            assert!(close(got.2, *score), "{measure} at #{i}: {:?} != {score}", got.2);
+            assert!(
+                close(got.2, *score),
+                "{measure} at #{i}: {:?} != {score}",
+                got.2
+            );
         }
     }
 
@@ -256,7 +304,10 @@ async fn indicator_values_match_the_hand_computed_fixture(backend: Backend) {
     let r = &bundle["entry"][0]["resource"];
     assert_eq!(r["status"], "complete");
     assert_eq!(r["type"], "summary");
-    assert_eq!(r["period"], json!({"start": "2026-10-01", "end": "2026-10-31"}));
+    assert_eq!(
+        r["period"],
+        json!({"start": "2026-10-01", "end": "2026-10-31"})
+    );
     assert_eq!(r["subject"]["identifier"]["value"], BJ);
 }
 
@@ -265,7 +316,12 @@ async fn reports_are_stored_once_and_scoped(backend: Backend) {
     seed(&server).await;
     for _ in 0..2 {
         let reply = server
-            .send(reqwest::Method::POST, "$indicators?division=110105&period=2026-10", None, &[])
+            .send(
+                reqwest::Method::POST,
+                "$indicators?division=110105&period=2026-10",
+                None,
+                &[],
+            )
             .await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     }
@@ -277,7 +333,10 @@ async fn reports_are_stored_once_and_scoped(backend: Backend) {
         .get("MeasureReport?identifier=urn:phip:indicator|ehr-coverage-110105-2026-10")
         .await;
     assert_eq!(one.entries().len(), 1);
-    assert_eq!(one.entries()[0]["measure"], "https://phip.cn/fhir/Measure/ehr-coverage");
+    assert_eq!(
+        one.entries()[0]["measure"],
+        "https://phip.cn/fhir/Measure/ehr-coverage"
+    );
 
     // A district-bound token sees its own district (its default), not its neighbour's.
     let haidian = format!(
@@ -290,7 +349,12 @@ async fn reports_are_stored_once_and_scoped(backend: Backend) {
         })
     );
     let own = server
-        .send(reqwest::Method::GET, "$indicators?period=2026-10", None, &[("authorization", &haidian)])
+        .send(
+            reqwest::Method::GET,
+            "$indicators?period=2026-10",
+            None,
+            &[("authorization", &haidian)],
+        )
         .await;
     assert_eq!(own.status, StatusCode::OK, "{}", own.body);
     assert_eq!(by_measure(&own.body)["ehr-coverage"].0, 6);
@@ -303,7 +367,10 @@ async fn reports_are_stored_once_and_scoped(backend: Backend) {
         )
         .await;
     assert_outcome(&other, 403);
-    for bad in ["$indicators?division=11&period=2026-10", "$indicators?division=110105&period=2026-13"] {
+    for bad in [
+        "$indicators?division=11&period=2026-10",
+        "$indicators?division=110105&period=2026-13",
+    ] {
         assert_outcome(&server.get(bad).await, 400);
     }
 }

@@ -57,23 +57,37 @@ async fn outbreak_raises_alerts_and_flat_series_none(backend: Backend) {
         .sum::<u64>()
         - u64::from(public_health::steady(public_health::HISTORY_DAYS))
         + u64::from(public_health::OUTBREAK_CASES);
-    assert_eq!(param(&report, "cases").unwrap()["valueInteger"], expected_cases);
+    assert_eq!(
+        param(&report, "cases").unwrap()["valueInteger"],
+        expected_cases
+    );
     assert_eq!(param(&report, "unplaced").unwrap()["valueInteger"], 0);
     let found = alerts(&report);
     assert!(!found.is_empty(), "the outbreak raised no alert: {report}");
     for a in &found {
-        assert_eq!(a["division"], OUTBREAK, "only the outbreak district alarms: {report}");
+        assert_eq!(
+            a["division"], OUTBREAK,
+            "only the outbreak district alarms: {report}"
+        );
         assert_eq!(a["disease"], "ILI");
         assert_eq!(a["observed"].as_f64(), Some(15.0));
         assert_eq!(a["created"], true);
     }
-    let methods: Vec<&str> = found.iter().map(|a| a["method"].as_str().unwrap()).collect();
-    assert!(methods.contains(&"C2") && methods.contains(&"CUSUM"), "{methods:?}");
+    let methods: Vec<&str> = found
+        .iter()
+        .map(|a| a["method"].as_str().unwrap())
+        .collect();
+    assert!(
+        methods.contains(&"C2") && methods.contains(&"CUSUM"),
+        "{methods:?}"
+    );
     // The explanation states observed, baseline and threshold.
     let c2 = found.iter().find(|a| a["method"] == "C2").unwrap();
     let text = c2["explanation"].as_str().unwrap();
     assert!(
-        text.contains("15 cases") && text.contains("baseline mean 2.") && text.contains("upper bound"),
+        text.contains("15 cases")
+            && text.contains("baseline mean 2.")
+            && text.contains("upper bound"),
         "{text}"
     );
     let threshold = c2["threshold"].as_f64().unwrap();
@@ -116,7 +130,12 @@ async fn outbreak_raises_alerts_and_flat_series_none(backend: Backend) {
 async fn run_checks_date_and_scope(backend: Backend) {
     let server = TestServer::start_on(backend).await;
     let reply = server
-        .send(reqwest::Method::POST, "$surveillance-run?date=20261020", None, &[])
+        .send(
+            reqwest::Method::POST,
+            "$surveillance-run?date=20261020",
+            None,
+            &[],
+        )
         .await;
     assert_outcome(&reply, 400);
     for grant in [
@@ -178,7 +197,9 @@ async fn alert_is_pushed_through_subscriptions(backend: Backend) {
         None,
     )
     .with_subscriptions(subscriptions.clone());
-    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let api_address = api.local_addr().expect("address");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
@@ -191,7 +212,9 @@ async fn alert_is_pushed_through_subscriptions(backend: Backend) {
     let mut server = TestServer::start_without_auth().await;
     server.base = format!("http://{api_address}/fhir");
     let got: Arc<Mutex<Vec<Value>>> = Arc::default();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let address = listener.local_addr().expect("address");
     let app = axum::Router::new()
         .route(

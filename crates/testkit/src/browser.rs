@@ -80,7 +80,9 @@ impl Browser {
             if std::env::var(REQUIRE_BROWSER_ENV).as_deref() == Ok("1") {
                 panic!("{REQUIRE_BROWSER_ENV}=1 but no Chromium found (apt-get install chromium)");
             }
-            eprintln!("NOTICE: skipping browser test: Chromium not installed (apt-get install chromium)");
+            eprintln!(
+                "NOTICE: skipping browser test: Chromium not installed (apt-get install chromium)"
+            );
             return None;
         };
         Some(Self::start(&binary, width, height).await)
@@ -150,7 +152,10 @@ impl Browser {
                 json!({"targetId": target_id, "flatten": true}),
             )
             .await;
-        browser.session = attached["sessionId"].as_str().expect("sessionId").to_owned();
+        browser.session = attached["sessionId"]
+            .as_str()
+            .expect("sessionId")
+            .to_owned();
         for method in ["Page.enable", "Network.enable", "Runtime.enable"] {
             browser.command(method, json!({})).await;
         }
@@ -178,8 +183,12 @@ impl Browser {
             .expect("send to DevTools");
         let wait = async {
             while let Some(frame) = self.ws.next().await {
-                let Ok(Message::Text(text)) = frame else { continue };
-                let Ok(reply) = serde_json::from_str::<Value>(text.as_str()) else { continue };
+                let Ok(Message::Text(text)) = frame else {
+                    continue;
+                };
+                let Ok(reply) = serde_json::from_str::<Value>(text.as_str()) else {
+                    continue;
+                };
                 if reply["id"].as_u64() == Some(id) {
                     if let Some(error) = reply.get("error") {
                         panic!("DevTools {method} failed: {error}");

@@ -44,7 +44,10 @@ fn condition(patient: &str, onset: NaiveDate, verification: &str) -> Value {
 fn uuid() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
-    format!("00000000-0000-4000-8000-{:012}", NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "00000000-0000-4000-8000-{:012}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A resident of `district`.
@@ -75,7 +78,11 @@ pub fn outbreak_bundle() -> Value {
     let first = day() - Days::new(HISTORY_DAYS);
     for i in 0..=HISTORY_DAYS {
         let d = first + Days::new(i);
-        let outbreak_count = if d == day() { OUTBREAK_CASES } else { steady(i) };
+        let outbreak_count = if d == day() {
+            OUTBREAK_CASES
+        } else {
+            steady(i)
+        };
         for _ in 0..outbreak_count {
             entries.push(condition(a, d, "confirmed"));
         }
