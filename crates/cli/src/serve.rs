@@ -69,6 +69,9 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         )
         .context("starting the subscription dispatcher")?
     };
+    let surveillance = phip_server::public_health::load_surveillance_config(&settings.data_dir)
+        .map_err(anyhow::Error::msg)?;
+    let surveillance_engine = engine.clone();
     let state = AppState::new(
         engine,
         ServerConfig {
@@ -84,10 +87,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     ))
     .with_bulk_export(exporter.clone())
     .with_subscriptions(subscriptions.clone())
-    .with_surveillance_config(
-        phip_server::public_health::load_surveillance_config(&settings.data_dir)
-            .map_err(anyhow::Error::msg)?,
-    );
+    .with_surveillance_config(surveillance.clone());
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&settings.listen)
             .await
@@ -103,6 +103,11 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
+        let daily_surveillance = phip_server::public_health::spawn_daily_surveillance(
+            surveillance_engine,
+            Arc::new(surveillance),
+            base.clone(),
+        );
         let (mllp_stop, mllp_task) = match &settings.mllp {
             Some(mllp_address) => {
                 let mllp_listener = tokio::net::TcpListener::bind(mllp_address)
@@ -140,6 +145,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
                 tracing::warn!(%error, "the MLLP listener stopped with an error");
             }
         }
+        // A daily run cut short can be repeated with $surveillance-run (alerts are idempotent).
+        daily_surveillance.abort();
         // Undelivered notifications stay pending in the store's history and the saved cursors.
         subscriptions.shutdown().await;
         // Running exports stop at their next checkpoint and resume at the next start.

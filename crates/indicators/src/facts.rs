@@ -452,3 +452,76 @@ fn bp_controlled(o: &Value) -> Option<bool> {
     }
     any.then_some(ok)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::measures::Measure;
+
+    fn facts() -> Facts {
+        let mut f = Facts::default();
+        // Two counties of 深圳 (440300) and one of 广州 (440100), with 深圳 and 广东 Groups too.
+        for (code, n) in [
+            ("440304", 1_000),
+            ("440305", 3_000),
+            ("440300", 9_999),
+            ("440103", 2_000),
+        ] {
+            f.populations.insert(code.to_string(), n);
+        }
+        f.add("ehr-coverage", "440304", 10, 0);
+        f.add("ehr-coverage", "440305", 30, 0);
+        f.add("ehr-coverage", "440103", 5, 0);
+        f.add("referral-completion", "440304", 1, 4);
+        f.add("referral-completion", "440305", 9, 10);
+        f
+    }
+
+    #[test]
+    fn population_is_own_group_else_nearest_groups_below() {
+        let f = facts();
+        assert_eq!(f.population("440304"), Some(1_000));
+        // 深圳 has its own census figure; it wins over the sum of its districts.
+        assert_eq!(f.population("440300"), Some(9_999));
+        // 广东 has none: the nearest Groups below are 深圳's and 440103's, not the districts.
+        assert_eq!(f.population("440000"), Some(9_999 + 2_000));
+        assert_eq!(f.population("110000"), None);
+    }
+
+    #[test]
+    fn roll_up_sums_numerators_and_denominators_never_rates() {
+        let f = facts();
+        let referral = Measure::by_id("referral-completion").unwrap();
+        // 1/4 and 9/10: the province is 10/14, not the mean of 25% and 90%.
+        let r = f.ratio(referral, "440000");
+        assert_eq!((r.numerator, r.denominator), (10, 14));
+        assert!((r.score(referral.scoring).unwrap() - 10.0 / 14.0).abs() < 1e-12);
+        let coverage = Measure::by_id("ehr-coverage").unwrap();
+        let r = f.ratio(coverage, "440300");
+        assert_eq!((r.numerator, r.denominator), (40, 9_999));
+        assert_eq!(f.ratio(coverage, "310000").score(coverage.scoring), None);
+    }
+
+    #[test]
+    fn incidence_is_per_hundred_thousand() {
+        let r = Ratio {
+            numerator: 3,
+            denominator: 4_000,
+        };
+        assert_eq!(r.score(Scoring::PerHundredThousand), Some(75.0));
+    }
+
+    #[test]
+    fn blood_pressure_control_needs_both_parts_below_limits() {
+        let panel = |s: u32, d: u32| {
+            serde_json::json!({"component": [
+                {"code": {"coding": [{"system": LOINC, "code": SYSTOLIC}]}, "valueQuantity": {"value": s}},
+                {"code": {"coding": [{"system": LOINC, "code": DIASTOLIC}]}, "valueQuantity": {"value": d}},
+            ]})
+        };
+        assert_eq!(bp_controlled(&panel(139, 89)), Some(true));
+        assert_eq!(bp_controlled(&panel(140, 80)), Some(false));
+        assert_eq!(bp_controlled(&panel(120, 90)), Some(false));
+        assert_eq!(bp_controlled(&serde_json::json!({})), None);
+    }
+}

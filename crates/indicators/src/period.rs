@@ -70,3 +70,36 @@ impl Period {
 pub fn fhir_day(text: &str) -> Option<NaiveDate> {
     NaiveDate::parse_from_str(text.get(..10)?, "%Y-%m-%d").ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    #[test]
+    fn months_and_years() {
+        let feb = Period::parse("2028-02").unwrap();
+        assert_eq!((feb.start, feb.end), (d("2028-02-01"), d("2028-02-29")));
+        let dec = Period::parse("2026-12").unwrap();
+        assert_eq!(dec.end, d("2026-12-31"));
+        let year = Period::parse("2026").unwrap();
+        assert_eq!((year.start, year.end), (d("2026-01-01"), d("2026-12-31")));
+        for bad in ["2026-13", "26-01", "2026-1", "", "2026-10-01"] {
+            assert!(Period::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(Period::month_of(d("2026-10-20")).label, "2026-10");
+    }
+
+    #[test]
+    fn overlaps_with_open_ends() {
+        let oct = Period::parse("2026-10").unwrap();
+        assert!(oct.overlaps(None, None));
+        assert!(oct.overlaps(Some(d("2026-10-31")), None));
+        assert!(oct.overlaps(None, Some(d("2026-10-01"))));
+        assert!(!oct.overlaps(Some(d("2026-11-01")), None));
+        assert!(!oct.overlaps(None, Some(d("2026-09-30"))));
+    }
+}

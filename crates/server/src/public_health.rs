@@ -173,13 +173,25 @@ fn ingest_items(
 
 /// Writes one chunk as a transaction of conditional creates; if the transaction as a whole
 /// is refused (a business rule rejecting one entry), re-runs it as a batch so each entry
-/// succeeds or fails on its own.
+/// succeeds or fails on its own. Values already stored are found first with one search for
+/// the whole chunk, so retried submissions cost a single query; the conditional create still
+/// guards the values that were new at that moment against a concurrent submission.
 fn write_chunk(
     engine: &Engine,
     ctx: &RequestContext,
     chunk: &[(usize, String, Value)],
     tally: &mut IngestTally,
 ) -> FhirResult<()> {
+    let stored = stored_keys(engine, chunk)?;
+    let fresh: Vec<&(usize, String, Value)> = chunk
+        .iter()
+        .filter(|(_, key, _)| !stored.contains(key))
+        .collect();
+    tally.duplicates += (chunk.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    let chunk = fresh;
     let bundle = |kind: &str| {
         let entries: Vec<Value> = chunk
             .iter()
@@ -232,6 +244,33 @@ fn write_chunk(
         }
     }
     Ok(())
+}
+
+/// Which of the chunk's dedupe keys are already stored.
+fn stored_keys(engine: &Engine, chunk: &[(usize, String, Value)]) -> FhirResult<HashSet<String>> {
+    let any_of = chunk
+        .iter()
+        .map(|(_, key, _)| format!("{DEVICE_OBS_SYSTEM}|{key}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut tx = engine.store().begin_read()?;
+    let mut found = HashSet::new();
+    phip_surveillance::source::scan(
+        tx.as_mut(),
+        "Observation",
+        &[("identifier".to_string(), any_of)],
+        |o| {
+            let ids = o.get("identifier").and_then(Value::as_array);
+            for i in ids.into_iter().flatten() {
+                if i.get("system").and_then(Value::as_str) == Some(DEVICE_OBS_SYSTEM) {
+                    if let Some(v) = i.get("value").and_then(Value::as_str) {
+                        found.insert(v.to_string());
+                    }
+                }
+            }
+        },
+    )?;
+    Ok(found)
 }
 
 /// Checks a submitted device Observation and stamps its dedupe identifier; returns the key.
@@ -572,4 +611,51 @@ pub(crate) fn indicator_reports(
         .iter()
         .map(|m| phip_indicators::measure_report(m, code, period, facts.ratio(m, code)))
         .collect())
+}
+
+/// Hour (China Standard Time) of the daily surveillance run.
+pub const DAILY_RUN_HOUR_CST: u32 = 6;
+
+/// Runs the surveillance detectors every day at [`DAILY_RUN_HOUR_CST`]:00 China Standard Time
+/// for the previous (complete) day, as `$surveillance-run` would, logging the outcome. Alerts
+/// are idempotent, so a run that repeats a day a client already ran creates nothing new.
+pub fn spawn_daily_surveillance(
+    engine: std::sync::Arc<Engine>,
+    config: std::sync::Arc<SurveillanceConfig>,
+    base_url: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            let now = Utc::now() + chrono::Duration::hours(8);
+            let today_run = now
+                .date_naive()
+                .and_hms_opt(DAILY_RUN_HOUR_CST, 0, 0)
+                .unwrap_or(now.naive_utc());
+            let next = if now.naive_utc() < today_run {
+                today_run
+            } else {
+                today_run + chrono::Duration::days(1)
+            };
+            let wait = (next - now.naive_utc()).to_std().unwrap_or_default();
+            tokio::time::sleep(wait).await;
+            let day = next.date() - chrono::Duration::days(1);
+            let (engine, config, base) = (engine.clone(), config.clone(), base_url.clone());
+            let result = tokio::task::spawn_blocking(move || {
+                phip_surveillance::run::run(&engine, &config, day, &base)
+            })
+            .await;
+            match result {
+                Ok(Ok(report)) => tracing::info!(
+                    %day,
+                    cases = report.cases,
+                    unplaced = report.unplaced,
+                    alerts = report.alerts.len(),
+                    new_alerts = report.alerts.iter().filter(|a| a.created).count(),
+                    "daily surveillance run"
+                ),
+                Ok(Err(e)) => tracing::error!(%day, error = ?e, "daily surveillance run failed"),
+                Err(e) => tracing::error!(%day, error = %e, "daily surveillance run panicked"),
+            }
+        }
+    })
 }

@@ -307,3 +307,55 @@ on_both_backends!(
     run_checks_date_and_scope,
     alert_is_pushed_through_subscriptions,
 );
+
+/// Scale figure, not a test: `cargo test -p phip-server --test surveillance -- --ignored
+/// --nocapture surveillance_run_scale`. Stores 100,000 case reports (50 districts × 2,000)
+/// on SQLite and times one `$surveillance-run` and one `$indicators` call over them.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore]
+async fn surveillance_run_scale() {
+    let server = TestServer::start_on(Backend::Sqlite).await;
+    let districts: Vec<String> = (1..=50).map(|i| format!("4403{:02}", i)).collect();
+    let started = std::time::Instant::now();
+    for (n, district) in districts.iter().enumerate() {
+        let patient = format!("urn:uuid:bbbbbbbb-0000-4000-8000-{n:012}");
+        let mut entries = vec![public_health::patient_entry(&patient, district, "测试")];
+        for i in 0..2_000u64 {
+            let onset = day() - Days::new(i % 400);
+            entries.push(json!({
+                "resource": {
+                    "resourceType": "Condition",
+                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "J11.1"}]},
+                    "subject": {"reference": patient},
+                    "onsetDateTime": onset.to_string(),
+                },
+                "request": {"method": "POST", "url": "Condition"}
+            }));
+        }
+        let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+        let reply = server.post("", &bundle).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    println!(
+        "stored 100,000 Conditions in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+    let started = std::time::Instant::now();
+    let report = run(&server, DAY).await;
+    println!(
+        "$surveillance-run: {} cases, {} series, {} alerts in {:.2}s",
+        param(&report, "cases").unwrap()["valueInteger"],
+        param(&report, "series").unwrap()["valueInteger"],
+        param(&report, "alerts").unwrap()["valueInteger"],
+        started.elapsed().as_secs_f64()
+    );
+    let started = std::time::Instant::now();
+    let reply = server
+        .get("$indicators?division=440300&period=2026-10")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    println!(
+        "$indicators over them: {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+}
