@@ -246,30 +246,36 @@ fn write_chunk(
     Ok(())
 }
 
+/// Identifiers per pre-check search: each is an OR term of the query, and long OR chains hit
+/// the databases' expression limits.
+const PRECHECK: usize = 50;
+
 /// Which of the chunk's dedupe keys are already stored.
 fn stored_keys(engine: &Engine, chunk: &[(usize, String, Value)]) -> FhirResult<HashSet<String>> {
-    let any_of = chunk
-        .iter()
-        .map(|(_, key, _)| format!("{DEVICE_OBS_SYSTEM}|{key}"))
-        .collect::<Vec<_>>()
-        .join(",");
     let mut tx = engine.store().begin_read()?;
     let mut found = HashSet::new();
-    phip_surveillance::source::scan(
-        tx.as_mut(),
-        "Observation",
-        &[("identifier".to_string(), any_of)],
-        |o| {
-            let ids = o.get("identifier").and_then(Value::as_array);
-            for i in ids.into_iter().flatten() {
-                if i.get("system").and_then(Value::as_str) == Some(DEVICE_OBS_SYSTEM) {
-                    if let Some(v) = i.get("value").and_then(Value::as_str) {
-                        found.insert(v.to_string());
+    for part in chunk.chunks(PRECHECK) {
+        let any_of = part
+            .iter()
+            .map(|(_, key, _)| format!("{DEVICE_OBS_SYSTEM}|{key}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        phip_surveillance::source::scan(
+            tx.as_mut(),
+            "Observation",
+            &[("identifier".to_string(), any_of)],
+            |o| {
+                let ids = o.get("identifier").and_then(Value::as_array);
+                for i in ids.into_iter().flatten() {
+                    if i.get("system").and_then(Value::as_str) == Some(DEVICE_OBS_SYSTEM) {
+                        if let Some(v) = i.get("value").and_then(Value::as_str) {
+                            found.insert(v.to_string());
+                        }
                     }
                 }
-            }
-        },
-    )?;
+            },
+        )?;
+    }
     Ok(found)
 }
 

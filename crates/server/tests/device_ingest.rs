@@ -119,23 +119,26 @@ async fn ndjson_values_are_recorded_once(backend: Backend) {
 
 async fn bundle_input_and_bad_requests(backend: Backend) {
     let server = TestServer::start_on(backend).await;
-    let entries: Vec<Value> = (0..5)
+    // More than one write chunk (500) and many pre-check searches.
+    let entries: Vec<Value> = (0..620)
         .map(|i| {
             json!({"resource": heart_rate(
                 "cuff-9",
                 "p2",
-                &format!("2026-10-02T07:0{i}:00+08:00"),
-                json!(60 + i)
+                &format!("2026-10-02T07:{:02}:{:02}+08:00", i / 60, i % 60),
+                json!(60 + i % 7)
             )})
         })
         .collect();
     let bundle = json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
     let reply = server.post("Observation/$ingest", &bundle).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_eq!(count(&reply.body, "created"), 5);
+    assert_eq!(count(&reply.body, "created"), 620, "{}", reply.body);
     let reply = server.post("Observation/$ingest", &bundle).await;
-    assert_eq!(count(&reply.body, "duplicates"), 5);
-    assert_eq!(stored(&server).await, 5);
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(count(&reply.body, "duplicates"), 620, "{}", reply.body);
+    assert_eq!(count(&reply.body, "created"), 0);
+    assert_eq!(stored(&server).await, 620);
 
     // Not a Bundle; and a token that may not create Observations.
     let reply = server
