@@ -127,7 +127,7 @@ fn esc(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-const STYLE: &str = "body{font-family:system-ui,'Noto Sans CJK SC',sans-serif;margin:1.5rem;color:#1b1b1b;background:#fafafa}\
+const STYLE: &str = "body{font-family:system-ui,'Noto Sans CJK SC','WenQuanYi Micro Hei',sans-serif;margin:1.5rem;color:#1b1b1b;background:#fafafa}\
 h1{font-size:1.4rem}h2{font-size:1.15rem;margin-top:2rem}\
 form{display:flex;gap:1rem;align-items:end;flex-wrap:wrap;margin-bottom:1rem}\
 label{display:flex;flex-direction:column;font-size:.85rem}input{font-size:1rem;padding:.3rem}\
@@ -320,7 +320,7 @@ fn render(
 
 /// A bar chart of daily counts with alert markers, its text alternative and data table.
 fn chart(disease: &str, label: &str, s: &DailySeries, alerts: &[&StoredAlert]) -> String {
-    let (w, h, left, bottom, top) = (760.0_f64, 220.0_f64, 40.0_f64, 30.0_f64, 20.0_f64);
+    let (w, h, left, bottom, top) = (1100.0_f64, 220.0_f64, 40.0_f64, 30.0_f64, 20.0_f64);
     let max = s.counts().iter().copied().max().unwrap_or(0).max(1) as f64;
     let n = s.len().max(1) as f64;
     let step = (w - left - 10.0) / n;
@@ -331,7 +331,7 @@ fn chart(disease: &str, label: &str, s: &DailySeries, alerts: &[&StoredAlert]) -
     let _ = write!(
         svg,
         "<figure aria-labelledby=\"{id}-cap\"><figcaption id=\"{id}-cap\"><strong>{}</strong></figcaption>\
-         <svg id=\"{id}\" role=\"img\" aria-labelledby=\"{id}-t {id}-d\" viewBox=\"0 0 {w} {h}\" width=\"{w}\" height=\"{h}\" xmlns=\"http://www.w3.org/2000/svg\">\
+         <svg id=\"{id}\" role=\"img\" aria-labelledby=\"{id}-t {id}-d\" viewBox=\"0 0 {w} {h}\" width=\"100%\" style=\"max-width:{w}px\" xmlns=\"http://www.w3.org/2000/svg\">\
          <title id=\"{id}-t\">{} 每日病例 / daily cases</title>\
          <desc id=\"{id}-d\">{} – {}: {total} 例 / cases, 最多 / max {} 例 per day, {} 个预警 / alerts</desc>\
          <line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#555\"/>\

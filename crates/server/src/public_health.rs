@@ -173,25 +173,14 @@ fn ingest_items(
 
 /// Writes one chunk as a transaction of conditional creates; if the transaction as a whole
 /// is refused (a business rule rejecting one entry), re-runs it as a batch so each entry
-/// succeeds or fails on its own. Values already stored are found first with one search for
-/// the whole chunk, so retried submissions cost a single query; the conditional create still
-/// guards the values that were new at that moment against a concurrent submission.
+/// succeeds or fails on its own. (Finding stored values first with one OR-search per 50 lines
+/// was measured slower than the per-entry conditional search on both backends.)
 fn write_chunk(
     engine: &Engine,
     ctx: &RequestContext,
     chunk: &[(usize, String, Value)],
     tally: &mut IngestTally,
 ) -> FhirResult<()> {
-    let stored = stored_keys(engine, chunk)?;
-    let fresh: Vec<&(usize, String, Value)> = chunk
-        .iter()
-        .filter(|(_, key, _)| !stored.contains(key))
-        .collect();
-    tally.duplicates += (chunk.len() - fresh.len()) as u64;
-    if fresh.is_empty() {
-        return Ok(());
-    }
-    let chunk = fresh;
     let bundle = |kind: &str| {
         let entries: Vec<Value> = chunk
             .iter()
@@ -244,39 +233,6 @@ fn write_chunk(
         }
     }
     Ok(())
-}
-
-/// Identifiers per pre-check search: each is an OR term of the query, and long OR chains hit
-/// the databases' expression limits.
-const PRECHECK: usize = 50;
-
-/// Which of the chunk's dedupe keys are already stored.
-fn stored_keys(engine: &Engine, chunk: &[(usize, String, Value)]) -> FhirResult<HashSet<String>> {
-    let mut tx = engine.store().begin_read()?;
-    let mut found = HashSet::new();
-    for part in chunk.chunks(PRECHECK) {
-        let any_of = part
-            .iter()
-            .map(|(_, key, _)| format!("{DEVICE_OBS_SYSTEM}|{key}"))
-            .collect::<Vec<_>>()
-            .join(",");
-        phip_surveillance::source::scan(
-            tx.as_mut(),
-            "Observation",
-            &[("identifier".to_string(), any_of)],
-            |o| {
-                let ids = o.get("identifier").and_then(Value::as_array);
-                for i in ids.into_iter().flatten() {
-                    if i.get("system").and_then(Value::as_str) == Some(DEVICE_OBS_SYSTEM) {
-                        if let Some(v) = i.get("value").and_then(Value::as_str) {
-                            found.insert(v.to_string());
-                        }
-                    }
-                }
-            },
-        )?;
-    }
-    Ok(found)
 }
 
 /// Checks a submitted device Observation and stamps its dedupe identifier; returns the key.
