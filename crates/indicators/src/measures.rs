@@ -39,6 +39,47 @@ impl Measure {
         format!("{MEASURE_BASE}/{}", self.id)
     }
 
+    /// The definition as a FHIR R4 `Measure` resource (status active, scoring proportion or
+    /// ratio, the numerator and denominator definitions as population descriptions), so the
+    /// canonical URL the MeasureReports cite resolves on the server.
+    pub fn to_resource(&self) -> serde_json::Value {
+        let scoring = match self.scoring {
+            Scoring::Proportion => "proportion",
+            Scoring::PerHundredThousand => "ratio",
+        };
+        let population = |code: &str, description: &str| {
+            serde_json::json!({
+                "code": {"coding": [{
+                    "system": "http://terminology.hl7.org/CodeSystem/measure-population",
+                    "code": code,
+                }]},
+                "description": description,
+                "criteria": {"language": "text/plain", "expression": description},
+            })
+        };
+        serde_json::json!({
+            "resourceType": "Measure",
+            "url": self.url(),
+            "name": self.id.replace('-', "_"),
+            "title": format!("{} / {}", self.name_en, self.name_zh),
+            "status": "active",
+            "publisher": "phip",
+            "description": format!("{}: {} / {}", self.name_en, self.numerator, self.denominator),
+            "scoring": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/measure-scoring",
+                "code": scoring,
+            }]},
+            "improvementNotation": {"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/measure-improvement-notation",
+                "code": if self.higher_is_better { "increase" } else { "decrease" },
+            }]},
+            "group": [{"population": [
+                population("numerator", self.numerator),
+                population("denominator", self.denominator),
+            ]}],
+        })
+    }
+
     /// The measure with id `id`.
     pub fn by_id(id: &str) -> Option<&'static Measure> {
         MEASURES.iter().find(|m| m.id == id)

@@ -473,7 +473,7 @@ pub fn load_surveillance_config(data_dir: &std::path::Path) -> Result<Surveillan
 /// `GET|POST [base]/$indicators?division=CODE&period=YYYY-MM`: the indicators of the
 /// division (the caller's own division when omitted and the token names one) as a
 /// `collection` Bundle of MeasureReports; with `POST` they are also stored (replacing the
-/// reports of the same measure, division and period).
+/// reports of the same measure, division and period), with the `Measure` definitions.
 pub(crate) async fn indicators(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
