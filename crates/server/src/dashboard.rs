@@ -95,10 +95,20 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Principal, Stri
         .next()
         .map(str::to_owned);
     let mut with_bearer = HeaderMap::new();
-    if let Some(token) = cookie_token {
-        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-            with_bearer.insert(header::AUTHORIZATION, v);
+    match cookie_token {
+        Some(token) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+                with_bearer.insert(header::AUTHORIZATION, v);
+            }
         }
+        None if matches!(state.config.auth, crate::auth::AuthMode::Required(_)) => {
+            return Err(
+                "authentication required: send Authorization: Bearer <access token> \
+                        or the token in a phip_token cookie"
+                    .into(),
+            );
+        }
+        None => {}
     }
     crate::auth::authenticate(&state.config.auth, &with_bearer).map_err(|e| diagnostics(&e))
 }

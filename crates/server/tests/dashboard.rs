@@ -128,4 +128,22 @@ async fn dashboard_renders_indicators_and_alert_markers_in_chromium() {
     let png = std::fs::read(&path).expect("screenshot file");
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     println!("dashboard screenshot: {}", path.display());
+
+    // A browser session: no header, the token in a cookie; without either, the 401 page.
+    browser.set_headers(&[]).await;
+    let url = format!(
+        "{}/dashboard?division={OUTBREAK}&period=2026-10",
+        server.root
+    );
+    browser.goto(&url).await;
+    assert_eq!(browser.count(".tile").await, 0);
+    assert!(browser
+        .text("#error")
+        .await
+        .unwrap_or_default()
+        .contains("authentication required"));
+    browser.set_cookie(&server.root, "phip_token", &token).await;
+    browser.goto(&url).await;
+    assert_eq!(browser.count(".tile").await, 6);
+    browser.close().await;
 }

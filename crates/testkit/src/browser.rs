@@ -295,6 +295,17 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Asks Chromium to close and waits (up to 5 s) for it to exit, so its helper processes
+    /// go with it; dropping the browser kills it instead.
+    pub async fn close(mut self) {
+        self.next_id += 1;
+        let message = json!({"id": self.next_id, "method": "Browser.close", "params": {}});
+        let _ = self.ws.send(Message::text(message.to_string())).await;
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
         // kill_on_drop also covers a panic before this point; reap here when we can.
