@@ -96,6 +96,9 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .context("starting the subscription dispatcher")?
     };
     let publisher_engine = engine.clone();
+    let surveillance = phip_server::public_health::load_surveillance_config(&settings.data_dir)
+        .map_err(anyhow::Error::msg)?;
+    let surveillance_engine = engine.clone();
     let state = AppState::new(
         engine,
         ServerConfig {
@@ -118,7 +121,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
     ))
     .with_bulk_export(exporter.clone())
-    .with_subscriptions(subscriptions.clone());
+    .with_subscriptions(subscriptions.clone())
+    .with_surveillance_config(surveillance.clone());
     let state = match &federation {
         Some(federation) => state.with_federation(federation.clone()),
         None => state,
@@ -151,6 +155,11 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
+        let daily_surveillance = phip_server::public_health::spawn_daily_surveillance(
+            surveillance_engine,
+            Arc::new(surveillance),
+            base.clone(),
+        );
         let (mllp_stop, mllp_task) = match &settings.mllp {
             Some(mllp_address) => {
                 let mllp_listener = tokio::net::TcpListener::bind(mllp_address)
@@ -192,6 +201,8 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         if let Some(publisher) = publisher {
             publisher.shutdown().await;
         }
+        // A daily run cut short can be repeated with $surveillance-run (alerts are idempotent).
+        daily_surveillance.abort();
         // Undelivered notifications stay pending in the store's history and the saved cursors.
         subscriptions.shutdown().await;
         // Running exports stop at their next checkpoint and resume at the next start.

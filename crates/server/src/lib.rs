@@ -7,6 +7,7 @@
 mod audit;
 pub mod auth;
 mod bulk;
+mod dashboard;
 mod documents;
 mod federation;
 mod handlers;
@@ -15,6 +16,7 @@ pub mod hl7;
 mod http;
 pub mod metrics;
 mod operations;
+pub mod public_health;
 pub mod signature;
 mod smart;
 mod subscriptions;
@@ -72,6 +74,7 @@ pub struct AppState {
     pub(crate) metrics: Arc<metrics::Metrics>,
     pub(crate) health_codes: Option<Arc<health_code::HealthCodes>>,
     pub(crate) federation: Option<Arc<phip_federation::Federation>>,
+    pub(crate) surveillance: Arc<phip_surveillance::SurveillanceConfig>,
 }
 
 impl AppState {
@@ -94,7 +97,18 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::default()),
             health_codes: None,
             federation: None,
+            surveillance: Arc::new(phip_surveillance::SurveillanceConfig::builtin()),
         }
+    }
+
+    /// Uses this notifiable-disease configuration for surveillance and indicators (the
+    /// built-in one otherwise; see [`public_health::load_surveillance_config`]).
+    pub fn with_surveillance_config(
+        mut self,
+        config: phip_surveillance::SurveillanceConfig,
+    ) -> Self {
+        self.surveillance = Arc::new(config);
+        self
     }
 
     /// Enables bulk export (`$export`) with this export service.
@@ -162,6 +176,12 @@ pub fn router(state: AppState) -> Router {
         .route("/$export-file/{job}/{file}", get(bulk::file))
         .route("/$subscription-websocket", get(subscriptions::websocket))
         .route("/$federation-publish", post(federation::publish))
+        .route("/$surveillance-run", post(public_health::surveillance_run))
+        .route(
+            "/$indicators",
+            get(public_health::indicators).post(public_health::indicators),
+        )
+        .route("/Observation/$ingest", post(public_health::ingest))
         .route(
             "/AuditEvent",
             get(audit::search)
@@ -241,6 +261,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/metadata", get(handlers::metadata))
         .route("/fhir/.well-known/jwks.json", get(health_code::jwks))
         .route("/fhir/.well-known/crl/{file}", get(health_code::crl))
+        .route("/dashboard", get(dashboard::page))
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

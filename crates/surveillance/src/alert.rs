@@ -20,7 +20,7 @@ pub const DISEASE_ID_SYSTEM: &str = "urn:phip:surveillance:disease";
 /// System of the Flag category phip uses for aberration alerts (FHIR's `flag-category` has no
 /// public-health code; its binding is only an example).
 pub const FLAG_CATEGORY_SYSTEM: &str = "urn:phip:surveillance:flag-category";
-/// System of the alert identifier (`disease|division|date|method`), stable across re-runs so a
+/// System of the alert identifier (`disease-division-date-method`), stable across re-runs so a
 /// caller can create the resources conditionally and never twice.
 pub const ALERT_ID_SYSTEM: &str = "urn:phip:surveillance:alert";
 /// FHIR's communication category code system.
@@ -247,10 +247,11 @@ impl Alert {
         })
     }
 
-    /// Stable identifier value: `disease|division|date|method`.
+    /// Stable identifier value: `disease-division-date-method` (no `|`, which FHIR token
+    /// search would need escaped).
     pub fn identifier(&self) -> String {
         format!(
-            "{}|{}|{}|{}",
+            "{}-{}-{}-{}",
             self.disease.id,
             self.division,
             self.date,

@@ -14,7 +14,10 @@
 //! 4. [`alert`] — the signal with its baseline, threshold and parameters, explained in English
 //!    and Chinese, as FHIR R4 `Flag` and `Communication` resources.
 //!
-//! The crate is pure computation: no storage, no transport.
+//! 5. [`source`] and [`run`] — the wiring to stored data: case reports read from the store,
+//!    placed by the patient's residence, detected daily, alerts written idempotently.
+//!
+//! Apart from [`source`] and [`run`], the crate is pure computation: no storage, no transport.
 
 #![warn(missing_docs)]
 
@@ -24,7 +27,9 @@ pub mod config;
 pub mod cusum;
 pub mod detect;
 pub mod ears;
+pub mod run;
 pub mod series;
+pub mod source;
 
 pub use alert::{Alert, AlertMethod, Baseline, Coding, DiseaseLabel, Lang};
 pub use cidars::{CidarsParams, CidarsPoint};

@@ -372,7 +372,7 @@ fn alert_explains_baseline_and_threshold() {
     let a = sample_alert();
     assert_eq!(a.method, AlertMethod::C2);
     assert_eq!(a.date, d("2026-11-20"));
-    assert_eq!(a.identifier(), "HFMD|110105|2026-11-20|C2");
+    assert_eq!(a.identifier(), "HFMD-110105-2026-11-20-C2");
     assert_eq!(
         a.explanation(Lang::En),
         "C2: 7 cases of Hand, foot and mouth disease on 2026-11-20 in 110105 exceed the upper \

@@ -14,6 +14,11 @@
 //! Where no PostgreSQL binaries are installed the helpers print a loud notice and return
 //! `None`, so tests skip; with `PHIP_REQUIRE_POSTGRES=1` (CI) they panic instead, so that a
 //! missing installation cannot pass as green.
+//!
+//! [`browser::Browser`] is a headless Chromium for browser tests, with the same skip-or-fail
+//! rule (`PHIP_REQUIRE_BROWSER=1`).
+
+pub mod browser;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
