@@ -111,6 +111,30 @@ async fn outbreak_raises_alerts_and_flat_series_none(backend: Backend) {
         .unwrap()
         .contains("基线均值"));
 
+    // Alerts carry their district's tag: a user bound to the flat district sees none of them,
+    // one bound to the outbreak district (or its province) sees all.
+    for (division, expected) in [(FLAT, 0), (OUTBREAK, found.len()), ("110000", found.len())] {
+        let token = format!(
+            "Bearer {}",
+            server.mint(Grant {
+                sub: format!("cdc-{division}"),
+                scope: "user/*.rs".into(),
+                division: Some(division.into()),
+                ..Grant::default()
+            })
+        );
+        let reply = server
+            .send(
+                reqwest::Method::GET,
+                "Flag?identifier=urn:phip:surveillance:alert|",
+                None,
+                &[("authorization", &token)],
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.entries().len(), expected, "{division}");
+    }
+
     // Re-running the day creates nothing new.
     let again = run(&server, DAY).await;
     let again_found = alerts(&again);
@@ -124,7 +148,6 @@ async fn outbreak_raises_alerts_and_flat_series_none(backend: Backend) {
     let quiet = run(&server, &before).await;
     assert!(alerts(&quiet).is_empty(), "flat series alarmed: {quiet}");
     assert_eq!(param(&quiet, "alerts").unwrap()["valueInteger"], 0);
-    let _ = FLAT;
 }
 
 async fn run_checks_date_and_scope(backend: Backend) {
