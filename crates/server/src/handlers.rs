@@ -168,6 +168,7 @@ pub(crate) async fn metadata(
     let base = base_url(&state, &headers);
     let mut statement = state.engine.capability_statement(&base);
     crate::smart::describe_security(&state, &mut statement);
+    crate::capability::declare_operations(&state, &mut statement);
     Ok(fhir_response(
         FhirResponse::with_body(200, statement),
         query.output(),

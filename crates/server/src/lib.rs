@@ -7,6 +7,7 @@
 mod audit;
 pub mod auth;
 mod bulk;
+mod capability;
 mod dashboard;
 mod documents;
 mod federation;

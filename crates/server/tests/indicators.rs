@@ -94,11 +94,39 @@ fn bp_single(patient: &str, at: &str, code: &str, value: u32) -> Value {
         "valueQuantity": {"value": value, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"}})
 }
 
+/// A referral as recorded by a historical import: its ServiceRequest and its Task, already in
+/// its final state (clients must walk the referral state machine; imports may not).
 fn referral(patient: &str, status: &str, authored: &str) -> Value {
-    json!({"resourceType": "Task", "status": status, "intent": "order",
-        "code": {"coding": [{"system": "urn:phip:workflow", "code": "referral"}]},
-        "for": {"reference": format!("Patient/{patient}")},
-        "authoredOn": authored})
+    let request = format!("urn:uuid:{}", uuid::Uuid::new_v4());
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": request, "request": {"method": "POST", "url": "ServiceRequest"},
+         "resource": {"resourceType": "ServiceRequest", "status": "completed",
+            "intent": "order", "subject": {"reference": format!("Patient/{patient}")},
+            "requester": {"reference": "Organization/clinic"},
+            "performer": [{"reference": "Organization/hospital"}]}},
+        {"request": {"method": "POST", "url": "Task"},
+         "resource": {"resourceType": "Task", "status": status, "intent": "order",
+            "code": {"coding": [{"system": "urn:phip:workflow", "code": "referral"}]},
+            "focus": {"reference": request},
+            "for": {"reference": format!("Patient/{patient}")},
+            "requester": {"reference": "Organization/clinic"},
+            "owner": {"reference": "Organization/hospital"},
+            "authoredOn": authored}}
+    ]})
+}
+
+/// Writes a transaction as the server's own import would (an unrestricted principal).
+async fn import(server: &TestServer, bundle: Value) {
+    let engine = server.engine.clone();
+    let base = server.url("");
+    let reply = tokio::task::spawn_blocking(move || {
+        let ctx =
+            phip_engine::RequestContext::new(base, phip_engine::Principal::unrestricted("import"));
+        engine.process_bundle(&ctx, bundle)
+    })
+    .await
+    .expect("join");
+    assert!(reply.is_ok(), "import failed: {reply:?}");
 }
 
 fn population(code: &str, count: u64) -> Value {
@@ -181,12 +209,6 @@ async fn seed(server: &TestServer) {
         bp_panel("c4", "2026-10-20T08:00:00+08:00", 160, 100),
         bp_single("h1", "2026-10-11T08:00:00+08:00", "8480-6", 118),
         bp_single("h1", "2026-10-11T08:00:00+08:00", "8462-4", 76),
-        referral("c1", "completed", "2026-10-02"),
-        referral("c2", "completed", "2026-10-12"),
-        referral("c3", "in-progress", "2026-10-25"),
-        referral("c4", "cancelled", "2026-10-25"),
-        referral("h1", "completed", "2026-10-05"),
-        referral("h2", "completed", "2026-09-05"),
         condition("c1", ICD10, "J10.1", "2026-10-05", "confirmed"),
         condition("c2", ICD10, "J11", "2026-10-06", "confirmed"),
         condition("c3", ICD10, "J11", "2026-10-06", "refuted"),
@@ -195,6 +217,16 @@ async fn seed(server: &TestServer) {
     ];
     for r in resources {
         server.create(&r).await;
+    }
+    for (patient, status, authored) in [
+        ("c1", "completed", "2026-10-02"),
+        ("c2", "completed", "2026-10-12"),
+        ("c3", "in-progress", "2026-10-25"),
+        ("c4", "cancelled", "2026-10-25"),
+        ("h1", "completed", "2026-10-05"),
+        ("h2", "completed", "2026-09-05"),
+    ] {
+        import(server, referral(patient, status, authored)).await;
     }
 }
 
