@@ -234,13 +234,17 @@ async fn an_expired_code_is_refused() {
     assert!(reply.text().await.unwrap().contains("expired"));
 }
 
-/// Submits by running `script` and waits until the browser shows `path`.
+/// Submits by running `script` and waits until the browser has loaded a new document at
+/// `path` (the old document is marked, so staying on the same path is not mistaken for it).
 async fn submit(browser: &mut Browser, script: &str, path: &str) {
+    browser.eval("window.__phipOld = true").await;
     browser.eval(script).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let here = browser.eval("location.pathname + '|' + document.readyState").await;
-        if here.as_str() == Some(&format!("{path}|complete")) {
+        let here = browser
+            .eval("(window.__phipOld ? 'old:' : '') + location.pathname + '|' + document.readyState + ((document.querySelector('#error') || {}).textContent || '')")
+            .await;
+        if here.as_str() == Some(format!("{path}|complete").as_str()) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "never reached {path}: at {here}");

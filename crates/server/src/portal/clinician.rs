@@ -48,6 +48,7 @@ fn person_name(p: &Value) -> String {
 /// `GET /portal/clinic?identifier=…` or `?name=…&birthdate=…`: search forms, results, and the
 /// referral inbox / outbox.
 pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -170,6 +171,7 @@ async fn referrals(state: &AppState, session: &Session, csrf: &str) -> String {
 
 /// `POST /portal/clinic/task` (form `task`, `action` = accept | reject, `reason`, `csrf`).
 pub(crate) async fn task_action(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -203,6 +205,7 @@ pub(crate) async fn task_action(State(state): State<AppState>, headers: HeaderMa
 /// `POST /portal/clinic/scan` (form `code` with the `shc:/…` text, or `image` with the QR
 /// PNG as a data URL): verifies the code and opens the patient.
 pub(crate) async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -259,6 +262,7 @@ pub(crate) async fn scan(State(state): State<AppState>, headers: HeaderMap, body
 
 /// `GET /portal/clinic/patient/{id}`: the cross-institution summary of a person.
 pub(crate) async fn patient(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -292,6 +296,7 @@ pub(crate) async fn patient(State(state): State<AppState>, headers: HeaderMap, P
 /// `GET /portal/clinic/pharmacy?code=…`: a prescription by its access code (or a resident's
 /// ID number), ready to dispense.
 pub(crate) async fn pharmacy(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+    let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -346,6 +351,7 @@ pub(crate) async fn pharmacy(State(state): State<AppState>, headers: HeaderMap, 
 
 /// `POST /portal/clinic/dispense` (form `id`, `csrf`): dispenses once, through `$dispense`.
 pub(crate) async fn dispense(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,

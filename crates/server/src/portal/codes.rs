@@ -200,6 +200,7 @@ pub(crate) async fn issue_endpoint(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let state = super::for_request(&state, &headers);
     let principal = match crate::auth::authenticate(&state.config.auth, &headers) {
         Ok(p) => p,
         Err(e) => return crate::http::error_response(e),
@@ -367,7 +368,8 @@ async fn fhir_if_match(
 }
 
 /// `POST /portal/login` (form `code`): sets the session cookie and opens the home page.
-pub(crate) async fn login(State(state): State<AppState>, body: Bytes) -> Response {
+pub(crate) async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = super::for_request(&state, &headers);
     let fields = form(&body);
     let Some(code) = field(&fields, "code") else {
         return html(StatusCode::BAD_REQUEST, login_html(Some("请输入登录码 / Enter your code")));
@@ -398,6 +400,7 @@ pub(crate) async fn login(State(state): State<AppState>, body: Bytes) -> Respons
 
 /// `POST /portal/logout`: clears the cookie.
 pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = super::for_request(&state, &headers);
     if let Some(session) = Session::from_headers(&state, &headers) {
         if !session.check_csrf(field(&form(&body), "csrf")) {
             return html(StatusCode::FORBIDDEN, login_html(Some("invalid form token")));

@@ -86,6 +86,19 @@ async fn index(axum::extract::State(state): axum::extract::State<AppState>, head
     }
 }
 
+/// The state for one page request: sub-requests see the public base URL the browser used
+/// (so health codes name, and `$verify` trusts, the same issuer as for API clients).
+pub(crate) fn for_request(state: &AppState, headers: &HeaderMap) -> AppState {
+    if state.config.public_base_url.is_some() {
+        return state.clone();
+    }
+    let mut config = (*state.config).clone();
+    config.public_base_url = Some(crate::handlers::base_url(state, headers));
+    let mut state = state.clone();
+    state.config = std::sync::Arc::new(config);
+    state
+}
+
 /// A signed-in person: the session token and what it grants.
 pub(crate) struct Session {
     /// The bearer token sent with every sub-request.
@@ -228,8 +241,9 @@ pub(crate) async fn fhir(
     let Ok(request) = builder.body(payload) else {
         return failed("invalid internal request");
     };
-    let Ok(response) = crate::router(state.clone()).oneshot(request).await else {
-        return failed("internal request failed");
+    let response = match crate::router(state.clone()).oneshot(request).await {
+        Ok(response) => response,
+        Err(never) => match never {},
     };
     let status = response.status().as_u16();
     let Ok(bytes) = axum::body::to_bytes(response.into_body(), MAX_SUBRESPONSE).await else {

@@ -68,6 +68,7 @@ async fn person(
 
 /// `GET /portal/me`.
 pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -271,6 +272,7 @@ fn access_section(accesses: &[Access]) -> String {
 
 /// `POST /portal/me/consent` (form `organization`, `action` = `deny` | `allow`, `csrf`).
 pub(crate) async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
@@ -350,6 +352,7 @@ pub(crate) async fn consent(State(state): State<AppState>, headers: HeaderMap, b
 
 /// `GET /portal/me/health-code.svg`: the resident's health code QR, issued for them.
 pub(crate) async fn health_code(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
         Err(r) => return r,
