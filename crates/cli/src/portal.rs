@@ -54,7 +54,10 @@ pub(crate) fn run(file: &crate::config::FileConfig, args: PortalArgs) -> anyhow:
     let data_dir = crate::config::data_dir(file, store.data_dir.clone());
     let store_config = crate::config::store_config(file, &store);
     let opened = phip_store::open_store(&store_config).context("opening the store")?;
-    let engine = Arc::new(phip_server::platform_engine(opened, EngineConfig::default()));
+    let engine = Arc::new(phip_server::platform_engine(
+        opened,
+        EngineConfig::default(),
+    ));
     let auth = Authenticator::from_data_dir(&data_dir, None, Vec::new())?;
     let state = AppState::new(
         engine,

@@ -39,9 +39,17 @@ fn org_token(server: &TestServer, sub: &str, org: &str) -> String {
     })
 }
 
-async fn call(server: &TestServer, token: &str, method: Method, path: &str, body: Option<&Value>) -> common::Reply {
+async fn call(
+    server: &TestServer,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> common::Reply {
     let bearer = format!("Bearer {token}");
-    server.send(method, path, body, &[("authorization", bearer.as_str())]).await
+    server
+        .send(method, path, body, &[("authorization", bearer.as_str())])
+        .await
 }
 
 async fn create(server: &TestServer, token: &str, resource: Value) -> String {
@@ -51,7 +59,14 @@ async fn create(server: &TestServer, token: &str, resource: Value) -> String {
     reply.body["id"].as_str().unwrap().to_owned()
 }
 
-fn observation(patient: &str, loinc: &str, text: &str, value: f64, unit: &str, date: &str) -> Value {
+fn observation(
+    patient: &str,
+    loinc: &str,
+    text: &str,
+    value: f64,
+    unit: &str,
+    date: &str,
+) -> Value {
     json!({"resourceType": "Observation", "status": "final",
         "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
         "code": {"coding": [{"system": "http://loinc.org", "code": loinc}], "text": text},
@@ -71,7 +86,11 @@ async fn world(server: &TestServer) -> World {
         "name": [{"text": "张秀英"}], "gender": "female", "birthDate": "1962-07-18"});
     let source_a = create(server, &hosp_a, patient.clone()).await;
     let source_b = create(server, &hosp_b, patient).await;
-    let golden = server.get(&format!("Patient?_master=true&identifier={RESIDENT_ID}|{rid}")).await;
+    let golden = server
+        .get(&format!(
+            "Patient?_master=true&identifier={RESIDENT_ID}|{rid}"
+        ))
+        .await;
     assert_eq!(golden.ids().len(), 1, "one person: {}", golden.body);
     let golden = golden.ids()[0].clone();
 
@@ -79,8 +98,24 @@ async fn world(server: &TestServer) -> World {
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
         "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}], "text": "高血压 Hypertension"},
         "subject": {"reference": format!("Patient/{source_a}")}, "recordedDate": "2024-03-02"})).await;
-    for (date, value) in [("2024-03-02", 162.0), ("2024-06-10", 148.0), ("2024-09-20", 136.0)] {
-        create(server, &hosp_a, observation(&source_a, "8480-6", "收缩压 Systolic BP", value, "mm[Hg]", date)).await;
+    for (date, value) in [
+        ("2024-03-02", 162.0),
+        ("2024-06-10", 148.0),
+        ("2024-09-20", 136.0),
+    ] {
+        create(
+            server,
+            &hosp_a,
+            observation(
+                &source_a,
+                "8480-6",
+                "收缩压 Systolic BP",
+                value,
+                "mm[Hg]",
+                date,
+            ),
+        )
+        .await;
     }
     create(server, &hosp_a, json!({"resourceType": "MedicationRequest", "status": "active", "intent": "order",
         "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "C08CA01"}], "text": "氨氯地平 Amlodipine"},
@@ -94,9 +129,22 @@ async fn world(server: &TestServer) -> World {
         "vaccineCode": {"text": "流感疫苗 Influenza vaccine"},
         "patient": {"reference": format!("Patient/{source_b}")}, "occurrenceDateTime": "2025-10-08"})).await;
     for (date, value) in [("2025-01-15", 8.1), ("2025-04-20", 7.2)] {
-        create(server, &hosp_b, observation(&source_b, "4548-4", "糖化血红蛋白 HbA1c", value, "%", date)).await;
+        create(
+            server,
+            &hosp_b,
+            observation(&source_b, "4548-4", "糖化血红蛋白 HbA1c", value, "%", date),
+        )
+        .await;
     }
-    World { hosp_a, hosp_b, clinic_c, golden, source_a, source_b, rid }
+    World {
+        hosp_a,
+        hosp_b,
+        clinic_c,
+        golden,
+        source_a,
+        source_b,
+        rid,
+    }
 }
 
 async fn issue_code(server: &TestServer, request: Value) -> String {
@@ -151,7 +199,12 @@ async fn codes_work_once_and_pages_need_a_session() {
     let server = TestServer::start().await;
     let w = world(&server).await;
     // Without a session every page sends the browser to sign in.
-    for path in ["/portal/me", "/portal/clinic", "/portal/clinic/pharmacy", "/portal"] {
+    for path in [
+        "/portal/me",
+        "/portal/clinic",
+        "/portal/clinic/pharmacy",
+        "/portal",
+    ] {
         let reply = page(&server, "theme=dark", path).await;
         assert_eq!(reply.status(), StatusCode::SEE_OTHER, "{path}");
         assert_eq!(reply.headers()["location"], "/portal/login", "{path}");
@@ -175,40 +228,73 @@ async fn codes_work_once_and_pages_need_a_session() {
     assert_eq!(ok.status(), StatusCode::SEE_OTHER);
     assert_eq!(ok.headers()["location"], "/portal/me");
     let set = ok.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+        "{set}"
+    );
     let cookie = session_cookie(&ok);
     let again = login(&server, &code).await;
-    assert_eq!(again.status(), StatusCode::UNAUTHORIZED, "a code works once");
+    assert_eq!(
+        again.status(),
+        StatusCode::UNAUTHORIZED,
+        "a code works once"
+    );
 
     // The session is bound to the golden record: the page shows both institutions' records.
     let home = page(&server, &cookie, "/portal/me").await;
     assert_eq!(home.status(), StatusCode::OK);
     let body = home.text().await.unwrap();
-    assert!(body.contains("Hypertension") && body.contains("Type 2 diabetes"), "{body}");
+    assert!(
+        body.contains("Hypertension") && body.contains("Type 2 diabetes"),
+        "{body}"
+    );
 
     // A form without the session's anti-forgery token changes nothing.
     let forged = no_redirects()
         .post(format!("{}/portal/me/consent", server.root))
         .header("cookie", &cookie)
-        .form(&[("organization", "hosp-b"), ("action", "deny"), ("csrf", "0000")])
+        .form(&[
+            ("organization", "hosp-b"),
+            ("action", "deny"),
+            ("csrf", "0000"),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
-    let consents = server.get(&format!("Consent?patient=Patient/{}", w.source_b)).await;
+    let consents = server
+        .get(&format!("Consent?patient=Patient/{}", w.source_b))
+        .await;
     assert!(consents.ids().is_empty(), "{}", consents.body);
 
     // Another resident's session does not reach this resident's records.
-    let other = create(&server, &w.hosp_a, json!({"resourceType": "Patient",
+    let other = create(
+        &server,
+        &w.hosp_a,
+        json!({"resourceType": "Patient",
         "identifier": [{"system": RESIDENT_ID, "value": resident_id(DISTRICT, "19900101", "135")}],
-        "name": [{"text": "李明"}], "gender": "male", "birthDate": "1990-01-01"})).await;
+        "name": [{"text": "李明"}], "gender": "male", "birthDate": "1990-01-01"}),
+    )
+    .await;
     let code = issue_code(&server, json!({"patient": other})).await;
     let other_cookie = session_cookie(&login(&server, &code).await);
-    let body = page(&server, &other_cookie, "/portal/me").await.text().await.unwrap();
+    let body = page(&server, &other_cookie, "/portal/me")
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(body.contains("李明"), "{body}");
-    assert!(!body.contains("Hypertension") && !body.contains("张秀英"), "{body}");
+    assert!(
+        !body.contains("Hypertension") && !body.contains("张秀英"),
+        "{body}"
+    );
     // Nor the clinician pages.
-    let clinic = page(&server, &other_cookie, &format!("/portal/clinic/patient/{}", w.golden)).await;
+    let clinic = page(
+        &server,
+        &other_cookie,
+        &format!("/portal/clinic/patient/{}", w.golden),
+    )
+    .await;
     assert_eq!(clinic.status(), StatusCode::SEE_OTHER);
     assert_eq!(clinic.headers()["location"], "/portal/me");
     let _ = (&w.hosp_b, &w.clinic_c, &w.rid);
@@ -220,7 +306,9 @@ async fn an_expired_code_is_refused() {
     let w = world(&server).await;
     let code = issue_code(&server, json!({"patient": w.source_b})).await;
     // Age the stored code past its expiry, as the clock would.
-    let stored = server.get("Basic?identifier=urn:phip:portal:sign-in-code|").await;
+    let stored = server
+        .get("Basic?identifier=urn:phip:portal:sign-in-code|")
+        .await;
     let mut basic = stored.entries()[0].clone();
     for e in basic["extension"].as_array_mut().unwrap() {
         if e["url"] == "urn:phip:portal:expires" {
@@ -228,7 +316,11 @@ async fn an_expired_code_is_refused() {
         }
     }
     let id = basic["id"].as_str().unwrap().to_owned();
-    assert!(server.put(&format!("Basic/{id}"), &basic).await.status.is_success());
+    assert!(server
+        .put(&format!("Basic/{id}"), &basic)
+        .await
+        .status
+        .is_success());
     let reply = login(&server, &code).await;
     assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
     assert!(reply.text().await.unwrap().contains("expired"));
@@ -247,7 +339,10 @@ async fn submit(browser: &mut Browser, script: &str, path: &str) {
         if here.as_str() == Some(format!("{path}|complete").as_str()) {
             return;
         }
-        assert!(tokio::time::Instant::now() < deadline, "never reached {path}: at {here}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached {path}: at {here}"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
@@ -276,21 +371,40 @@ async fn portal_flows_in_chromium() {
     let w = world(&server).await;
 
     // Before the resident acts, hospital B may read hospital A's record of them.
-    let before = call(&server, &w.hosp_b, Method::GET, &format!("Patient/{}", w.source_a), None).await;
+    let before = call(
+        &server,
+        &w.hosp_b,
+        Method::GET,
+        &format!("Patient/{}", w.source_a),
+        None,
+    )
+    .await;
     assert_eq!(before.status, StatusCode::OK, "{}", before.body);
 
     // 1. The resident signs in and sees records from both hospitals, with trends.
     let code = issue_code(&server, json!({"patient": w.source_b})).await;
     sign_in(&mut browser, &server, &code, "/portal/me").await;
-    assert_eq!(browser.text("#patient-name").await.as_deref(), Some("张秀英"));
+    assert_eq!(
+        browser.text("#patient-name").await.as_deref(),
+        Some("张秀英")
+    );
     assert!(browser.count("tr.record[data-holder='hosp-a']").await >= 5);
     assert!(browser.count("tr.record[data-holder='hosp-b']").await >= 4);
     let problems = browser.text("#section-Condition").await.unwrap_or_default();
-    assert!(problems.contains("Hypertension") && problems.contains("Type 2 diabetes"), "{problems}");
-    assert!(browser.count("#trends figure.chart").await >= 2, "BP and HbA1c trends");
+    assert!(
+        problems.contains("Hypertension") && problems.contains("Type 2 diabetes"),
+        "{problems}"
+    );
+    assert!(
+        browser.count("#trends figure.chart").await >= 2,
+        "BP and HbA1c trends"
+    );
     assert_eq!(browser.count("#trends circle.point").await, 5);
     let timeline = browser.text("#timeline").await.unwrap_or_default();
-    assert!(timeline.contains("Influenza vaccine @ hosp-b"), "{timeline}");
+    assert!(
+        timeline.contains("Influenza vaccine @ hosp-b"),
+        "{timeline}"
+    );
     let code_loaded = browser
         .eval("(() => { const i = document.querySelector('#health-code img'); return i.complete && i.naturalWidth > 0; })()")
         .await;
@@ -304,16 +418,36 @@ async fn portal_flows_in_chromium() {
         "/portal/me",
     )
     .await;
-    assert_eq!(browser.count("#denials li.denied[data-org='hosp-b']").await, 1);
-    let after = call(&server, &w.hosp_b, Method::GET, &format!("Patient/{}", w.source_a), None).await;
+    assert_eq!(
+        browser.count("#denials li.denied[data-org='hosp-b']").await,
+        1
+    );
+    let after = call(
+        &server,
+        &w.hosp_b,
+        Method::GET,
+        &format!("Patient/{}", w.source_a),
+        None,
+    )
+    .await;
     assert_eq!(after.status, StatusCode::FORBIDDEN, "{}", after.body);
 
     // 3. Clinic C reads their record; the resident sees that access (and B's refused one).
-    let read = call(&server, &w.clinic_c, Method::GET, &format!("Condition?patient=Patient/{}", w.source_a), None).await;
+    let read = call(
+        &server,
+        &w.clinic_c,
+        Method::GET,
+        &format!("Condition?patient=Patient/{}", w.source_a),
+        None,
+    )
+    .await;
     assert_eq!(read.status, StatusCode::OK, "{}", read.body);
     browser.goto(&format!("{}/portal/me", server.root)).await;
     let log = browser.text("#access-log").await.unwrap_or_default();
-    assert!(log.contains("dr-c") && log.contains("Organization/clinic-c"), "{log}");
+    assert!(
+        log.contains("dr-c") && log.contains("Organization/clinic-c"),
+        "{log}"
+    );
     assert!(log.contains("dr-b"), "{log}");
     shot(&mut browser, "portal-resident-consent-and-access.png").await;
 
@@ -331,7 +465,10 @@ async fn portal_flows_in_chromium() {
         .unwrap()
         .to_vec();
     assert_eq!(&png[..4], b"\x89PNG");
-    let data_url = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+    let data_url = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(&png)
+    );
     let code = issue_code(&server, json!({"practitioner": "dr-c", "organization": "clinic-c", "division": DISTRICT, "role": "clinician"})).await;
     sign_in(&mut browser, &server, &code, "/portal/clinic").await;
     submit(
@@ -340,17 +477,36 @@ async fn portal_flows_in_chromium() {
         &format!("/portal/clinic/patient/{}", w.golden),
     )
     .await;
-    assert_eq!(browser.text("#patient-name").await.as_deref(), Some("张秀英"));
+    assert_eq!(
+        browser.text("#patient-name").await.as_deref(),
+        Some("张秀英")
+    );
     let summary = browser.text("#section-Condition").await.unwrap_or_default();
-    assert!(summary.contains("Hypertension") && summary.contains("Type 2 diabetes"), "{summary}");
+    assert!(
+        summary.contains("Hypertension") && summary.contains("Type 2 diabetes"),
+        "{summary}"
+    );
     shot(&mut browser, "portal-clinician-summary.png").await;
     // The index search by ID number finds the same person.
-    browser.goto(&format!("{}/portal/clinic?identifier={}", server.root, w.rid)).await;
+    browser
+        .goto(&format!(
+            "{}/portal/clinic?identifier={}",
+            server.root, w.rid
+        ))
+        .await;
     assert_eq!(browser.count("#results li.result").await, 1);
 
     // 5. A pharmacist dispenses a released prescription, once.
-    let practitioner = json!({"resourceType": "Practitioner", "id": "dr-a", "name": [{"text": "王医生"}]});
-    let put = call(&server, &w.hosp_a, Method::PUT, "Practitioner/dr-a", Some(&practitioner)).await;
+    let practitioner =
+        json!({"resourceType": "Practitioner", "id": "dr-a", "name": [{"text": "王医生"}]});
+    let put = call(
+        &server,
+        &w.hosp_a,
+        Method::PUT,
+        "Practitioner/dr-a",
+        Some(&practitioner),
+    )
+    .await;
     assert!(put.status.is_success(), "{}", put.body);
     let rx = json!({"resourceType": "MedicationRequest", "status": "draft", "intent": "order",
         "medicationCodeableConcept": {"coding": [{"system": "http://www.whocc.no/atc", "code": "C08CA01"}], "text": "氨氯地平 Amlodipine 5 mg"},
@@ -359,9 +515,23 @@ async fn portal_flows_in_chromium() {
         "dispenseRequest": {"validityPeriod": {"start": "2025-05-01", "end": "2099-12-31"},
             "quantity": {"value": 28, "unit": "tablet", "system": "http://unitsofmeasure.org", "code": "{tbl}"}}});
     let id = create(&server, &w.hosp_a, rx).await;
-    let signed = call(&server, &w.hosp_a, Method::POST, &format!("MedicationRequest/{id}/$sign"), None).await;
+    let signed = call(
+        &server,
+        &w.hosp_a,
+        Method::POST,
+        &format!("MedicationRequest/{id}/$sign"),
+        None,
+    )
+    .await;
     assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.body);
-    let released = call(&server, &w.hosp_a, Method::POST, &format!("MedicationRequest/{id}/$release"), None).await;
+    let released = call(
+        &server,
+        &w.hosp_a,
+        Method::POST,
+        &format!("MedicationRequest/{id}/$release"),
+        None,
+    )
+    .await;
     assert_eq!(released.status, StatusCode::OK, "{}", released.body);
     let access = released.body["identifier"]
         .as_array()
@@ -371,23 +541,51 @@ async fn portal_flows_in_chromium() {
         .to_owned();
     let code = issue_code(&server, json!({"practitioner": "ph-1", "organization": "pharm-1", "division": DISTRICT, "role": "pharmacist"})).await;
     sign_in(&mut browser, &server, &code, "/portal/clinic").await;
-    browser.goto(&format!("{}/portal/clinic/pharmacy?code={access}", server.root)).await;
-    assert_eq!(browser.count(&format!("article.rx[data-id='{id}']")).await, 1);
+    browser
+        .goto(&format!(
+            "{}/portal/clinic/pharmacy?code={access}",
+            server.root
+        ))
+        .await;
+    assert_eq!(
+        browser.count(&format!("article.rx[data-id='{id}']")).await,
+        1
+    );
     shot(&mut browser, "portal-pharmacy-find.png").await;
-    submit(&mut browser, "document.querySelector('article.rx button.dispense').click()", "/portal/clinic/dispense").await;
+    submit(
+        &mut browser,
+        "document.querySelector('article.rx button.dispense').click()",
+        "/portal/clinic/dispense",
+    )
+    .await;
     let done = browser.text("#dispensed").await.unwrap_or_default();
     assert!(done.contains(&id), "{done}");
     shot(&mut browser, "portal-pharmacy-dispensed.png").await;
-    let dispenses = server.get(&format!("MedicationDispense?prescription=MedicationRequest/{id}")).await;
+    let dispenses = server
+        .get(&format!(
+            "MedicationDispense?prescription=MedicationRequest/{id}"
+        ))
+        .await;
     assert_eq!(dispenses.ids().len(), 1, "{}", dispenses.body);
     // The same prescription cannot be dispensed twice.
-    browser.goto(&format!("{}/portal/clinic/pharmacy?code={access}", server.root)).await;
+    browser
+        .goto(&format!(
+            "{}/portal/clinic/pharmacy?code={access}",
+            server.root
+        ))
+        .await;
     if browser.count("article.rx button.dispense").await > 0 {
-        browser.eval("document.querySelector('article.rx button.dispense').click()").await;
+        browser
+            .eval("document.querySelector('article.rx button.dispense').click()")
+            .await;
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         assert!(browser.count("#error").await >= 1 || browser.count("#dispensed").await == 0);
     }
-    let dispenses = server.get(&format!("MedicationDispense?prescription=MedicationRequest/{id}")).await;
+    let dispenses = server
+        .get(&format!(
+            "MedicationDispense?prescription=MedicationRequest/{id}"
+        ))
+        .await;
     assert_eq!(dispenses.ids().len(), 1, "{}", dispenses.body);
     let _ = (&w.source_b,);
     browser.close().await;

@@ -39,15 +39,25 @@ fn person_name(p: &Value) -> String {
         .and_then(Value::as_str)
         .map(str::to_owned)
         .unwrap_or_else(|| {
-            let family = p.pointer("/name/0/family").and_then(Value::as_str).unwrap_or("");
-            let given = p.pointer("/name/0/given/0").and_then(Value::as_str).unwrap_or("");
+            let family = p
+                .pointer("/name/0/family")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let given = p
+                .pointer("/name/0/given/0")
+                .and_then(Value::as_str)
+                .unwrap_or("");
             format!("{family}{given}")
         })
 }
 
 /// `GET /portal/clinic?identifier=…` or `?name=…&birthdate=…`: search forms, results, and the
 /// referral inbox / outbox.
-pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub(crate) async fn home(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
@@ -90,7 +100,9 @@ pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap, RawQ
         (None, Some(n)) => Some(format!(
             "Patient?_master=true&name={}{}",
             enc(n),
-            birthdate.map(|b| format!("&birthdate={}", enc(b))).unwrap_or_default()
+            birthdate
+                .map(|b| format!("&birthdate={}", enc(b)))
+                .unwrap_or_default()
         )),
         _ => None,
     };
@@ -98,7 +110,11 @@ pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap, RawQ
         let found = fhir(&state, &session.token, Method::GET, &search, None, None).await;
         main.push_str("<section aria-labelledby=\"h-results\" id=\"results\"><h2 id=\"h-results\">查找结果 / Results</h2>");
         if !found.ok() {
-            let _ = write!(main, "<p class=\"error\" role=\"alert\">{}</p>", esc(&found.diagnostics()));
+            let _ = write!(
+                main,
+                "<p class=\"error\" role=\"alert\">{}</p>",
+                esc(&found.diagnostics())
+            );
         } else if found.matches().is_empty() {
             main.push_str("<p id=\"no-results\">未找到 / No patient found</p>");
         } else {
@@ -118,7 +134,10 @@ pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap, RawQ
         main.push_str("</section>");
     }
     main.push_str(&referrals(&state, &session, &csrf).await);
-    html(StatusCode::OK, page("医生工作台 / Clinician", &chrome, &main))
+    html(
+        StatusCode::OK,
+        page("医生工作台 / Clinician", &chrome, &main),
+    )
 }
 
 async fn referrals(state: &AppState, session: &Session, csrf: &str) -> String {
@@ -127,11 +146,24 @@ async fn referrals(state: &AppState, session: &Session, csrf: &str) -> String {
     };
     let mut out = String::new();
     for (title, id, query, actionable) in [
-        ("转诊收件箱 / Referral inbox", "inbox", format!("Task?owner=Organization/{}&status=requested", enc(org)), true),
-        ("已发出的转诊 / Referrals sent", "outbox", format!("Task?requester=Organization/{}", enc(org)), false),
+        (
+            "转诊收件箱 / Referral inbox",
+            "inbox",
+            format!("Task?owner=Organization/{}&status=requested", enc(org)),
+            true,
+        ),
+        (
+            "已发出的转诊 / Referrals sent",
+            "outbox",
+            format!("Task?requester=Organization/{}", enc(org)),
+            false,
+        ),
     ] {
         let found = fhir(state, &session.token, Method::GET, &query, None, None).await;
-        let _ = write!(out, "<section aria-labelledby=\"h-{id}\" id=\"{id}\"><h2 id=\"h-{id}\">{title}</h2>");
+        let _ = write!(
+            out,
+            "<section aria-labelledby=\"h-{id}\" id=\"{id}\"><h2 id=\"h-{id}\">{title}</h2>"
+        );
         let tasks = found.matches();
         if !found.ok() || tasks.is_empty() {
             out.push_str("<p class=\"empty\">暂无 / None</p></section>");
@@ -170,7 +202,11 @@ async fn referrals(state: &AppState, session: &Session, csrf: &str) -> String {
 }
 
 /// `POST /portal/clinic/task` (form `task`, `action` = accept | reject, `reason`, `csrf`).
-pub(crate) async fn task_action(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn task_action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
@@ -180,7 +216,10 @@ pub(crate) async fn task_action(State(state): State<AppState>, headers: HeaderMa
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
     let fields = form(&body);
     if !session.check_csrf(field(&fields, "csrf")) {
-        return html(StatusCode::FORBIDDEN, error_page(&chrome, "表单已失效 / The form expired"));
+        return html(
+            StatusCode::FORBIDDEN,
+            error_page(&chrome, "表单已失效 / The form expired"),
+        );
     }
     let task = field(&fields, "task").unwrap_or("");
     let (op, params) = match field(&fields, "action") {
@@ -189,9 +228,22 @@ pub(crate) async fn task_action(State(state): State<AppState>, headers: HeaderMa
             "$reject",
             json!({"resourceType": "Parameters", "parameter": [{"name": "reason", "valueString": field(&fields, "reason").unwrap_or("")}]}),
         ),
-        _ => return html(StatusCode::BAD_REQUEST, error_page(&chrome, "unknown action")),
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                error_page(&chrome, "unknown action"),
+            )
+        }
     };
-    let done = fhir(&state, &session.token, Method::POST, &format!("Task/{}/{op}", enc(task)), Some(&params), None).await;
+    let done = fhir(
+        &state,
+        &session.token,
+        Method::POST,
+        &format!("Task/{}/{op}", enc(task)),
+        Some(&params),
+        None,
+    )
+    .await;
     if done.ok() {
         redirect("/portal/clinic")
     } else {
@@ -204,7 +256,11 @@ pub(crate) async fn task_action(State(state): State<AppState>, headers: HeaderMa
 
 /// `POST /portal/clinic/scan` (form `code` with the `shc:/…` text, or `image` with the QR
 /// PNG as a data URL): verifies the code and opens the patient.
-pub(crate) async fn scan(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn scan(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
@@ -214,12 +270,18 @@ pub(crate) async fn scan(State(state): State<AppState>, headers: HeaderMap, body
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
     let fields = form(&body);
     if !session.check_csrf(field(&fields, "csrf")) {
-        return html(StatusCode::FORBIDDEN, error_page(&chrome, "表单已失效 / The form expired"));
+        return html(
+            StatusCode::FORBIDDEN,
+            error_page(&chrome, "表单已失效 / The form expired"),
+        );
     }
     let code = match (field(&fields, "code"), field(&fields, "image")) {
         (Some(text), _) => text.to_owned(),
         (None, Some(image)) => {
-            let data = image.split_once(";base64,").map(|(_, d)| d).unwrap_or(image);
+            let data = image
+                .split_once(";base64,")
+                .map(|(_, d)| d)
+                .unwrap_or(image);
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(data.trim())
                 .map_err(|e| e.to_string())
@@ -229,17 +291,32 @@ pub(crate) async fn scan(State(state): State<AppState>, headers: HeaderMap, body
                 Err(e) => {
                     return html(
                         StatusCode::BAD_REQUEST,
-                        error_page(&chrome, &format!("无法识别二维码 / Could not read the QR image: {e}")),
+                        error_page(
+                            &chrome,
+                            &format!("无法识别二维码 / Could not read the QR image: {e}"),
+                        ),
                     )
                 }
             }
         }
         (None, None) => {
-            return html(StatusCode::BAD_REQUEST, error_page(&chrome, "请扫描或上传健康码 / Scan or upload a health code"))
+            return html(
+                StatusCode::BAD_REQUEST,
+                error_page(&chrome, "请扫描或上传健康码 / Scan or upload a health code"),
+            )
         }
     };
-    let params = json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": code}]});
-    let verified = fhir(&state, &session.token, Method::POST, "Patient/$verify", Some(&params), None).await;
+    let params =
+        json!({"resourceType": "Parameters", "parameter": [{"name": "code", "valueString": code}]});
+    let verified = fhir(
+        &state,
+        &session.token,
+        Method::POST,
+        "Patient/$verify",
+        Some(&params),
+        None,
+    )
+    .await;
     let subject = verified
         .body
         .get("parameter")
@@ -255,13 +332,23 @@ pub(crate) async fn scan(State(state): State<AppState>, headers: HeaderMap, body
         (true, Some(id)) => redirect(&format!("/portal/clinic/patient/{}", enc(&id))),
         _ => html(
             StatusCode::from_u16(verified.status.max(400)).unwrap_or(StatusCode::BAD_REQUEST),
-            error_page(&chrome, &format!("健康码无效 / The health code was refused: {}", verified.diagnostics())),
+            error_page(
+                &chrome,
+                &format!(
+                    "健康码无效 / The health code was refused: {}",
+                    verified.diagnostics()
+                ),
+            ),
         ),
     }
 }
 
 /// `GET /portal/clinic/patient/{id}`: the cross-institution summary of a person.
-pub(crate) async fn patient(State(state): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+pub(crate) async fn patient(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
@@ -269,7 +356,15 @@ pub(crate) async fn patient(State(state): State<AppState>, headers: HeaderMap, P
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
-    let read = fhir(&state, &session.token, Method::GET, &format!("Patient/{}", enc(&id)), None, None).await;
+    let read = fhir(
+        &state,
+        &session.token,
+        Method::GET,
+        &format!("Patient/{}", enc(&id)),
+        None,
+        None,
+    )
+    .await;
     if !read.ok() {
         return html(
             StatusCode::from_u16(read.status).unwrap_or(StatusCode::BAD_GATEWAY),
@@ -290,12 +385,19 @@ pub(crate) async fn patient(State(state): State<AppState>, headers: HeaderMap, P
         esc(&record.holders().join(", "))
     );
     main.push_str(&render_record(&record));
-    html(StatusCode::OK, page("患者摘要 / Patient summary", &chrome, &main))
+    html(
+        StatusCode::OK,
+        page("患者摘要 / Patient summary", &chrome, &main),
+    )
 }
 
 /// `GET /portal/clinic/pharmacy?code=…`: a prescription by its access code (or a resident's
 /// ID number), ready to dispense.
-pub(crate) async fn pharmacy(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
+pub(crate) async fn pharmacy(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
@@ -314,14 +416,32 @@ pub(crate) async fn pharmacy(State(state): State<AppState>, headers: HeaderMap, 
     );
     if let Some(code) = code {
         let query = if code.len() == 18 && code[..17].bytes().all(|b| b.is_ascii_digit()) {
-            format!("patient={}", enc(&format!("{RESIDENT_ID_SYSTEM}|{}", code.to_ascii_uppercase())))
+            format!(
+                "patient={}",
+                enc(&format!(
+                    "{RESIDENT_ID_SYSTEM}|{}",
+                    code.to_ascii_uppercase()
+                ))
+            )
         } else {
             format!("code={}", enc(code))
         };
-        let found = fhir(&state, &session.token, Method::GET, &format!("MedicationRequest/$find-prescription?{query}"), None, None).await;
+        let found = fhir(
+            &state,
+            &session.token,
+            Method::GET,
+            &format!("MedicationRequest/$find-prescription?{query}"),
+            None,
+            None,
+        )
+        .await;
         main.push_str("<section aria-labelledby=\"h-rx\" id=\"prescriptions\"><h2 id=\"h-rx\">处方 / Prescriptions</h2>");
         if !found.ok() {
-            let _ = write!(main, "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>", esc(&found.diagnostics()));
+            let _ = write!(
+                main,
+                "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+                esc(&found.diagnostics())
+            );
         } else if found.matches().is_empty() {
             main.push_str("<p id=\"no-rx\">未找到可调剂的处方 / No prescription to dispense</p>");
         }
@@ -329,7 +449,13 @@ pub(crate) async fn pharmacy(State(state): State<AppState>, headers: HeaderMap, 
             let id = rx.get("id").and_then(Value::as_str).unwrap_or("");
             let quantity = rx
                 .pointer("/dispenseRequest/quantity")
-                .map(|q| format!("{} {}", q.get("value").map(Value::to_string).unwrap_or_default(), q.get("unit").and_then(Value::as_str).unwrap_or("")))
+                .map(|q| {
+                    format!(
+                        "{} {}",
+                        q.get("value").map(Value::to_string).unwrap_or_default(),
+                        q.get("unit").and_then(Value::as_str).unwrap_or("")
+                    )
+                })
                 .unwrap_or_default();
             let _ = write!(
                 main,
@@ -350,7 +476,11 @@ pub(crate) async fn pharmacy(State(state): State<AppState>, headers: HeaderMap, 
 }
 
 /// `POST /portal/clinic/dispense` (form `id`, `csrf`): dispenses once, through `$dispense`.
-pub(crate) async fn dispense(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn dispense(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
@@ -360,17 +490,31 @@ pub(crate) async fn dispense(State(state): State<AppState>, headers: HeaderMap, 
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
     let fields = form(&body);
     if !session.check_csrf(field(&fields, "csrf")) {
-        return html(StatusCode::FORBIDDEN, error_page(&chrome, "表单已失效 / The form expired"));
+        return html(
+            StatusCode::FORBIDDEN,
+            error_page(&chrome, "表单已失效 / The form expired"),
+        );
     }
     let id = field(&fields, "id").unwrap_or("");
     let params = json!({"resourceType": "Parameters", "parameter": [
         {"name": "pharmacist", "valueReference": {"reference": format!("Practitioner/{}", session.subject)}}
     ]});
-    let done = fhir(&state, &session.token, Method::POST, &format!("MedicationRequest/{}/$dispense", enc(id)), Some(&params), None).await;
+    let done = fhir(
+        &state,
+        &session.token,
+        Method::POST,
+        &format!("MedicationRequest/{}/$dispense", enc(id)),
+        Some(&params),
+        None,
+    )
+    .await;
     if !done.ok() {
         return html(
             StatusCode::from_u16(done.status).unwrap_or(StatusCode::BAD_REQUEST),
-            error_page(&chrome, &format!("调剂失败 / Not dispensed: {}", done.diagnostics())),
+            error_page(
+                &chrome,
+                &format!("调剂失败 / Not dispensed: {}", done.diagnostics()),
+            ),
         );
     }
     let main = format!(

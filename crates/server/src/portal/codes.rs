@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::render::{esc, page, Chrome};
-use super::{field, fhir, form, html, mint, redirect, Session, SESSION_COOKIE};
+use super::{fhir, field, form, html, mint, redirect, Session, SESSION_COOKIE};
 use crate::AppState;
 
 /// Identifier system of a code's hash.
@@ -117,7 +117,15 @@ fn ext(resource: &Value, url: &str) -> Option<String> {
 
 /// The golden record of any Patient record, via the index's `refer` link.
 async fn golden_of(state: &AppState, token: &str, patient: &str) -> Result<String, String> {
-    let read = fhir(state, token, Method::GET, &format!("Patient/{patient}"), None, None).await;
+    let read = fhir(
+        state,
+        token,
+        Method::GET,
+        &format!("Patient/{patient}"),
+        None,
+        None,
+    )
+    .await;
     if !read.ok() {
         return Err(format!("Patient/{patient}: {}", read.diagnostics()));
     }
@@ -152,7 +160,10 @@ pub async fn issue(
         (None, Some(practitioner)) => {
             let role = request.role.as_deref().unwrap_or("clinician");
             if !ROLES.iter().any(|(r, _)| *r == role) {
-                return Err((400, format!("unknown role {role:?}: use clinician or pharmacist")));
+                return Err((
+                    400,
+                    format!("unknown role {role:?}: use clinician or pharmacist"),
+                ));
             }
             let Some(org) = &request.organization else {
                 return Err((400, "a clinician's code needs an organization".into()));
@@ -163,18 +174,16 @@ pub async fn issue(
             extension.push(json!({"url": EXT_ORG, "valueString": org}));
             if let Some(division) = &request.division {
                 if !phip_security::division::is_valid_code(division) {
-                    return Err((400, format!("{division:?} is not a GB/T 2260 division code")));
+                    return Err((
+                        400,
+                        format!("{division:?} is not a GB/T 2260 division code"),
+                    ));
                 }
                 extension.push(json!({"url": EXT_DIVISION, "valueString": division}));
             }
             extension.push(json!({"url": EXT_ROLE, "valueCode": role}));
         }
-        _ => {
-            return Err((
-                400,
-                "name exactly one of patient or practitioner".into(),
-            ))
-        }
+        _ => return Err((400, "name exactly one of patient or practitioner".into())),
     }
     let code = new_code();
     let expires = Utc::now() + chrono::Duration::minutes(CODE_TTL_MINUTES);
@@ -247,7 +256,12 @@ pub(crate) async fn login_page() -> Response {
 
 fn login_html(error: Option<&str>) -> String {
     let alert = error
-        .map(|e| format!("<p class=\"error\" role=\"alert\" id=\"error\">{}</p>", esc(e)))
+        .map(|e| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+                esc(e)
+            )
+        })
         .unwrap_or_default();
     page(
         "登录 / Sign in",
@@ -272,7 +286,10 @@ async fn redeem(state: &AppState, code: &str) -> Result<Grant, String> {
         state,
         &token,
         Method::GET,
-        &format!("Basic?identifier={}", super::enc(&format!("{CODE_HASH_SYSTEM}|{}", hash(code)))),
+        &format!(
+            "Basic?identifier={}",
+            super::enc(&format!("{CODE_HASH_SYSTEM}|{}", hash(code)))
+        ),
         None,
         None,
     )
@@ -352,7 +369,9 @@ async fn fhir_if_match(
         .header(header::HOST, "portal.local")
         .header(header::CONTENT_TYPE, "application/fhir+json")
         .header(header::IF_MATCH, etag)
-        .body(axum::body::Body::from(serde_json::to_vec(body).unwrap_or_default()));
+        .body(axum::body::Body::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        ));
     let status = match request {
         Ok(r) => match crate::router(state.clone()).oneshot(r).await {
             Ok(response) => response.status().as_u16(),
@@ -368,11 +387,18 @@ async fn fhir_if_match(
 }
 
 /// `POST /portal/login` (form `code`): sets the session cookie and opens the home page.
-pub(crate) async fn login(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let fields = form(&body);
     let Some(code) = field(&fields, "code") else {
-        return html(StatusCode::BAD_REQUEST, login_html(Some("请输入登录码 / Enter your code")));
+        return html(
+            StatusCode::BAD_REQUEST,
+            login_html(Some("请输入登录码 / Enter your code")),
+        );
     };
     let grant = match redeem(&state, code).await {
         Ok(g) => g,
@@ -399,11 +425,18 @@ pub(crate) async fn login(State(state): State<AppState>, headers: HeaderMap, bod
 }
 
 /// `POST /portal/logout`: clears the cookie.
-pub(crate) async fn logout(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let state = super::for_request(&state, &headers);
     if let Some(session) = Session::from_headers(&state, &headers) {
         if !session.check_csrf(field(&form(&body), "csrf")) {
-            return html(StatusCode::FORBIDDEN, login_html(Some("invalid form token")));
+            return html(
+                StatusCode::FORBIDDEN,
+                login_html(Some("invalid form token")),
+            );
         }
     }
     let mut response = redirect("/portal/login");

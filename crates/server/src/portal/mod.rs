@@ -78,7 +78,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /portal`: the signed-in person's home, or the sign-in page.
-async fn index(axum::extract::State(state): axum::extract::State<AppState>, headers: HeaderMap) -> Response {
+async fn index(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    headers: HeaderMap,
+) -> Response {
     match Session::from_headers(&state, &headers) {
         Some(s) if s.grant_patient.is_some() => redirect("/portal/me"),
         Some(_) => redirect("/portal/clinic"),
@@ -167,9 +170,9 @@ pub(crate) fn mint(state: &AppState, grant: &Grant) -> Result<String, String> {
             .mint(grant, SESSION_TTL)
             .map(|m| m.token)
             .map_err(|e| e.to_string()),
-        AuthMode::Disabled => Err(
-            "the portal needs authentication: start phip without --no-auth to sign in".into(),
-        ),
+        AuthMode::Disabled => {
+            Err("the portal needs authentication: start phip without --no-auth to sign in".into())
+        }
     }
 }
 
@@ -194,7 +197,10 @@ impl Fhir {
             .into_iter()
             .flatten()
             .filter(|e| {
-                e.pointer("/search/mode").and_then(Value::as_str).unwrap_or("match") == "match"
+                e.pointer("/search/mode")
+                    .and_then(Value::as_str)
+                    .unwrap_or("match")
+                    == "match"
             })
             .filter_map(|e| e.get("resource").cloned())
             .collect()

@@ -17,9 +17,21 @@ use super::{fhir, AppState};
 /// Kinds of record shown, with their section titles and timeline verbs.
 const KINDS: &[(&str, &str, &str)] = &[
     ("Condition", "问题与诊断 / Problems", "诊断 / diagnosed"),
-    ("AllergyIntolerance", "过敏 / Allergies", "记录过敏 / allergy recorded"),
-    ("MedicationRequest", "用药 / Medications", "开具处方 / prescribed"),
-    ("Immunization", "预防接种 / Immunisations", "接种 / immunised"),
+    (
+        "AllergyIntolerance",
+        "过敏 / Allergies",
+        "记录过敏 / allergy recorded",
+    ),
+    (
+        "MedicationRequest",
+        "用药 / Medications",
+        "开具处方 / prescribed",
+    ),
+    (
+        "Immunization",
+        "预防接种 / Immunisations",
+        "接种 / immunised",
+    ),
     ("Encounter", "就诊 / Encounters", "就诊 / visit"),
     ("Observation", "检查检验结果 / Results", "检测 / measured"),
 ];
@@ -39,12 +51,7 @@ pub(crate) struct Record {
 impl Record {
     /// Every institution holding any of the records.
     pub fn holders(&self) -> Vec<String> {
-        let mut out: Vec<String> = self
-            .by_kind
-            .values()
-            .flatten()
-            .filter_map(holder)
-            .collect();
+        let mut out: Vec<String> = self.by_kind.values().flatten().filter_map(holder).collect();
         out.sort();
         out.dedup();
         out
@@ -85,11 +92,16 @@ pub(crate) async fn collect(state: &AppState, sources: &[(String, String)]) -> R
             )
             .await;
             if found.ok() {
-                record.by_kind.entry(kind).or_default().extend(found.matches());
-            } else {
                 record
-                    .problems
-                    .push(format!("{kind} / Patient/{patient}: {}", found.diagnostics()));
+                    .by_kind
+                    .entry(kind)
+                    .or_default()
+                    .extend(found.matches());
+            } else {
+                record.problems.push(format!(
+                    "{kind} / Patient/{patient}: {}",
+                    found.diagnostics()
+                ));
             }
         }
     }
@@ -106,17 +118,20 @@ pub(crate) fn demographics(patient: &Value) -> String {
         .and_then(Value::as_array)
         .and_then(|n| n.first())
         .map(|n| {
-            n.get("text").and_then(Value::as_str).map(str::to_owned).unwrap_or_else(|| {
-                let family = n.get("family").and_then(Value::as_str).unwrap_or("");
-                let given: Vec<&str> = n
-                    .get("given")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                format!("{family}{}", given.join(""))
-            })
+            n.get("text")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+                .unwrap_or_else(|| {
+                    let family = n.get("family").and_then(Value::as_str).unwrap_or("");
+                    let given: Vec<&str> = n
+                        .get("given")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect();
+                    format!("{family}{}", given.join(""))
+                })
         })
         .unwrap_or_default();
     let gender = match patient.get("gender").and_then(Value::as_str) {
@@ -125,7 +140,10 @@ pub(crate) fn demographics(patient: &Value) -> String {
         Some("other") => "其他 / other",
         _ => "未知 / unknown",
     };
-    let birth = patient.get("birthDate").and_then(Value::as_str).unwrap_or("");
+    let birth = patient
+        .get("birthDate")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     format!(
         "<dl class=\"demographics\" id=\"demographics\"><dt>姓名 / Name</dt><dd id=\"patient-name\">{}</dd>\
          <dt>性别 / Sex</dt><dd>{gender}</dd><dt>出生日期 / Born</dt><dd>{}</dd></dl>",
@@ -167,8 +185,17 @@ fn detail(kind: &str, r: &Value) -> String {
             .pointer("/dosageInstruction/0/text")
             .and_then(Value::as_str)
             .map(str::to_owned)
-            .unwrap_or_else(|| r.get("status").and_then(Value::as_str).unwrap_or("").to_owned()),
-        _ => r.get("status").and_then(Value::as_str).unwrap_or("").to_owned(),
+            .unwrap_or_else(|| {
+                r.get("status")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned()
+            }),
+        _ => r
+            .get("status")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
     }
 }
 
@@ -245,7 +272,9 @@ fn trends(record: &Record) -> String {
         shown += 1;
     }
     if shown == 0 {
-        out.push_str("<p class=\"empty\">测量次数不足以显示趋势 / Not enough measurements for a trend</p>");
+        out.push_str(
+            "<p class=\"empty\">测量次数不足以显示趋势 / Not enough measurements for a trend</p>",
+        );
     }
     out.push_str("</section>");
     out

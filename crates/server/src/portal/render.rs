@@ -33,7 +33,10 @@ pub(crate) fn esc(text: &str) -> String {
 
 /// A hidden anti-forgery field.
 pub(crate) fn csrf_field(csrf: &str) -> String {
-    format!("<input type=\"hidden\" name=\"csrf\" value=\"{}\">", esc(csrf))
+    format!(
+        "<input type=\"hidden\" name=\"csrf\" value=\"{}\">",
+        esc(csrf)
+    )
 }
 
 /// A whole page.
@@ -161,7 +164,9 @@ pub(crate) fn observation_value(resource: &Value) -> String {
             .or_else(|| q.get("code"))
             .and_then(Value::as_str)
             .unwrap_or("");
-        return format!("{} {unit}", v.unwrap_or_default()).trim().to_owned();
+        return format!("{} {unit}", v.unwrap_or_default())
+            .trim()
+            .to_owned();
     }
     if let Some(s) = resource.get("valueString").and_then(Value::as_str) {
         return s.to_owned();

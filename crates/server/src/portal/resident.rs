@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::records::{collect, demographics, render as render_record, sources_of};
 use super::render::{csrf_field, error_page, esc, page, Chrome};
-use super::{field, fhir, form, html, mint, redirect, AppState, Session};
+use super::{fhir, field, form, html, mint, redirect, AppState, Session};
 
 const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
 /// Tag on the Consents the portal writes, so withdrawing touches only the resident's own.
@@ -52,7 +52,15 @@ async fn person(
     session: &Session,
     golden: &str,
 ) -> Result<(Value, Vec<(String, String)>), String> {
-    let read = fhir(state, &session.token, Method::GET, &format!("Patient/{golden}"), None, None).await;
+    let read = fhir(
+        state,
+        &session.token,
+        Method::GET,
+        &format!("Patient/{golden}"),
+        None,
+        None,
+    )
+    .await;
     if !read.ok() {
         return Err(read.diagnostics());
     }
@@ -99,11 +107,17 @@ pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap) -> R
     main.push_str(&render_record(&record));
     main.push_str(&consent_section(&csrf, &record.holders(), &denials));
     main.push_str(&access_section(&accesses));
-    html(StatusCode::OK, page("我的健康档案 / My health record", &chrome, &main))
+    html(
+        StatusCode::OK,
+        page("我的健康档案 / My health record", &chrome, &main),
+    )
 }
 
 /// Organisations the resident currently denies, with the Consents that say so.
-async fn active_denials(state: &AppState, sources: &[(String, String)]) -> Vec<(String, Vec<Value>)> {
+async fn active_denials(
+    state: &AppState,
+    sources: &[(String, String)],
+) -> Vec<(String, Vec<Value>)> {
     let mut out: Vec<(String, Vec<Value>)> = Vec::new();
     for (patient, token) in sources {
         let found = fhir(
@@ -147,7 +161,9 @@ fn consent_section(csrf: &str, holders: &[String], denials: &[(String, Vec<Value
          By default, institutions caring for you in your region may see your record; you can refuse any of them.</p>",
     );
     if denials.is_empty() {
-        out.push_str("<p id=\"no-denials\">您未拒绝任何机构 / You have not refused any institution.</p>");
+        out.push_str(
+            "<p id=\"no-denials\">您未拒绝任何机构 / You have not refused any institution.</p>",
+        );
     } else {
         out.push_str("<ul id=\"denials\">");
         for (org, _) in denials {
@@ -205,11 +221,10 @@ async fn access_log(state: &AppState, sources: &[(String, String)], me: &str) ->
         )
         .await;
         for event in found.matches() {
-            let Some(agent) = event
-                .get("agent")
-                .and_then(Value::as_array)
-                .and_then(|a| a.iter().find(|a| a.get("requestor") == Some(&Value::Bool(true))))
-            else {
+            let Some(agent) = event.get("agent").and_then(Value::as_array).and_then(|a| {
+                a.iter()
+                    .find(|a| a.get("requestor") == Some(&Value::Bool(true)))
+            }) else {
                 continue;
             };
             let who = agent
@@ -223,7 +238,11 @@ async fn access_log(state: &AppState, sources: &[(String, String)], me: &str) ->
                 continue;
             }
             out.push(Access {
-                when: event.get("recorded").and_then(Value::as_str).unwrap_or("").to_owned(),
+                when: event
+                    .get("recorded")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_owned(),
                 who,
                 organization: agent
                     .pointer("/extension/0/valueReference/reference")
@@ -271,7 +290,11 @@ fn access_section(accesses: &[Access]) -> String {
 }
 
 /// `POST /portal/me/consent` (form `organization`, `action` = `deny` | `allow`, `csrf`).
-pub(crate) async fn consent(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn consent(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
@@ -281,14 +304,22 @@ pub(crate) async fn consent(State(state): State<AppState>, headers: HeaderMap, b
     let chrome = Chrome::Resident(&csrf);
     let fields = form(&body);
     if !session.check_csrf(field(&fields, "csrf")) {
-        return html(StatusCode::FORBIDDEN, error_page(&chrome, "表单已失效，请重试 / The form expired; try again"));
+        return html(
+            StatusCode::FORBIDDEN,
+            error_page(&chrome, "表单已失效，请重试 / The form expired; try again"),
+        );
     }
     let org = field(&fields, "organization").unwrap_or("");
     let valid_id = !org.is_empty()
         && org.len() <= 64
-        && org.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+        && org
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
     if !valid_id {
-        return html(StatusCode::BAD_REQUEST, error_page(&chrome, "请填写机构编号 / Enter an organisation id"));
+        return html(
+            StatusCode::BAD_REQUEST,
+            error_page(&chrome, "请填写机构编号 / Enter an organisation id"),
+        );
     }
     let (_, sources) = match person(&state, &session, &golden).await {
         Ok(p) => p,
@@ -315,7 +346,15 @@ pub(crate) async fn consent(State(state): State<AppState>, headers: HeaderMap, b
                         "role": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]},
                         "reference": {"reference": format!("Organization/{org}")}}]}
                 });
-                let created = fhir(&state, &token, Method::POST, "Consent", Some(&consent), None).await;
+                let created = fhir(
+                    &state,
+                    &token,
+                    Method::POST,
+                    "Consent",
+                    Some(&consent),
+                    None,
+                )
+                .await;
                 if !created.ok() {
                     failures.push(created.diagnostics());
                 }
@@ -323,30 +362,53 @@ pub(crate) async fn consent(State(state): State<AppState>, headers: HeaderMap, b
         }
         Some("allow") => {
             let denials = active_denials(&state, &sources).await;
-            for consent in denials.iter().filter(|(o, _)| o == org).flat_map(|(_, c)| c) {
+            for consent in denials
+                .iter()
+                .filter(|(o, _)| o == org)
+                .flat_map(|(_, c)| c)
+            {
                 let patient = consent
                     .pointer("/patient/reference")
                     .and_then(Value::as_str)
                     .and_then(|r| r.strip_prefix("Patient/"))
                     .unwrap_or_default();
-                let id = consent.get("id").and_then(Value::as_str).unwrap_or_default();
+                let id = consent
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let Some(token) = source_token(&state, &session, patient, scope) else {
                     continue;
                 };
                 let mut withdrawn = consent.clone();
                 withdrawn["status"] = json!("inactive");
-                let updated = fhir(&state, &token, Method::PUT, &format!("Consent/{id}"), Some(&withdrawn), None).await;
+                let updated = fhir(
+                    &state,
+                    &token,
+                    Method::PUT,
+                    &format!("Consent/{id}"),
+                    Some(&withdrawn),
+                    None,
+                )
+                .await;
                 if !updated.ok() {
                     failures.push(updated.diagnostics());
                 }
             }
         }
-        _ => return html(StatusCode::BAD_REQUEST, error_page(&chrome, "unknown action")),
+        _ => {
+            return html(
+                StatusCode::BAD_REQUEST,
+                error_page(&chrome, "unknown action"),
+            )
+        }
     }
     if failures.is_empty() {
         redirect("/portal/me#consent-h")
     } else {
-        html(StatusCode::BAD_GATEWAY, error_page(&chrome, &failures.join("; ")))
+        html(
+            StatusCode::BAD_GATEWAY,
+            error_page(&chrome, &failures.join("; ")),
+        )
     }
 }
 
@@ -367,7 +429,11 @@ pub(crate) async fn health_code(State(state): State<AppState>, headers: HeaderMa
     )
     .await;
     if !issued.ok() {
-        return (StatusCode::from_u16(issued.status).unwrap_or(StatusCode::BAD_GATEWAY), issued.diagnostics()).into_response();
+        return (
+            StatusCode::from_u16(issued.status).unwrap_or(StatusCode::BAD_GATEWAY),
+            issued.diagnostics(),
+        )
+            .into_response();
     }
     (
         [
