@@ -6,7 +6,7 @@
 mod common;
 
 use base64::Engine as _;
-use common::{resident_id, TestServer};
+use common::{resident_id, Backend, TestServer};
 use phip_security::token::Grant;
 use phip_testkit::browser::{artifacts_dir, Browser};
 use reqwest::{Method, StatusCode};
@@ -194,9 +194,8 @@ async fn page(server: &TestServer, cookie: &str, path: &str) -> reqwest::Respons
         .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn codes_work_once_and_pages_need_a_session() {
-    let server = TestServer::start().await;
+async fn codes_work_once_and_pages_need_a_session(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let w = world(&server).await;
     // Without a session every page sends the browser to sign in.
     for path in [
@@ -300,9 +299,8 @@ async fn codes_work_once_and_pages_need_a_session() {
     let _ = (&w.hosp_b, &w.clinic_c, &w.rid);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_expired_code_is_refused() {
-    let server = TestServer::start().await;
+async fn an_expired_code_is_refused(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
     let w = world(&server).await;
     let code = issue_code(&server, json!({"patient": w.source_b})).await;
     // Age the stored code past its expiry, as the clock would.
@@ -325,6 +323,125 @@ async fn an_expired_code_is_refused() {
     assert_eq!(reply.status(), StatusCode::UNAUTHORIZED);
     assert!(reply.text().await.unwrap().contains("expired"));
 }
+
+/// The anti-forgery token of a rendered page.
+fn csrf_of(html: &str) -> String {
+    let field = "name=\"csrf\" value=\"";
+    let start = html.find(field).expect("csrf field") + field.len();
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+/// The receiving hospital's clinician works the referral inbox: accepts one, rejects one.
+async fn clinician_accepts_and_rejects_referrals(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let w = world(&server).await;
+    let mut tasks = Vec::new();
+    for _ in 0..2 {
+        let focus = create(
+            &server,
+            &w.clinic_c,
+            json!({"resourceType": "ServiceRequest",
+            "status": "active", "intent": "order", "code": {"text": "Cardiology assessment"},
+            "subject": {"reference": format!("Patient/{}", w.source_a)},
+            "requester": {"reference": "Organization/clinic-c"},
+            "performer": [{"reference": "Organization/hosp-a"}]}),
+        )
+        .await;
+        tasks.push(create(&server, &w.clinic_c, json!({"resourceType": "Task",
+            "extension": [{"url": "urn:phip:workflow:referral-direction", "valueCode": "up"}],
+            "status": "requested", "intent": "order",
+            "code": {"coding": [{"system": "urn:phip:workflow", "code": "referral"}], "text": "转诊 Referral"},
+            "focus": {"reference": format!("ServiceRequest/{focus}")},
+            "for": {"reference": format!("Patient/{}", w.source_a)},
+            "requester": {"reference": "Organization/clinic-c"},
+            "owner": {"reference": "Organization/hosp-a"}})).await);
+    }
+    let code = issue_code(
+        &server,
+        json!({"practitioner": "dr-a", "organization": "hosp-a", "division": DISTRICT}),
+    )
+    .await;
+    let cookie = session_cookie(&login(&server, &code).await);
+    let inbox = page(&server, &cookie, "/portal/clinic")
+        .await
+        .text()
+        .await
+        .unwrap();
+    for id in &tasks {
+        assert!(
+            inbox.contains(&format!("class=\"task\" data-id=\"{id}\"")),
+            "{inbox}"
+        );
+    }
+    let csrf = csrf_of(&inbox);
+    let act = |fields: Vec<(&'static str, String)>| {
+        no_redirects()
+            .post(format!("{}/portal/clinic/task", server.root))
+            .header("cookie", &cookie)
+            .form(&fields)
+            .send()
+    };
+    let accepted = act(vec![
+        ("csrf", csrf.clone()),
+        ("task", tasks[0].clone()),
+        ("action", "accept".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        accepted.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        accepted.text().await.unwrap()
+    );
+    let rejected = act(vec![
+        ("csrf", csrf.clone()),
+        ("task", tasks[1].clone()),
+        ("action", "reject".into()),
+        ("reason", "无床位 no bed".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(
+        rejected.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        rejected.text().await.unwrap()
+    );
+    assert_eq!(
+        server.get(&format!("Task/{}", tasks[0])).await.body["status"],
+        "accepted"
+    );
+    assert_eq!(
+        server.get(&format!("Task/{}", tasks[1])).await.body["status"],
+        "rejected"
+    );
+    // Without the form token nothing moves.
+    let forged = act(vec![
+        ("task", tasks[0].clone()),
+        ("action", "reject".into()),
+        ("reason", "x".into()),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Handled referrals leave the inbox.
+    let inbox = page(&server, &cookie, "/portal/clinic")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !inbox.contains(&format!("data-id=\"{}\"", tasks[1])),
+        "{inbox}"
+    );
+}
+
+on_both_backends!(
+    codes_work_once_and_pages_need_a_session,
+    an_expired_code_is_refused,
+    clinician_accepts_and_rejects_referrals
+);
 
 /// Submits by running `script` and waits until the browser has loaded a new document at
 /// `path` (the old document is marked, so staying on the same path is not mistaken for it).
