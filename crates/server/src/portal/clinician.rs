@@ -18,11 +18,11 @@ use super::{enc, fhir, field, form, html, redirect, AppState, Session};
 /// Identifier system of the resident ID card number (GB 11643).
 const RESIDENT_ID_SYSTEM: &str = "urn:oid:2.16.156.10011.1.1";
 
-fn clinician(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+fn clinician(state: &AppState, headers: &HeaderMap) -> Result<Session, &'static str> {
     match Session::from_headers(state, headers) {
         Some(s) if s.grant_patient.is_none() => Ok(s),
-        Some(_) => Err(redirect("/portal/me")),
-        None => Err(redirect("/portal/login")),
+        Some(_) => Err("/portal/me"),
+        None => Err("/portal/login"),
     }
 }
 
@@ -61,7 +61,7 @@ pub(crate) async fn home(
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
@@ -210,7 +210,7 @@ pub(crate) async fn task_action(
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
@@ -264,7 +264,7 @@ pub(crate) async fn scan(
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
@@ -352,7 +352,7 @@ pub(crate) async fn patient(
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
@@ -401,7 +401,7 @@ pub(crate) async fn pharmacy(
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
@@ -484,7 +484,7 @@ pub(crate) async fn dispense(
     let state = super::for_request(&state, &headers);
     let session = match clinician(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));

@@ -22,13 +22,13 @@ const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope"
 /// Tag on the Consents the portal writes, so withdrawing touches only the resident's own.
 const PORTAL_TAG: &str = "urn:phip:portal";
 
-fn resident(state: &AppState, headers: &HeaderMap) -> Result<(Session, String), Response> {
+fn resident(state: &AppState, headers: &HeaderMap) -> Result<(Session, String), &'static str> {
     match Session::from_headers(state, headers) {
         Some(s) => match s.grant_patient.clone() {
             Some(golden) => Ok((s, golden)),
-            None => Err(redirect("/portal/clinic")),
+            None => Err("/portal/clinic"),
         },
-        None => Err(redirect("/portal/login")),
+        None => Err("/portal/login"),
     }
 }
 
@@ -79,7 +79,7 @@ pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap) -> R
     let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Resident(&csrf);
@@ -298,7 +298,7 @@ pub(crate) async fn consent(
     let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let csrf = session.csrf();
     let chrome = Chrome::Resident(&csrf);
@@ -417,7 +417,7 @@ pub(crate) async fn health_code(State(state): State<AppState>, headers: HeaderMa
     let state = super::for_request(&state, &headers);
     let (session, golden) = match resident(&state, &headers) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(to) => return redirect(to),
     };
     let issued = fhir(
         &state,
