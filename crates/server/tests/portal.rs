@@ -437,7 +437,67 @@ async fn clinician_accepts_and_rejects_referrals(backend: Backend) {
     );
 }
 
+/// A refusal written through the portal is enforced by the API, and withdrawing it restores
+/// access.
+async fn resident_refuses_and_allows_again(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let w = world(&server).await;
+    let cookie = session_cookie(
+        &login(
+            &server,
+            &issue_code(&server, json!({"patient": w.source_a})).await,
+        )
+        .await,
+    );
+    let csrf = csrf_of(
+        &page(&server, &cookie, "/portal/me")
+            .await
+            .text()
+            .await
+            .unwrap(),
+    );
+    let consent = |action: &'static str| {
+        no_redirects()
+            .post(format!("{}/portal/me/consent", server.root))
+            .header("cookie", &cookie)
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("organization", "hosp-b"),
+                ("action", action),
+            ])
+            .send()
+    };
+    let path_a = format!("Patient/{}", w.source_a);
+    let read_b = || call(&server, &w.hosp_b, Method::GET, &path_a, None);
+    assert_eq!(read_b().await.status, StatusCode::OK);
+    assert_eq!(
+        consent("deny").await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(read_b().await.status, StatusCode::FORBIDDEN);
+    // One Consent per source record, so B's own record of the resident is covered too.
+    let active = server
+        .get(&format!(
+            "Consent?status=active&patient=Patient/{},Patient/{}",
+            w.source_a, w.source_b
+        ))
+        .await;
+    assert_eq!(active.ids().len(), 2, "{}", active.body);
+    assert_eq!(
+        consent("allow").await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(read_b().await.status, StatusCode::OK);
+    let home = page(&server, &cookie, "/portal/me")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(home.contains("id=\"no-denials\""), "{home}");
+}
+
 on_both_backends!(
+    resident_refuses_and_allows_again,
     codes_work_once_and_pages_need_a_session,
     an_expired_code_is_refused,
     clinician_accepts_and_rejects_referrals
