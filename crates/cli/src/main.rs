@@ -12,6 +12,7 @@ mod export;
 mod federation;
 mod health_code;
 mod import;
+mod portal;
 mod serve;
 mod token;
 
@@ -118,6 +119,8 @@ enum Command {
     /// Development helpers (`phip dev federation`: a national and two provincial nodes on
     /// loopback).
     Dev(dev::DevArgs),
+    /// Web portal helpers (`phip portal code`: a one-time sign-in code).
+    Portal(portal::PortalArgs),
     /// Create or upgrade the database schema, then exit.
     Migrate {
         #[command(flatten)]
@@ -168,6 +171,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Bench(args) => bench::run(args),
         Command::Dev(args) => dev::run(args),
+        Command::Portal(args) => portal::run(&file, args),
         Command::Migrate { store } => {
             config::init_logging("text");
             let store_config = config::store_config(&file, &store);

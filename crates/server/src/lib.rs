@@ -17,6 +17,7 @@ pub mod hl7;
 mod http;
 pub mod metrics;
 mod operations;
+pub mod portal;
 pub mod public_health;
 pub mod signature;
 mod smart;
@@ -263,6 +264,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/.well-known/jwks.json", get(health_code::jwks))
         .route("/fhir/.well-known/crl/{file}", get(health_code::crl))
         .route("/dashboard", get(dashboard::page))
+        .merge(portal::routes())
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

@@ -1,0 +1,450 @@
+//! One-time sign-in codes: an operator (with a system token, or `phip portal code`) issues a
+//! short, random, single-use code for a resident or a clinician; `/portal/login` exchanges it
+//! for a session.
+//!
+//! A code is stored as a `Basic` resource holding only its SHA-256, so a database read does
+//! not yield usable codes. Using a code is a version-checked update (`If-Match`) from
+//! `issued` to `used`: of two concurrent sign-ins with the same code, one gets a 412 and is
+//! refused, so a code opens at most one session. Codes live ten minutes.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use phip_security::token::Grant;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::render::{esc, page, Chrome};
+use super::{fhir, field, form, html, mint, redirect, Session, SESSION_COOKIE};
+use crate::AppState;
+
+/// Identifier system of a code's hash.
+pub const CODE_HASH_SYSTEM: &str = "urn:phip:portal:sign-in-code";
+const EXT_SUBJECT: &str = "urn:phip:portal:subject";
+const EXT_EXPIRES: &str = "urn:phip:portal:expires";
+const EXT_STATE: &str = "urn:phip:portal:state";
+const EXT_ORG: &str = "urn:phip:portal:organization";
+const EXT_DIVISION: &str = "urn:phip:portal:division";
+const EXT_ROLE: &str = "urn:phip:portal:role";
+/// How long a code may be used.
+const CODE_TTL_MINUTES: i64 = 10;
+/// Unambiguous characters (no 0/O, 1/I/L) for codes read aloud or typed from a printout.
+const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTUVWXYZ23456789";
+/// Characters of a code (about 59 bits).
+const CODE_LEN: usize = 12;
+
+/// Clinician roles a code can grant, with the scopes each role's session gets.
+const ROLES: &[(&str, &str)] = &[
+    ("clinician", "user/*.rs user/Task.u"),
+    (
+        "pharmacist",
+        "user/MedicationRequest.rs user/MedicationDispense.crus user/Patient.rs user/Provenance.rs user/Practitioner.rs user/Organization.rs",
+    ),
+];
+
+/// Who a code signs in.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct CodeRequest {
+    /// A resident: any of their Patient records (the session binds to the golden record).
+    #[serde(default)]
+    pub patient: Option<String>,
+    /// A clinician or pharmacist: their Practitioner id.
+    #[serde(default)]
+    pub practitioner: Option<String>,
+    /// The clinician's organisation.
+    #[serde(default)]
+    pub organization: Option<String>,
+    /// The clinician's GB/T 2260 division.
+    #[serde(default)]
+    pub division: Option<String>,
+    /// `clinician` or `pharmacist`.
+    #[serde(default)]
+    pub role: Option<String>,
+}
+
+/// The portal's own token for storing and checking codes (never leaves the process).
+fn service_token(state: &AppState) -> Result<String, String> {
+    mint(
+        state,
+        &Grant {
+            sub: "phip-portal".into(),
+            scope: "system/Basic.cruds system/Patient.rs".into(),
+            ..Grant::default()
+        },
+    )
+}
+
+fn hash(code: &str) -> String {
+    let normalized: String = code
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| c.to_ascii_uppercase())
+        .collect();
+    Sha256::digest(normalized.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn new_code() -> String {
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(uuid::Uuid::new_v4().as_bytes());
+    bytes
+        .iter()
+        // 256 is not a multiple of 31: drop the biased tail of the byte range.
+        .filter(|b| usize::from(**b) < 248)
+        .take(CODE_LEN)
+        .map(|b| char::from(ALPHABET[usize::from(*b) % ALPHABET.len()]))
+        .collect()
+}
+
+fn ext(resource: &Value, url: &str) -> Option<String> {
+    resource
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(url))?
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.starts_with("value"))?
+        .1
+        .as_str()
+        .map(str::to_owned)
+}
+
+/// The golden record of any Patient record, via the index's `refer` link.
+async fn golden_of(state: &AppState, token: &str, patient: &str) -> Result<String, String> {
+    let read = fhir(
+        state,
+        token,
+        Method::GET,
+        &format!("Patient/{patient}"),
+        None,
+        None,
+    )
+    .await;
+    if !read.ok() {
+        return Err(format!("Patient/{patient}: {}", read.diagnostics()));
+    }
+    let refer = read
+        .body
+        .get("link")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|l| l.get("type").and_then(Value::as_str) == Some("refer"))
+        .and_then(|l| l.pointer("/other/reference"))
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("Patient/"))
+        .map(str::to_owned);
+    Ok(refer.unwrap_or_else(|| patient.to_owned()))
+}
+
+/// Issues a code; returns it with its expiry.
+pub async fn issue(
+    state: &AppState,
+    request: &CodeRequest,
+) -> Result<(String, DateTime<Utc>), (u16, String)> {
+    let token = service_token(state).map_err(|e| (503, e))?;
+    let mut extension = Vec::new();
+    match (&request.patient, &request.practitioner) {
+        (Some(patient), None) => {
+            let golden = golden_of(state, &token, patient)
+                .await
+                .map_err(|e| (404, e))?;
+            extension.push(json!({"url": EXT_SUBJECT, "valueString": format!("Patient/{golden}")}));
+        }
+        (None, Some(practitioner)) => {
+            let role = request.role.as_deref().unwrap_or("clinician");
+            if !ROLES.iter().any(|(r, _)| *r == role) {
+                return Err((
+                    400,
+                    format!("unknown role {role:?}: use clinician or pharmacist"),
+                ));
+            }
+            let Some(org) = &request.organization else {
+                return Err((400, "a clinician's code needs an organization".into()));
+            };
+            extension.push(
+                json!({"url": EXT_SUBJECT, "valueString": format!("Practitioner/{practitioner}")}),
+            );
+            extension.push(json!({"url": EXT_ORG, "valueString": org}));
+            if let Some(division) = &request.division {
+                if !phip_security::division::is_valid_code(division) {
+                    return Err((
+                        400,
+                        format!("{division:?} is not a GB/T 2260 division code"),
+                    ));
+                }
+                extension.push(json!({"url": EXT_DIVISION, "valueString": division}));
+            }
+            extension.push(json!({"url": EXT_ROLE, "valueCode": role}));
+        }
+        _ => return Err((400, "name exactly one of patient or practitioner".into())),
+    }
+    let code = new_code();
+    let expires = Utc::now() + chrono::Duration::minutes(CODE_TTL_MINUTES);
+    extension.push(json!({"url": EXT_EXPIRES, "valueDateTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}));
+    extension.push(json!({"url": EXT_STATE, "valueCode": "issued"}));
+    let basic = json!({
+        "resourceType": "Basic",
+        "identifier": [{"system": CODE_HASH_SYSTEM, "value": hash(&code)}],
+        "code": {"coding": [{"system": "urn:phip:portal", "code": "sign-in-code"}]},
+        "extension": extension,
+    });
+    let created = fhir(state, &token, Method::POST, "Basic", Some(&basic), None).await;
+    if !created.ok() {
+        return Err((created.status, created.diagnostics()));
+    }
+    Ok((code, expires))
+}
+
+/// `POST /portal/one-time-code` (JSON [`CodeRequest`]) with a `system/` bearer token: the
+/// operator's way to issue a code (tests and help desks).
+pub(crate) async fn issue_endpoint(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let state = super::for_request(&state, &headers);
+    let principal = match crate::auth::authenticate(&state.config.auth, &headers) {
+        Ok(p) => p,
+        Err(e) => return crate::http::error_response(e),
+    };
+    let system = principal.is_unrestricted()
+        || principal.scopes.as_ref().is_some_and(|s| {
+            s.contexts()
+                .contains(&phip_security::scope::ScopeContext::System)
+        });
+    if !system || principal.patient.is_some() {
+        return outcome(403, "issuing sign-in codes needs a system/ token");
+    }
+    let request: CodeRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return outcome(400, &format!("invalid request body: {e}")),
+    };
+    match issue(&state, &request).await {
+        Ok((code, expires)) => (
+            StatusCode::CREATED,
+            [(header::CACHE_CONTROL, "no-store")],
+            axum::Json(json!({"code": code, "expires": expires.to_rfc3339()})),
+        )
+            .into_response(),
+        Err((status, message)) => outcome(status, &message),
+    }
+}
+
+fn outcome(status: u16, message: &str) -> Response {
+    crate::http::error_response(phip_engine::FhirError::new(
+        status,
+        if status == 403 {
+            phip_fhir::IssueType::Forbidden
+        } else {
+            phip_fhir::IssueType::Invalid
+        },
+        message,
+    ))
+}
+
+/// `GET /portal/login`.
+pub(crate) async fn login_page() -> Response {
+    html(StatusCode::OK, login_html(None))
+}
+
+fn login_html(error: Option<&str>) -> String {
+    let alert = error
+        .map(|e| {
+            format!(
+                "<p class=\"error\" role=\"alert\" id=\"error\">{}</p>",
+                esc(e)
+            )
+        })
+        .unwrap_or_default();
+    page(
+        "登录 / Sign in",
+        &Chrome::Public,
+        &format!(
+            "<h1>登录 / Sign in</h1>{alert}\
+             <form method=\"post\" action=\"/portal/login\" class=\"card\">\
+             <label for=\"code\">一次性登录码 / One-time sign-in code</label>\
+             <input id=\"code\" name=\"code\" autocomplete=\"one-time-code\" required autofocus>\
+             <button type=\"submit\" id=\"sign-in\">登录 / Sign in</button></form>\
+             <p class=\"hint\">登录码由工作人员或 <code>phip portal code</code> 发放，10 分钟内有效，只能使用一次。 / \
+             Codes are issued by staff or <code>phip portal code</code>, last ten minutes and work once.</p>"
+        ),
+    )
+}
+
+/// Exchanges a code: `Ok(grant)` once, an explanation otherwise.
+async fn redeem(state: &AppState, code: &str) -> Result<Grant, String> {
+    let refused = "登录码无效、已过期或已使用 / The code is invalid, expired or already used";
+    let token = service_token(state)?;
+    let found = fhir(
+        state,
+        &token,
+        Method::GET,
+        &format!(
+            "Basic?identifier={}",
+            super::enc(&format!("{CODE_HASH_SYSTEM}|{}", hash(code)))
+        ),
+        None,
+        None,
+    )
+    .await;
+    let Some(stored) = found.matches().into_iter().next() else {
+        return Err(refused.into());
+    };
+    let expires = ext(&stored, EXT_EXPIRES)
+        .and_then(|e| DateTime::parse_from_rfc3339(&e).ok())
+        .map(|e| e.with_timezone(&Utc));
+    if ext(&stored, EXT_STATE).as_deref() != Some("issued")
+        || expires.is_none_or(|e| e <= Utc::now())
+    {
+        return Err(refused.into());
+    }
+    let id = stored.get("id").and_then(Value::as_str).unwrap_or_default();
+    let version = stored
+        .pointer("/meta/versionId")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let mut used = stored.clone();
+    if let Some(exts) = used.get_mut("extension").and_then(Value::as_array_mut) {
+        for e in exts.iter_mut() {
+            if e.get("url").and_then(Value::as_str) == Some(EXT_STATE) {
+                *e = json!({"url": EXT_STATE, "valueCode": "used"});
+            }
+        }
+    }
+    let etag = format!("W/\"{version}\"");
+    let updated = fhir_if_match(state, &token, &format!("Basic/{id}"), &used, &etag).await;
+    if !updated.ok() {
+        // 412: someone used it between our read and write.
+        return Err(refused.into());
+    }
+    let subject = ext(&stored, EXT_SUBJECT).unwrap_or_default();
+    if let Some(patient) = subject.strip_prefix("Patient/") {
+        return Ok(Grant {
+            sub: format!("resident:{patient}"),
+            scope: "patient/*.rs".into(),
+            patient: Some(patient.to_owned()),
+            ..Grant::default()
+        });
+    }
+    if let Some(practitioner) = subject.strip_prefix("Practitioner/") {
+        let role = ext(&stored, EXT_ROLE).unwrap_or_else(|| "clinician".into());
+        let scope = ROLES
+            .iter()
+            .find(|(r, _)| *r == role)
+            .map(|(_, s)| *s)
+            .ok_or_else(|| refused.to_string())?;
+        return Ok(Grant {
+            sub: practitioner.to_owned(),
+            scope: scope.into(),
+            org: ext(&stored, EXT_ORG),
+            division: ext(&stored, EXT_DIVISION),
+            practitioner: Some(practitioner.to_owned()),
+            roles: vec![role],
+            ..Grant::default()
+        });
+    }
+    Err(refused.into())
+}
+
+async fn fhir_if_match(
+    state: &AppState,
+    token: &str,
+    path: &str,
+    body: &Value,
+    etag: &str,
+) -> super::Fhir {
+    use tower::ServiceExt;
+    let request = axum::http::Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/fhir/{path}"))
+        .header(header::AUTHORIZATION, format!("Bearer {token}"))
+        .header(header::HOST, "portal.local")
+        .header(header::CONTENT_TYPE, "application/fhir+json")
+        .header(header::IF_MATCH, etag)
+        .body(axum::body::Body::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        ));
+    let status = match request {
+        Ok(r) => match crate::router(state.clone()).oneshot(r).await {
+            Ok(response) => response.status().as_u16(),
+            Err(_) => 500,
+        },
+        Err(_) => 500,
+    };
+    super::Fhir {
+        status,
+        body: Value::Null,
+        raw: Vec::new(),
+    }
+}
+
+/// `POST /portal/login` (form `code`): sets the session cookie and opens the home page.
+pub(crate) async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let state = super::for_request(&state, &headers);
+    let fields = form(&body);
+    let Some(code) = field(&fields, "code") else {
+        return html(
+            StatusCode::BAD_REQUEST,
+            login_html(Some("请输入登录码 / Enter your code")),
+        );
+    };
+    let grant = match redeem(&state, code).await {
+        Ok(g) => g,
+        Err(e) => return html(StatusCode::UNAUTHORIZED, login_html(Some(&e))),
+    };
+    let token = match mint(&state, &grant) {
+        Ok(t) => t,
+        Err(e) => return html(StatusCode::SERVICE_UNAVAILABLE, login_html(Some(&e))),
+    };
+    let home = if grant.patient.is_some() {
+        "/portal/me"
+    } else {
+        "/portal/clinic"
+    };
+    let mut response = redirect(home);
+    let cookie = format!(
+        "{SESSION_COOKIE}={token}; Path=/portal; HttpOnly; SameSite=Strict; Max-Age={}",
+        super::SESSION_TTL.as_secs()
+    );
+    if let Ok(value) = header::HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// `POST /portal/logout`: clears the cookie.
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let state = super::for_request(&state, &headers);
+    if let Some(session) = Session::from_headers(&state, &headers) {
+        if !session.check_csrf(field(&form(&body), "csrf")) {
+            return html(
+                StatusCode::FORBIDDEN,
+                login_html(Some("invalid form token")),
+            );
+        }
+    }
+    let mut response = redirect("/portal/login");
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        header::HeaderValue::from_static(
+            "phip_portal=; Path=/portal; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    response
+}
