@@ -11,6 +11,7 @@ mod documents;
 mod handlers;
 pub mod hl7;
 mod http;
+pub mod limits;
 pub mod metrics;
 mod operations;
 pub mod signature;
@@ -38,7 +39,8 @@ pub struct ServerConfig {
     /// The public FHIR base URL (e.g. `https://hic.example.cn/fhir`). When `None`, it is
     /// derived from each request's `Host` header as `http://{host}/fhir`.
     pub public_base_url: Option<String>,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes: the limit of batch/transaction bundles and
+    /// bulk operations (other requests are held to [`limits::Limits::max_resource_body_bytes`]).
     pub max_body_bytes: usize,
     /// This node's name in audit records (`AuditEvent.source.observer`).
     pub node_name: String,
@@ -66,6 +68,7 @@ pub struct AppState {
     pub(crate) bulk: Option<Arc<phip_bulk::Exporter>>,
     pub(crate) subscriptions: Option<Arc<phip_subscriptions::Subscriptions>>,
     pub(crate) metrics: Arc<metrics::Metrics>,
+    pub(crate) limiter: Arc<limits::Limiter>,
 }
 
 impl AppState {
@@ -86,7 +89,14 @@ impl AppState {
             bulk: None,
             subscriptions: None,
             metrics: Arc::new(metrics::Metrics::default()),
+            limiter: Arc::new(limits::Limiter::new(limits::Limits::default())),
         }
+    }
+
+    /// Replaces the default [`limits::Limits`] (requests in flight, body sizes, time, rate).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limiter = Arc::new(limits::Limiter::new(limits));
+        self
     }
 
     /// Enables bulk export (`$export`) with this export service.
@@ -181,6 +191,11 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        // Innermost: runs after authentication, so that clients are told apart by token.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             subscriptions::track_writes,
@@ -210,6 +225,10 @@ pub fn router(state: AppState) -> Router {
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::record,
