@@ -81,8 +81,23 @@ impl Server {
         let auth = Arc::new(
             Authenticator::from_data_dir(data.dir.path(), None, Vec::new()).expect("auth"),
         );
+        let engine = Arc::new(engine);
+        let exporter = Arc::new(
+            phip_bulk::Exporter::start(
+                engine.clone(),
+                data.dir.path(),
+                phip_bulk::ExportConfig::default(),
+            )
+            .expect("exporter"),
+        );
+        let subscriptions = phip_subscriptions::Subscriptions::start(
+            engine.clone(),
+            data.dir.path(),
+            phip_subscriptions::SubscriptionsConfig::default(),
+        )
+        .expect("subscriptions");
         let state = AppState::new(
-            Arc::new(engine),
+            engine,
             ServerConfig {
                 auth: AuthMode::Required(auth.clone()),
                 public_base_url: None,
@@ -91,7 +106,9 @@ impl Server {
             },
             None,
         )
-        .with_limits(limits);
+        .with_limits(limits)
+        .with_bulk_export(exporter)
+        .with_subscriptions(subscriptions);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -381,7 +398,55 @@ async fn count_above_the_maximum_is_clamped(backend: Backend) {
     common::assert_outcome(&reply, 400);
 }
 
+/// `/metrics` exposes the depths of the queues behind the API.
+async fn metrics_expose_pool_subscription_and_export_queues(backend: Backend) {
+    let server = Server::start(backend, Limits::default(), Duration::ZERO).await;
+    let subscription = json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "metrics",
+        "criteria": "Observation?code=1234-5",
+        "channel": {"type": "websocket"}
+    });
+    let created = server.post("Subscription", &subscription).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let text = server
+        .client
+        .get(format!("http://{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let gauge = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(gauge("phip_bulk_export_jobs_queued"), Some(0.0), "{text}");
+    assert_eq!(gauge("phip_bulk_export_jobs_running"), Some(0.0), "{text}");
+    assert!(gauge("phip_subscriptions_tracked").is_some(), "{text}");
+    assert!(
+        gauge("phip_subscription_backlog_changes").is_some(),
+        "{text}"
+    );
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(
+                gauge("phip_store_pool_connections_max"),
+                Some(8.0),
+                "{text}"
+            );
+            let in_use = gauge("phip_store_pool_connections_in_use").expect("in use");
+            let idle = gauge("phip_store_pool_connections_idle").expect("idle");
+            assert!(in_use + idle >= 1.0, "{text}");
+            assert_eq!(gauge("phip_store_pool_waiting"), Some(0.0), "{text}");
+        }
+        Backend::Sqlite => assert!(gauge("phip_store_pool_connections_max").is_none()),
+    }
+}
+
 on_both_backends!(
+    metrics_expose_pool_subscription_and_export_queues,
     resource_bodies_are_held_to_the_smaller_limit_and_bundles_to_the_larger,
     chunked_bodies_are_limited_while_reading,
     clients_beyond_their_rate_get_429_with_retry_after,
