@@ -6,7 +6,7 @@
 #
 #   tools/perf/load.sh [sqlite|postgres] [seconds=180] [workers=16] [patients=2000]
 #
-# Needs: cargo; for postgres, initdb/pg_ctl on PATH (run as root, the cluster runs as user
+# Needs: cargo (or PHIP_BIN=path/to/release/phip); for postgres, initdb/pg_ctl on PATH (run as root, the cluster runs as user
 # `postgres`). Uses CARGO_TARGET_DIR when set.
 set -euo pipefail
 backend=${1:-sqlite}
@@ -17,8 +17,13 @@ cd "$(dirname "$0")/../.."
 root=$PWD
 target=${CARGO_TARGET_DIR:-$root/target}
 
-cargo build --release -p phip --locked
-phip=$target/release/phip
+# PHIP_BIN: use an existing release binary instead of building one.
+if [ -n "${PHIP_BIN:-}" ]; then
+    phip=$PHIP_BIN
+else
+    cargo build --release -p phip --locked
+    phip=$target/release/phip
+fi
 
 work=$(mktemp -d /tmp/phip-load.XXXXXX)
 chmod 755 "$work"

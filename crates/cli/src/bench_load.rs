@@ -432,7 +432,7 @@ fn request(
         }
         Kind::Write => {
             if rng.below(3) == 0 {
-                let body = patient_resource(Some(patient), rng);
+                let body = patient_resource(Some(patient.as_str()), rng);
                 (
                     reqwest::Method::PUT,
                     format!("Patient/{patient}"),
@@ -452,11 +452,12 @@ fn request(
 
 fn patient_resource(id: Option<&str>, rng: &mut Rng) -> Value {
     let family = FAMILIES[rng.below(FAMILIES.len())];
+    let gender = if rng.below(2) == 0 { "female" } else { "male" };
     let mut patient = json!({
         "resourceType": "Patient",
         "identifier": [{"system": "urn:phip:load", "value": rng.below(1_000_000).to_string()}],
         "name": [{"family": family, "given": [format!("G{}", rng.below(1000))]}],
-        "gender": if rng.below(2) == 0 { "female" } else { "male" },
+        "gender": gender,
         "birthDate": format!("{}-{:02}-{:02}", 1940 + rng.below(80), 1 + rng.below(12), 1 + rng.below(28)),
     });
     if let Some(id) = id {
@@ -497,7 +498,7 @@ async fn seed(
         for _ in 0..batch {
             let patient_id = uuid::Uuid::new_v4().to_string();
             entries.push(json!({
-                "resource": patient_resource(Some(&patient_id), &mut rng),
+                "resource": patient_resource(Some(patient_id.as_str()), &mut rng),
                 "request": {"method": "PUT", "url": format!("Patient/{patient_id}")}
             }));
             for _ in 0..5 {

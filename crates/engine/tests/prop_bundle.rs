@@ -98,9 +98,11 @@ fn url() -> impl Strategy<Value = String> {
         "Observation\\?subject=[a-z:/0-9-]{0,12}",
         "Patient/[a-z0-9]{1,4}/_history/[0-9]{1,2}",
         "[ -~]{0,20}",
-        Just(String::new()),
-        Just("$everything".to_owned()),
-        Just("Patient/$match".to_owned()),
+        prop::sample::select(vec![
+            String::new(),
+            "$everything".to_owned(),
+            "Patient/$match".to_owned(),
+        ]),
     ]
 }
 

@@ -50,14 +50,17 @@ fn grant() -> impl Strategy<Value = Grant> {
             "patient/*.read",
             "system/Patient.c",
         ]),
-        prop::option::of("[0-9]{6}"),
+        // Minting checks the division against GB/T 2260, so only real codes.
+        prop::option::of(prop::sample::select(vec![
+            "110000", "110101", "310000", "440300", "510107",
+        ])),
         prop::option::of("[A-Za-z0-9-]{1,12}"),
         prop::collection::vec("[a-z-]{1,10}", 0..3),
     )
         .prop_map(|(sub, scope, division, org, roles)| Grant {
             sub,
             scope: scope.to_owned(),
-            division,
+            division: division.map(str::to_owned),
             org,
             patient: scope.starts_with("patient/").then(|| "p1".to_owned()),
             roles,

@@ -224,6 +224,9 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/metadata", get(handlers::metadata))
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
+        // `/fhir/metadata`, `/auth/token` and the other routes outside the FHIR router answer
+        // a wrong method with an OperationOutcome too (found by the HTTP fuzz target).
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),

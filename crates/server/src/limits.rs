@@ -170,9 +170,11 @@ fn takes_large_body(method: &Method, path: &str) -> bool {
 /// limit.
 pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limiter = state.limiter.clone();
+    // Monitoring must see an overloaded server, so `/metrics` is never shed.
+    let shed = request.uri().path() != "/metrics";
     // Held until the response is ready (the permit drops at the end of this function).
     let _permit = match &limiter.in_flight {
-        Some(semaphore) => match semaphore.clone().try_acquire_owned() {
+        Some(semaphore) if shed => match semaphore.clone().try_acquire_owned() {
             Ok(permit) => Some(permit),
             Err(_) => {
                 return refuse_with_retry(
@@ -188,7 +190,7 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
                 )
             }
         },
-        None => None,
+        _ => None,
     };
     let limit = if takes_large_body(request.method(), request.uri().path()) {
         state.config.max_body_bytes

@@ -350,6 +350,14 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503(backend: Backend)
     common::assert_outcome(&shed, 503);
     assert_eq!(issue_code(&shed), "throttled");
     assert_eq!(shed.header("retry-after"), Some("1"));
+    // Monitoring still sees the overloaded server.
+    let metrics = server
+        .client
+        .get(format!("http://{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), StatusCode::OK);
     let first = slow.await.expect("join");
     assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
     // Capacity is back once the slow request finished.

@@ -92,17 +92,20 @@ fn query() -> impl Strategy<Value = String> {
 }
 
 fn body() -> impl Strategy<Value = Vec<u8>> {
+    let fixed: Vec<Vec<u8>> = vec![
+        br#"{"resourceType":"Patient","name":[{"family":"Fuzz"}]}"#.to_vec(),
+        br#"{"resourceType":"Patient","birthDate":"2024-02-30"}"#.to_vec(),
+        br#"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Patient?name=x"}}]}"#.to_vec(),
+        br#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient?_count=abc"}}]}"#.to_vec(),
+        br#"[{"op":"replace","path":"/active","value":true}]"#.to_vec(),
+        br#"{"resourceType":"Observation","status":"final","code":{},"valueQuantity":{"value":1e999999}}"#.to_vec(),
+        b"{".to_vec(),
+        Vec::new(),
+        vec![0xff, 0xfe, 0x00],
+        format!("{}1{}", "[".repeat(200), "]".repeat(200)).into_bytes(),
+    ];
     prop_oneof![
-        Just(br#"{"resourceType":"Patient","name":[{"family":"Fuzz"}]}"#.to_vec()),
-        Just(br#"{"resourceType":"Patient","birthDate":"2024-02-30"}"#.to_vec()),
-        Just(br#"{"resourceType":"Bundle","type":"transaction","entry":[{"request":{"method":"DELETE","url":"Patient?name=x"}}]}"#.to_vec()),
-        Just(br#"{"resourceType":"Bundle","type":"batch","entry":[{"request":{"method":"GET","url":"Patient?_count=abc"}}]}"#.to_vec()),
-        Just(br#"[{"op":"replace","path":"/active","value":true}]"#.to_vec()),
-        Just(br#"{"resourceType":"Observation","status":"final","code":{},"valueQuantity":{"value":1e999999}}"#.to_vec()),
-        Just(b"{".to_vec()),
-        Just(Vec::new()),
-        Just(vec![0xff, 0xfe, 0x00]),
-        Just(format!("{}1{}", "[".repeat(200), "]".repeat(200)).into_bytes()),
+        prop::sample::select(fixed),
         prop::collection::vec(any::<u8>(), 0..64),
         "[ -~]{0,64}".prop_map(String::into_bytes),
     ]
@@ -160,7 +163,8 @@ fn content_type() -> impl Strategy<Value = &'static str> {
 
 fn check(status: u16, body: &Value, what: &str) -> Result<(), TestCaseError> {
     prop_assert!(status < 500, "{what} answered {status}: {body}");
-    if status >= 400 && status != 405 {
+    // HEAD answers carry no body by definition.
+    if status >= 400 && !what.starts_with("HEAD ") {
         prop_assert_eq!(
             &body["resourceType"],
             "OperationOutcome",
