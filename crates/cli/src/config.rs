@@ -65,7 +65,7 @@ impl LimitsConfig {
         let defaults = Limits::default();
         let request_timeout = match self.request_timeout_seconds {
             None => defaults.request_timeout,
-            Some(s) if s == 0.0 => None,
+            Some(0.0) => None,
             Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
             Some(s) => anyhow::bail!("limits.request_timeout_seconds must be ≥ 0, not {s}"),
         };

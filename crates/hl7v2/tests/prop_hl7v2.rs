@@ -116,8 +116,11 @@ fn apply(mut bytes: Vec<u8>, edits: &[Edit]) -> Vec<u8> {
     bytes
 }
 
+/// A segment's id, field count, and fields → repetitions → components (subcomponents joined).
+type SegmentValues = (String, usize, Vec<Vec<Vec<String>>>);
+
 /// Every value of every segment, as the reader decodes them.
-fn values(message: &Message) -> Vec<(String, usize, Vec<Vec<Vec<String>>>)> {
+fn values(message: &Message) -> Vec<SegmentValues> {
     message
         .segments_all()
         .map(|segment| {
