@@ -281,6 +281,17 @@ impl Exporter {
         ids
     }
 
+    /// Jobs waiting for a worker, jobs running, and jobs known (any state), for metrics.
+    pub fn job_counts(&self) -> (usize, usize, usize) {
+        let queued = self.shared.queue.lock().len();
+        let jobs = self.shared.jobs.lock();
+        let running = jobs
+            .values()
+            .filter(|t| t.running.load(Ordering::Relaxed))
+            .count();
+        (queued, running, jobs.len())
+    }
+
     /// The export root directory (`<data_dir>/export`).
     pub fn root(&self) -> &Path {
         &self.shared.root

@@ -79,12 +79,16 @@ pub struct BenchArgs {
 pub enum BenchTarget {
     /// The master patient index matcher on FEBRL (precision, recall, speed; `--splink` compares).
     Mpi(crate::bench_mpi::MpiArgs),
+    /// A sustained mixed read/search/write load against a running server (soak test).
+    Load(crate::bench_load::LoadArgs),
 }
 
 /// Runs the benchmark and prints its report.
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
-    if let Some(BenchTarget::Mpi(mpi)) = args.target {
-        return crate::bench_mpi::run(mpi);
+    match args.target {
+        Some(BenchTarget::Mpi(mpi)) => return crate::bench_mpi::run(mpi),
+        Some(BenchTarget::Load(load)) => return crate::bench_load::run(load),
+        None => {}
     }
     if args.bundle_size == 0 || args.clients == 0 {
         bail!("--bundle-size and --clients must be at least 1");
@@ -1387,10 +1391,10 @@ impl Drop for TempDir {
 }
 
 /// A small deterministic PRNG (SplitMix64); statistical quality is ample for picking values.
-struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Self(seed)
     }
 
@@ -1403,7 +1407,7 @@ impl Rng {
     }
 
     /// A value in `0..n` (`n > 0`).
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }

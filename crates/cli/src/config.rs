@@ -36,6 +36,61 @@ pub struct FileConfig {
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// This server's place in the four-level platform (none: a stand-alone server).
     pub federation: Option<crate::federation::FederationFile>,
+    /// Resource limits of the HTTP layer (`[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// `[limits]`: resource limits of the HTTP layer; absent keys keep the defaults of
+/// [`phip_server::limits::Limits`] (see docs/performance.md).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest batch/transaction bundle or bulk request body, in bytes [256 MiB].
+    pub max_body_bytes: Option<usize>,
+    /// Largest body of any other request, in bytes [16 MiB].
+    pub max_resource_body_bytes: Option<usize>,
+    /// Most requests processed at once; more are refused with 503 [512; 0: no limit].
+    pub max_in_flight: Option<usize>,
+    /// Seconds a request may take before it is answered with 503 [120; 0: no limit].
+    pub request_timeout_seconds: Option<f64>,
+    /// Sustained requests per second per client (token subject or client id) [no limit].
+    pub rate_limit_per_second: Option<f64>,
+    /// Requests a client may send at once [2 × the rate, at least 10].
+    pub rate_limit_burst: Option<u32>,
+}
+
+impl LimitsConfig {
+    /// The limits these settings give, and the bundle body limit.
+    pub fn resolve(&self) -> anyhow::Result<(phip_server::limits::Limits, usize)> {
+        use phip_server::limits::{Limits, RateLimit};
+        let defaults = Limits::default();
+        let request_timeout = match self.request_timeout_seconds {
+            None => defaults.request_timeout,
+            Some(0.0) => None,
+            Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
+            Some(s) => anyhow::bail!("limits.request_timeout_seconds must be ≥ 0, not {s}"),
+        };
+        let rate_limit = match self.rate_limit_per_second {
+            None => None,
+            Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
+                per_second: rate,
+                burst: self
+                    .rate_limit_burst
+                    .unwrap_or_else(|| ((rate * 2.0).ceil() as u32).max(10)),
+            }),
+            Some(rate) => anyhow::bail!("limits.rate_limit_per_second must be > 0, not {rate}"),
+        };
+        let limits = Limits {
+            max_resource_body_bytes: self
+                .max_resource_body_bytes
+                .unwrap_or(defaults.max_resource_body_bytes),
+            max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
+            request_timeout,
+            rate_limit,
+        };
+        Ok((limits, self.max_body_bytes.unwrap_or(0)))
+    }
 }
 
 /// An external issuer of access tokens.
@@ -153,6 +208,10 @@ pub struct ServeSettings {
     pub mllp: Option<String>,
     /// Federation node settings, if this server is a node.
     pub federation: Option<crate::federation::FederationFile>,
+    /// Resource limits of the HTTP layer.
+    pub limits: phip_server::limits::Limits,
+    /// Largest bundle body in bytes (0: the server's default).
+    pub max_body_bytes: usize,
 }
 
 impl ServeSettings {
@@ -173,10 +232,13 @@ impl ServeSettings {
             "off" => false,
             other => anyhow::bail!("auth must be \"on\" or \"off\", not {other:?}"),
         };
+        let (limits, max_body_bytes) = file.limits.resolve()?;
         Ok(Self {
             tls: None,
             mllp: None,
             federation: file.federation.clone(),
+            limits,
+            max_body_bytes,
             trusted_issuers: trusted_issuers(file)?,
             auth_required,
             data_dir: data_dir(file, store_args.data_dir.clone()),

@@ -4,6 +4,7 @@
 //! environment, builds the store and engine, and runs a command.
 
 mod bench;
+mod bench_load;
 mod bench_mpi;
 mod bench_mpi_scale;
 mod config;

@@ -104,7 +104,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         ServerConfig {
             auth,
             public_base_url: settings.base_url.clone(),
-            max_body_bytes: 0,
+            max_body_bytes: settings.max_body_bytes,
             node_name: format!("phip@{}", settings.listen),
         },
         Some(audit.clone()),
@@ -117,6 +117,7 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         )
         .context("loading the health code keys")?,
     )
+    .with_limits(settings.limits.clone())
     .with_signer(phip_server::signature::Signer::new(
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?,
     ))

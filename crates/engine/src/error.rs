@@ -80,6 +80,24 @@ impl From<StoreError> for FhirError {
                 "the paging link is invalid or has expired; start the search again",
             ),
             StoreError::Busy => Self::new(503, IssueType::Transient, "the database is busy; retry"),
+            StoreError::Unavailable(msg) => {
+                tracing::warn!(error = %msg, "database unavailable");
+                Self::new(
+                    503,
+                    IssueType::Transient,
+                    "the database is unavailable or the query exceeded its time limit; retry later",
+                )
+            }
+            // 507 (RFC 4918) says exactly this, and clients treat it as a server-side failure
+            // that a retry after intervention can cure.
+            StoreError::StorageFull => {
+                tracing::error!("the database's storage is full; writes are refused");
+                Self::new(
+                    507,
+                    IssueType::Exception,
+                    "the server's storage is full; nothing was written",
+                )
+            }
             StoreError::Refused(inner) => match inner.downcast::<FhirError>() {
                 Ok(refusal) => *refusal,
                 Err(other) => Self::new(422, IssueType::BusinessRule, other.to_string()),

@@ -250,34 +250,56 @@ pub(crate) fn update_in(
             ))
         }
     }
-    let current = tx.read(resource_type, id)?;
-    if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
-        check_resource(&decision, existing)?;
-        if ConsentCache::default().denies(tx, principal, existing)? {
-            return Err(consent::denied());
-        }
-    }
-    let current_version = current.as_ref().map(|c| c.version_id).unwrap_or(0);
-    if let Some(expected) = if_match {
-        if expected != current_version || current.is_none() {
-            return Err(FhirError::precondition_failed(format!(
-                "If-Match expected version {expected} of {resource_type}/{id}, but the current version is {current_version}"
-            )));
-        }
-    }
-    let existed = current.as_ref().is_some_and(|c| !c.is_deleted());
     set_id(&mut body, id);
-    let stored = tx.write(WriteRequest {
-        resource_type: resource_type.to_owned(),
-        id: id.to_owned(),
-        resource: Some(body),
-        expected_version: Some(current_version),
-    })?;
-    Ok(WriteOutcome {
-        status: if existed { 200 } else { 201 },
-        stored: Some(stored),
-    })
+    // Without If-Match the client set no precondition: the version read here only guards
+    // against a concurrent writer between this read and the write, and losing that race (on
+    // PostgreSQL, whose writers run concurrently) means updating the newer version, not a
+    // 412. Found by the load test; the retry re-reads inside the same transaction, which
+    // sees the other writer's commit.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let current = tx.read(resource_type, id)?;
+        if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
+            check_resource(&decision, existing)?;
+            if ConsentCache::default().denies(tx, principal, existing)? {
+                return Err(consent::denied());
+            }
+        }
+        let current_version = current.as_ref().map(|c| c.version_id).unwrap_or(0);
+        if let Some(expected) = if_match {
+            if expected != current_version || current.is_none() {
+                return Err(FhirError::precondition_failed(format!(
+                    "If-Match expected version {expected} of {resource_type}/{id}, but the current version is {current_version}"
+                )));
+            }
+        }
+        let existed = current.as_ref().is_some_and(|c| !c.is_deleted());
+        let retry = if_match.is_none() && attempts < MAX_UPDATE_ATTEMPTS;
+        let request = WriteRequest {
+            resource_type: resource_type.to_owned(),
+            id: id.to_owned(),
+            resource: Some(if retry {
+                body.clone()
+            } else {
+                std::mem::take(&mut body)
+            }),
+            expected_version: Some(current_version),
+        };
+        match tx.write(request) {
+            Err(phip_store::StoreError::VersionConflict { .. }) if retry => continue,
+            result => {
+                return Ok(WriteOutcome {
+                    status: if existed { 200 } else { 201 },
+                    stored: Some(result?),
+                })
+            }
+        }
+    }
 }
+
+/// How often an update without If-Match re-reads after losing a race with another writer.
+const MAX_UPDATE_ATTEMPTS: u32 = 5;
 
 /// Conditional update (`PUT Type?criteria`) inside a transaction.
 pub(crate) fn conditional_update_in(

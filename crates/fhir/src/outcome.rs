@@ -71,6 +71,10 @@ pub enum IssueType {
     BusinessRule,
     /// A code or identifier system is not known.
     CodeInvalid,
+    /// Load management refused the request (rate limit, too many requests in flight).
+    Throttled,
+    /// An internal time limit expired before processing completed.
+    Timeout,
 }
 
 impl IssueType {
@@ -97,6 +101,8 @@ impl IssueType {
             Self::TooLong => "too-long",
             Self::BusinessRule => "business-rule",
             Self::CodeInvalid => "code-invalid",
+            Self::Throttled => "throttled",
+            Self::Timeout => "timeout",
         }
     }
 }

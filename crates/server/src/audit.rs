@@ -247,10 +247,12 @@ pub(crate) async fn record(
         Ok(Ok(_)) => response,
         Ok(Err(error)) => {
             tracing::error!(%error, "audit log append failed; refusing the response");
+            // Fail closed (no unrecorded access to health records), but with a status that
+            // says the condition is the server's and may pass (e.g. a full disk being freed).
             error_response(FhirError::new(
-                500,
-                IssueType::Exception,
-                "the access could not be recorded in the audit trail",
+                503,
+                IssueType::Transient,
+                "the access could not be recorded in the audit trail; retry later",
             ))
         }
         Err(_) => error_response(FhirError::new(500, IssueType::Exception, "internal error")),

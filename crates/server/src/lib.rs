@@ -15,6 +15,7 @@ mod handlers;
 pub mod health_code;
 pub mod hl7;
 mod http;
+pub mod limits;
 pub mod metrics;
 mod operations;
 pub mod portal;
@@ -46,7 +47,8 @@ pub struct ServerConfig {
     /// The public FHIR base URL (e.g. `https://hic.example.cn/fhir`). When `None`, it is
     /// derived from each request's `Host` header as `http://{host}/fhir`.
     pub public_base_url: Option<String>,
-    /// Largest request body accepted, in bytes.
+    /// Largest request body accepted, in bytes: the limit of batch/transaction bundles and
+    /// bulk operations (other requests are held to [`limits::Limits::max_resource_body_bytes`]).
     pub max_body_bytes: usize,
     /// This node's name in audit records (`AuditEvent.source.observer`).
     pub node_name: String,
@@ -77,6 +79,7 @@ pub struct AppState {
     pub(crate) health_codes: Option<Arc<health_code::HealthCodes>>,
     pub(crate) federation: Option<Arc<phip_federation::Federation>>,
     pub(crate) surveillance: Arc<phip_surveillance::SurveillanceConfig>,
+    pub(crate) limiter: Arc<limits::Limiter>,
 }
 
 impl AppState {
@@ -100,6 +103,7 @@ impl AppState {
             health_codes: None,
             federation: None,
             surveillance: Arc::new(phip_surveillance::SurveillanceConfig::builtin()),
+            limiter: Arc::new(limits::Limiter::new(limits::Limits::default())),
         }
     }
 
@@ -110,6 +114,12 @@ impl AppState {
         config: phip_surveillance::SurveillanceConfig,
     ) -> Self {
         self.surveillance = Arc::new(config);
+        self
+    }
+
+    /// Replaces the default [`limits::Limits`] (requests in flight, body sizes, time, rate).
+    pub fn with_limits(mut self, limits: limits::Limits) -> Self {
+        self.limiter = Arc::new(limits::Limiter::new(limits));
         self
     }
 
@@ -235,6 +245,11 @@ pub fn router(state: AppState) -> Router {
         )
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        // Innermost: runs after authentication, so that clients are told apart by token.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::rate_limit,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             subscriptions::track_writes,
@@ -267,7 +282,14 @@ pub fn router(state: AppState) -> Router {
         .merge(portal::routes())
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
+        // `/fhir/metadata`, `/auth/token` and the other routes outside the FHIR router answer
+        // a wrong method with an OperationOutcome too (found by the HTTP fuzz target).
+        .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            limits::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::record,

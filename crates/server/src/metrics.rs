@@ -176,7 +176,7 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
     .await
     .ok()
     .flatten();
-    let mut gauges = Vec::new();
+    let mut gauges = queue_gauges(&state).await;
     if let Some((sources, persons)) = index {
         gauges.push((
             "phip_mpi_source_records",
@@ -195,6 +195,104 @@ pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.render(&gauges),
     )
         .into_response()
+}
+
+/// Depths of the queues behind the API: the store's connection pool, the subscription
+/// dispatcher's backlog and the bulk export jobs.
+async fn queue_gauges(state: &AppState) -> Vec<(&'static str, &'static str, f64)> {
+    let mut gauges = Vec::new();
+    if let Some(pool) = state.engine.store().pool_status() {
+        gauges.extend([
+            (
+                "phip_store_pool_connections_in_use",
+                "Database connections lent to transactions.",
+                pool.in_use as f64,
+            ),
+            (
+                "phip_store_pool_connections_idle",
+                "Open database connections waiting to be lent.",
+                pool.idle as f64,
+            ),
+            (
+                "phip_store_pool_waiting",
+                "Requests waiting for a database connection.",
+                pool.waiting as f64,
+            ),
+            (
+                "phip_store_pool_connections_max",
+                "Most database connections the pool opens.",
+                pool.max as f64,
+            ),
+        ]);
+    }
+    if let Some(bulk) = &state.bulk {
+        let (queued, running, known) = bulk.job_counts();
+        gauges.extend([
+            (
+                "phip_bulk_export_jobs_queued",
+                "Bulk export jobs waiting for a worker.",
+                queued as f64,
+            ),
+            (
+                "phip_bulk_export_jobs_running",
+                "Bulk export jobs running.",
+                running as f64,
+            ),
+            (
+                "phip_bulk_export_jobs",
+                "Bulk export jobs kept (any state, until they expire).",
+                known as f64,
+            ),
+        ]);
+    }
+    if let Some(subscriptions) = &state.subscriptions {
+        let (tracked, oldest) = subscriptions.backlog_start();
+        gauges.push((
+            "phip_subscriptions_tracked",
+            "Subscriptions the dispatcher tracks.",
+            tracked as f64,
+        ));
+        // The dispatcher reads the store's history as its queue: the backlog is the number of
+        // changes after the oldest point it has not processed yet.
+        let backlog = match oldest {
+            Some(since) => {
+                let engine = state.engine.clone();
+                tokio::task::spawn_blocking(move || history_count_since(&engine, since))
+                    .await
+                    .ok()
+                    .flatten()
+            }
+            None => Some(0),
+        };
+        if let Some(backlog) = backlog {
+            gauges.push((
+                "phip_subscription_backlog_changes",
+                "Changes in the store's history not yet processed by the subscription dispatcher.",
+                backlog as f64,
+            ));
+        }
+    }
+    gauges
+}
+
+/// How many versions the store's history holds after `since`.
+fn history_count_since(
+    engine: &phip_engine::Engine,
+    since: chrono::DateTime<chrono::Utc>,
+) -> Option<u64> {
+    let ctx = phip_engine::RequestContext::new(
+        "http://localhost/fhir",
+        phip_engine::Principal::unrestricted("metrics"),
+    );
+    let params = [
+        (
+            "_since".to_owned(),
+            since.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        ),
+        ("_summary".to_owned(), "count".to_owned()),
+    ];
+    let response = engine.history(&ctx, None, None, &params).ok()?;
+    response.body?.get("total")?.as_u64()
 }
 
 #[cfg(test)]

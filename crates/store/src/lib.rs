@@ -234,6 +234,13 @@ pub enum StoreError {
     /// The database is busy beyond the configured timeout.
     #[error("the database is busy, try again")]
     Busy,
+    /// The database cannot be reached, or gave up on the statement (its time limit): the
+    /// request may succeed later, without anything having been written.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// The database's disk is full: nothing was written.
+    #[error("the database's storage is full")]
+    StorageFull,
     /// Any other backend failure.
     #[error("storage failure: {0}")]
     Backend(String),
@@ -299,4 +306,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// A short name for logs and `/metadata` (`sqlite`, `postgres`).
     fn backend_name(&self) -> &'static str;
+
+    /// The state of the backend's connection pool, for metrics; `None` without one.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// Connections of a store's pool at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Connections lent to transactions.
+    pub in_use: usize,
+    /// Open connections waiting to be lent.
+    pub idle: usize,
+    /// Callers waiting for a connection (the pool's queue).
+    pub waiting: usize,
+    /// Most connections the pool opens.
+    pub max: usize,
 }

@@ -485,7 +485,7 @@ fn unreachable_server_fails_fast_with_a_clear_error() {
     let t = std::time::Instant::now();
     // Port 1 on loopback: nothing listens there.
     let err = PostgresStore::connect("postgres://phip@127.0.0.1:1/phip").unwrap_err();
-    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
     assert!(
         err.to_string().contains("cannot connect to PostgreSQL"),
         "{err}"
@@ -506,7 +506,7 @@ fn recovers_when_the_server_comes_back() {
     // Pooled connections are dead and new ones are refused: errors, not panics or hangs.
     for _ in 0..3 {
         let r = s.begin_read().and_then(|mut tx| tx.read("Patient", "p1"));
-        assert!(matches!(r, Err(StoreError::Backend(_))), "{r:?}");
+        assert!(matches!(r, Err(StoreError::Unavailable(_))), "{r:?}");
     }
     assert!(put(&s, "Patient", "p2", Some(patient("B")), None).is_err());
     cluster.start_server().unwrap();

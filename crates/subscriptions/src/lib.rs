@@ -189,6 +189,14 @@ impl Subscriptions {
         }))
     }
 
+    /// Subscriptions the dispatcher tracks, and the oldest point in the store's history it
+    /// has not yet processed for one of them: the changes after it are its queue (for metrics).
+    pub fn backlog_start(&self) -> (usize, Option<chrono::DateTime<chrono::Utc>>) {
+        let state = self.shared.state.lock();
+        let oldest = state.subscriptions.values().filter_map(|s| s.cursor).min();
+        (state.subscriptions.len(), oldest)
+    }
+
     /// Records that `principal` wrote `version` of `Subscription/{id}`: notifications for that
     /// version are matched with exactly its access. Call it after the write committed and
     /// before answering the client. Blocking (writes the state file durably).

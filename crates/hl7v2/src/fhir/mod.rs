@@ -252,6 +252,11 @@ fn entry(resource: Value, method: &str, url: &str) -> Value {
 }
 
 fn bundle(entries: Vec<Value>) -> Value {
+    // FHIR forbids empty arrays: a message with nothing to write (an ORU without results, an
+    // A08 without a visit) gives a transaction without `entry`.
+    if entries.is_empty() {
+        return json!({"resourceType": "Bundle", "type": "transaction"});
+    }
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 }
 

@@ -13,7 +13,6 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
             SqlState::T_R_SERIALIZATION_FAILURE,
             SqlState::T_R_DEADLOCK_DETECTED,
             SqlState::LOCK_NOT_AVAILABLE,
-            SqlState::QUERY_CANCELED,
             SqlState::TOO_MANY_CONNECTIONS,
             SqlState::CANNOT_CONNECT_NOW,
         ]
@@ -22,7 +21,13 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
             return StoreError::Busy;
         }
         if matches!(*code, SqlState::ADMIN_SHUTDOWN | SqlState::CRASH_SHUTDOWN) {
-            return StoreError::Backend(format!("the PostgreSQL server is shutting down: {e}"));
+            return StoreError::Unavailable(format!("the PostgreSQL server is shutting down: {e}"));
+        }
+        if *code == SqlState::DISK_FULL {
+            return StoreError::StorageFull;
+        }
+        if *code == SqlState::QUERY_CANCELED {
+            return StoreError::Unavailable(format!("the statement was cancelled: {e}"));
         }
         let detail = e
             .as_db_error()
@@ -38,9 +43,9 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
         return StoreError::Backend(format!("PostgreSQL error {}: {detail}", code.code()));
     }
     if e.is_closed() {
-        return StoreError::Backend("the connection to PostgreSQL was lost".into());
+        return StoreError::Unavailable("the connection to PostgreSQL was lost".into());
     }
-    StoreError::Backend(format!("PostgreSQL connection failed: {e}"))
+    StoreError::Unavailable(format!("PostgreSQL connection failed: {e}"))
 }
 
 /// Whether an error means the connection can no longer be used.

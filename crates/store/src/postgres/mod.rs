@@ -69,6 +69,22 @@ pub struct PostgresStore {
     schema_version: i64,
 }
 
+/// The time limit of the pool's statements unless the URL's `options` set
+/// `statement_timeout`: PostgreSQL cancels a runaway query itself (the request gets a 503)
+/// instead of keeping a backend busy after the client gave up. Migrations run without it.
+pub const DEFAULT_STATEMENT_TIMEOUT: &str = "60s";
+
+/// `config` with `-c statement_timeout=…` added to its options when they lack one.
+fn with_statement_timeout(config: &Config) -> Config {
+    let mut config = config.clone();
+    let options = config.get_options().unwrap_or_default().to_owned();
+    if !options.contains("statement_timeout") {
+        let options = format!("{options} -c statement_timeout={DEFAULT_STATEMENT_TIMEOUT}");
+        config.options(options.trim());
+    }
+    config
+}
+
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname`, or a
     /// libpq key/value string) with a pool of [`DEFAULT_POOL_SIZE`] connections, and migrates
@@ -108,7 +124,7 @@ impl PostgresStore {
             )?
             .get(0);
         let store = PostgresStore {
-            pool: Pool::new(config.clone(), pool_size),
+            pool: Pool::new(with_statement_timeout(&config), pool_size),
             catalog: PgCatalog::new(config),
             extractor,
             clock: Mutex::new(last),
@@ -224,6 +240,10 @@ impl Store for PostgresStore {
 
     fn backend_name(&self) -> &'static str {
         "postgres"
+    }
+
+    fn pool_status(&self) -> Option<crate::PoolStatus> {
+        Some(self.pool.status())
     }
 }
 

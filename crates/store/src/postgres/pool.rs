@@ -36,7 +36,7 @@ type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 impl PgConn {
     pub(crate) fn connect(config: &Config) -> StoreResult<PgConn> {
         let client = config.connect(NoTls).map_err(|e| {
-            StoreError::Backend(format!(
+            StoreError::Unavailable(format!(
                 "cannot connect to PostgreSQL at {}: {e}",
                 describe(config)
             ))
@@ -155,6 +155,8 @@ struct PoolState {
     idle: Vec<PgConn>,
     /// Connections open (idle or leased).
     open: usize,
+    /// Callers blocked waiting for a connection.
+    waiting: usize,
 }
 
 impl Pool {
@@ -165,6 +167,7 @@ impl Pool {
             state: Mutex::new(PoolState {
                 idle: Vec::new(),
                 open: 0,
+                waiting: 0,
             }),
             freed: Condvar::new(),
         }
@@ -203,9 +206,23 @@ impl Pool {
                     }
                 };
             }
-            if self.freed.wait_for(&mut state, ACQUIRE_TIMEOUT).timed_out() {
+            state.waiting += 1;
+            let timed_out = self.freed.wait_for(&mut state, ACQUIRE_TIMEOUT).timed_out();
+            state.waiting -= 1;
+            if timed_out {
                 return Err(StoreError::Busy);
             }
+        }
+    }
+
+    /// Connections in use, idle and waited for.
+    pub(crate) fn status(&self) -> crate::PoolStatus {
+        let state = self.state.lock();
+        crate::PoolStatus {
+            in_use: state.open.saturating_sub(state.idle.len()),
+            idle: state.idle.len(),
+            waiting: state.waiting,
+            max: self.max,
         }
     }
 

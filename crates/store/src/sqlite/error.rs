@@ -12,6 +12,12 @@ impl From<rusqlite::Error> for StoreError {
             {
                 StoreError::Busy
             }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+                StoreError::StorageFull
+            }
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::OperationInterrupted => {
+                StoreError::Unavailable("the query exceeded the store's time limit".into())
+            }
             _ => StoreError::Backend(e.to_string()),
         }
     }

@@ -49,6 +49,32 @@ const IDLE_READERS: usize = 4;
 /// [`crate::StoreError::Busy`].
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a read transaction's statements may run before SQLite interrupts them (the
+/// embedded store's counterpart of PostgreSQL's `statement_timeout`): a runaway search ends
+/// with a 503 instead of occupying a reader and a blocking thread after its client gave up.
+pub const READ_TIME_LIMIT: Duration = Duration::from_secs(60);
+
+/// SQLite virtual machine instructions between two checks of the deadline (well under a
+/// millisecond of work, so the check itself costs nothing measurable).
+const PROGRESS_INSTRUCTIONS: std::os::raw::c_int = 20_000;
+
+thread_local! {
+    /// When the read transaction running on this thread must stop. Transactions are not
+    /// `Send`, so a reader connection always runs on the thread that began its transaction.
+    static READ_DEADLINE: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
+
+/// Starts the time limit of a read transaction beginning on this thread.
+pub(crate) fn start_read_deadline() {
+    READ_DEADLINE.with(|d| d.set(Some(std::time::Instant::now() + READ_TIME_LIMIT)));
+}
+
+/// SQLite's progress callback on reader connections: `true` interrupts the statement.
+fn read_deadline_passed() -> bool {
+    READ_DEADLINE.with(|d| d.get().is_some_and(|t| std::time::Instant::now() >= t))
+}
+
 /// The embedded SQLite store: one database file `phip.db` in a data directory.
 pub struct SqliteStore {
     path: PathBuf,
@@ -250,6 +276,9 @@ fn open_connection(path: &Path, writer: bool) -> StoreResult<Connection> {
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !writer {
+        conn.progress_handler(PROGRESS_INSTRUCTIONS, Some(read_deadline_passed));
+    }
     conn.set_prepared_statement_cache_capacity(256);
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

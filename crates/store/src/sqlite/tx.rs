@@ -189,6 +189,7 @@ impl<'s> SqliteTransaction<'s> {
         if !conn.is_autocommit() {
             let _ = conn.execute_batch("ROLLBACK");
         }
+        super::start_read_deadline();
         // Deferred: the snapshot is fixed by the first read and kept until the end.
         conn.execute_batch("BEGIN")?;
         Ok(SqliteTransaction {

@@ -1,0 +1,358 @@
+//! Resource limits of the HTTP layer: requests in flight, request bodies, processing time and
+//! per-client request rates. Every refusal is a FHIR OperationOutcome with the HTTP status a
+//! client can act on:
+//!
+//! | limit                     | status | issue code  | headers       |
+//! |---------------------------|--------|-------------|---------------|
+//! | requests in flight        | 503    | `throttled` | `Retry-After` |
+//! | per-client request rate   | 429    | `throttled` | `Retry-After` |
+//! | request body size         | 413    | `too-long`  |               |
+//! | processing time           | 503    | `timeout`   | `Retry-After` |
+//!
+//! A request that outlives its time limit gets its answer at the limit, but the database work
+//! already started runs on until the store's own statement time limit stops it: the response
+//! time is bounded here, the database load by the store.
+//!
+//! Memory: bodies are read into memory (every handler needs the whole JSON document), so the
+//! bound is `max_in_flight × max_body_bytes` in the worst case; resource-sized requests are
+//! held to the much smaller `max_resource_body_bytes`, and only batch/transaction bundles and
+//! bulk operations may use the large limit.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method};
+use axum::middleware::Next;
+use axum::response::Response;
+use parking_lot::Mutex;
+use phip_engine::{FhirError, Principal};
+use phip_fhir::IssueType;
+use tokio::sync::Semaphore;
+
+use crate::http::error_response;
+use crate::AppState;
+
+/// Limits of the HTTP layer (see the module documentation for how each is enforced).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest body of a request that is not a batch/transaction bundle or a bulk operation
+    /// (a single resource, a patch, a search form, an operation's Parameters), in bytes.
+    /// Bundles use [`crate::ServerConfig::max_body_bytes`].
+    pub max_resource_body_bytes: usize,
+    /// Most requests processed at once; further requests are refused with 503 at once
+    /// instead of queueing without bound (0: no limit).
+    pub max_in_flight: usize,
+    /// Longest time a request may take before the client gets a 503 (`None`: no limit).
+    pub request_timeout: Option<Duration>,
+    /// Per-client request rate of the FHIR API (`None`: not limited).
+    pub rate_limit: Option<RateLimit>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_resource_body_bytes: 16 * 1024 * 1024,
+            max_in_flight: 512,
+            request_timeout: Some(Duration::from_secs(120)),
+            rate_limit: None,
+        }
+    }
+}
+
+/// A token bucket per client: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    /// Sustained requests per second allowed to one client.
+    pub per_second: f64,
+    /// Requests a client may send at once after being idle.
+    pub burst: u32,
+}
+
+/// The limits with their run-time state, shared by the middleware.
+pub(crate) struct Limiter {
+    pub(crate) limits: Limits,
+    in_flight: Option<Arc<Semaphore>>,
+    buckets: Option<Buckets>,
+}
+
+impl Limiter {
+    pub(crate) fn new(limits: Limits) -> Self {
+        let in_flight =
+            (limits.max_in_flight > 0).then(|| Arc::new(Semaphore::new(limits.max_in_flight)));
+        let buckets = limits.rate_limit.map(Buckets::new);
+        Self {
+            limits,
+            in_flight,
+            buckets,
+        }
+    }
+}
+
+/// Token buckets keyed by client. The map is pruned of buckets that have refilled completely
+/// (their clients are idle, so forgetting them changes nothing), which bounds it by the
+/// number of recently active clients.
+pub(crate) struct Buckets {
+    rate: RateLimit,
+    state: Mutex<HashMap<String, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    updated: Instant,
+}
+
+/// Size of the bucket map above which idle buckets are pruned.
+const PRUNE_ABOVE: usize = 10_000;
+
+impl Buckets {
+    pub(crate) fn new(rate: RateLimit) -> Self {
+        Self {
+            rate,
+            state: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token from `client`'s bucket, or says how long until one is available.
+    pub(crate) fn acquire(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        let burst = f64::from(self.rate.burst.max(1));
+        let per_second = self.rate.per_second.max(f64::MIN_POSITIVE);
+        let mut state = self.state.lock();
+        if state.len() > PRUNE_ABOVE {
+            state.retain(|_, b| {
+                b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_second
+                    < burst
+            });
+        }
+        let bucket = state.entry(client.to_owned()).or_insert(Bucket {
+            tokens: burst,
+            updated: now,
+        });
+        let elapsed = now.saturating_duration_since(bucket.updated).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
+        bucket.updated = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
+        }
+    }
+}
+
+/// A refusal with a `Retry-After` header (whole seconds, at least 1).
+fn refuse_with_retry(error: FhirError, retry_after: Duration) -> Response {
+    let mut response = error_response(error);
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// Whether a request may carry a bundle-sized body: batch/transaction bundles posted to the
+/// base, and system- or type-level bulk operations (`$import`, `$process-message`).
+fn takes_large_body(method: &Method, path: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let Some(rest) = path.strip_prefix("/fhir") else {
+        return false;
+    };
+    let rest = rest.trim_matches('/');
+    rest.is_empty() || rest == "$import" || rest == "$process-message" || rest.ends_with("/$import")
+}
+
+/// Middleware around every request: the in-flight limit, the body size limit and the time
+/// limit.
+pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limiter = state.limiter.clone();
+    // Monitoring must see an overloaded server, so `/metrics` is never shed.
+    let shed = request.uri().path() != "/metrics";
+    // Held until the response is ready (the permit drops at the end of this function).
+    let _permit = match &limiter.in_flight {
+        Some(semaphore) if shed => match semaphore.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) => {
+                return refuse_with_retry(
+                    FhirError::new(
+                        503,
+                        IssueType::Throttled,
+                        format!(
+                            "the server is processing its maximum of {} requests; retry shortly",
+                            limiter.limits.max_in_flight
+                        ),
+                    ),
+                    Duration::from_secs(1),
+                )
+            }
+        },
+        _ => None,
+    };
+    let limit = if takes_large_body(request.method(), request.uri().path()) {
+        state.config.max_body_bytes
+    } else {
+        limiter.limits.max_resource_body_bytes
+    };
+    let request = match read_body(request, limit).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
+    match limiter.limits.request_timeout {
+        Some(timeout) => match tokio::time::timeout(timeout, next.run(request)).await {
+            Ok(response) => response,
+            Err(_) => {
+                tracing::warn!(timeout_seconds = timeout.as_secs_f64(), "request timed out");
+                refuse_with_retry(
+                    FhirError::new(
+                        503,
+                        IssueType::Timeout,
+                        format!(
+                            "the request did not complete within {} s; narrow it (e.g. fewer search criteria matches, a smaller _count) or retry later",
+                            timeout.as_secs_f64()
+                        ),
+                    ),
+                    Duration::from_secs(5),
+                )
+            }
+        },
+        None => next.run(request).await,
+    }
+}
+
+/// Reads the body within `limit` bytes (refusing at once when `Content-Length` says it is too
+/// large, otherwise while reading, for chunked bodies), and puts it back in memory.
+async fn read_body(request: Request, limit: usize) -> Result<Request, Response> {
+    let too_large = || {
+        error_response(FhirError::new(
+            413,
+            IssueType::TooLong,
+            format!("the request body is larger than this server accepts ({limit} bytes)"),
+        ))
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    if declared == Some(0) || (declared.is_none() && !has_body(&request)) {
+        return Ok(request);
+    }
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
+        Err(error) => {
+            let length_exceeded = std::error::Error::source(&error)
+                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+            if length_exceeded {
+                Err(too_large())
+            } else {
+                Err(error_response(FhirError::bad_request(format!(
+                    "the request body could not be read: {error}"
+                ))))
+            }
+        }
+    }
+}
+
+/// Whether a request without `Content-Length` has a body (chunked transfer encoding).
+fn has_body(request: &Request) -> bool {
+    request.headers().contains_key(header::TRANSFER_ENCODING)
+}
+
+/// Route middleware of the FHIR API (after authentication): the per-client rate limit, keyed by
+/// the token's client id or subject.
+pub(crate) async fn rate_limit(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(buckets) = &state.limiter.buckets else {
+        return next.run(request).await;
+    };
+    let client = request
+        .extensions()
+        .get::<Principal>()
+        .map(|p| p.client_id.clone().unwrap_or_else(|| p.subject.clone()))
+        .unwrap_or_else(|| "anonymous".to_owned());
+    match buckets.acquire(&client, Instant::now()) {
+        Ok(()) => next.run(request).await,
+        Err(wait) => {
+            tracing::info!(%client, "rate limit exceeded");
+            refuse_with_retry(
+                FhirError::new(
+                    429,
+                    IssueType::Throttled,
+                    format!(
+                        "too many requests from this client (limit {} per second, bursts of {}); retry later",
+                        buckets.rate.per_second, buckets.rate.burst
+                    ),
+                ),
+                wait,
+            )
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_allow_a_burst_then_the_sustained_rate() {
+        let buckets = Buckets::new(RateLimit {
+            per_second: 2.0,
+            burst: 3,
+        });
+        let start = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(buckets.acquire("a", start), Ok(()));
+        }
+        let wait = buckets.acquire("a", start).expect_err("bucket empty");
+        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500));
+        // Another client has its own bucket.
+        assert_eq!(buckets.acquire("b", start), Ok(()));
+        // Half a second refills one token at 2/s, not more.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(buckets.acquire("a", later), Ok(()));
+        assert!(buckets.acquire("a", later).is_err());
+        // A long idle time refills up to the burst only.
+        let much_later = start + Duration::from_secs(60);
+        for _ in 0..3 {
+            assert_eq!(buckets.acquire("a", much_later), Ok(()));
+        }
+        assert!(buckets.acquire("a", much_later).is_err());
+    }
+
+    #[test]
+    fn idle_buckets_are_pruned() {
+        let buckets = Buckets::new(RateLimit {
+            per_second: 100.0,
+            burst: 1,
+        });
+        let start = Instant::now();
+        for i in 0..=PRUNE_ABOVE {
+            let _ = buckets.acquire(&format!("client-{i}"), start);
+        }
+        assert_eq!(buckets.state.lock().len(), PRUNE_ABOVE + 1);
+        let _ = buckets.acquire("late", start + Duration::from_secs(1));
+        assert_eq!(buckets.state.lock().len(), 1);
+    }
+
+    #[test]
+    fn only_bundles_and_bulk_operations_take_large_bodies() {
+        assert!(takes_large_body(&Method::POST, "/fhir"));
+        assert!(takes_large_body(&Method::POST, "/fhir/"));
+        assert!(takes_large_body(&Method::POST, "/fhir/$import"));
+        assert!(!takes_large_body(&Method::POST, "/fhir/Patient"));
+        assert!(!takes_large_body(&Method::PUT, "/fhir"));
+        assert!(!takes_large_body(&Method::POST, "/fhir/Patient/$match"));
+        assert!(!takes_large_body(&Method::POST, "/auth/token"));
+    }
+}

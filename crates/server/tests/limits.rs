@@ -1,0 +1,464 @@
+//! Limits of the HTTP layer: every exceeded limit is refused with a FHIR OperationOutcome and
+//! the status a client can act on (413, 429, 503), nothing stored is affected, and the server
+//! keeps serving other requests. Runs on SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{Backend, Reply, TestData};
+use phip_engine::{FhirResult, RuleContext, WriteRule};
+use phip_security::token::Grant;
+use phip_server::auth::{AuthMode, Authenticator};
+use phip_server::limits::{Limits, RateLimit};
+use phip_server::{AppState, ServerConfig};
+use phip_store::WriteRequest;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::oneshot;
+
+/// Holds writes of `Basic` resources for a while, counting those that entered, so that tests
+/// can keep a request in flight for as long as they need.
+struct SlowBasic {
+    delay: Duration,
+    entered: Arc<AtomicUsize>,
+}
+
+impl WriteRule for SlowBasic {
+    fn name(&self) -> &str {
+        "slow-basic"
+    }
+
+    fn applies_to(&self, resource_type: &str) -> bool {
+        resource_type == "Basic"
+    }
+
+    fn check(&self, _: &mut RuleContext<'_>, _: &mut WriteRequest) -> FhirResult<()> {
+        self.entered.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(self.delay);
+        Ok(())
+    }
+}
+
+/// A server with `limits`, requiring tokens; `slow` delays writes of `Basic`.
+struct Server {
+    base: String,
+    address: std::net::SocketAddr,
+    client: reqwest::Client,
+    auth: Arc<Authenticator>,
+    token: String,
+    entered: Arc<AtomicUsize>,
+    shutdown: Option<oneshot::Sender<()>>,
+    _data: TestData,
+}
+
+impl Server {
+    async fn start(backend: Backend, limits: Limits, slow: Duration) -> Self {
+        Self::start_with_body_limit(backend, limits, slow, 0).await
+    }
+
+    async fn start_with_body_limit(
+        backend: Backend,
+        limits: Limits,
+        slow: Duration,
+        max_body_bytes: usize,
+    ) -> Self {
+        let data = TestData::new(backend).await;
+        let config = data.store.clone();
+        let store = tokio::task::spawn_blocking(move || phip_store::open_store(&config))
+            .await
+            .expect("join")
+            .expect("open store");
+        let mut engine = phip_server::platform_engine(store, phip_engine::EngineConfig::default());
+        let entered = Arc::new(AtomicUsize::new(0));
+        engine.add_write_rule(Arc::new(SlowBasic {
+            delay: slow,
+            entered: entered.clone(),
+        }));
+        let auth = Arc::new(
+            Authenticator::from_data_dir(data.dir.path(), None, Vec::new()).expect("auth"),
+        );
+        let engine = Arc::new(engine);
+        let exporter = Arc::new(
+            phip_bulk::Exporter::start(
+                engine.clone(),
+                data.dir.path(),
+                phip_bulk::ExportConfig::default(),
+            )
+            .expect("exporter"),
+        );
+        let subscriptions = phip_subscriptions::Subscriptions::start(
+            engine.clone(),
+            data.dir.path(),
+            phip_subscriptions::SubscriptionsConfig::default(),
+        )
+        .expect("subscriptions");
+        let state = AppState::new(
+            engine,
+            ServerConfig {
+                auth: AuthMode::Required(auth.clone()),
+                public_base_url: None,
+                max_body_bytes,
+                node_name: "phip-test".into(),
+            },
+            None,
+        )
+        .with_limits(limits)
+        .with_bulk_export(exporter)
+        .with_subscriptions(subscriptions);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = phip_server::serve(listener, state, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let token = mint(&auth, "client-a");
+        Self {
+            base: format!("http://{address}/fhir"),
+            address,
+            client: reqwest::Client::new(),
+            auth,
+            token,
+            entered,
+            shutdown: Some(tx),
+            _data: data,
+        }
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<Vec<u8>>, token: &str) -> Reply {
+        let url = if path.is_empty() {
+            self.base.clone()
+        } else {
+            format!("{}/{path}", self.base)
+        };
+        let mut request = self.client.request(method, url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/fhir+json")
+                .body(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, None, &self.token).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Reply {
+        self.send(
+            Method::POST,
+            path,
+            Some(serde_json::to_vec(body).expect("json")),
+            &self.token,
+        )
+        .await
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+fn mint(auth: &Authenticator, subject: &str) -> String {
+    auth.mint(
+        &Grant {
+            sub: subject.into(),
+            scope: "system/*.cruds".into(),
+            ..Grant::default()
+        },
+        Duration::from_secs(600),
+    )
+    .expect("token")
+    .token
+}
+
+fn issue_code(reply: &Reply) -> &str {
+    reply.body["issue"][0]["code"].as_str().unwrap_or_default()
+}
+
+fn patient_with_note(bytes: usize) -> Value {
+    json!({
+        "resourceType": "Patient",
+        "name": [{"family": "Li", "text": "x".repeat(bytes)}]
+    })
+}
+
+async fn resource_bodies_are_held_to_the_smaller_limit_and_bundles_to_the_larger(backend: Backend) {
+    let server = Server::start_with_body_limit(
+        backend,
+        Limits {
+            max_resource_body_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        Duration::ZERO,
+        1024 * 1024,
+    )
+    .await;
+    let big = patient_with_note(100 * 1024);
+    let refused = server.post("Patient", &big).await;
+    common::assert_outcome(&refused, 413);
+    assert_eq!(issue_code(&refused), "too-long");
+    // The same resource inside a transaction bundle is within the bundle limit.
+    let bundle = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": big, "request": {"method": "POST", "url": "Patient"}}]
+    });
+    let accepted = server.post("", &bundle).await;
+    assert_eq!(accepted.status, StatusCode::OK, "{}", accepted.body);
+    // A bundle beyond the bundle limit is refused too.
+    let huge = json!({
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": patient_with_note(2 * 1024 * 1024),
+                   "request": {"method": "POST", "url": "Patient"}}]
+    });
+    common::assert_outcome(&server.post("", &huge).await, 413);
+    // Only the accepted bundle's patient was stored.
+    let search = server.get("Patient?_summary=count").await;
+    assert_eq!(search.body["total"], 1, "{}", search.body);
+}
+
+/// A chunked body (no Content-Length) is cut off while reading, not after buffering it all.
+async fn chunked_bodies_are_limited_while_reading(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            max_resource_body_bytes: 64 * 1024,
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST /fhir/Patient HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/fhir+json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        server.address, server.token
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    let chunk = vec![b' '; 16 * 1024];
+    // Up to 1 MiB of chunks; the server answers (and may close) once it has seen 64 KiB.
+    for _ in 0..64 {
+        let frame = format!("{:x}\r\n", chunk.len());
+        if stream.write_all(frame.as_bytes()).await.is_err()
+            || stream.write_all(&chunk).await.is_err()
+            || stream.write_all(b"\r\n").await.is_err()
+        {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(
+        text.contains("OperationOutcome") && text.contains("too-long"),
+        "{text}"
+    );
+}
+
+async fn clients_beyond_their_rate_get_429_with_retry_after(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            // Practically no refill during the test: exactly the burst is allowed.
+            rate_limit: Some(RateLimit {
+                per_second: 0.01,
+                burst: 3,
+            }),
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(server.get("Patient").await.status, StatusCode::OK);
+    }
+    let refused = server.get("Patient").await;
+    common::assert_outcome(&refused, 429);
+    assert_eq!(issue_code(&refused), "throttled");
+    let retry_after: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=100).contains(&retry_after), "{retry_after}");
+    // Writes are counted too, and refused without being stored.
+    common::assert_outcome(&server.post("Patient", &patient_with_note(1)).await, 429);
+    // Another client has its own budget.
+    let other = mint(&server.auth, "client-b");
+    let reply = server
+        .send(Method::GET, "Patient?_summary=count", None, &other)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body["total"], 0,
+        "the refused write must not be stored"
+    );
+}
+
+async fn requests_beyond_the_in_flight_limit_are_shed_with_503(backend: Backend) {
+    let server = Arc::new(
+        Server::start(
+            backend,
+            Limits {
+                max_in_flight: 1,
+                ..Limits::default()
+            },
+            Duration::from_secs(2),
+        )
+        .await,
+    );
+    let slow = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .post(
+                    "Basic",
+                    &json!({"resourceType": "Basic", "code": {"text": "slow"}}),
+                )
+                .await
+        })
+    };
+    while server.entered.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shed = server.get("Patient").await;
+    common::assert_outcome(&shed, 503);
+    assert_eq!(issue_code(&shed), "throttled");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    // Monitoring still sees the overloaded server.
+    let metrics = server
+        .client
+        .get(format!("http://{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics");
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let first = slow.await.expect("join");
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    // Capacity is back once the slow request finished.
+    assert_eq!(server.get("Patient").await.status, StatusCode::OK);
+}
+
+async fn requests_beyond_the_time_limit_get_503_timeout(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            request_timeout: Some(Duration::from_millis(300)),
+            ..Limits::default()
+        },
+        Duration::from_secs(2),
+    )
+    .await;
+    let reply = server
+        .post(
+            "Basic",
+            &json!({"resourceType": "Basic", "code": {"text": "slow"}}),
+        )
+        .await;
+    common::assert_outcome(&reply, 503);
+    assert_eq!(issue_code(&reply), "timeout");
+    assert!(reply.header("retry-after").is_some());
+    // Fast requests are unaffected.
+    assert_eq!(server.get("Patient").await.status, StatusCode::OK);
+}
+
+/// `_count` above the maximum page size is clamped (FHIR: the server may return fewer), not
+/// refused, and the page never holds more than the maximum.
+async fn count_above_the_maximum_is_clamped(backend: Backend) {
+    let server = Server::start(backend, Limits::default(), Duration::ZERO).await;
+    let entries: Vec<Value> = (0..3)
+        .map(|i| {
+            json!({"resource": {"resourceType": "Patient", "name": [{"family": format!("P{i}")}]},
+                   "request": {"method": "POST", "url": "Patient"}})
+        })
+        .collect();
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": entries});
+    assert_eq!(server.post("", &bundle).await.status, StatusCode::OK);
+    let reply = server.get("Patient?_count=1000000").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.entries().len(), 3);
+    let reply = server.get("Patient?_count=-5").await;
+    common::assert_outcome(&reply, 400);
+}
+
+/// `/metrics` exposes the depths of the queues behind the API.
+async fn metrics_expose_pool_subscription_and_export_queues(backend: Backend) {
+    let server = Server::start(backend, Limits::default(), Duration::ZERO).await;
+    let subscription = json!({
+        "resourceType": "Subscription", "status": "requested", "reason": "metrics",
+        "criteria": "Observation?code=1234-5",
+        "channel": {"type": "websocket"}
+    });
+    let created = server.post("Subscription", &subscription).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let text = server
+        .client
+        .get(format!("http://{}/metrics", server.address))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    let gauge = |name: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.parse().ok())
+    };
+    assert_eq!(gauge("phip_bulk_export_jobs_queued"), Some(0.0), "{text}");
+    assert_eq!(gauge("phip_bulk_export_jobs_running"), Some(0.0), "{text}");
+    assert!(gauge("phip_subscriptions_tracked").is_some(), "{text}");
+    assert!(
+        gauge("phip_subscription_backlog_changes").is_some(),
+        "{text}"
+    );
+    match backend {
+        Backend::Postgres => {
+            assert_eq!(
+                gauge("phip_store_pool_connections_max"),
+                Some(8.0),
+                "{text}"
+            );
+            let in_use = gauge("phip_store_pool_connections_in_use").expect("in use");
+            let idle = gauge("phip_store_pool_connections_idle").expect("idle");
+            assert!(in_use + idle >= 1.0, "{text}");
+            assert_eq!(gauge("phip_store_pool_waiting"), Some(0.0), "{text}");
+        }
+        Backend::Sqlite => assert!(gauge("phip_store_pool_connections_max").is_none()),
+    }
+}
+
+on_both_backends!(
+    metrics_expose_pool_subscription_and_export_queues,
+    resource_bodies_are_held_to_the_smaller_limit_and_bundles_to_the_larger,
+    chunked_bodies_are_limited_while_reading,
+    clients_beyond_their_rate_get_429_with_retry_after,
+    requests_beyond_the_in_flight_limit_are_shed_with_503,
+    requests_beyond_the_time_limit_get_503_timeout,
+    count_above_the_maximum_is_clamped,
+);
