@@ -35,6 +35,7 @@
 pub mod event;
 pub mod log;
 pub mod query;
+pub mod reserve;
 pub mod verify;
 
 pub use event::{Action, Agent, AuditRecord, Coding, EventType, Interaction, Outcome, Source};

@@ -172,6 +172,9 @@ pub struct AuditOptions {
     pub checkpoint_every: u64,
     /// Open without a writer: appends fail with [`AuditError::ReadOnly`]. The file must exist.
     pub read_only: bool,
+    /// Bytes held back in [`crate::reserve::RESERVE_FILE`] so that accesses can still be
+    /// recorded when the disk fills up; 0 disables the reserve.
+    pub reserve_bytes: u64,
 }
 
 impl Default for AuditOptions {
@@ -180,6 +183,7 @@ impl Default for AuditOptions {
             keys: None,
             checkpoint_every: DEFAULT_CHECKPOINT_EVERY,
             read_only: false,
+            reserve_bytes: crate::reserve::DEFAULT_RESERVE_BYTES,
         }
     }
 }
@@ -238,6 +242,7 @@ pub(crate) struct Inner {
     readers: Mutex<Vec<Connection>>,
     pub(crate) keys: Option<CheckpointKeys>,
     checkpoint_every: u64,
+    reserve: crate::reserve::Reserve,
 }
 
 /// The audit log of one data directory. Cheap to clone (shared handle); safe to use from many
@@ -306,6 +311,18 @@ impl AuditLog {
             conn.execute_batch(SCHEMA)?;
             Some(Mutex::new(Writer { conn }))
         };
+        let reserve = crate::reserve::Reserve::new(
+            data_dir,
+            if options.read_only {
+                0
+            } else {
+                options.reserve_bytes
+            },
+        );
+        if let Err(error) = reserve.fill() {
+            // Not fatal: the log works, it just cannot outlast a full disk.
+            tracing::warn!(%error, "could not set aside the audit reserve");
+        }
         let log = AuditLog {
             inner: Arc::new(Inner {
                 path,
@@ -314,6 +331,7 @@ impl AuditLog {
                 readers: Mutex::new(Vec::new()),
                 keys: options.keys,
                 checkpoint_every: options.checkpoint_every,
+                reserve,
             }),
         };
         // Fail now, not on the first query, if the file is not an audit log.
@@ -349,7 +367,11 @@ impl AuditLog {
         // Invariant: under the writer lock our job is either done (slot filled) or still
         // queued, because jobs are only taken from the queue, and completed, under this lock.
         let jobs = std::mem::take(&mut *self.inner.queue.lock());
-        match w.commit(&jobs, self.inner.checkpoint_every, self.signer()) {
+        let mut committed = w.commit(&jobs, self.inner.checkpoint_every, self.signer());
+        if committed.as_ref().is_err_and(is_disk_full) && self.inner.reserve.release() {
+            committed = w.commit(&jobs, self.inner.checkpoint_every, self.signer());
+        }
+        match committed {
             Ok(seqs) => {
                 for (job, seqs) in jobs.iter().zip(seqs) {
                     *job.slot.lock() = Some(Ok(seqs));
@@ -369,6 +391,21 @@ impl AuditLog {
         drop(w);
         let done = slot.lock().take();
         done.unwrap_or_else(|| Err(AuditError::GroupCommit("append was not committed".into())))
+    }
+
+    /// Whether the disk is full and the audit reserve has been spent on recording accesses:
+    /// the server must then refuse writes before they reach the store, so that what space is
+    /// left goes to recording reads. Each call during an emergency tries to set the reserve
+    /// aside again (the file write is cheap, and only happens during the emergency) and ends
+    /// the emergency when it can. See [`crate::reserve`].
+    pub fn storage_emergency(&self) -> bool {
+        self.inner.reserve.emergency()
+    }
+
+    /// Whether a storage emergency may be on: a cheap check (no file access) that tells when
+    /// [`storage_emergency`](Self::storage_emergency) is worth calling.
+    pub fn storage_emergency_suspected(&self) -> bool {
+        self.inner.reserve.spent()
     }
 
     /// Append one record; returns its `seq`.
@@ -598,4 +635,13 @@ fn insert_checkpoint(
         cp.signature
     ])?;
     Ok(cp)
+}
+
+/// Whether an append failed because the disk is full.
+fn is_disk_full(error: &AuditError) -> bool {
+    matches!(
+        error,
+        AuditError::Sqlite(rusqlite::Error::SqliteFailure(failure, _))
+            if failure.code == rusqlite::ErrorCode::DiskFull
+    )
 }

@@ -25,6 +25,7 @@ fn open(dir: &Path, every: u64) -> AuditLog {
             keys: Some(keys),
             checkpoint_every: every,
             read_only: false,
+            ..AuditOptions::default()
         },
     )
     .unwrap()

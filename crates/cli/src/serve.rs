@@ -156,10 +156,17 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
+        // A node below the national level records its own division's indicators daily; the
+        // outbox carries them up for the roll-up. The national node holds no clinical records.
+        let indicator_division = federation
+            .as_ref()
+            .filter(|f| f.config.level != phip_federation::Level::National)
+            .map(|f| f.config.division.clone());
         let daily_surveillance = phip_server::public_health::spawn_daily_surveillance(
             surveillance_engine,
             Arc::new(surveillance),
             base.clone(),
+            indicator_division,
         );
         let (mllp_stop, mllp_task) = match &settings.mllp {
             Some(mllp_address) => {

@@ -186,7 +186,15 @@ pub(crate) async fn record(
     let method = request.method().clone();
     let uri = request.uri().clone();
     let headers = request.headers().clone();
-    let mut response = next.run(request).await;
+    let mut response = if is_storage_write(&method, uri.path()) && storage_emergency(&log).await {
+        error_response(FhirError::new(
+            507,
+            IssueType::Exception,
+            "the disk is full: writes are refused until space is freed (reads are still served)",
+        ))
+    } else {
+        next.run(request).await
+    };
     let principal = response.extensions().get::<Principal>().cloned();
     let info = response
         .extensions_mut()
@@ -257,6 +265,30 @@ pub(crate) async fn record(
         }
         Err(_) => error_response(FhirError::new(500, IssueType::Exception, "internal error")),
     }
+}
+
+/// Whether a request writes to the store: PUT, PATCH, DELETE, and POST other than searches
+/// and operations (which mostly read; those that write fail cleanly on a full disk anyway).
+fn is_storage_write(method: &Method, path: &str) -> bool {
+    let last = path.rsplit('/').next().unwrap_or("");
+    match *method {
+        Method::PUT | Method::PATCH | Method::DELETE => true,
+        Method::POST => last != "_search" && !last.starts_with('$'),
+        _ => false,
+    }
+}
+
+/// Whether the disk is full and the audit reserve is being spent (see
+/// [`phip_audit::reserve`]): then writes are refused before they reach the store, so that the
+/// space left goes to recording reads.
+async fn storage_emergency(log: &phip_audit::AuditLog) -> bool {
+    if !log.storage_emergency_suspected() {
+        return false;
+    }
+    let log = log.clone();
+    tokio::task::spawn_blocking(move || log.storage_emergency())
+        .await
+        .unwrap_or(true)
 }
 
 fn audit_error(error: phip_audit::AuditError) -> ApiError {

@@ -154,16 +154,32 @@ fn refuse_with_retry(error: FhirError, retry_after: Duration) -> Response {
 }
 
 /// Whether a request may carry a bundle-sized body: batch/transaction bundles posted to the
-/// base, and system- or type-level bulk operations (`$import`, `$process-message`).
+/// base, system- or type-level bulk operations (`$import`, `$process-message`, device
+/// `$ingest`), and writes of the resource types that are containers by nature — stored
+/// `Bundle`s (documents, collections; the official R4 examples include one of 17 MB) and
+/// `Binary` content.
 fn takes_large_body(method: &Method, path: &str) -> bool {
-    if method != Method::POST {
+    if method != Method::POST && method != Method::PUT {
         return false;
     }
     let Some(rest) = path.strip_prefix("/fhir") else {
         return false;
     };
     let rest = rest.trim_matches('/');
-    rest.is_empty() || rest == "$import" || rest == "$process-message" || rest.ends_with("/$import")
+    let mut segments = rest.split('/');
+    let first = segments.next().unwrap_or("");
+    let second = segments.next();
+    let container =
+        matches!(first, "Bundle" | "Binary") && second.is_none_or(|s| !s.starts_with('$'));
+    if method == Method::PUT {
+        return container && second.is_some();
+    }
+    rest.is_empty()
+        || rest == "$import"
+        || rest == "$process-message"
+        || rest.ends_with("/$import")
+        || rest.ends_with("/$ingest")
+        || (container && second.is_none())
 }
 
 /// Middleware around every request: the in-flight limit, the body size limit and the time
@@ -354,5 +370,12 @@ mod tests {
         assert!(!takes_large_body(&Method::PUT, "/fhir"));
         assert!(!takes_large_body(&Method::POST, "/fhir/Patient/$match"));
         assert!(!takes_large_body(&Method::POST, "/auth/token"));
+        assert!(takes_large_body(&Method::POST, "/fhir/Observation/$ingest"));
+        assert!(takes_large_body(&Method::POST, "/fhir/Bundle"));
+        assert!(takes_large_body(&Method::PUT, "/fhir/Bundle/resources"));
+        assert!(takes_large_body(&Method::PUT, "/fhir/Binary/b1"));
+        assert!(!takes_large_body(&Method::PUT, "/fhir/Patient/p1"));
+        assert!(!takes_large_body(&Method::PUT, "/fhir/Bundle"));
+        assert!(!takes_large_body(&Method::POST, "/fhir/Bundle/b1/$render"));
     }
 }

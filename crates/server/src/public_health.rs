@@ -21,7 +21,7 @@ use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::Extension;
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Utc};
 use phip_engine::{Engine, FhirError, FhirResponse, FhirResult, Principal, RequestContext};
 use phip_fhir::{IssueType, OperationOutcome};
 use phip_security::scope::Interaction;
@@ -492,11 +492,7 @@ pub(crate) async fn indicators(
         if store {
             ctx.principal
                 .require("MeasureReport", Interaction::Update)?;
-            for r in &reports {
-                let id = r["identifier"][0]["value"].as_str().unwrap_or_default();
-                let criteria = format!("identifier={}|{id}", phip_indicators::REPORT_ID_SYSTEM);
-                engine.conditional_update(ctx, "MeasureReport", &criteria, r.clone(), None)?;
-            }
+            store_reports(engine, ctx, &reports)?;
         }
         let entries: Vec<Value> = reports
             .into_iter()
@@ -508,6 +504,50 @@ pub(crate) async fn indicators(
         ))
     })
     .await
+}
+
+/// Stores indicator reports, each replacing the earlier report of the same measure, division
+/// and period (so the history of a MeasureReport is its revisions, which the federation outbox
+/// carries to the parent node).
+fn store_reports(engine: &Engine, ctx: &RequestContext, reports: &[Value]) -> FhirResult<()> {
+    for r in reports {
+        let id = r["identifier"][0]["value"].as_str().unwrap_or_default();
+        let criteria = format!("identifier={}|{id}", phip_indicators::REPORT_ID_SYSTEM);
+        engine.conditional_update(ctx, "MeasureReport", &criteria, r.clone(), None)?;
+    }
+    Ok(())
+}
+
+/// The months whose indicators a daily run records on `today`: the current month so far, and
+/// during the first week of a month also the previous one, which late reports still change.
+pub fn indicator_periods_due(today: NaiveDate) -> Vec<phip_indicators::Period> {
+    let mut periods = vec![phip_indicators::Period::month_of(today)];
+    if today.day() <= 7 {
+        if let Some(last_month) = today.with_day(1).and_then(|d| d.pred_opt()) {
+            periods.insert(0, phip_indicators::Period::month_of(last_month));
+        }
+    }
+    periods
+}
+
+/// Computes and stores the indicators of `division` for each due period, as the server's own
+/// work. This is the county-level computation the four-level roll-up starts from: the stored
+/// MeasureReports reach the parent node through the federation outbox.
+pub fn record_indicators(
+    engine: &Engine,
+    config: &SurveillanceConfig,
+    division: &str,
+    today: NaiveDate,
+    base_url: &str,
+) -> FhirResult<usize> {
+    let ctx = RequestContext::new(base_url, Principal::unrestricted("phip-indicators"));
+    let mut stored = 0;
+    for period in indicator_periods_due(today) {
+        let reports = indicator_reports(engine, config, division, &period)?;
+        store_reports(engine, &ctx, &reports)?;
+        stored += reports.len();
+    }
+    Ok(stored)
 }
 
 /// Checks the caller may see aggregate reports for `division` in `period` and parses them:
@@ -581,10 +621,14 @@ pub const DAILY_RUN_HOUR_CST: u32 = 6;
 /// Runs the surveillance detectors every day at [`DAILY_RUN_HOUR_CST`]:00 China Standard Time
 /// for the previous (complete) day, as `$surveillance-run` would, logging the outcome. Alerts
 /// are idempotent, so a run that repeats a day a client already ran creates nothing new.
+///
+/// With `indicator_division` (a federation node's own division), each run also records that
+/// division's indicators ([`record_indicators`]), so they roll up the hierarchy every day.
 pub fn spawn_daily_surveillance(
     engine: std::sync::Arc<Engine>,
     config: std::sync::Arc<SurveillanceConfig>,
     base_url: String,
+    indicator_division: Option<String>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -601,6 +645,19 @@ pub fn spawn_daily_surveillance(
             let wait = (next - now.naive_utc()).to_std().unwrap_or_default();
             tokio::time::sleep(wait).await;
             let day = next.date() - chrono::Duration::days(1);
+            if let Some(division) = indicator_division.clone() {
+                let (engine, config, base) = (engine.clone(), config.clone(), base_url.clone());
+                let today = next.date();
+                let result = tokio::task::spawn_blocking(move || {
+                    record_indicators(&engine, &config, &division, today, &base)
+                })
+                .await;
+                match result {
+                    Ok(Ok(reports)) => tracing::info!(%today, reports, "daily indicators recorded"),
+                    Ok(Err(e)) => tracing::error!(%today, error = ?e, "daily indicators failed"),
+                    Err(e) => tracing::error!(%today, error = %e, "daily indicators panicked"),
+                }
+            }
             let (engine, config, base) = (engine.clone(), config.clone(), base_url.clone());
             let result = tokio::task::spawn_blocking(move || {
                 phip_surveillance::run::run(&engine, &config, day, &base)

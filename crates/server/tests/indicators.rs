@@ -407,7 +407,58 @@ async fn reports_are_stored_once_and_scoped(backend: Backend) {
     }
 }
 
+/// The daily run records a node's own division's indicators (what the federation outbox
+/// carries up for the roll-up): early in a month the previous month too, the same values
+/// `$indicators` computes, and re-running replaces rather than duplicates.
+async fn daily_run_records_the_divisions_indicators(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    seed(&server).await;
+    let due = |day: &str| {
+        phip_server::public_health::indicator_periods_due(day.parse().expect("date"))
+            .into_iter()
+            .map(|p| p.label)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(due("2026-11-03"), ["2026-10", "2026-11"]);
+    assert_eq!(due("2026-11-08"), ["2026-11"]);
+    assert_eq!(due("2026-01-02"), ["2025-12", "2026-01"]);
+
+    for _ in 0..2 {
+        let engine = server.engine.clone();
+        let base = server.url("");
+        let stored = tokio::task::spawn_blocking(move || {
+            phip_server::public_health::record_indicators(
+                &engine,
+                &phip_surveillance::SurveillanceConfig::builtin(),
+                CY,
+                "2026-11-03".parse().expect("date"),
+                &base,
+            )
+        })
+        .await
+        .expect("join")
+        .expect("recorded");
+        assert_eq!(stored, 12, "six measures for October and November");
+    }
+    let stored = server
+        .get("MeasureReport?identifier=urn:phip:indicator|&_count=50")
+        .await;
+    assert_eq!(stored.entries().len(), 12, "{}", stored.body);
+    let computed = by_measure(&indicators(&server, CY).await);
+    let recorded = server
+        .get("MeasureReport?identifier=urn:phip:indicator|&_count=50")
+        .await;
+    let recorded = by_measure(&json!({"entry": recorded
+        .entries()
+        .into_iter()
+        .filter(|r| r["identifier"][0]["value"].as_str().is_some_and(|v| v.ends_with("-2026-10")))
+        .map(|r| json!({"resource": r}))
+        .collect::<Vec<_>>()}));
+    assert_eq!(recorded, computed);
+}
+
 on_both_backends!(
     indicator_values_match_the_hand_computed_fixture,
     reports_are_stored_once_and_scoped,
+    daily_run_records_the_divisions_indicators,
 );

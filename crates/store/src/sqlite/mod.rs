@@ -117,11 +117,40 @@ struct DurableState {
     /// Every group up to this epoch has finished.
     finished: u64,
     /// Recent failed groups and why.
-    failures: std::collections::VecDeque<(u64, String)>,
+    failures: std::collections::VecDeque<(u64, GroupFailure)>,
+}
+
+/// Why a commit group failed, kept so that every committer of the group gets an error of the
+/// same kind (a full disk is a 507 for all of them, not an internal error for the followers).
+#[derive(Debug, Clone)]
+pub(crate) enum GroupFailure {
+    StorageFull,
+    Unavailable(String),
+    Other(String),
+}
+
+impl From<crate::StoreError> for GroupFailure {
+    fn from(error: crate::StoreError) -> Self {
+        match error {
+            crate::StoreError::StorageFull => GroupFailure::StorageFull,
+            crate::StoreError::Unavailable(m) => GroupFailure::Unavailable(m),
+            other => GroupFailure::Other(other.to_string()),
+        }
+    }
+}
+
+impl GroupFailure {
+    fn to_error(&self) -> crate::StoreError {
+        match self {
+            GroupFailure::StorageFull => crate::StoreError::StorageFull,
+            GroupFailure::Unavailable(m) => crate::StoreError::Unavailable(m.clone()),
+            GroupFailure::Other(m) => crate::StoreError::Backend(format!("commit failed: {m}")),
+        }
+    }
 }
 
 impl Durability {
-    fn finish(&self, epoch: u64, failure: Option<String>) {
+    fn finish(&self, epoch: u64, failure: Option<GroupFailure>) {
         let mut s = self.state.lock();
         s.finished = s.finished.max(epoch);
         if let Some(f) = failure {
@@ -140,7 +169,7 @@ impl Durability {
             self.changed.wait(&mut s);
         }
         match s.failures.iter().find(|(e, _)| *e == epoch) {
-            Some((_, f)) => Err(crate::StoreError::Backend(format!("commit failed: {f}"))),
+            Some((_, f)) => Err(f.to_error()),
             None => Ok(()),
         }
     }

@@ -54,7 +54,9 @@ impl<'s> WriterLease<'s> {
             w.group_pending = Pending::default();
             store.durability.finish(
                 w.group_epoch,
-                Some("the commit group was rolled back by SQLite".into()),
+                Some(super::GroupFailure::Unavailable(
+                    "the commit group was rolled back by SQLite (an I/O or resource error, such as a full disk); nothing was written, retry".into(),
+                )),
             );
         }
         if solo && w.group_open {
@@ -110,8 +112,11 @@ impl<'s> WriterLease<'s> {
 /// committers how it went.
 fn finish_group(w: &mut Writer, store: &SqliteStore) {
     let result = if w.conn.is_autocommit() {
-        Err(StoreError::Backend(
-            "the commit group was rolled back by SQLite".into(),
+        // SQLite rolls a transaction back by itself after some statement failures (a full
+        // disk, an I/O error); the statement that failed already reported why to its own
+        // committer, and the others in the group may simply try again.
+        Err(StoreError::Unavailable(
+            "the commit group was rolled back by SQLite; nothing was written, retry".into(),
         ))
     } else {
         w.conn.execute_batch("COMMIT").map_err(StoreError::from)
@@ -127,7 +132,7 @@ fn finish_group(w: &mut Writer, store: &SqliteStore) {
             if !w.conn.is_autocommit() {
                 let _ = w.conn.execute_batch("ROLLBACK");
             }
-            Some(e.to_string())
+            Some(super::GroupFailure::from(e))
         }
     };
     store.durability.finish(w.group_epoch, failure);
