@@ -52,6 +52,8 @@ pub struct LimitsConfig {
     pub max_resource_body_bytes: Option<usize>,
     /// Most requests processed at once; more are refused with 503 [512; 0: no limit].
     pub max_in_flight: Option<usize>,
+    /// Most requests one client may have in progress at once; more get 429 [64; 0: no limit].
+    pub max_in_flight_per_client: Option<usize>,
     /// Seconds a request may take before it is answered with 503 [120; 0: no limit].
     pub request_timeout_seconds: Option<f64>,
     /// Sustained requests per second per client (token subject or client id) [no limit].
@@ -86,6 +88,9 @@ impl LimitsConfig {
                 .max_resource_body_bytes
                 .unwrap_or(defaults.max_resource_body_bytes),
             max_in_flight: self.max_in_flight.unwrap_or(defaults.max_in_flight),
+            max_in_flight_per_client: self
+                .max_in_flight_per_client
+                .unwrap_or(defaults.max_in_flight_per_client),
             request_timeout,
             rate_limit,
         };

@@ -45,6 +45,10 @@ pub struct Limits {
     /// Most requests processed at once; further requests are refused with 503 at once
     /// instead of queueing without bound (0: no limit).
     pub max_in_flight: usize,
+    /// Most requests one client (token client id or subject) may have in progress at once;
+    /// more are refused with 429, so that one client cannot take the whole
+    /// [`max_in_flight`](Self::max_in_flight) budget from the others (0: no limit).
+    pub max_in_flight_per_client: usize,
     /// Longest time a request may take before the client gets a 503 (`None`: no limit).
     pub request_timeout: Option<Duration>,
     /// Per-client request rate of the FHIR API (`None`: not limited).
@@ -56,6 +60,7 @@ impl Default for Limits {
         Self {
             max_resource_body_bytes: 16 * 1024 * 1024,
             max_in_flight: 512,
+            max_in_flight_per_client: 64,
             request_timeout: Some(Duration::from_secs(120)),
             rate_limit: None,
         }
@@ -75,6 +80,7 @@ pub struct RateLimit {
 pub(crate) struct Limiter {
     pub(crate) limits: Limits,
     in_flight: Option<Arc<Semaphore>>,
+    per_client: Option<Arc<ClientSlots>>,
     buckets: Option<Buckets>,
 }
 
@@ -83,10 +89,67 @@ impl Limiter {
         let in_flight =
             (limits.max_in_flight > 0).then(|| Arc::new(Semaphore::new(limits.max_in_flight)));
         let buckets = limits.rate_limit.map(Buckets::new);
+        let per_client = (limits.max_in_flight_per_client > 0)
+            .then(|| Arc::new(ClientSlots::new(limits.max_in_flight_per_client)));
         Self {
             limits,
             in_flight,
+            per_client,
             buckets,
+        }
+    }
+}
+
+/// Requests in progress per client. Entries exist only while a client has requests in
+/// progress, so the map is bounded by the in-flight limit.
+pub(crate) struct ClientSlots {
+    max: usize,
+    busy: Mutex<HashMap<String, usize>>,
+}
+
+/// One request's slot; released when dropped (the response is ready, or the request was
+/// abandoned).
+pub(crate) struct ClientSlot {
+    slots: Arc<ClientSlots>,
+    client: String,
+}
+
+impl ClientSlots {
+    pub(crate) fn new(max: usize) -> Self {
+        Self {
+            max,
+            busy: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A slot for `client`, or `None` when it already has `max` requests in progress.
+    pub(crate) fn acquire(self: &Arc<Self>, client: &str) -> Option<ClientSlot> {
+        let mut busy = self.busy.lock();
+        let count = busy.entry(client.to_owned()).or_insert(0);
+        if *count >= self.max {
+            return None;
+        }
+        *count += 1;
+        Some(ClientSlot {
+            slots: self.clone(),
+            client: client.to_owned(),
+        })
+    }
+
+    #[cfg(test)]
+    fn in_progress(&self, client: &str) -> usize {
+        self.busy.lock().get(client).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut busy = self.slots.busy.lock();
+        if let Some(count) = busy.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                busy.remove(&self.client);
+            }
         }
     }
 }
@@ -289,14 +352,39 @@ pub(crate) async fn rate_limit(
     request: Request,
     next: Next,
 ) -> Response {
-    let Some(buckets) = &state.limiter.buckets else {
+    let limiter = &state.limiter;
+    if limiter.buckets.is_none() && limiter.per_client.is_none() {
         return next.run(request).await;
-    };
+    }
     let client = request
         .extensions()
         .get::<Principal>()
         .map(|p| p.client_id.clone().unwrap_or_else(|| p.subject.clone()))
         .unwrap_or_else(|| "anonymous".to_owned());
+    // Held until the response is ready.
+    let _slot = match &limiter.per_client {
+        Some(slots) => match slots.acquire(&client) {
+            Some(slot) => Some(slot),
+            None => {
+                tracing::info!(%client, "per-client in-flight limit reached");
+                return refuse_with_retry(
+                    FhirError::new(
+                        429,
+                        IssueType::Throttled,
+                        format!(
+                            "this client already has {} requests in progress, its maximum; wait for them before sending more",
+                            slots.max
+                        ),
+                    ),
+                    Duration::from_secs(1),
+                );
+            }
+        },
+        None => None,
+    };
+    let Some(buckets) = &limiter.buckets else {
+        return next.run(request).await;
+    };
     match buckets.acquire(&client, Instant::now()) {
         Ok(()) => next.run(request).await,
         Err(wait) => {
@@ -319,6 +407,22 @@ pub(crate) async fn rate_limit(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_slots_are_per_client_and_released_on_drop() {
+        let slots = Arc::new(ClientSlots::new(2));
+        let a1 = slots.acquire("a").expect("first");
+        let a2 = slots.acquire("a").expect("second");
+        assert!(slots.acquire("a").is_none(), "a third at once is refused");
+        let b1 = slots
+            .acquire("b")
+            .expect("another client has its own slots");
+        drop(a1);
+        assert_eq!(slots.in_progress("a"), 1);
+        let a3 = slots.acquire("a").expect("a slot was released");
+        drop((a2, a3, b1));
+        assert!(slots.busy.lock().is_empty(), "idle clients leave no entry");
+    }
 
     #[test]
     fn buckets_allow_a_burst_then_the_sustained_rate() {

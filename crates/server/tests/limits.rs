@@ -364,6 +364,48 @@ async fn requests_beyond_the_in_flight_limit_are_shed_with_503(backend: Backend)
     assert_eq!(server.get("Patient").await.status, StatusCode::OK);
 }
 
+async fn one_client_cannot_hold_more_than_its_share_of_requests(backend: Backend) {
+    let server = Arc::new(
+        Server::start(
+            backend,
+            Limits {
+                max_in_flight_per_client: 1,
+                ..Limits::default()
+            },
+            Duration::from_secs(2),
+        )
+        .await,
+    );
+    let slow = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            server
+                .post(
+                    "Basic",
+                    &json!({"resourceType": "Basic", "code": {"text": "slow"}}),
+                )
+                .await
+        })
+    };
+    while server.entered.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The same client is refused while its request is in progress...
+    let refused = server.get("Patient").await;
+    common::assert_outcome(&refused, 429);
+    assert_eq!(issue_code(&refused), "throttled");
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    // ...another client is not.
+    let other = mint(&server.auth, "client-b");
+    let reply = server
+        .send(Method::GET, "Patient?_summary=count", None, &other)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let first = slow.await.expect("join");
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(server.get("Patient").await.status, StatusCode::OK);
+}
+
 async fn requests_beyond_the_time_limit_get_503_timeout(backend: Backend) {
     let server = Server::start(
         backend,
@@ -459,6 +501,7 @@ on_both_backends!(
     chunked_bodies_are_limited_while_reading,
     clients_beyond_their_rate_get_429_with_retry_after,
     requests_beyond_the_in_flight_limit_are_shed_with_503,
+    one_client_cannot_hold_more_than_its_share_of_requests,
     requests_beyond_the_time_limit_get_503_timeout,
     count_above_the_maximum_is_clamped,
 );
