@@ -26,6 +26,40 @@ fn clinician(state: &AppState, headers: &HeaderMap) -> Result<Session, &'static 
     }
 }
 
+/// A clinician's form post: signed in, with a valid anti-forgery token.
+struct ClinicianPost {
+    state: AppState,
+    session: Session,
+    csrf: String,
+    fields: Vec<(String, String)>,
+}
+
+/// Checks the session and the form's anti-forgery token of a clinician's POST; the refusal
+/// (a redirect to sign in, or a 403 page) otherwise.
+fn clinician_post(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<ClinicianPost, Box<Response>> {
+    let state = super::for_request(state, headers);
+    let session = clinician(&state, headers).map_err(|to| Box::new(redirect(to)))?;
+    let csrf = session.csrf();
+    let fields = form(body);
+    if !session.check_csrf(field(&fields, "csrf")) {
+        let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
+        return Err(Box::new(html(
+            StatusCode::FORBIDDEN,
+            error_page(&chrome, "表单已失效 / The form expired"),
+        )));
+    }
+    Ok(ClinicianPost {
+        state,
+        session,
+        csrf,
+        fields,
+    })
+}
+
 fn is_pharmacist(session: &Session) -> bool {
     session.roles.iter().any(|r| r == "pharmacist")
 }
@@ -207,20 +241,16 @@ pub(crate) async fn task_action(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let state = super::for_request(&state, &headers);
-    let session = match clinician(&state, &headers) {
-        Ok(s) => s,
-        Err(to) => return redirect(to),
+    let ClinicianPost {
+        state,
+        session,
+        csrf,
+        fields,
+    } = match clinician_post(&state, &headers, &body) {
+        Ok(post) => post,
+        Err(refused) => return *refused,
     };
-    let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
-    let fields = form(&body);
-    if !session.check_csrf(field(&fields, "csrf")) {
-        return html(
-            StatusCode::FORBIDDEN,
-            error_page(&chrome, "表单已失效 / The form expired"),
-        );
-    }
     let task = field(&fields, "task").unwrap_or("");
     let (op, params) = match field(&fields, "action") {
         Some("accept") => ("$accept", json!({"resourceType": "Parameters"})),
@@ -261,20 +291,16 @@ pub(crate) async fn scan(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let state = super::for_request(&state, &headers);
-    let session = match clinician(&state, &headers) {
-        Ok(s) => s,
-        Err(to) => return redirect(to),
+    let ClinicianPost {
+        state,
+        session,
+        csrf,
+        fields,
+    } = match clinician_post(&state, &headers, &body) {
+        Ok(post) => post,
+        Err(refused) => return *refused,
     };
-    let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
-    let fields = form(&body);
-    if !session.check_csrf(field(&fields, "csrf")) {
-        return html(
-            StatusCode::FORBIDDEN,
-            error_page(&chrome, "表单已失效 / The form expired"),
-        );
-    }
     let code = match (field(&fields, "code"), field(&fields, "image")) {
         (Some(text), _) => text.to_owned(),
         (None, Some(image)) => {
@@ -481,20 +507,16 @@ pub(crate) async fn dispense(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let state = super::for_request(&state, &headers);
-    let session = match clinician(&state, &headers) {
-        Ok(s) => s,
-        Err(to) => return redirect(to),
+    let ClinicianPost {
+        state,
+        session,
+        csrf,
+        fields,
+    } = match clinician_post(&state, &headers, &body) {
+        Ok(post) => post,
+        Err(refused) => return *refused,
     };
-    let csrf = session.csrf();
     let chrome = Chrome::Clinician(&csrf, is_pharmacist(&session));
-    let fields = form(&body);
-    if !session.check_csrf(field(&fields, "csrf")) {
-        return html(
-            StatusCode::FORBIDDEN,
-            error_page(&chrome, "表单已失效 / The form expired"),
-        );
-    }
     let id = field(&fields, "id").unwrap_or("");
     let params = json!({"resourceType": "Parameters", "parameter": [
         {"name": "pharmacist", "valueReference": {"reference": format!("Practitioner/{}", session.subject)}}
