@@ -57,6 +57,26 @@ impl Charset {
     }
 }
 
+/// Encodes a whole message for the wire so that [`decode`] reads the same text back.
+///
+/// A message that arrived UTF-8 because of a byte-order mark may carry an MSH-18 label that
+/// names another (or no known) charset; the mark is what made it UTF-8, so it is written
+/// again. Without it the label would decide, and the text would read differently or not at all.
+pub(crate) fn encode_message(charset: &Charset, text: &str) -> Vec<u8> {
+    let bytes = charset.encode(text);
+    let label_disagrees = charset.encoding == UTF_8
+        && declared_label(text.as_bytes())
+            .is_some_and(|label| encoding_for_label(&label) != Some(UTF_8));
+    if label_disagrees {
+        let mut marked = Vec::with_capacity(UTF8_BOM.len() + bytes.len());
+        marked.extend_from_slice(UTF8_BOM);
+        marked.extend_from_slice(&bytes);
+        marked
+    } else {
+        bytes
+    }
+}
+
 /// Maps an MSH-18 value (table 0211, or a WHATWG label) to an encoding.
 pub fn encoding_for_label(label: &str) -> Option<&'static Encoding> {
     let normalized = label.trim().to_ascii_uppercase();
@@ -246,6 +266,21 @@ mod tests {
         bytes.extend_from_slice(msh("").as_bytes());
         let (text, _) = decode(&bytes).unwrap();
         assert!(text.starts_with("MSH|"));
+    }
+
+    #[test]
+    fn a_bom_that_overrode_the_label_is_written_again() {
+        let mut bytes = UTF8_BOM.to_vec();
+        bytes.extend_from_slice(format!("{}PID|1||1||张^伟\r", msh("19790629")).as_bytes());
+        let (text, charset) = decode(&bytes).unwrap();
+        assert_eq!(charset.encoding, UTF_8);
+        let again = encode_message(&charset, &text);
+        assert_eq!(again, bytes);
+        assert_eq!(decode(&again).unwrap(), (text.clone(), charset.clone()));
+        // A label that agrees needs no mark.
+        let plain = msh("UNICODE UTF-8");
+        let (text, charset) = decode(plain.as_bytes()).unwrap();
+        assert_eq!(encode_message(&charset, &text), plain.as_bytes());
     }
 
     #[test]

@@ -284,8 +284,11 @@ impl Message {
     }
 
     /// [`Message::to_er7`] encoded in the message's own charset.
+    ///
+    /// The result parses back to the same values: a byte-order mark is kept when it, not
+    /// MSH-18, is what made the message UTF-8.
     pub fn to_bytes(&self) -> Vec<u8> {
-        self.charset.encode(&self.to_er7())
+        charset::encode_message(&self.charset, &self.to_er7())
     }
 
     fn encoding(&self) -> &'static Encoding {
