@@ -68,14 +68,16 @@ pub fn encounter(
                 "code": code,
                 "display": display,
             }),
-            None if !class.is_empty() => json!({
-                "system": "http://terminology.hl7.org/CodeSystem/v2-0004",
-                "code": class,
-            }),
-            None => json!({
-                "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
-                "code": "UNK",
-            }),
+            None => match datatypes::code(&class) {
+                Some(class) => json!({
+                    "system": "http://terminology.hl7.org/CodeSystem/v2-0004",
+                    "code": class,
+                }),
+                None => json!({
+                    "system": "http://terminology.hl7.org/CodeSystem/v3-NullFlavor",
+                    "code": "UNK",
+                }),
+            },
         },
     );
     let mut period = Map::new();

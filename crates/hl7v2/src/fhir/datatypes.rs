@@ -227,7 +227,7 @@ pub fn identifier(cx: &Repetition<'_>, ctx: &Context) -> Option<(Value, Identifi
         authority_system(&cx.component(4), ctx)
     };
     let mut out = Map::new();
-    if !type_code.is_empty() {
+    if let Some(type_code) = code(&type_code) {
         out.insert(
             "type".into(),
             json!({"coding": [{"system": V2_0203, "code": type_code}]}),
@@ -491,18 +491,19 @@ pub fn contact_point(xtn: &Repetition<'_>, default_use: &str) -> Option<Value> {
 pub fn codeable_concept(cwe: &Repetition<'_>) -> Option<Value> {
     let mut codings = Vec::new();
     for base in [0, 3] {
-        let code = cwe.component(base + 1).value();
+        let code = code(&cwe.component(base + 1).value()).unwrap_or_default();
         let display = cwe.component(base + 2).value();
         let system = cwe.component(base + 3).value();
+        let system = system.trim();
         if code.is_empty() && display.is_empty() {
             continue;
         }
         let mut coding = Map::new();
         if !system.is_empty() {
-            coding.insert("system".into(), json!(coding_system(&system)));
+            coding.insert("system".into(), json!(coding_system(system)));
         }
         if !code.is_empty() {
-            coding.insert("code".into(), json!(code.trim()));
+            coding.insert("code".into(), json!(code));
         }
         if !display.is_empty() {
             coding.insert("display".into(), json!(display));
@@ -523,6 +524,13 @@ pub fn codeable_concept(cwe: &Repetition<'_>) -> Option<Value> {
     Some(Value::Object(out))
 }
 
+/// A v2 value as a FHIR `code`, which has no leading, trailing or repeated whitespace: padding
+/// and escaped line breaks (`\X0A\`, `\.br\`) are not part of a code. `None` when nothing is left.
+pub fn code(raw: &str) -> Option<String> {
+    let code = raw.split_whitespace().collect::<Vec<_>>().join(" ");
+    (!code.is_empty()).then_some(code)
+}
+
 /// The FHIR URI of a v2 coding system name (table 0396).
 pub fn coding_system(name: &str) -> String {
     match name {
@@ -538,7 +546,9 @@ pub fn coding_system(name: &str) -> String {
         n if n.len() == 7 && n.starts_with("HL7") && n[3..].bytes().all(|b| b.is_ascii_digit()) => {
             format!("http://terminology.hl7.org/CodeSystem/v2-{}", &n[3..])
         }
-        n if n.contains("://") || n.starts_with("urn:") => n.into(),
+        n if (n.contains("://") || n.starts_with("urn:")) && !n.contains(char::is_whitespace) => {
+            n.into()
+        }
         n if is_oid(n) => format!("urn:oid:{n}"),
         n => Context::system_for(n),
     }
@@ -660,5 +670,23 @@ mod tests {
             "urn:oid:2.16.840.1.113883.6.1"
         );
         assert_eq!(coding_system("Local Lab"), "urn:phip:id:Local%20Lab");
+        assert_eq!(coding_system("urn:x y"), "urn:phip:id:urn%3Ax%20y");
+    }
+
+    #[test]
+    fn blank_padded_codes_are_trimmed_or_left_out() {
+        let message = crate::Message::parse_str(
+            "MSH|^~\\&|A|B|C|D|20240101||ADT^A01|1|P|2.5\rPID|1||1||W^F|||||||||||   ^Married^HL70002\r",
+        )
+        .unwrap();
+        let pid = message.segment("PID").unwrap();
+        let concept = codeable_concept(&pid.field(16).repetition(1)).unwrap();
+        assert_eq!(
+            concept,
+            json!({"coding": [{
+                "system": "http://terminology.hl7.org/CodeSystem/v2-0002",
+                "display": "Married"
+            }]})
+        );
     }
 }

@@ -110,8 +110,7 @@ fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
         }
     };
     out.insert("status".into(), json!(status));
-    let section = obr.field(24).value();
-    if !section.is_empty() {
+    if let Some(section) = datatypes::code(&obr.field(24).value()) {
         out.insert(
             "category".into(),
             json!([{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": section}]}]),
@@ -201,10 +200,7 @@ fn observation(
         .field(8)
         .repetitions()
         .filter_map(|flag| {
-            let code = flag.value();
-            if code.is_empty() {
-                return None;
-            }
+            let code = datatypes::code(&flag.value())?;
             let system = if V3_FLAGS.contains(&code.as_ref()) {
                 INTERPRETATION_V3
             } else {
@@ -300,13 +296,17 @@ fn quantity(
     if let Some(c) = comparator {
         q.insert("comparator".into(), json!(c));
     }
-    let code = units.component(1).value();
+    let code = datatypes::code(&units.component(1).value()).unwrap_or_default();
     let text = units.component(2).value();
     let system = units.component(3).value();
     if !code.is_empty() || !text.is_empty() {
         q.insert(
             "unit".into(),
-            json!(if text.is_empty() { &code } else { &text }),
+            json!(if text.is_empty() {
+                code.as_str()
+            } else {
+                text.as_ref()
+            }),
         );
     }
     if !code.is_empty()
