@@ -328,8 +328,9 @@ fn index_segment(
     }
     let mut fields = Vec::with_capacity(line.matches(separator).count() + 2);
     fields.push(start..start + 3);
-    if id == "MSH" {
-        // MSH-1 is the separator itself, so field numbers are shifted by one.
+    if id == "MSH" && id_end < line.len() {
+        // MSH-1 is the separator itself, so field numbers are shifted by one. (A bare `MSH`
+        // line, say a later segment cut short, has no MSH-1 at all.)
         fields.push(start + 3..start + 3 + separator.len_utf8());
     }
     let mut field_start = id_end + separator.len_utf8();

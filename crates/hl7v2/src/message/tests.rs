@@ -143,3 +143,17 @@ fn explicit_null_is_visible() {
     let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A08|1|P|2.5\rPID|1||X||\"\"\r").unwrap();
     assert!(m.segment("PID").unwrap().field(5).is_null());
 }
+
+/// Found by the libFuzzer target: a later segment cut down to a bare `MSH` indexed an MSH-1
+/// past the end of the text, and reading it panicked.
+#[test]
+fn a_bare_msh_segment_has_no_fields() {
+    let m = Message::parse(b"MSH|^~\\&|A|B|C|D|2024||ADT^A08|1|P|2.5\rPID|1||X\rMSH").unwrap();
+    let bare = m.segments_all().nth(2).unwrap();
+    assert_eq!(bare.id(), "MSH");
+    assert_eq!(bare.field_count(), 0);
+    assert_eq!(bare.field(1).value(), "");
+    assert_eq!(bare.field(2).value(), "");
+    let again = Message::parse(&m.to_bytes()).unwrap();
+    assert_eq!(again.segments_all().count(), 3);
+}
