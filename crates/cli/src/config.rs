@@ -60,6 +60,14 @@ pub struct LimitsConfig {
     pub rate_limit_per_second: Option<f64>,
     /// Requests a client may send at once [2 × the rate, at least 10].
     pub rate_limit_burst: Option<u32>,
+    /// Failed sign-ins (`/auth/token`, `/portal/login`) per minute per client address, after
+    /// the burst [10; 0: no limit].
+    pub failed_sign_ins_per_minute: Option<f64>,
+    /// Failed sign-ins an address may make at once [10].
+    pub failed_sign_in_burst: Option<u32>,
+    /// Take the client address from the last `X-Forwarded-For` entry; only behind a reverse
+    /// proxy that sets it [false].
+    pub trust_forwarded_for: Option<bool>,
 }
 
 impl LimitsConfig {
@@ -83,6 +91,20 @@ impl LimitsConfig {
             }),
             Some(rate) => anyhow::bail!("limits.rate_limit_per_second must be > 0, not {rate}"),
         };
+        let failed_sign_ins = match self.failed_sign_ins_per_minute {
+            None => defaults.failed_sign_ins.map(|limit| RateLimit {
+                burst: self.failed_sign_in_burst.unwrap_or(limit.burst),
+                ..limit
+            }),
+            Some(0.0) => None,
+            Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
+                per_second: rate / 60.0,
+                burst: self.failed_sign_in_burst.unwrap_or(10),
+            }),
+            Some(rate) => {
+                anyhow::bail!("limits.failed_sign_ins_per_minute must be ≥ 0, not {rate}")
+            }
+        };
         let limits = Limits {
             max_resource_body_bytes: self
                 .max_resource_body_bytes
@@ -93,6 +115,10 @@ impl LimitsConfig {
                 .unwrap_or(defaults.max_in_flight_per_client),
             request_timeout,
             rate_limit,
+            failed_sign_ins,
+            trust_forwarded_for: self
+                .trust_forwarded_for
+                .unwrap_or(defaults.trust_forwarded_for),
         };
         Ok((limits, self.max_body_bytes.unwrap_or(0)))
     }

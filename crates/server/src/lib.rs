@@ -265,7 +265,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(handlers::health))
         .route("/metrics", get(metrics::metrics))
-        .route("/auth/token", post(smart::token))
+        .route(
+            "/auth/token",
+            post(smart::token).route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                limits::sign_in_throttle,
+            )),
+        )
         .route("/.well-known/jwks.json", get(smart::jwks))
         .route(
             "/.well-known/smart-configuration",
@@ -279,7 +285,7 @@ pub fn router(state: AppState) -> Router {
         .route("/fhir/.well-known/jwks.json", get(health_code::jwks))
         .route("/fhir/.well-known/crl/{file}", get(health_code::crl))
         .route("/dashboard", get(dashboard::page))
-        .merge(portal::routes())
+        .merge(portal::routes(state.clone()))
         .nest("/fhir", fhir)
         .fallback(handlers::not_found)
         // `/fhir/metadata`, `/auth/token` and the other routes outside the FHIR router answer
@@ -306,7 +312,11 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    // The peer address is what the sign-in endpoints are limited by.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }

@@ -6,8 +6,15 @@
 //! |---------------------------|--------|-------------|---------------|
 //! | requests in flight        | 503    | `throttled` | `Retry-After` |
 //! | per-client request rate   | 429    | `throttled` | `Retry-After` |
+//! | failed sign-ins (address) | 429    | (see below) | `Retry-After` |
 //! | request body size         | 413    | `too-long`  |               |
 //! | processing time           | 503    | `timeout`   | `Retry-After` |
+//!
+//! Sign-in endpoints (`/auth/token`, `/portal/login`) come before any token exists, so they are
+//! limited by the client's network address instead: each failed attempt (401) spends a token of
+//! the address's bucket, and an address with none left is refused before its attempt is even
+//! checked, as an OAuth error or a sign-in page as the endpoint answers. Successful sign-ins
+//! cost nothing, so a busy proxy or clinic network is not locked out by its own users.
 //!
 //! A request that outlives its time limit gets its answer at the limit, but the database work
 //! already started runs on until the store's own statement time limit stops it: the response
@@ -53,6 +60,13 @@ pub struct Limits {
     pub request_timeout: Option<Duration>,
     /// Per-client request rate of the FHIR API (`None`: not limited).
     pub rate_limit: Option<RateLimit>,
+    /// Failed sign-ins allowed per client address: `burst` at once, then `per_second`
+    /// (`None`: not limited).
+    pub failed_sign_ins: Option<RateLimit>,
+    /// Whether the client address is the last one in `X-Forwarded-For` (the one the reverse
+    /// proxy in front of phip appended) rather than the TCP peer. Only for deployments behind
+    /// such a proxy: otherwise a client could name any address it likes.
+    pub trust_forwarded_for: bool,
 }
 
 impl Default for Limits {
@@ -63,6 +77,13 @@ impl Default for Limits {
             max_in_flight_per_client: 64,
             request_timeout: Some(Duration::from_secs(120)),
             rate_limit: None,
+            // Ten failures at once, then one every six seconds: nothing a person mistyping
+            // notices, and far too slow for guessing a one-time code or a client key.
+            failed_sign_ins: Some(RateLimit {
+                per_second: 10.0 / 60.0,
+                burst: 10,
+            }),
+            trust_forwarded_for: false,
         }
     }
 }
@@ -82,6 +103,7 @@ pub(crate) struct Limiter {
     in_flight: Option<Arc<Semaphore>>,
     per_client: Option<Arc<ClientSlots>>,
     buckets: Option<Buckets>,
+    sign_ins: Option<Buckets>,
 }
 
 impl Limiter {
@@ -89,6 +111,7 @@ impl Limiter {
         let in_flight =
             (limits.max_in_flight > 0).then(|| Arc::new(Semaphore::new(limits.max_in_flight)));
         let buckets = limits.rate_limit.map(Buckets::new);
+        let sign_ins = limits.failed_sign_ins.map(Buckets::new);
         let per_client = (limits.max_in_flight_per_client > 0)
             .then(|| Arc::new(ClientSlots::new(limits.max_in_flight_per_client)));
         Self {
@@ -96,6 +119,7 @@ impl Limiter {
             in_flight,
             per_client,
             buckets,
+            sign_ins,
         }
     }
 }
@@ -181,9 +205,21 @@ impl Buckets {
 
     /// Takes one token from `client`'s bucket, or says how long until one is available.
     pub(crate) fn acquire(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        self.take(client, now, true)
+    }
+
+    /// Whether `client`'s bucket has a token, without taking it; or how long until it has.
+    pub(crate) fn check(&self, client: &str, now: Instant) -> Result<(), Duration> {
+        self.take(client, now, false)
+    }
+
+    fn take(&self, client: &str, now: Instant, spend: bool) -> Result<(), Duration> {
         let burst = f64::from(self.rate.burst.max(1));
         let per_second = self.rate.per_second.max(f64::MIN_POSITIVE);
         let mut state = self.state.lock();
+        if !spend && !state.contains_key(client) {
+            return Ok(());
+        }
         if state.len() > PRUNE_ABOVE {
             state.retain(|_, b| {
                 b.tokens + now.saturating_duration_since(b.updated).as_secs_f64() * per_second
@@ -198,7 +234,9 @@ impl Buckets {
         bucket.tokens = (bucket.tokens + elapsed * per_second).min(burst);
         bucket.updated = now;
         if bucket.tokens >= 1.0 {
-            bucket.tokens -= 1.0;
+            if spend {
+                bucket.tokens -= 1.0;
+            }
             Ok(())
         } else {
             Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_second))
@@ -305,12 +343,18 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
 /// Reads the body within `limit` bytes (refusing at once when `Content-Length` says it is too
 /// large, otherwise while reading, for chunked bodies), and puts it back in memory.
 async fn read_body(request: Request, limit: usize) -> Result<Request, Response> {
+    // The rest of the body is left unread, so the connection cannot carry another request:
+    // saying so keeps a client from reusing it and failing its next request on a broken pipe.
     let too_large = || {
-        error_response(FhirError::new(
+        let mut response = error_response(FhirError::new(
             413,
             IssueType::TooLong,
             format!("the request body is larger than this server accepts ({limit} bytes)"),
-        ))
+        ));
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        response
     };
     let declared = request
         .headers()
@@ -404,6 +448,70 @@ pub(crate) async fn rate_limit(
     }
 }
 
+/// The network address a request came from: the TCP peer (without its port), or with
+/// [`Limits::trust_forwarded_for`] the last address in `X-Forwarded-For`.
+fn client_address(request: &Request, trust_forwarded_for: bool) -> String {
+    if trust_forwarded_for {
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|v| !v.is_empty());
+        if let Some(address) = forwarded {
+            return address.to_owned();
+        }
+    }
+    request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        // In-process callers (tests, `tower::ServiceExt::oneshot`) have no peer.
+        .unwrap_or_else(|| "local".to_owned())
+}
+
+/// Route middleware of the sign-in endpoints: refuses an address that has spent its failed
+/// sign-ins, and spends one for every attempt answered 401.
+pub(crate) async fn sign_in_throttle(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(buckets) = &state.limiter.sign_ins else {
+        return next.run(request).await;
+    };
+    let address = client_address(&request, state.limiter.limits.trust_forwarded_for);
+    if let Err(wait) = buckets.check(&address, Instant::now()) {
+        tracing::warn!(%address, path = request.uri().path(), "sign-in refused: too many failures from this address");
+        let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let message = format!(
+            "too many failed sign-ins from this address; try again in {} s",
+            seconds.max(1)
+        );
+        let mut response = if request.uri().path().starts_with("/portal") {
+            crate::portal::throttled_login_page(&message)
+        } else {
+            crate::smart::oauth_error(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "invalid_request",
+                &message,
+            )
+        };
+        if let Ok(value) = HeaderValue::from_str(&seconds.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
+    let response = next.run(request).await;
+    if response.status() == axum::http::StatusCode::UNAUTHORIZED {
+        tracing::info!(%address, "failed sign-in");
+        let _ = buckets.acquire(&address, Instant::now());
+    }
+    response
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -448,6 +556,24 @@ mod tests {
             assert_eq!(buckets.acquire("a", much_later), Ok(()));
         }
         assert!(buckets.acquire("a", much_later).is_err());
+    }
+
+    #[test]
+    fn checking_a_bucket_spends_nothing() {
+        let buckets = Buckets::new(RateLimit {
+            per_second: 1.0,
+            burst: 2,
+        });
+        let start = Instant::now();
+        for _ in 0..10 {
+            assert_eq!(buckets.check("a", start), Ok(()));
+        }
+        assert_eq!(buckets.acquire("a", start), Ok(()));
+        assert_eq!(buckets.check("a", start), Ok(()));
+        assert_eq!(buckets.acquire("a", start), Ok(()));
+        let wait = buckets.check("a", start).expect_err("spent");
+        assert!(wait > Duration::from_millis(900) && wait <= Duration::from_secs(1));
+        assert_eq!(buckets.check("a", start + Duration::from_secs(1)), Ok(()));
     }
 
     #[test]

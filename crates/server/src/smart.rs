@@ -70,7 +70,7 @@ pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
     }
 }
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     (
         status,
         axum::Json(json!({"error": error, "error_description": description})),

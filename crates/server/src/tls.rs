@@ -116,7 +116,12 @@ pub async fn serve_tls(
                 Err(_) => return,
             };
             let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                app.clone().oneshot(request.map(axum::body::Body::new))
+                let mut request = request.map(axum::body::Body::new);
+                // As `axum::serve` with connect info: the sign-in limits are per address.
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(request)
             });
             let builder = Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

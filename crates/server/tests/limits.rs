@@ -219,6 +219,8 @@ async fn resource_bodies_are_held_to_the_smaller_limit_and_bundles_to_the_larger
     let refused = server.post("Patient", &big).await;
     common::assert_outcome(&refused, 413);
     assert_eq!(issue_code(&refused), "too-long");
+    // The unread rest of the body makes the connection unusable: the client must not reuse it.
+    assert_eq!(refused.header("connection"), Some("close"));
     // The same resource inside a transaction bundle is within the bundle limit.
     let bundle = json!({
         "resourceType": "Bundle",
@@ -495,7 +497,102 @@ async fn metrics_expose_pool_subscription_and_export_queues(backend: Backend) {
     }
 }
 
+/// Sends a client-credentials request with an assertion no key signed (a failed sign-in).
+async fn bad_token_request(server: &Server, forwarded_for: Option<&str>) -> Reply {
+    let mut request = server
+        .client
+        .post(format!("http://{}/auth/token", server.address))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            "grant_type=client_credentials&scope=system%2F*.rs\
+             &client_assertion_type=urn%3Aietf%3Aparams%3Aoauth%3Aclient-assertion-type%3Ajwt-bearer\
+             &client_assertion=eyJhbGciOiJFUzI1NiJ9.eyJpc3MiOiJ4In0.AAAA",
+        );
+    if let Some(address) = forwarded_for {
+        request = request.header("x-forwarded-for", address);
+    }
+    let response = request.send().await.expect("token request");
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.expect("body");
+    Reply {
+        status,
+        headers,
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    }
+}
+
+/// Failed sign-ins are limited per client address, across `/auth/token` and `/portal/login`;
+/// an address out of attempts is refused before its attempt is checked, and others are not
+/// affected. Behind a trusted proxy, the address is the last `X-Forwarded-For` entry.
+async fn failed_sign_ins_are_limited_per_address(backend: Backend) {
+    let three_then_one_a_minute = Limits {
+        failed_sign_ins: Some(RateLimit {
+            per_second: 1.0 / 60.0,
+            burst: 3,
+        }),
+        ..Limits::default()
+    };
+    let server = Server::start(backend, three_then_one_a_minute.clone(), Duration::ZERO).await;
+    for attempt in 0..3 {
+        // Naming another address is no way out when the proxy header is not trusted.
+        let reply = bad_token_request(&server, Some(&format!("10.9.9.{attempt}"))).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+        assert_eq!(reply.body["error"], "invalid_client", "{}", reply.body);
+    }
+    let refused = bad_token_request(&server, None).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.body["error"], "invalid_request", "{}", refused.body);
+    let retry: u64 = refused
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=60).contains(&retry), "{retry}");
+    // The same address at the portal's sign-in: refused too, as a page a person can read.
+    let page = server
+        .client
+        .post(format!("http://{}/portal/login", server.address))
+        .form(&[("code", "AAAA-BBBB-CCCC")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(page.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(page.headers().contains_key("retry-after"));
+    let text = page.text().await.expect("page");
+    assert!(text.contains("too many failed sign-ins"), "{text}");
+    // The FHIR API, for a client that has its token, is not affected.
+    assert_eq!(server.get("Patient").await.status, StatusCode::OK);
+
+    let behind_proxy = Server::start(
+        backend,
+        Limits {
+            trust_forwarded_for: true,
+            ..three_then_one_a_minute
+        },
+        Duration::ZERO,
+    )
+    .await;
+    for _ in 0..3 {
+        let reply = bad_token_request(&behind_proxy, Some("203.0.113.7, 10.0.0.1")).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.body);
+    }
+    let refused = bad_token_request(&behind_proxy, Some("203.0.113.9, 10.0.0.1")).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the proxy appends the real client last: 10.0.0.1 is that client"
+    );
+    let other = bad_token_request(&behind_proxy, Some("10.0.0.2")).await;
+    assert_eq!(other.status, StatusCode::UNAUTHORIZED, "{}", other.body);
+}
+
 on_both_backends!(
+    failed_sign_ins_are_limited_per_address,
     metrics_expose_pool_subscription_and_export_queues,
     resource_bodies_are_held_to_the_smaller_limit_and_bundles_to_the_larger,
     chunked_bodies_are_limited_while_reading,

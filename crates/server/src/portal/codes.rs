@@ -254,7 +254,7 @@ pub(crate) async fn login_page() -> Response {
     html(StatusCode::OK, login_html(None))
 }
 
-fn login_html(error: Option<&str>) -> String {
+pub(crate) fn login_html(error: Option<&str>) -> String {
     let alert = error
         .map(|e| {
             format!(

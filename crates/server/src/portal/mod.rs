@@ -35,13 +35,18 @@ const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 60)
 const MAX_SUBRESPONSE: usize = 16 * 1024 * 1024;
 
 /// The portal's routes, merged into the main router.
-pub(crate) fn routes() -> Router<AppState> {
+pub(crate) fn routes(state: AppState) -> Router<AppState> {
     Router::new()
         .route("/portal", get(index))
         .route("/portal/", get(index))
         .route("/portal/assets/portal.css", get(stylesheet))
         .route("/portal/assets/portal.js", get(script))
-        .route("/portal/login", get(codes::login_page).post(codes::login))
+        .route(
+            "/portal/login",
+            get(codes::login_page).post(codes::login).route_layer(
+                axum::middleware::from_fn_with_state(state, crate::limits::sign_in_throttle),
+            ),
+        )
         .route("/portal/logout", post(codes::logout))
         .route("/portal/one-time-code", post(codes::issue_endpoint))
         .route("/portal/me", get(resident::home))
@@ -261,6 +266,14 @@ pub(crate) async fn fhir(
         body,
         raw: bytes.to_vec(),
     }
+}
+
+/// The sign-in page with a refusal, for an address that has failed to sign in too often.
+pub(crate) fn throttled_login_page(message: &str) -> Response {
+    html(
+        StatusCode::TOO_MANY_REQUESTS,
+        codes::login_html(Some(&format!("登录失败次数过多，请稍后再试 / {message}"))),
+    )
 }
 
 /// A `303 See Other` to `location` (the answer to a form POST).
