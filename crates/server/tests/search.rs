@@ -539,7 +539,103 @@ async fn system_search_and_everything(backend: Backend) {
     assert_outcome(&server.get("Patient/nobody/$everything").await, 404);
 }
 
+/// `len` letters and digits that no compressor can shrink (a database cannot squeeze them
+/// under its index entry limit).
+fn incompressible(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
+        })
+        .collect()
+}
+
+/// Values far longer than an index entry may be (a 3,000-character family name, a 4,000-byte
+/// identifier, long URIs and reference URLs) are stored whole and found by their full text;
+/// matching compares the first 1,000 bytes, and `:exact` the whole value.
+async fn values_longer_than_an_index_entry_are_stored_and_found(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let family = incompressible(3000, 1);
+    let system = format!("urn:phip:long:{}", incompressible(3000, 2));
+    let value = incompressible(4000, 3);
+    let profile = format!(
+        "http://example.org/StructureDefinition/{}",
+        incompressible(3000, 4)
+    );
+    let doctor = format!(
+        "http://example.org/fhir/Practitioner/{}",
+        incompressible(3000, 5)
+    );
+    let long = json!({
+        "resourceType": "Patient",
+        "meta": {"profile": [profile]},
+        "identifier": [{"system": system, "value": value}],
+        "name": [{"family": family, "text": incompressible(20_000, 6)}],
+        "generalPractitioner": [{"reference": doctor}]
+    });
+    let id = server.create(&long).await;
+    // Another family name with the same first 1,000 bytes and a different rest.
+    let twin_family = format!("{}{}", &family[..1000], incompressible(2000, 7));
+    let twin = server
+        .create(&json!({"resourceType": "Patient", "name": [{"family": twin_family}]}))
+        .await;
+    let read = server.get(&format!("Patient/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(
+        read.body["name"][0]["family"],
+        json!(family),
+        "stored whole"
+    );
+    assert_eq!(
+        read.body["name"][0]["text"].as_str().map(str::len),
+        Some(20_000)
+    );
+
+    let mut found = server.search_ids(&format!("Patient?family={family}")).await;
+    found.sort();
+    let mut both = vec![id.clone(), twin.clone()];
+    both.sort();
+    assert_eq!(found, both, "the first 1,000 bytes are compared");
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?family:exact={family}"))
+            .await,
+        vec![id.clone()],
+        ":exact compares the whole value"
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?family={}", &family[..10].to_lowercase()))
+            .await
+            .len(),
+        2
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?identifier={system}|{value}"))
+            .await,
+        vec![id.clone()]
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?_profile={profile}"))
+            .await,
+        vec![id.clone()]
+    );
+    assert_eq!(
+        server
+            .search_ids(&format!("Patient?general-practitioner={doctor}"))
+            .await,
+        vec![id.clone()]
+    );
+}
+
 on_both_backends!(
+    values_longer_than_an_index_entry_are_stored_and_found,
     parameter_types_and_modifiers,
     chains_has_and_includes,
     sorting_paging_and_result_parameters,

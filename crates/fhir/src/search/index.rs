@@ -246,6 +246,7 @@ fn convert_value(
     type_name: Option<&str>,
     out: &mut Vec<IndexValue>,
 ) {
+    let first = out.len();
     match param_type {
         ParamType::String => string_values(value, type_name, out),
         ParamType::Token => token_values(value, type_name, out),
@@ -260,6 +261,9 @@ fn convert_value(
         }
         ParamType::Composite | ParamType::Special => {}
     }
+    out[first..]
+        .iter_mut()
+        .for_each(IndexValue::cap_indexed_text);
 }
 
 fn non_empty_str(value: &Value) -> Option<&str> {

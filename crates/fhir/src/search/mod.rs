@@ -7,4 +7,6 @@ pub mod values;
 
 pub use query::{parse, ParsedSearch, IGNORED_PARAMS};
 pub use types::*;
-pub use values::{normalize_string, parse_date_range, parse_number_range};
+pub use values::{
+    index_text, normalize_string, parse_date_range, parse_number_range, MAX_INDEXED_TEXT_BYTES,
+};

@@ -101,6 +101,30 @@ pub enum IndexValue {
     Composite(Vec<IndexValue>),
 }
 
+impl IndexValue {
+    /// Cuts the text that search indexes hold (a string's normalized form, a token's or a
+    /// quantity's system and code, a reference's URL, a URI) to
+    /// [`MAX_INDEXED_TEXT_BYTES`](super::MAX_INDEXED_TEXT_BYTES); see [`super::index_text`].
+    /// Text that is only compared, never indexed (a string's exact form, a token's display),
+    /// is kept whole.
+    pub fn cap_indexed_text(&mut self) {
+        fn cap(text: &mut String) {
+            let keep = super::index_text(text).len();
+            text.truncate(keep);
+        }
+        match self {
+            IndexValue::String { normalized, .. } => cap(normalized),
+            IndexValue::Token { system, code, .. } | IndexValue::Quantity { system, code, .. } => {
+                system.iter_mut().chain(code.iter_mut()).for_each(cap)
+            }
+            IndexValue::Reference { url, .. } => url.iter_mut().for_each(cap),
+            IndexValue::Uri(uri) => cap(uri),
+            IndexValue::Composite(parts) => parts.iter_mut().for_each(IndexValue::cap_indexed_text),
+            IndexValue::Date { .. } | IndexValue::Number { .. } => {}
+        }
+    }
+}
+
 /// One index row: a parameter code and one of its values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IndexEntry {

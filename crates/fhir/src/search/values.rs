@@ -30,6 +30,28 @@ fn is_stripped_mark(c: char) -> bool {
         | '\u{FE20}'..='\u{FE2F}')
 }
 
+/// The longest text, in bytes, that a searchable index column holds.
+///
+/// PostgreSQL refuses B-tree entries above a third of a page (2,704 bytes), and a token's
+/// code and system share one entry; a longer value (a long name or description, an identifier
+/// of kilobytes) would make the whole write fail. Stored and searched values are both cut to
+/// this length ([`index_text`]), so matching compares their first 1,000 bytes: as HAPI FHIR
+/// does (at 200 characters), a search on a longer value may also find values that differ only
+/// beyond that point. `:exact` compares the full text, which is kept beside the index.
+pub const MAX_INDEXED_TEXT_BYTES: usize = 1000;
+
+/// `s` cut to at most [`MAX_INDEXED_TEXT_BYTES`] bytes, at a character boundary.
+pub fn index_text(s: &str) -> &str {
+    if s.len() <= MAX_INDEXED_TEXT_BYTES {
+        return s;
+    }
+    let mut end = MAX_INDEXED_TEXT_BYTES;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Parses a FHIR date, dateTime or instant (or a search date value) into the inclusive range of
 /// epoch milliseconds (UTC) its precision covers.
 ///
@@ -225,6 +247,18 @@ mod tests {
         chrono::DateTime::parse_from_rfc3339(s)
             .unwrap()
             .timestamp_millis()
+    }
+
+    #[test]
+    fn index_text_is_cut_at_a_character_boundary() {
+        assert_eq!(index_text("short"), "short");
+        let ascii = "a".repeat(MAX_INDEXED_TEXT_BYTES + 5);
+        assert_eq!(index_text(&ascii).len(), MAX_INDEXED_TEXT_BYTES);
+        // 张 is three bytes: 1,000 is not a multiple of three, so the cut falls before it.
+        let chinese = "张".repeat(400);
+        let cut = index_text(&chinese);
+        assert_eq!(cut.len(), 999);
+        assert!(chinese.starts_with(cut));
     }
 
     #[test]

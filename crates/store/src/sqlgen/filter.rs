@@ -8,7 +8,7 @@
 //! `NOT IN`.
 
 use phip_fhir::search::{
-    normalize_string, Filter, Modifier, ParamType, Prefix, SearchValue, TokenSystem,
+    index_text, normalize_string, Filter, Modifier, ParamType, Prefix, SearchValue, TokenSystem,
 };
 
 use super::builder::{like_escape, prefix_upper, Sql};
@@ -348,12 +348,12 @@ fn value_condition(
             (Modifier::None | Modifier::Not, SearchValue::Token { system, code }) => {
                 let mut parts = Vec::new();
                 if let Some(code) = code {
-                    parts.push(format!("{x}.code = {}", b.arg(code.clone())));
+                    parts.push(format!("{x}.code = {}", b.arg(indexed(code))));
                 }
                 match system {
                     TokenSystem::Any => {}
                     TokenSystem::NoSystem => parts.push(format!("{x}.system IS NULL")),
-                    TokenSystem::Is(s) => parts.push(format!("{x}.system = {}", b.arg(s.clone()))),
+                    TokenSystem::Is(s) => parts.push(format!("{x}.system = {}", b.arg(indexed(s)))),
                 }
                 Ok(and_all(b, parts))
             }
@@ -417,14 +417,15 @@ fn value_condition(
             )];
             match (system, code) {
                 (Some(s), Some(c)) => {
-                    parts.push(format!("{x}.code = {}", b.arg(c.clone())));
-                    parts.push(format!("{x}.system = {}", b.arg(s.clone())));
+                    parts.push(format!("{x}.code = {}", b.arg(indexed(c))));
+                    parts.push(format!("{x}.system = {}", b.arg(indexed(s))));
                 }
                 (None, Some(c)) => {
-                    let p = b.arg(c.clone());
-                    parts.push(format!("({x}.code = {p} OR {x}.unit = {p})"));
+                    let code = b.arg(indexed(c));
+                    let unit = b.arg(c.clone());
+                    parts.push(format!("({x}.code = {code} OR {x}.unit = {unit})"));
                 }
-                (Some(s), None) => parts.push(format!("{x}.system = {}", b.arg(s.clone()))),
+                (Some(s), None) => parts.push(format!("{x}.system = {}", b.arg(indexed(s)))),
                 (None, None) => {}
             }
             Ok(and_all(b, parts))
@@ -438,6 +439,12 @@ fn value_condition(
         }
         ParamType::Composite | ParamType::Special => Err(mismatch()),
     }
+}
+
+/// A searched value as the index holds it (cut like stored values; see
+/// [`phip_fhir::search::index_text`]).
+fn indexed(value: &str) -> String {
+    index_text(value).to_owned()
 }
 
 fn and_all(b: &Sql, parts: Vec<String>) -> String {
@@ -465,10 +472,14 @@ fn string_condition(
     exact_col: &str,
 ) -> StoreResult<String> {
     match modifier {
-        Modifier::None => Ok(prefix_condition(b, norm_col, &normalize_string(s))),
+        Modifier::None => Ok(prefix_condition(
+            b,
+            norm_col,
+            index_text(&normalize_string(s)),
+        )),
         Modifier::Exact => Ok(format!("{exact_col} = {}", b.arg(s.to_owned()))),
         Modifier::Contains => {
-            let pattern = format!("%{}%", like_escape(&normalize_string(s)));
+            let pattern = format!("%{}%", like_escape(index_text(&normalize_string(s))));
             Ok(format!("{norm_col} LIKE {} ESCAPE '\\'", b.arg(pattern)))
         }
         other => Err(unsupported(format!(
@@ -479,8 +490,8 @@ fn string_condition(
 
 fn uri_condition(b: &mut Sql, modifier: &Modifier, u: &str, col: &str) -> StoreResult<String> {
     match modifier {
-        Modifier::None => Ok(format!("{col} = {}", b.arg(u.to_owned()))),
-        Modifier::Below => Ok(prefix_condition(b, col, u)),
+        Modifier::None => Ok(format!("{col} = {}", b.arg(indexed(u)))),
+        Modifier::Below => Ok(prefix_condition(b, col, index_text(u))),
         Modifier::Above => {
             let p = b.arg(u.to_owned());
             Ok(format!(
@@ -488,7 +499,7 @@ fn uri_condition(b: &mut Sql, modifier: &Modifier, u: &str, col: &str) -> StoreR
             ))
         }
         Modifier::Contains => {
-            let pattern = format!("%{}%", like_escape(u));
+            let pattern = format!("%{}%", like_escape(index_text(u)));
             Ok(format!("{col} LIKE {} ESCAPE '\\'", b.arg(pattern)))
         }
         other => Err(unsupported(format!(
@@ -535,7 +546,7 @@ fn reference_condition(
                 _ => target_type.as_ref(),
             };
             match (url, target_id) {
-                (Some(u), _) => parts.push(format!("{x}.url = {}", b.arg(u.clone()))),
+                (Some(u), _) => parts.push(format!("{x}.url = {}", b.arg(indexed(u)))),
                 (None, Some(id)) => {
                     parts.push(format!("{x}.target_id = {}", b.arg(id.clone())));
                     if let Some(t) = type_name {
