@@ -1,6 +1,6 @@
 //! Fault tests of the real `phip` binary: `kill -9` in the middle of concurrent transactions
-//! and bulk ingest (SQLite and PostgreSQL), a full disk (SQLite on a size-limited tmpfs), and
-//! PostgreSQL restarted under load.
+//! and bulk ingest (SQLite and PostgreSQL), a full disk (SQLite's data directory, or
+//! PostgreSQL's data volume, on a size-limited tmpfs), and PostgreSQL restarted under load.
 //!
 //! The PostgreSQL tests skip with a notice when PostgreSQL is not installed (and fail instead
 //! under `PHIP_REQUIRE_POSTGRES=1`); the disk-full test skips when a tmpfs cannot be mounted
@@ -341,7 +341,10 @@ fn a_full_disk_refuses_writes_cleanly_and_keeps_serving_reads() {
         created.extend(location);
     }
     let (written, status, body) = refused.expect("the disk never filled");
-    assert!(written > 0, "nothing could be written at all");
+    assert!(
+        written > 0,
+        "nothing could be written at all: {status} {body}"
+    );
     assert_eq!(
         status, 507,
         "a full disk should be 507 Insufficient Storage, got {status}: {body}"
@@ -383,6 +386,128 @@ fn a_full_disk_refuses_writes_cleanly_and_keeps_serving_reads() {
     let reads = audited["entry"].as_array().map_or(0, Vec::len);
     assert!(reads >= 50, "only {reads} audited reads: {audited}");
     drop(server);
+}
+
+/// `len` characters that neither PostgreSQL's TOAST compression nor SQLite can shrink, so that
+/// a write really takes about that much space.
+fn incompressible(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            // xorshift64: plenty for defeating an LZ compressor.
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
+        })
+        .collect()
+}
+
+/// PostgreSQL's data volume fills up (the database's tablespace on a small tmpfs; WAL on its
+/// own volume, as a production server keeps it): writes are refused with a 507 OperationOutcome
+/// — never a hang, a crash or a 500 — reads are still served, nothing acknowledged is lost,
+/// and once space is freed writes are taken again without restarting phip or PostgreSQL.
+#[test]
+fn a_full_postgres_data_volume_refuses_writes_cleanly_and_keeps_serving_reads() {
+    // Declared first, dropped last: PostgreSQL must stop before its tablespace is unmounted.
+    let Some(disk) = Tmpfs::mount("40m") else {
+        assert!(
+            std::env::var("PHIP_REQUIRE_FAULTS").as_deref() != Ok("1"),
+            "cannot mount a tmpfs, and PHIP_REQUIRE_FAULTS=1"
+        );
+        eprintln!("SKIPPED: cannot mount a tmpfs (needs root and CAP_SYS_ADMIN)");
+        return;
+    };
+    let Some(cluster) = phip_testkit::PgCluster::start_owned() else {
+        return;
+    };
+    let location = disk.path().join("tablespace");
+    std::fs::create_dir(&location).expect("tablespace directory");
+    let url = cluster
+        .fresh_database_in(&location)
+        .expect("database on the tmpfs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path(), Some(&url));
+    let client = client();
+    let (bundle, _) = batch("before-full", 10);
+    assert_eq!(post(&client, &server.base, &bundle).expect("post"), 200);
+    let ballast = disk.path().join("ballast");
+    let _ = Command::new("dd")
+        .args(["if=/dev/zero", "bs=1M", "count=24"])
+        .arg(format!("of={}", ballast.display()))
+        .stderr(Stdio::null())
+        .status();
+    let mut refused = None;
+    let mut created = Vec::new();
+    for n in 0..2000u64 {
+        let patient = json!({"resourceType": "Patient",
+            "name": [{"family": "Full", "text": incompressible(64 * 1024, n)}]});
+        let response = client
+            .post(format!("{}/Patient", server.base))
+            .header("content-type", "application/fhir+json")
+            .body(patient.to_string())
+            .send()
+            .expect("the server answers even when the database's disk is full");
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = response.json().unwrap_or(Value::Null);
+        if status != 201 {
+            refused = Some((n, status, body));
+            break;
+        }
+        created.extend(location);
+    }
+    let (written, status, body) = refused.expect("the disk never filled");
+    assert!(
+        written > 0,
+        "nothing could be written at all: {status} {body}"
+    );
+    assert_eq!(
+        status, 507,
+        "a full data volume should be 507 Insufficient Storage, got {status}: {body}"
+    );
+    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    for _ in 0..20 {
+        let read = client
+            .get(format!("{}/Patient/before-full-3", server.base))
+            .send()
+            .expect("read");
+        let read_status = read.status().as_u16();
+        let read_body: Value = read.json().unwrap_or(Value::Null);
+        assert_eq!(read_status, 200, "read on a full disk: {read_body}");
+    }
+    assert_eq!(indexed(&client, &server.base, "before-full"), 10);
+    // Large entries, so that they need new space (small ones may fit in pages' free space).
+    let (mut bundle, _) = batch("during-full", 5);
+    if let Some(entries) = bundle["entry"].as_array_mut() {
+        for (n, entry) in entries.iter_mut().enumerate() {
+            entry["resource"]["name"][0]["text"] =
+                json!(incompressible(64 * 1024, 10_000 + n as u64));
+        }
+    }
+    let (during, text) = post_reply(&client, &server.base, &bundle).expect("post during full");
+    assert_eq!(during, 507, "{text}");
+    assert_eq!(
+        indexed(&client, &server.base, "during-full"),
+        0,
+        "a refused transaction left entries"
+    );
+    // Space back: writes resume without a restart, and nothing acknowledged is lost.
+    std::fs::remove_file(&ballast).expect("remove ballast");
+    for location in &created {
+        let status = client.get(location).send().expect("read").status();
+        assert_eq!(status.as_u16(), 200, "{location}");
+    }
+    let (bundle, _) = batch("after-full", 10);
+    assert_eq!(post(&client, &server.base, &bundle).expect("post"), 200);
+    assert_eq!(indexed(&client, &server.base, "after-full"), 10);
+    drop(server);
+    drop(cluster);
 }
 
 /// PostgreSQL stopped and started again under a steady client load: while it is down, phip

@@ -150,6 +150,35 @@ impl PgCluster {
         self.url(&name)
     }
 
+    /// Creates a new, empty database whose tables and indexes live in `location` (through a
+    /// tablespace there), and returns its connection URL. The write-ahead log and the catalogs
+    /// stay in the cluster's own data directory, as on a server whose data volume is separate
+    /// from its WAL volume: when `location` is a small file system that fills up, writes fail
+    /// with `disk_full` rather than PostgreSQL stopping for want of WAL space.
+    ///
+    /// `location` must be an empty directory; it is given to the cluster's system user.
+    pub fn fresh_database_in(&self, location: &Path) -> Result<String, String> {
+        if let Some(user) = &self.run_as {
+            chown(location, user)?;
+        }
+        let path = location
+            .to_str()
+            .filter(|p| !p.contains('\''))
+            .ok_or_else(|| format!("unusable tablespace path {}", location.display()))?;
+        let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("phip_test_{}_{n}", std::process::id());
+        let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .map_err(|e| format!("cannot connect to the test cluster: {e}"))?;
+        // Identifiers and LOCATION cannot be bound; the name is ours, the path was checked.
+        client
+            .batch_execute(&format!("CREATE TABLESPACE {name}_space LOCATION '{path}'"))
+            .map_err(|e| format!("cannot create a tablespace in {path}: {e}"))?;
+        client
+            .batch_execute(&format!("CREATE DATABASE {name} TABLESPACE {name}_space"))
+            .map_err(|e| format!("cannot create database {name}: {e}"))?;
+        Ok(self.url(&name))
+    }
+
     /// Starts the server (again) on the cluster's port and waits until it accepts connections.
     pub fn start_server(&self) -> Result<(), String> {
         let opts = format!(
@@ -365,19 +394,25 @@ fn make_root(run_as: Option<&str>) -> Result<PathBuf, String> {
     ));
     std::fs::create_dir(&root).map_err(|e| format!("cannot create {}: {e}", root.display()))?;
     if let Some(user) = run_as {
-        let (uid, gid) = user_ids(user)?;
-        let c_path = std::ffi::CString::new(root.as_os_str().as_encoded_bytes())
-            .map_err(|_| "temporary path contains NUL".to_owned())?;
-        // SAFETY: c_path is a valid NUL-terminated path.
-        if unsafe { libc::chown(c_path.as_ptr(), uid, gid) } != 0 {
-            return Err(format!(
-                "cannot give {} to {user}: {}",
-                root.display(),
-                std::io::Error::last_os_error()
-            ));
-        }
+        chown(&root, user)?;
     }
     Ok(root)
+}
+
+/// Gives `path` to the system user `user`.
+fn chown(path: &Path, user: &str) -> Result<(), String> {
+    let (uid, gid) = user_ids(user)?;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| "path contains NUL".to_owned())?;
+    // SAFETY: c_path is a valid NUL-terminated path.
+    if unsafe { libc::chown(c_path.as_ptr(), uid, gid) } != 0 {
+        return Err(format!(
+            "cannot give {} to {user}: {}",
+            path.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
 }
 
 fn user_ids(user: &str) -> Result<(libc::uid_t, libc::gid_t), String> {
