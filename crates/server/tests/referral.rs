@@ -951,7 +951,200 @@ async fn referral_report_counts_and_times(backend: Backend) {
     node.stop().await;
 }
 
+/// Every `Task.status` of R4.
+const TASK_STATUSES: [&str; 12] = [
+    "draft",
+    "requested",
+    "received",
+    "accepted",
+    "rejected",
+    "ready",
+    "cancelled",
+    "in-progress",
+    "on-hold",
+    "failed",
+    "completed",
+    "entered-in-error",
+];
+
+/// The legal moves of a referral, written out from the R4 Task state diagram (not taken from
+/// the code under test), with the party that makes each: the sender issues, withdraws and voids;
+/// the receiver does the rest.
+const LEGAL_MOVES: &[(&str, &[&str])] = &[
+    ("draft", &["requested", "cancelled", "entered-in-error"]),
+    (
+        "requested",
+        &[
+            "received",
+            "accepted",
+            "rejected",
+            "cancelled",
+            "entered-in-error",
+        ],
+    ),
+    (
+        "received",
+        &["accepted", "rejected", "cancelled", "entered-in-error"],
+    ),
+    (
+        "accepted",
+        &["ready", "in-progress", "cancelled", "entered-in-error"],
+    ),
+    (
+        "ready",
+        &["in-progress", "failed", "cancelled", "entered-in-error"],
+    ),
+    (
+        "in-progress",
+        &[
+            "on-hold",
+            "completed",
+            "failed",
+            "cancelled",
+            "entered-in-error",
+        ],
+    ),
+    (
+        "on-hold",
+        &["in-progress", "failed", "cancelled", "entered-in-error"],
+    ),
+    ("rejected", &["entered-in-error"]),
+    ("cancelled", &["entered-in-error"]),
+    ("failed", &["entered-in-error"]),
+    ("completed", &["entered-in-error"]),
+    ("entered-in-error", &[]),
+];
+
+fn legal_from(status: &str) -> &'static [&'static str] {
+    LEGAL_MOVES
+        .iter()
+        .find(|(from, _)| *from == status)
+        .map(|(_, to)| *to)
+        .unwrap_or(&[])
+}
+
+fn made_by_sender(status: &str) -> bool {
+    matches!(
+        status,
+        "draft" | "requested" | "cancelled" | "entered-in-error"
+    )
+}
+
+/// The moves that bring a new referral (created `requested`, or `draft`) to `status`.
+fn path_to(status: &str) -> &'static [&'static str] {
+    match status {
+        "received" => &["received"],
+        "accepted" => &["accepted"],
+        "rejected" => &["rejected"],
+        "ready" => &["accepted", "ready"],
+        "in-progress" => &["accepted", "in-progress"],
+        "on-hold" => &["accepted", "in-progress", "on-hold"],
+        "failed" => &["accepted", "in-progress", "failed"],
+        "completed" => &["accepted", "in-progress", "completed"],
+        "cancelled" => &["cancelled"],
+        "entered-in-error" => &["entered-in-error"],
+        _ => &[],
+    }
+}
+
+/// The referral's parties as (entitled to make `status`, the other one).
+fn party<'w>(w: &'w World, status: &str) -> (&'w str, &'w str) {
+    if made_by_sender(status) {
+        (&w.clinic, &w.hospital)
+    } else {
+        (&w.hospital, &w.clinic)
+    }
+}
+
+/// The Parameters of `$transition` to `to`, with a reason (which a rejection needs).
+fn move_params(to: &str) -> Vec<Value> {
+    vec![
+        status_param(to),
+        json!({"name": "reason", "valueString": format!("test move to {to}")}),
+    ]
+}
+
+/// A new referral brought to `status` by legal moves of the entitled parties.
+async fn referral_in(node: &Node, w: &World, status: &str) -> String {
+    let focus = node
+        .create(&service_request(&w.patient, CLINIC, HOSPITAL), &w.clinic)
+        .await;
+    let mut task = referral_task(&w.patient, &focus, CLINIC, HOSPITAL, "up");
+    if status == "draft" {
+        task["status"] = json!("draft");
+    }
+    let id = node.create(&task, &w.clinic).await;
+    for step in path_to(status) {
+        let (entitled, _) = party(w, step);
+        let reply = node
+            .op(&id, "$transition", &move_params(step), entitled)
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "to {step}: {}", reply.body);
+    }
+    id
+}
+
+/// The whole Task state machine over HTTP: from every status, every other status is tried.
+/// A legal move is refused (403) to the party not entitled to it and made by the one that is;
+/// an illegal one is refused (409) even to the entitled party, naming both statuses, and leaves
+/// the referral as it was; a finished referral cannot be re-stated.
+async fn every_transition_of_the_task_state_machine(backend: Backend) {
+    let node = Node::start(backend).await;
+    let w = world(&node).await;
+    let mut moves_checked = 0;
+    for from in TASK_STATUSES {
+        let id = referral_in(&node, &w, from).await;
+        for to in TASK_STATUSES {
+            if to == from || legal_from(from).contains(&to) {
+                continue;
+            }
+            let (entitled, _) = party(&w, to);
+            let reply = node
+                .op(&id, "$transition", &move_params(to), entitled)
+                .await;
+            assert_refused(&reply, 409, &[from, to]);
+            moves_checked += 1;
+        }
+        if legal_from(from).len() <= 1 {
+            // Finished (only a correction is left): not even re-stated.
+            let (entitled, _) = party(&w, from);
+            let reply = node
+                .op(&id, "$transition", &move_params(from), entitled)
+                .await;
+            assert_refused(&reply, 409, &[from]);
+        }
+        let current = node.get(&format!("Task/{id}"), &node.system).await;
+        assert_eq!(
+            current.body["status"], from,
+            "a refused move changed the referral"
+        );
+        for to in legal_from(from) {
+            let id = referral_in(&node, &w, from).await;
+            let (entitled, other) = party(&w, to);
+            let refused = node.op(&id, "$transition", &move_params(to), other).await;
+            assert_refused(&refused, 403, &[to]);
+            let reply = node
+                .op(&id, "$transition", &move_params(to), entitled)
+                .await;
+            assert_eq!(
+                reply.status,
+                StatusCode::OK,
+                "{from} → {to}: {}",
+                reply.body
+            );
+            assert_eq!(reply.body["status"], *to, "{from} → {to}");
+            moves_checked += 1;
+        }
+    }
+    assert_eq!(
+        moves_checked,
+        TASK_STATUSES.len() * (TASK_STATUSES.len() - 1)
+    );
+    node.stop().await;
+}
+
 on_both_backends!(
+    every_transition_of_the_task_state_machine,
     up_referral_end_to_end,
     access_grant_ends_at_expiry_and_cancellation,
     down_referral_carries_the_discharge_summary,
