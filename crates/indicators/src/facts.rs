@@ -64,8 +64,8 @@ pub struct Facts {
 
 impl Facts {
     /// Counts everything for `period` (one paged scan each of Patient, Encounter, Contract,
-    /// Condition, blood-pressure Observations, referral Tasks, population Groups, and the
-    /// surveillance case reports).
+    /// Condition, blood-pressure Observations, referral Tasks, ServiceRequests, population
+    /// Groups, and the surveillance case reports).
     pub fn collect(
         engine: &Engine,
         config: &SurveillanceConfig,
@@ -241,6 +241,31 @@ impl Facts {
                     u64::from(status == "completed"),
                     1,
                 ),
+                None => unplaced += 1,
+            }
+        })?;
+        facts.unplaced += unplaced;
+
+        // Result recognition: covered orders, and those revoked in favour of the prior result.
+        let mut unplaced = 0;
+        scan(tx, "ServiceRequest", &[], |order| {
+            if !phip_workflow::recognition::advisory::was_covered(order) {
+                return;
+            }
+            let status = order.get("status").and_then(Value::as_str).unwrap_or("");
+            if status == "entered-in-error" {
+                return;
+            }
+            let authored = order
+                .get("authoredOn")
+                .or_else(|| order.pointer("/meta/lastUpdated"))
+                .and_then(Value::as_str)
+                .and_then(fhir_day);
+            if !authored.is_some_and(|d| period.contains(d)) {
+                return;
+            }
+            match residences.place_of(order) {
+                Some(d) => facts.add("result-recognition", &d, u64::from(status == "revoked"), 1),
                 None => unplaced += 1,
             }
         })?;

@@ -86,8 +86,7 @@ impl Measure {
     }
 }
 
-/// The indicators phip computes. The result-recognition rate (互认率) is not among them: phip
-/// records no use of recognisable results yet, so it has no numerator to count.
+/// The indicators phip computes.
 pub const MEASURES: &[Measure] = &[
     Measure {
         id: "ehr-coverage",
@@ -135,6 +134,18 @@ pub const MEASURES: &[Measure] = &[
         numerator: "Denominator Tasks with status completed",
         denominator: "Referral Tasks (code urn:phip:workflow|referral) authored in the period, \
                       not cancelled or entered-in-error",
+        scoring: Scoring::Proportion,
+        higher_is_better: true,
+    },
+    Measure {
+        id: "result-recognition",
+        name_en: "Result recognition rate",
+        name_zh: "检查检验结果互认率",
+        numerator: "Denominator orders the clinician revoked (status revoked): the recognisable \
+                    result was used instead of repeating the test",
+        denominator: "ServiceRequests authored in the period that a recognisable result from \
+                      any institution covered when they were placed (they carry the advisory \
+                      urn:phip:workflow:recognizable-result), not entered-in-error",
         scoring: Scoring::Proportion,
         higher_is_better: true,
     },

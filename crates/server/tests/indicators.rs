@@ -360,7 +360,7 @@ async fn reports_are_stored_once_and_scoped(backend: Backend) {
     let stored = server
         .get("MeasureReport?identifier=urn:phip:indicator|&_count=50")
         .await;
-    assert_eq!(stored.entries().len(), 6, "{}", stored.body);
+    assert_eq!(stored.entries().len(), 7, "{}", stored.body);
     let one = server
         .get("MeasureReport?identifier=urn:phip:indicator|ehr-coverage-110105-2026-10")
         .await;
@@ -438,12 +438,12 @@ async fn daily_run_records_the_divisions_indicators(backend: Backend) {
         .await
         .expect("join")
         .expect("recorded");
-        assert_eq!(stored, 12, "six measures for October and November");
+        assert_eq!(stored, 14, "seven measures for October and November");
     }
     let stored = server
         .get("MeasureReport?identifier=urn:phip:indicator|&_count=50")
         .await;
-    assert_eq!(stored.entries().len(), 12, "{}", stored.body);
+    assert_eq!(stored.entries().len(), 14, "{}", stored.body);
     let computed = by_measure(&indicators(&server, CY).await);
     let recorded = server
         .get("MeasureReport?identifier=urn:phip:indicator|&_count=50")
@@ -457,7 +457,93 @@ async fn daily_run_records_the_divisions_indicators(backend: Backend) {
     assert_eq!(recorded, computed);
 }
 
+/// The result-recognition rate, over this month (recognition windows run up to now): orders
+/// a recent result covered carry the server's advisory; those the clinician revoked are the
+/// recognised ones. An uncovered order, a covered one authored in another month and one entered
+/// in error count nowhere.
+///
+/// | | 朝阳 110105 | 海淀 110108 | 北京 110000 |
+/// |---|---|---|---|
+/// | covered orders / revoked | 3 / 1 (c1 two, one revoked; c2 one kept) | 1 / 1 (+1 in error, +1 from 2020) | 4 / 2 |
+async fn result_recognition_counts_covered_orders_and_their_revocation(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    for (n, (id, d)) in [("c1", CY), ("c2", CY), ("h1", HD)].into_iter().enumerate() {
+        let reply = server
+            .put(&format!("Patient/{id}"), &patient(n, id, Some(d), true))
+            .await;
+        assert!(reply.status.is_success(), "{}", reply.body);
+    }
+    let now = chrono::Utc::now();
+    let today = now.format("%Y-%m-%d").to_string();
+    let month = now.format("%Y-%m").to_string();
+    let two_days_ago = (now - chrono::Duration::days(2)).to_rfc3339();
+    for id in ["c1", "c2", "h1"] {
+        server
+            .create(&json!({
+                "resourceType": "Observation", "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                          "code": "laboratory"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": "58410-2"}]},
+                "subject": {"reference": format!("Patient/{id}")},
+                "effectiveDateTime": two_days_ago,
+                "valueQuantity": {"value": 132, "unit": "g/L"}
+            }))
+            .await;
+    }
+    let order = |patient: &str, code: &str, authored: &str, then: Option<&str>| {
+        let server = &server;
+        let body = json!({
+            "resourceType": "ServiceRequest", "status": "active", "intent": "order",
+            "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+            "subject": {"reference": format!("Patient/{patient}")},
+            "authoredOn": authored
+        });
+        let then = then.map(str::to_owned);
+        async move {
+            let reply = server.post("ServiceRequest", &body).await;
+            assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+            let covered = reply.body["extension"].as_array().is_some_and(|e| {
+                e.iter()
+                    .any(|e| e["url"] == "urn:phip:workflow:recognizable-result")
+            });
+            if let Some(status) = then {
+                let mut changed = reply.body.clone();
+                changed["status"] = json!(status);
+                let id = reply.body["id"].as_str().expect("id");
+                let reply = server.put(&format!("ServiceRequest/{id}"), &changed).await;
+                assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+            }
+            covered
+        }
+    };
+    assert!(order("c1", "58410-2", &today, Some("revoked")).await);
+    assert!(order("c1", "58410-2", &today, None).await);
+    assert!(order("c2", "58410-2", &today, None).await);
+    assert!(
+        !order("c2", "2093-3", &today, Some("revoked")).await,
+        "nothing covers cholesterol"
+    );
+    assert!(order("h1", "58410-2", &today, Some("revoked")).await);
+    assert!(order("h1", "58410-2", &today, Some("entered-in-error")).await);
+    assert!(order("h1", "58410-2", "2020-01-15", Some("revoked")).await);
+
+    let mut got = Vec::new();
+    for division in [CY, HD, BJ] {
+        let reply = server
+            .get(&format!("$indicators?division={division}&period={month}"))
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        got.push(by_measure(&reply.body)["result-recognition"]);
+    }
+    let expected: [Expected; 3] = [(1, 3, 1.0 / 3.0), (1, 1, 1.0), (2, 4, 0.5)];
+    for (i, ((num, den, score), (e_num, e_den, e_score))) in got.iter().zip(expected).enumerate() {
+        assert_eq!((*num, *den), (e_num, e_den), "division #{i}");
+        assert!(close(*score, e_score), "division #{i}: {score:?}");
+    }
+}
+
 on_both_backends!(
+    result_recognition_counts_covered_orders_and_their_revocation,
     indicator_values_match_the_hand_computed_fixture,
     reports_are_stored_once_and_scoped,
     daily_run_records_the_divisions_indicators,

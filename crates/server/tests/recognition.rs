@@ -384,6 +384,20 @@ async fn covered_order_gets_an_advisory(backend: Backend) {
         format!("Observation/{}", s.cbc)
     );
 
+    // The clinician relies on the prior result and revokes the order: the advisory stays,
+    // whatever the client sends (here: none, then a forged one).
+    let mut revoked = stored.body.clone();
+    revoked["status"] = json!("revoked");
+    revoked["extension"] =
+        json!([{"url": ADVISORY, "valueReference": {"reference": "Observation/forged"}}]);
+    let reply = server.put(&format!("ServiceRequest/{id}"), &revoked).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["status"], "revoked");
+    assert_eq!(
+        reply.body["extension"], stored.body["extension"],
+        "the advisory given at ordering time is kept as it was"
+    );
+
     // Cholesterol has no recent result; expired hemoglobin covers nothing: no advisory.
     for code in ["2093-3", "718-7"] {
         let reply = server.post("ServiceRequest", &order(code)).await;

@@ -49,17 +49,34 @@ impl WriteRule for OrderAdvisoryRule {
         let Some(order) = request.resource.as_mut() else {
             return Ok(());
         };
-        // The advisory is the server's: a client cannot forge or carry one over.
+        // The advisory is the server's: a client cannot forge one, nor drop or alter the one
+        // given at ordering time (the evidence that a repeat test was ordered knowingly, which
+        // the result-recognition indicator counts), so later versions keep the first one's.
         if let Some(extensions) = order.get_mut("extension").and_then(Value::as_array_mut) {
-            extensions.retain(|e| e.get("url").and_then(Value::as_str) != Some(ADVISORY_EXTENSION));
+            extensions.retain(|e| !is_advisory(e));
             if extensions.is_empty() {
                 if let Some(object) = order.as_object_mut() {
                     object.remove("extension");
                 }
             }
         }
+        if !is_new {
+            let given: Vec<Value> = context
+                .current
+                .as_ref()
+                .and_then(|c| c.resource.as_ref())
+                .and_then(|r| r.get("extension"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|e| is_advisory(e))
+                .cloned()
+                .collect();
+            add_extensions(order, given);
+            return Ok(());
+        }
         let status = order.get("status").and_then(Value::as_str).unwrap_or("");
-        if !is_new || !matches!(status, "draft" | "active") {
+        if !matches!(status, "draft" | "active") {
             return Ok(());
         }
         let Some(patient) = reference_id(order.get("subject"), "Patient").map(str::to_owned) else {
@@ -117,10 +134,30 @@ impl WriteRule for OrderAdvisoryRule {
                 })
             })
             .collect();
-        match order.get_mut("extension").and_then(Value::as_array_mut) {
-            Some(extensions) => extensions.extend(advisories),
-            None => order["extension"] = Value::Array(advisories),
-        }
+        add_extensions(order, advisories);
         Ok(())
+    }
+}
+
+/// Whether an extension is an advisory.
+pub fn is_advisory(extension: &Value) -> bool {
+    extension.get("url").and_then(Value::as_str) == Some(ADVISORY_EXTENSION)
+}
+
+/// Whether an order carries an advisory: a recognisable result covered it when it was placed.
+pub fn was_covered(order: &Value) -> bool {
+    order
+        .get("extension")
+        .and_then(Value::as_array)
+        .is_some_and(|extensions| extensions.iter().any(is_advisory))
+}
+
+fn add_extensions(order: &mut Value, extensions: Vec<Value>) {
+    if extensions.is_empty() {
+        return;
+    }
+    match order.get_mut("extension").and_then(Value::as_array_mut) {
+        Some(existing) => existing.extend(extensions),
+        None => order["extension"] = Value::Array(extensions),
     }
 }
