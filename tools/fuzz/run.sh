@@ -19,9 +19,10 @@ cd "$(dirname "$0")/../.."
 
 budget=(-max_total_time=20)
 label="20 s"
+runs=""
 fresh_corpus=0
 if [ "${1:-}" = "--runs" ]; then
-    budget=(-runs="$2" -seed=1)
+    runs="$2"
     label="a fixed seed"
     # Starting from the seeds alone, not from a corpus grown by earlier runs.
     fresh_corpus=1
@@ -60,14 +61,19 @@ for target in "${targets[@]}"; do
     fi
     artifacts="fuzz/artifacts/$target"
     mkdir -p "$corpus" "$artifacts"
+    if [ -n "$runs" ]; then
+        # libFuzzer counts the seeds it loads as runs: N inputs beyond them.
+        loaded=$(find "$seeds/$target" -type f | wc -l)
+        budget=(-runs=$((runs + loaded)) -seed=1)
+    fi
     log="$artifacts/last-run.log"
     # -timeout: one input taking 10 s is a finding (a hang); -rss_limit_mb: so is 2 GiB.
     if "fuzz/target/$triple/release/$target" "$corpus" "$seeds/$target" \
         "${budget[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=262144 \
         -artifact_prefix="$artifacts/" -print_final_stats=1 >"$log" 2>&1; then
-        runs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
+        executed="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")"
         cov="$(grep -o 'cov: [0-9]*' "$log" | tail -1)"
-        echo "fuzz $target: ok, $runs inputs with $label, $cov, corpus $(ls "$corpus" | wc -l)"
+        echo "fuzz $target: ok, $executed inputs with $label, $cov, corpus $(ls "$corpus" | wc -l)"
     else
         status=1
         echo "fuzz $target: FINDING (input saved in $artifacts/)"
