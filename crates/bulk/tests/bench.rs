@@ -2,8 +2,9 @@
 //! asserts only correctness). Run with
 //! `cargo test --release -p phip-bulk --test bench -- --ignored --nocapture`.
 //! The Synthea fixture is copied `PHIP_BENCH_COPIES` times (default 15, 107,400 resources)
-//! with fresh ids and references, loaded into SQLite, then exported; the peak RSS is reset
-//! before the export so that it measures the export alone.
+//! with fresh ids and references, loaded into SQLite (or, with `PHIP_BENCH_BACKEND=postgres`,
+//! into a throwaway PostgreSQL cluster), then exported; the peak RSS (of phip's process, not
+//! PostgreSQL's) is reset before the export so that it measures the export alone.
 
 mod support;
 
@@ -57,10 +58,26 @@ fn export_100k_resources() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(15);
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = phip_store::open_store(&phip_store::StoreConfig::Sqlite {
-        data_dir: dir.path().to_owned(),
-    })
-    .expect("store");
+    let postgres = std::env::var("PHIP_BENCH_BACKEND").as_deref() == Ok("postgres");
+    let cluster = if postgres {
+        Some(phip_testkit::PgCluster::start_owned().expect("PostgreSQL (initdb, pg_ctl on PATH)"))
+    } else {
+        None
+    };
+    let config = match &cluster {
+        Some(cluster) => phip_store::StoreConfig::Postgres {
+            url: cluster.fresh_database(),
+            pool_size: phip_store::postgres::DEFAULT_POOL_SIZE,
+        },
+        None => phip_store::StoreConfig::Sqlite {
+            data_dir: dir.path().to_owned(),
+        },
+    };
+    println!(
+        "backend: {}",
+        if postgres { "PostgreSQL" } else { "SQLite" }
+    );
+    let store = phip_store::open_store(&config).expect("store");
     let fixture = fixture_resources();
     let started = Instant::now();
     for k in 0..copies {

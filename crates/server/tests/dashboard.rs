@@ -144,6 +144,6 @@ async fn dashboard_renders_indicators_and_alert_markers_in_chromium() {
         .contains("authentication required"));
     browser.set_cookie(&server.root, "phip_token", &token).await;
     browser.goto(&url).await;
-    assert_eq!(browser.count(".tile").await, 6);
+    assert_eq!(browser.count(".tile").await, 7, "one tile per indicator");
     browser.close().await;
 }

@@ -80,9 +80,8 @@ fn ears_matches_r_earsc_on_every_day() {
         );
         assert_eq!(points.len(), case.counts.len() - first, "{key}");
         for point in &points {
-            let (r_bound, r_alarm) = case.r[point.index].unwrap_or_else(|| {
-                panic!("{key} day {}: R did not evaluate it", point.index)
-            });
+            let (r_bound, r_alarm) = case.r[point.index]
+                .unwrap_or_else(|| panic!("{key} day {}: R did not evaluate it", point.index));
             match (point.upper_bound, r_bound) {
                 (Some(ours), Some(theirs)) => assert!(
                     (ours - theirs).abs() <= 1e-9 * theirs.abs().max(1.0),
