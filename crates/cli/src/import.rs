@@ -128,6 +128,44 @@ fn to_write(mut resource: Value) -> Result<WriteRequest, String> {
     })
 }
 
+/// Attempts before a write the database keeps refusing as busy is given up.
+const ATTEMPTS: u32 = 6;
+
+/// Runs `write`, again after a pause while it fails as `transient` (the database busy, a lock
+/// held too long, a connection lost): a refused write has written nothing, so trying it again
+/// is safe, and a server importing beside live traffic is busy at times. Other errors, and the
+/// last transient one, are returned as they are.
+fn retrying<T, E>(
+    mut write: impl FnMut() -> Result<T, E>,
+    transient: impl Fn(&E) -> bool,
+    mut pause: impl FnMut(std::time::Duration),
+) -> Result<T, E> {
+    let mut wait = std::time::Duration::from_millis(200);
+    for _ in 1..ATTEMPTS {
+        match write() {
+            Err(e) if transient(&e) => {
+                pause(wait);
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+    write()
+}
+
+/// A refusal of the engine that passes: 503 (busy, unavailable, timed out).
+fn engine_transient(e: &phip_engine::FhirError) -> bool {
+    e.status == 503
+}
+
+/// A store error that passes.
+fn store_transient(e: &phip_store::StoreError) -> bool {
+    matches!(
+        e,
+        phip_store::StoreError::Busy | phip_store::StoreError::Unavailable(_)
+    )
+}
+
 fn flush(
     store: &dyn Store,
     batch: &mut Vec<WriteRequest>,
@@ -136,7 +174,12 @@ fn flush(
     if batch.is_empty() {
         return Ok(());
     }
-    let written = store.bulk_write(std::mem::take(batch))?;
+    let batch = std::mem::take(batch);
+    let written = retrying(
+        || store.bulk_write(batch.clone()),
+        store_transient,
+        std::thread::sleep,
+    )?;
     totals.imported += written.len() as u64;
     Ok(())
 }
@@ -169,7 +212,8 @@ fn import_file(
                     phip_engine::Principal::unrestricted("phip import"),
                 );
                 let body = write.resource.unwrap_or_default();
-                match engine.update(&ctx, "Patient", &write.id, body, None) {
+                let update = || engine.update(&ctx, "Patient", &write.id, body.clone(), None);
+                match retrying(update, engine_transient, std::thread::sleep) {
                     Ok(_) => totals.imported += 1,
                     Err(e) => {
                         totals.rejected += 1;
@@ -222,7 +266,11 @@ fn import_file(
                 "http://localhost/fhir",
                 phip_engine::Principal::unrestricted("phip import"),
             );
-            match engine.process_bundle(&ctx, value) {
+            match retrying(
+                || engine.process_bundle(&ctx, value.clone()),
+                engine_transient,
+                std::thread::sleep,
+            ) {
                 Ok(_) => totals.imported += entries as u64,
                 Err(e) => {
                     totals.rejected += entries as u64;
@@ -250,4 +298,73 @@ fn import_file(
         }
     }
     flush(store, &mut batch, totals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use phip_engine::FhirError;
+    use std::time::Duration;
+
+    fn busy() -> FhirError {
+        FhirError::from(phip_store::StoreError::Busy)
+    }
+
+    #[test]
+    fn transient_refusals_are_retried_with_growing_pauses() {
+        let mut calls = 0;
+        let mut pauses = Vec::new();
+        let result = retrying(
+            || {
+                calls += 1;
+                if calls < 4 {
+                    Err(busy())
+                } else {
+                    Ok(calls)
+                }
+            },
+            engine_transient,
+            |d| pauses.push(d),
+        );
+        assert_eq!(result.ok(), Some(4));
+        assert_eq!(pauses, [200, 400, 800].map(Duration::from_millis).to_vec());
+    }
+
+    #[test]
+    fn other_refusals_and_the_last_transient_one_are_returned() {
+        let mut calls = 0;
+        let refused: Result<(), FhirError> = retrying(
+            || {
+                calls += 1;
+                Err(FhirError::bad_request("not a resource"))
+            },
+            engine_transient,
+            |_| panic!("a bad request is not retried"),
+        );
+        assert_eq!(refused.map_err(|e| e.status), Err(400));
+        assert_eq!(calls, 1);
+
+        let mut calls = 0;
+        let mut slept = Duration::ZERO;
+        let still_busy: Result<(), FhirError> = retrying(
+            || {
+                calls += 1;
+                Err(busy())
+            },
+            engine_transient,
+            |d| slept += d,
+        );
+        assert_eq!(still_busy.map_err(|e| e.status), Err(503));
+        assert_eq!(calls, ATTEMPTS);
+        assert_eq!(slept, Duration::from_millis(200 + 400 + 800 + 1600 + 3200));
+    }
+
+    #[test]
+    fn busy_and_unavailable_stores_are_transient() {
+        assert!(store_transient(&phip_store::StoreError::Busy));
+        assert!(store_transient(&phip_store::StoreError::Unavailable(
+            "restarting".into()
+        )));
+        assert!(!store_transient(&phip_store::StoreError::StorageFull));
+    }
 }
