@@ -526,6 +526,7 @@ async fn submit(browser: &mut Browser, script: &str, path: &str) {
 
 async fn sign_in(browser: &mut Browser, server: &TestServer, code: &str, home: &str) {
     browser.goto(&format!("{}/portal/login", server.root)).await;
+    assert_accessible(browser, "sign-in page").await;
     submit(
         browser,
         &format!("document.querySelector('#code').value = {}; document.querySelector('#sign-in').click()", json!(code)),
@@ -534,7 +535,59 @@ async fn sign_in(browser: &mut Browser, server: &TestServer, code: &str, home: &
     .await;
 }
 
+/// Checks the page a screen reader or keyboard user gets: the language, a title, a `main`
+/// landmark and a heading; a name for every form field, button and link; a text alternative for
+/// every image and chart. Prints how long the page took to load (navigation timing).
+async fn assert_accessible(browser: &mut Browser, page: &str) {
+    const AUDIT: &str = r#"(() => {
+        const problems = [];
+        const byId = id => (document.getElementById(id) || {}).textContent || '';
+        const name = el => [
+            el.getAttribute('aria-label') || '',
+            (el.getAttribute('aria-labelledby') || '').split(/\s+/).map(byId).join(' '),
+            el.id ? Array.from(document.querySelectorAll('label'))
+                .filter(l => l.htmlFor === el.id).map(l => l.textContent).join(' ') : '',
+            (el.closest('label') || {}).textContent || '',
+            el.getAttribute('title') || '',
+        ].join(' ').trim();
+        const show = el => el.outerHTML.slice(0, 100);
+        if (!document.documentElement.lang) problems.push('html without lang');
+        if (!document.title.trim()) problems.push('no title');
+        if (!document.querySelector('main')) problems.push('no main landmark');
+        if (!document.querySelector('h1')) problems.push('no h1');
+        for (const el of document.querySelectorAll('input, select, textarea')) {
+            const type = (el.getAttribute('type') || '').toLowerCase();
+            if (['hidden', 'submit', 'button', 'reset', 'image'].includes(type)) continue;
+            if (!name(el)) problems.push('field without a label: ' + show(el));
+        }
+        for (const el of document.querySelectorAll('button, input[type=submit], input[type=button]')) {
+            if (!(el.textContent.trim() || el.value || name(el))) problems.push('button without a name: ' + show(el));
+        }
+        for (const el of document.querySelectorAll('a[href]')) {
+            if (!(el.textContent.trim() || name(el))) problems.push('link without text: ' + show(el));
+        }
+        for (const el of document.querySelectorAll('img')) {
+            if (!el.hasAttribute('alt')) problems.push('image without alt: ' + show(el));
+        }
+        for (const el of document.querySelectorAll('svg')) {
+            if (el.closest('[aria-hidden=true]')) continue;
+            if (!(name(el) || el.querySelector('title'))) problems.push('chart without a text alternative: ' + show(el));
+        }
+        const nav = performance.getEntriesByType('navigation')[0];
+        return JSON.stringify({problems, ms: nav ? Math.round(nav.duration) : null});
+    })()"#;
+    let report = browser.eval(AUDIT).await;
+    let report: Value = serde_json::from_str(report.as_str().unwrap_or("{}")).unwrap_or_default();
+    assert_eq!(
+        report["problems"],
+        json!([]),
+        "{page}: accessibility problems"
+    );
+    println!("{page}: loaded in {} ms", report["ms"]);
+}
+
 async fn shot(browser: &mut Browser, name: &str) {
+    assert_accessible(browser, name).await;
     let size = browser.screenshot(&artifacts_dir().join(name)).await;
     assert!(size > 10_000, "{name}: {size} bytes");
 }
