@@ -328,15 +328,16 @@ async fn concurrent_conditional_creates_make_one_resource(backend: Backend) {
                     )],
                 )
                 .await
-                .status
         }));
     }
     let mut created = 0;
     for task in tasks {
-        let status = task.await.unwrap();
+        let reply = task.await.unwrap();
+        let status = reply.status;
         assert!(
             status == StatusCode::CREATED || status == StatusCode::OK,
-            "{status}"
+            "{status}: {}",
+            reply.body
         );
         if status == StatusCode::CREATED {
             created += 1;
