@@ -4,8 +4,9 @@
 #   tools/fuzz/run.sh [SECONDS_PER_TARGET] [TARGET...]     (default: 20 s, every target)
 #   tools/fuzz/run.sh --runs N [TARGET...]                 (N inputs each, fixed random seed)
 #
-# The second form is what CI runs: with a fixed seed and input count the same inputs are tried
-# on every run, so a red CI is a reproducible finding, never the luck of the draw.
+# The second form is what CI runs: a fixed seed and input count make every run explore much the
+# same inputs (coverage feedback keeps it from being bit-for-bit identical), and a finding is
+# saved as the input that reproduces it.
 #
 # Builds the targets with the instrumentation `cargo fuzz` uses (SanitizerCoverage with 8-bit
 # counters, PC tables and comparison tracing; no sanitizer, which needs nightly), seeds each
