@@ -179,9 +179,14 @@ impl Engine {
         principal: &Principal,
     ) -> FhirResult<Box<dyn phip_store::Transaction + '_>> {
         let indexed: Box<dyn phip_store::Transaction + '_> = if self.config.mpi.enabled {
+            // The index first: loading or refreshing it reads the store through a connection
+            // of its own, and a writer already holding one would wait for a second while every
+            // other writer holds one waiting for the load — a pool-wide deadlock (seen on CI as
+            // ten concurrent first Patient writes stalling 30 s into a 503).
+            let index = self.mpi()?;
             Box::new(mpi::IndexedTransaction::new(
                 self.store.begin_write()?,
-                self.mpi()?,
+                index,
             ))
         } else {
             self.store.begin_write()?

@@ -20,12 +20,8 @@ use super::matching::IndexedRecord;
 use super::{golden, is_golden, ordered_pair, review, MpiService};
 use crate::interactions::new_id;
 
-/// How long a writer waits for other writers' Patient changes to finish: as long as a caller
-/// waits for a database connection. Patient writes queue here one transaction at a time, so on
-/// a loaded server a burst of them (ten concurrent conditional creates on CI) can take more
-/// than a few seconds to clear; answering 503 earlier only sends clients into retries that
-/// lengthen the queue.
-const WRITER_WAIT: Duration = Duration::from_secs(30);
+/// How long a writer waits for another writer's Patient changes to finish.
+const WRITER_WAIT: Duration = Duration::from_secs(10);
 
 /// One change to the shared index state, remembered so that a rollback can undo it.
 enum Undo {
