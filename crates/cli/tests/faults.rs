@@ -12,6 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use phip_testkit::incompressible;
 use serde_json::{json, Value};
 
 /// A `phip serve` child process with authentication off on a free loopback port.
@@ -316,40 +317,7 @@ fn a_full_disk_refuses_writes_cleanly_and_keeps_serving_reads() {
         .stderr(Stdio::null())
         .status();
     let note = "x".repeat(64 * 1024);
-    let mut refused = None;
-    let mut created = Vec::new();
-    for n in 0..2000 {
-        let patient =
-            json!({"resourceType": "Patient", "name": [{"family": "Full", "text": note}]});
-        let response = client
-            .post(format!("{}/Patient", server.base))
-            .header("content-type", "application/fhir+json")
-            .body(patient.to_string())
-            .send()
-            .expect("the server answers even when the disk is full");
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body: Value = response.json().unwrap_or(Value::Null);
-        if status != 201 {
-            refused = Some((n, status, body));
-            break;
-        }
-        created.extend(location);
-    }
-    let (written, status, body) = refused.expect("the disk never filled");
-    assert!(
-        written > 0,
-        "nothing could be written at all: {status} {body}"
-    );
-    assert_eq!(
-        status, 507,
-        "a full disk should be 507 Insufficient Storage, got {status}: {body}"
-    );
-    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    let (created, _) = fill_until_refused(&client, &server.base, |_| note.clone());
     // While the disk is full, reads are served, many of them, each one recorded.
     for _ in 0..50 {
         let read = client
@@ -388,20 +356,44 @@ fn a_full_disk_refuses_writes_cleanly_and_keeps_serving_reads() {
     drop(server);
 }
 
-/// `len` characters that neither PostgreSQL's TOAST compression nor SQLite can shrink, so that
-/// a write really takes about that much space.
-fn incompressible(len: usize, seed: u64) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            // xorshift64: plenty for defeating an LZ compressor.
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
-        })
-        .collect()
+/// Creates Patients whose `name.text` is `note(n)` until the server refuses one; checks the
+/// refusal is a 507 OperationOutcome after at least one success, and returns the locations
+/// created and the refusal's body.
+fn fill_until_refused(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    note: impl Fn(u64) -> String,
+) -> (Vec<String>, Value) {
+    let mut created = Vec::new();
+    for n in 0..2000u64 {
+        let patient =
+            json!({"resourceType": "Patient", "name": [{"family": "Full", "text": note(n)}]});
+        let response = client
+            .post(format!("{base}/Patient"))
+            .header("content-type", "application/fhir+json")
+            .body(patient.to_string())
+            .send()
+            .expect("the server answers even when the disk is full");
+        let status = response.status().as_u16();
+        let location = response
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body: Value = response.json().unwrap_or(Value::Null);
+        if status == 201 {
+            created.extend(location);
+            continue;
+        }
+        assert!(n > 0, "nothing could be written at all: {status} {body}");
+        assert_eq!(
+            status, 507,
+            "a full disk should be 507 Insufficient Storage, got {status}: {body}"
+        );
+        assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+        return (created, body);
+    }
+    panic!("the disk never filled");
 }
 
 /// PostgreSQL's data volume fills up (the database's tablespace on a small tmpfs; WAL on its
@@ -438,40 +430,7 @@ fn a_full_postgres_data_volume_refuses_writes_cleanly_and_keeps_serving_reads() 
         .arg(format!("of={}", ballast.display()))
         .stderr(Stdio::null())
         .status();
-    let mut refused = None;
-    let mut created = Vec::new();
-    for n in 0..2000u64 {
-        let patient = json!({"resourceType": "Patient",
-            "name": [{"family": "Full", "text": incompressible(64 * 1024, n)}]});
-        let response = client
-            .post(format!("{}/Patient", server.base))
-            .header("content-type", "application/fhir+json")
-            .body(patient.to_string())
-            .send()
-            .expect("the server answers even when the database's disk is full");
-        let status = response.status().as_u16();
-        let location = response
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body: Value = response.json().unwrap_or(Value::Null);
-        if status != 201 {
-            refused = Some((n, status, body));
-            break;
-        }
-        created.extend(location);
-    }
-    let (written, status, body) = refused.expect("the disk never filled");
-    assert!(
-        written > 0,
-        "nothing could be written at all: {status} {body}"
-    );
-    assert_eq!(
-        status, 507,
-        "a full data volume should be 507 Insufficient Storage, got {status}: {body}"
-    );
-    assert_eq!(body["resourceType"], "OperationOutcome", "{body}");
+    let (created, _) = fill_until_refused(&client, &server.base, |n| incompressible(64 * 1024, n));
     for _ in 0..20 {
         let read = client
             .get(format!("{}/Patient/before-full-3", server.base))

@@ -4,6 +4,7 @@
 mod common;
 
 use common::{assert_outcome, Backend, TestServer};
+use phip_testkit::incompressible;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
@@ -537,21 +538,6 @@ async fn system_search_and_everything(backend: Backend) {
     assert_eq!(paged.entries().len(), 1);
     assert!(paged.link("next").is_some());
     assert_outcome(&server.get("Patient/nobody/$everything").await, 404);
-}
-
-/// `len` letters and digits that no compressor can shrink (a database cannot squeeze them
-/// under its index entry limit).
-fn incompressible(len: usize, seed: u64) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            char::from(ALPHABET[(state % ALPHABET.len() as u64) as usize])
-        })
-        .collect()
 }
 
 /// Values far longer than an index entry may be (a 3,000-character family name, a 4,000-byte
