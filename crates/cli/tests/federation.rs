@@ -440,7 +440,21 @@ async fn four_level_federation() {
             "reference": {"reference": "Organization/hospital-bj"}
         }]}
     });
-    let (status, body) = post(&client, &gd, "Consent", consent).await;
+    // Written by the resident herself (a privacy Consent is the resident's to write).
+    let minted = Command::new(PHIP)
+        .arg("token")
+        .arg("--data-dir")
+        .arg(dir.path().join("gd"))
+        .args(["--base-url", &gd.base])
+        .args(["--scope", "patient/*.cruds", "--patient", &gd_patient])
+        .output()
+        .expect("phip token");
+    assert!(minted.status.success(), "{minted:?}");
+    let gd_resident = Node {
+        base: gd.base.clone(),
+        token: String::from_utf8_lossy(&minted.stdout).trim().to_owned(),
+    };
+    let (status, body) = post(&client, &gd_resident, "Consent", consent).await;
     assert_eq!(status, 201, "{body}");
     let (status, bundle) = get(&client, &bj, &lookup).await;
     assert_eq!(status, 200);

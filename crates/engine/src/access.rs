@@ -1,13 +1,15 @@
 //! Who is asking, and what they may do: SMART scopes turned into decisions about resource
 //! types, interactions and the patient compartment.
 //!
-//! Every interaction asks [`Principal::decide`] before touching the store. A `patient/` grant
-//! confines the caller to one resident's compartment: reads and writes check the resource's
-//! compartment membership; searches get a compartment restriction added by the engine, so it
-//! cannot be bypassed through `_include`, chains or `_has`.
+//! Every interaction asks [`Principal::decide`] whether the token grants it on the type at all
+//! (403 when not). Which *records* the caller then sees is not decided here but by the store,
+//! as part of every query it runs: [`Principal::access`] states the caller's grants, compartment,
+//! organisation and region, and the store's visibility predicate applies the rules of
+//! `docs/security.md` to counts, cursors, chains, includes and history alike. Writes are checked
+//! against the same predicate before and after they reach the store (`crate::guard`).
 
-use phip_fhir::search::IndexValue;
-use phip_security::scope::{Access, Interaction, ScopeContext, ScopeSet};
+use phip_security::scope::{Access as ScopeAccess, Interaction, ScopeContext, ScopeSet};
+use phip_store::{Access, Sharing, Transaction, TypeGrant, Visibility};
 use serde_json::Value;
 
 use crate::{FhirError, FhirResult};
@@ -76,7 +78,8 @@ impl Principal {
         // Only unconstrained grants count: SMART v2 query-constrained scopes
         // (`patient/Observation.rs?category=laboratory`) are not enforced yet, so they grant
         // nothing rather than everything.
-        let full = |context| scopes.access(context, resource_type, interaction) == Access::Full;
+        let full =
+            |context| scopes.access(context, resource_type, interaction) == ScopeAccess::Full;
         if full(ScopeContext::System) || full(ScopeContext::User) {
             return Decision::Full;
         }
@@ -109,15 +112,6 @@ pub(crate) fn forbidden(resource_type: &str, interaction: Interaction) -> FhirEr
     )
 }
 
-/// The 403 for a resource outside the caller's grant.
-pub(crate) fn forbidden_read(resource_type: &str, id: &str) -> FhirError {
-    FhirError::new(
-        403,
-        phip_fhir::IssueType::Forbidden,
-        format!("the access token does not permit reading {resource_type}/{id}"),
-    )
-}
-
 fn interaction_name(interaction: Interaction) -> &'static str {
     match interaction {
         Interaction::Create => "create",
@@ -128,78 +122,104 @@ fn interaction_name(interaction: Interaction) -> &'static str {
     }
 }
 
-/// The ids of the patients whose compartment `resource` is in.
+/// The ids of the patients whose compartment `resource` is in (R4 CompartmentDefinition
+/// `patient`, as the store labels it).
 pub fn patients_of(resource: &Value) -> Vec<String> {
-    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
-        return Vec::new();
-    };
-    if resource_type == "Patient" {
-        return resource
-            .get("id")
-            .and_then(Value::as_str)
-            .map(|id| vec![id.to_owned()])
-            .unwrap_or_default();
-    }
-    let params = phip_fhir::r4().patient_compartment_params(resource_type);
-    if params.is_empty() {
-        return Vec::new();
-    }
-    let mut patients: Vec<String> = phip_fhir::search::index::extract(resource)
-        .into_iter()
-        .filter(|entry| params.iter().any(|p| p == &entry.param))
-        .filter_map(|entry| match entry.value {
-            IndexValue::Reference {
-                target_type: Some(t),
-                target_id: Some(id),
-                ..
-            } if t == "Patient" => Some(id),
-            _ => None,
-        })
-        .collect();
-    patients.sort();
-    patients.dedup();
-    patients
+    let entries = phip_fhir::search::index::extract(resource);
+    phip_fhir::access::labels(resource, &entries).patients
 }
 
-/// Whether `resource` belongs to the compartment of `Patient/{patient_id}`: it is that
-/// Patient, or one of its Patient-compartment parameters references it.
-pub fn in_patient_compartment(resource: &Value, patient_id: &str) -> bool {
-    let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
-        return false;
-    };
-    if resource_type == "Patient" {
-        return resource.get("id").and_then(Value::as_str) == Some(patient_id);
-    }
-    let params = phip_fhir::r4().patient_compartment_params(resource_type);
-    if params.is_empty() {
-        return false;
-    }
-    phip_fhir::search::index::extract(resource)
-        .iter()
-        .any(|entry| {
-            params.iter().any(|p| p == &entry.param)
-                && matches!(&entry.value, IndexValue::Reference { target_type: Some(t), target_id: Some(id), .. }
-                    if t == "Patient" && id == patient_id)
-        })
-}
-
-/// Checks a resource against a decision: full access, or compartment membership (which is
-/// reported as 403, since the caller is authenticated but not entitled).
-pub(crate) fn check_resource(decision: &Decision, resource: &Value) -> FhirResult<()> {
-    match decision {
-        Decision::Full => Ok(()),
-        Decision::PatientCompartment(patient) if in_patient_compartment(resource, patient) => {
-            Ok(())
+/// The resource types `scopes` grant `interaction` on in `context` without a query constraint
+/// (SMART v2 query-constrained scopes are not enforced yet, so they grant nothing rather than
+/// everything).
+fn unconstrained_types(
+    scopes: &ScopeSet,
+    context: ScopeContext,
+    interaction: Interaction,
+) -> TypeGrant {
+    let mut types = Vec::new();
+    for scope in scopes.resource_scopes() {
+        if scope.context != context
+            || scope.query.is_some()
+            || !scope.permissions.contains(interaction)
+        {
+            continue;
         }
-        Decision::PatientCompartment(_) => Err(FhirError::new(
-            403,
-            phip_fhir::IssueType::Forbidden,
-            "the access token is limited to its patient's own records",
-        )),
-        Decision::Denied => Err(FhirError::new(
-            403,
-            phip_fhir::IssueType::Forbidden,
-            "not permitted",
-        )),
+        match &scope.resource_type {
+            None => return TypeGrant::All,
+            Some(t) => types.push(t.clone()),
+        }
     }
+    TypeGrant::Only(types)
+}
+
+fn union(grants: impl IntoIterator<Item = TypeGrant>) -> TypeGrant {
+    let mut types = Vec::new();
+    for grant in grants {
+        match grant {
+            TypeGrant::All => return TypeGrant::All,
+            TypeGrant::Only(list) => types.extend(list),
+        }
+    }
+    types.sort();
+    types.dedup();
+    TypeGrant::Only(types)
+}
+
+impl Principal {
+    /// Whether this is the server itself (or authentication is off): no rule restricts it.
+    pub fn is_server(&self) -> bool {
+        self.is_unrestricted()
+    }
+
+    /// What this principal may see, as the store applies it to every query run for it (see
+    /// `docs/security.md`): the types its scopes let it read or search, its own compartment
+    /// with a `patient/` grant, and its organisation and region for the sharing rules (set
+    /// aside when it breaks the glass).
+    pub fn access(&self) -> Access {
+        let Some(scopes) = &self.scopes else {
+            return Access::Server;
+        };
+        let grant = |context| {
+            union([
+                unconstrained_types(scopes, context, Interaction::Read),
+                unconstrained_types(scopes, context, Interaction::Search),
+            ])
+        };
+        let types = union([grant(ScopeContext::System), grant(ScopeContext::User)]);
+        let (compartment_types, compartment) = match &self.patient {
+            Some(patient) => (grant(ScopeContext::Patient), vec![patient.clone()]),
+            None => (TypeGrant::Only(Vec::new()), Vec::new()),
+        };
+        let sharing = self.break_glass.is_none().then(|| Sharing {
+            organization: self.organization.clone(),
+            division: self.division.clone(),
+            now_ms: chrono::Utc::now().timestamp_millis(),
+        });
+        Access::Caller(Box::new(Visibility {
+            types,
+            compartment_types,
+            compartment,
+            sharing,
+        }))
+    }
+
+    /// Whether the resource exists and this principal may see it (the store's rules).
+    pub fn can_see(
+        &self,
+        tx: &mut dyn Transaction,
+        resource_type: &str,
+        id: &str,
+    ) -> FhirResult<bool> {
+        if self.is_server() {
+            return Ok(tx.read(resource_type, id)?.is_some());
+        }
+        Ok(tx.visible(resource_type, id, &self.access())?)
+    }
+}
+
+/// The answer for a resource that does not exist or that the caller may not see: the same in
+/// both cases, so that it reveals nothing (docs/security.md).
+pub(crate) fn not_found(resource_type: &str, id: &str) -> FhirError {
+    FhirError::not_found(format!("{resource_type}/{id} is not known"))
 }

@@ -4,7 +4,7 @@ use phip_fhir::search::SummaryMode;
 use serde_json::{json, Value};
 
 use crate::history::parse_instant;
-use crate::interactions::{check_id, read_current};
+use crate::interactions::{check_id, read_visible};
 use crate::search::{encode_query, entry, new_bundle, CURSOR_PARAM};
 use crate::{Engine, FhirError, FhirResponse, FhirResult, RequestContext};
 
@@ -18,13 +18,7 @@ impl Engine {
     ) -> FhirResult<FhirResponse> {
         check_id(patient_id)?;
         let principal = &ctx.principal;
-        if let crate::Decision::PatientCompartment(own) =
-            principal.require("Patient", phip_security::scope::Interaction::Read)?
-        {
-            if own != patient_id {
-                return Err(crate::access::forbidden_read("Patient", patient_id));
-            }
-        }
+        principal.require("Patient", phip_security::scope::Interaction::Read)?;
         let mut since = None;
         let mut types: Option<Vec<String>> = None;
         let mut count = None;
@@ -61,18 +55,14 @@ impl Engine {
         }
         let page_size = self.page_size(count);
         let mut tx = self.store().begin_read()?;
-        read_current(tx.as_mut(), "Patient", patient_id)?;
-        let (mut resources, next) = tx.patient_compartment(
+        read_visible(tx.as_mut(), principal, "Patient", patient_id)?;
+        let (resources, next) = tx.patient_compartment(
             patient_id,
             types.as_deref(),
             since,
             page_size,
             cursor.as_deref(),
-        )?;
-        crate::consent::ConsentCache::default().retain_permitted(
-            tx.as_mut(),
-            principal,
-            &mut resources,
+            &principal.access(),
         )?;
         drop(tx);
 
@@ -93,10 +83,6 @@ impl Engine {
         bundle.insert("link".into(), Value::Array(links));
         let entries: Vec<Value> = resources
             .iter()
-            .filter(|stored| {
-                principal.is_unrestricted()
-                    || crate::search::visible(principal, &crate::Decision::Full, stored)
-            })
             .filter_map(|stored| {
                 stored.resource.as_ref().map(|resource| {
                     let resource =

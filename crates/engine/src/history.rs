@@ -6,9 +6,7 @@ use serde_json::{json, Value};
 
 use phip_security::scope::Interaction;
 
-use crate::access::Decision;
 use crate::interactions::{check_id, check_type};
-use crate::search::visible;
 use crate::search::{encode_query, new_bundle, CURSOR_PARAM};
 use crate::{resource_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext};
 
@@ -109,34 +107,16 @@ impl Engine {
             before,
             count: self.page_size(count),
             cursor,
+            access: principal.access(),
         };
         let mut tx = self.store().begin_read()?;
         if let HistoryScope::Instance { resource_type, id } = &scope {
-            if tx.read(resource_type, id)?.is_none() {
-                return Err(FhirError::not_found(format!(
-                    "{resource_type}/{id} is not known"
-                )));
+            if !principal.can_see(tx.as_mut(), resource_type, id)? {
+                return Err(crate::access::not_found(resource_type, id));
             }
         }
-        let mut page = tx.history(&query)?;
-        crate::consent::ConsentCache::default().retain_permitted(
-            tx.as_mut(),
-            principal,
-            &mut page.versions,
-        )?;
+        let page = tx.history(&query)?;
         drop(tx);
-        if !principal.is_unrestricted() {
-            // Versions the caller may not read (other types, other patients' records, and
-            // deletions whose owner cannot be told) are left out.
-            let before = page.versions.len();
-            page.versions
-                .retain(|v| visible(principal, &Decision::Full, v));
-            if let HistoryScope::Instance { resource_type, id } = &scope {
-                if page.versions.len() != before && page.versions.is_empty() {
-                    return Err(crate::access::forbidden_read(resource_type, id));
-                }
-            }
-        }
 
         let base = &ctx.base_url;
         let path = match (resource_type, id) {

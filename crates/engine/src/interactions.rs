@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use phip_security::scope::Interaction;
 
-use crate::access::{check_resource, Principal};
-use crate::consent::{self, ConsentCache};
+use crate::access::{not_found, Principal};
+use crate::guard::{check_stored, check_write, id_in_use, prior, Prior};
 use crate::{
     parse_query_string, version_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext,
     ReturnPreference,
@@ -121,7 +121,7 @@ pub(crate) fn match_condition(
     resource_type: &str,
     criteria: &str,
 ) -> FhirResult<Vec<StoredResource>> {
-    let decision = principal.require(resource_type, Interaction::Search)?;
+    principal.require(resource_type, Interaction::Search)?;
     let query_part = match criteria.split_once('?') {
         Some((path, q)) => {
             let path = path.trim_start_matches('/');
@@ -144,22 +144,15 @@ pub(crate) fn match_condition(
     crate::search::exclude_golden_records(Some(resource_type), &mut params);
     let parsed = query::parse(Some(resource_type), &params, true)
         .map_err(|outcome| FhirError::from_outcome(400, outcome))?;
+    // A condition only matches what the caller could find by searching: a record it cannot
+    // see neither satisfies If-None-Exist nor is updated or deleted by a condition.
     let request = SearchRequest {
         query: parsed.query,
         cursor: PageCursor::First,
         page_size: 2,
+        access: principal.access(),
     };
-    let page = tx.search(&request)?;
-    // A restricted caller's condition only sees what it could search for.
-    Ok(page
-        .matches
-        .into_iter()
-        .filter(|m| {
-            m.resource
-                .as_ref()
-                .is_some_and(|r| check_resource(&decision, r).is_ok())
-        })
-        .collect())
+    Ok(tx.search(&request)?.matches)
 }
 
 /// Sets `id` on a resource body.
@@ -181,10 +174,9 @@ pub(crate) fn create_in(
     check_type(resource_type)?;
     check_writable(resource_type)?;
     let decision = principal.require(resource_type, Interaction::Create)?;
-    consent::stamp_holder(principal, &mut body);
+    check_write(principal, resource_type, None, Some(&mut body))?;
     crate::mpi::prepare_patient(resource_type, &mut body)?;
     check_body(resource_type, &body)?;
-    check_resource(&decision, &body)?;
     if let Some(criteria) = if_none_exist {
         let matches = match_condition(tx, principal, resource_type, criteria)?;
         match matches.len() {
@@ -214,6 +206,7 @@ pub(crate) fn create_in(
         resource: Some(body),
         expected_version: Some(0),
     })?;
+    check_stored(tx, principal, &decision, &stored)?;
     Ok(WriteOutcome {
         status: 201,
         stored: Some(stored),
@@ -233,10 +226,8 @@ pub(crate) fn update_in(
     check_writable(resource_type)?;
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Update)?;
-    consent::stamp_holder(principal, &mut body);
     crate::mpi::prepare_patient(resource_type, &mut body)?;
     check_body(resource_type, &body)?;
-    check_resource(&decision, &body)?;
     match body.get("id").and_then(Value::as_str) {
         Some(body_id) if body_id != id => {
             return Err(FhirError::bad_request(format!(
@@ -259,13 +250,18 @@ pub(crate) fn update_in(
     let mut attempts = 0;
     loop {
         attempts += 1;
-        let current = tx.read(resource_type, id)?;
-        if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
-            check_resource(&decision, existing)?;
-            if ConsentCache::default().denies(tx, principal, existing)? {
-                return Err(consent::denied());
-            }
-        }
+        let current = match prior(tx, principal, resource_type, id)? {
+            Prior::Hidden => return Err(id_in_use(resource_type, id)),
+            Prior::Absent => None,
+            Prior::Visible(stored) => Some(stored),
+        };
+        let mut next = body.clone();
+        check_write(
+            principal,
+            resource_type,
+            current.as_ref().and_then(|c| c.resource.as_ref()),
+            Some(&mut next),
+        )?;
         let current_version = current.as_ref().map(|c| c.version_id).unwrap_or(0);
         if let Some(expected) = if_match {
             if expected != current_version || current.is_none() {
@@ -279,20 +275,18 @@ pub(crate) fn update_in(
         let request = WriteRequest {
             resource_type: resource_type.to_owned(),
             id: id.to_owned(),
-            resource: Some(if retry {
-                body.clone()
-            } else {
-                std::mem::take(&mut body)
-            }),
+            resource: Some(next),
             expected_version: Some(current_version),
         };
         match tx.write(request) {
             Err(phip_store::StoreError::VersionConflict { .. }) if retry => continue,
             result => {
+                let stored = result?;
+                check_stored(tx, principal, &decision, &stored)?;
                 return Ok(WriteOutcome {
                     status: if existed { 200 } else { 201 },
-                    stored: Some(result?),
-                })
+                    stored: Some(stored),
+                });
             }
         }
     }
@@ -360,21 +354,19 @@ pub(crate) fn delete_in(
     check_type(resource_type)?;
     check_writable(resource_type)?;
     check_id(id)?;
-    let decision = principal.require(resource_type, Interaction::Delete)?;
-    let current = tx.read(resource_type, id)?;
-    if let Some(existing) = current.as_ref().and_then(|c| c.resource.as_ref()) {
-        if resource_type == "Patient" && crate::mpi::is_golden(existing) {
-            return Err(FhirError::new(
-                422,
-                IssueType::BusinessRule,
-                "golden (master) records are maintained by the patient index; delete or unlink its source records instead",
-            ));
-        }
-        check_resource(&decision, existing)?;
-        if ConsentCache::default().denies(tx, principal, existing)? {
-            return Err(consent::denied());
-        }
-    }
+    principal.require(resource_type, Interaction::Delete)?;
+    let current = match prior(tx, principal, resource_type, id)? {
+        // A record the caller cannot see is, for it, one that does not exist: nothing is
+        // deleted, and the answer is the same.
+        Prior::Hidden | Prior::Absent => None,
+        Prior::Visible(stored) => Some(stored),
+    };
+    check_write(
+        principal,
+        resource_type,
+        current.as_ref().and_then(|c| c.resource.as_ref()),
+        None,
+    )?;
     let Some(current) = current else {
         if if_match.is_some() {
             return Err(FhirError::precondition_failed(format!(
@@ -439,6 +431,7 @@ pub(crate) fn conditional_delete_in(
         query: parsed.query,
         cursor: PageCursor::First,
         page_size: MAX_CONDITIONAL_DELETES + 1,
+        access: principal.access(),
     })?;
     if page.matches.len() > MAX_CONDITIONAL_DELETES {
         return Err(FhirError::new(
@@ -471,13 +464,7 @@ pub(crate) fn patch_in(
     check_writable(resource_type)?;
     check_id(id)?;
     let decision = principal.require(resource_type, Interaction::Update)?;
-    let current = read_current(tx, resource_type, id)?;
-    if let Some(existing) = &current.resource {
-        check_resource(&decision, existing)?;
-        if ConsentCache::default().denies(tx, principal, existing)? {
-            return Err(consent::denied());
-        }
-    }
+    let current = read_visible(tx, principal, resource_type, id)?;
     if let Some(expected) = if_match {
         if expected != current.version_id {
             return Err(FhirError::precondition_failed(format!(
@@ -506,37 +493,43 @@ pub(crate) fn patch_in(
             "a patch may not change the resource's id or resourceType",
         ));
     }
-    consent::stamp_holder(principal, &mut body);
+    check_write(
+        principal,
+        resource_type,
+        current.resource.as_ref(),
+        Some(&mut body),
+    )?;
     crate::mpi::prepare_patient(resource_type, &mut body)?;
     check_body(resource_type, &body).map_err(|e| FhirError::from_outcome(422, e.outcome))?;
-    check_resource(&decision, &body)?;
     let stored = tx.write(WriteRequest {
         resource_type: resource_type.to_owned(),
         id: id.to_owned(),
         resource: Some(body),
         expected_version: Some(current.version_id),
     })?;
+    check_stored(tx, principal, &decision, &stored)?;
     Ok(WriteOutcome {
         status: 200,
         stored: Some(stored),
     })
 }
 
-/// The current, non-deleted version, or 404/410.
-pub(crate) fn read_current(
+/// The current, non-deleted version if `principal` may see it; 404 when it does not exist or
+/// the caller cannot see it (the same answer), 410 when the caller could see it and it was
+/// deleted.
+pub(crate) fn read_visible(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     resource_type: &str,
     id: &str,
 ) -> FhirResult<StoredResource> {
-    match tx.read(resource_type, id)? {
-        None => Err(FhirError::not_found(format!(
-            "{resource_type}/{id} is not known"
-        ))),
-        Some(stored) if stored.is_deleted() => Err(FhirError::gone(format!(
+    match prior(tx, principal, resource_type, id)? {
+        Prior::Absent | Prior::Hidden => Err(not_found(resource_type, id)),
+        Prior::Visible(stored) if stored.is_deleted() => Err(FhirError::gone(format!(
             "{resource_type}/{id} was deleted (version {})",
             stored.version_id
         ))),
-        Some(stored) => Ok(stored),
+        Prior::Visible(stored) => Ok(stored),
     }
 }
 
@@ -583,20 +576,8 @@ pub(crate) fn write_response(
     }
 }
 
-/// A stored version as a read response, once the caller's grant, the resident's consent and
-/// the holder's region allow it.
-fn readable_version(
-    tx: &mut dyn Transaction,
-    ctx: &RequestContext,
-    decision: &crate::Decision,
-    stored: StoredResource,
-) -> FhirResult<FhirResponse> {
-    if let Some(resource) = &stored.resource {
-        check_resource(decision, resource)?;
-        if ConsentCache::default().denies(tx, &ctx.principal, resource)? {
-            return Err(consent::denied());
-        }
-    }
+/// A stored version as a read response.
+fn read_response(ctx: &RequestContext, stored: StoredResource) -> FhirResult<FhirResponse> {
     Ok(FhirResponse {
         status: 200,
         location: Some(version_url(&ctx.base_url, &stored)),
@@ -650,10 +631,10 @@ impl Engine {
     ) -> FhirResult<FhirResponse> {
         check_type(resource_type)?;
         check_id(id)?;
-        let decision = ctx.principal.require(resource_type, Interaction::Read)?;
+        ctx.principal.require(resource_type, Interaction::Read)?;
         let mut tx = self.store().begin_read()?;
-        let stored = read_current(tx.as_mut(), resource_type, id)?;
-        readable_version(tx.as_mut(), ctx, &decision, stored)
+        let stored = read_visible(tx.as_mut(), &ctx.principal, resource_type, id)?;
+        read_response(ctx, stored)
     }
 
     /// `GET [base]/[type]/[id]/_history/[vid]`.
@@ -666,11 +647,15 @@ impl Engine {
     ) -> FhirResult<FhirResponse> {
         check_type(resource_type)?;
         check_id(id)?;
-        let decision = ctx.principal.require(resource_type, Interaction::Read)?;
+        ctx.principal.require(resource_type, Interaction::Read)?;
         let version_id: u64 = version.parse().map_err(|_| {
             FhirError::not_found(format!("{resource_type}/{id} has no version {version:?}"))
         })?;
         let mut tx = self.store().begin_read()?;
+        // Who may see a version is decided by the resource's current state.
+        if !ctx.principal.can_see(tx.as_mut(), resource_type, id)? {
+            return Err(not_found(resource_type, id));
+        }
         match tx.vread(resource_type, id, version_id)? {
             None => Err(FhirError::not_found(format!(
                 "{resource_type}/{id} has no version {version_id}"
@@ -678,7 +663,7 @@ impl Engine {
             Some(stored) if stored.is_deleted() => Err(FhirError::gone(format!(
                 "version {version_id} of {resource_type}/{id} records its deletion"
             ))),
-            Some(stored) => readable_version(tx.as_mut(), ctx, &decision, stored),
+            Some(stored) => read_response(ctx, stored),
         }
     }
 
@@ -746,7 +731,9 @@ impl Engine {
         let outcome = self.write_transaction(&ctx.principal, |tx| {
             delete_in(tx, &ctx.principal, resource_type, id, if_match)
         })?;
-        Ok(delete_response(ctx, outcome, 1))
+        // Nothing there (or nothing the caller can see): said the same way either way.
+        let count = usize::from(outcome.stored.is_some());
+        Ok(delete_response(ctx, outcome, count))
     }
 
     /// `DELETE [base]/[type]?[criteria]`.

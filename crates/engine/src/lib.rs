@@ -12,6 +12,7 @@ pub mod consent;
 pub mod documents;
 mod error;
 mod everything;
+mod guard;
 mod history;
 mod interactions;
 pub mod mpi;

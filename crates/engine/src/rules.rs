@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use phip_store::{
-    HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreError, StoreResult, StoredResource,
-    Transaction, WriteRequest,
+    Access, HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreError, StoreResult,
+    StoredResource, Transaction, WriteRequest,
 };
 
 use crate::{FhirError, FhirResult, Principal};
@@ -144,9 +144,14 @@ impl Transaction for RuledTransaction<'_> {
         since: Option<DateTime<Utc>>,
         count: usize,
         cursor: Option<&str>,
+        access: &Access,
     ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
         self.inner
-            .patient_compartment(patient_id, types, since, count, cursor)
+            .patient_compartment(patient_id, types, since, count, cursor, access)
+    }
+
+    fn visible(&mut self, resource_type: &str, id: &str, access: &Access) -> StoreResult<bool> {
+        self.inner.visible(resource_type, id, access)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {

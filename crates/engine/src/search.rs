@@ -8,7 +8,7 @@ use serde_json::{json, Map, Value};
 use phip_fhir::search::Filter;
 use phip_security::scope::{Interaction, ScopeContext, TypeSet};
 
-use crate::access::{check_resource, Decision, Principal};
+use crate::access::Principal;
 use crate::interactions::check_type;
 use crate::subset::apply_subset;
 use crate::{resource_url, Engine, FhirError, FhirResponse, FhirResult, RequestContext};
@@ -25,29 +25,11 @@ pub(crate) fn encode_query(params: &[(String, String)]) -> String {
     serializer.finish()
 }
 
-/// Whether a restricted caller may see a stored resource: its type must be readable, and a
-/// patient grant also requires compartment membership (`decision` narrows further for matches).
-pub(crate) fn visible(principal: &Principal, decision: &Decision, stored: &StoredResource) -> bool {
-    let own = principal.decide(&stored.resource_type, Interaction::Read);
-    match &stored.resource {
-        // A deletion has no content to place in a compartment: only full access shows it.
-        None => own == Decision::Full && *decision == Decision::Full,
-        Some(resource) => {
-            own != Decision::Denied
-                && check_resource(&own, resource).is_ok()
-                && check_resource(decision, resource).is_ok()
-        }
-    }
-}
-
 /// A system-level search by a restricted caller must name its types with `_type`, each of
-/// which must be searchable; the decision is the narrowest among them.
-fn system_search_decision(
-    principal: &Principal,
-    params: &[(String, String)],
-) -> FhirResult<Decision> {
+/// which must be searchable (which rows of them it sees is the store's visibility).
+fn require_system_search(principal: &Principal, params: &[(String, String)]) -> FhirResult<()> {
     let Some(scopes) = &principal.scopes else {
-        return Ok(Decision::Full);
+        return Ok(());
     };
     let everything = [ScopeContext::System, ScopeContext::User]
         .into_iter()
@@ -59,7 +41,7 @@ fn system_search_decision(
         .map(str::trim)
         .collect();
     if types.is_empty() && everything {
-        return Ok(Decision::Full);
+        return Ok(());
     }
     if types.is_empty() {
         return Err(FhirError::new(
@@ -68,13 +50,10 @@ fn system_search_decision(
             "a system-level search with a restricted access token must name its resource types with _type",
         ));
     }
-    let mut decision = Decision::Full;
     for t in types {
-        if let Decision::PatientCompartment(p) = principal.require(t, Interaction::Search)? {
-            decision = Decision::PatientCompartment(p);
-        }
+        principal.require(t, Interaction::Search)?;
     }
-    Ok(decision)
+    Ok(())
 }
 
 /// Chains and `_has` read other resource types: the caller must be allowed to search them,
@@ -151,13 +130,13 @@ impl Engine {
         params: &[(String, String)],
     ) -> FhirResult<FhirResponse> {
         let principal = &ctx.principal;
-        let decision = match resource_type {
+        match resource_type {
             Some(rt) => {
                 check_type(rt)?;
-                principal.require(rt, Interaction::Search)?
+                principal.require(rt, Interaction::Search)?;
             }
-            None => system_search_decision(principal, params)?,
-        };
+            None => require_system_search(principal, params)?,
+        }
         let cursor_value = params
             .iter()
             .find(|(name, _)| name == CURSOR_PARAM)
@@ -185,31 +164,17 @@ impl Engine {
         } else {
             self.page_size(parsed.count)
         };
+        // The store applies the caller's visibility inside the query, so the matches, the
+        // total, the paging cursors, includes, chains and `_has` all see the same rows.
         let request = SearchRequest {
             query: search_query,
             cursor,
             page_size,
+            access: principal.access(),
         };
         let mut tx = self.store().begin_read()?;
-        let mut page = tx.search(&request)?;
-        let mut consents = crate::consent::ConsentCache::default();
-        let withheld = consents.retain_permitted(tx.as_mut(), principal, &mut page.matches)?;
-        consents.retain_permitted(tx.as_mut(), principal, &mut page.included)?;
-        if withheld > 0 {
-            page.total = None;
-        }
+        let page = tx.search(&request)?;
         drop(tx);
-        if !principal.is_unrestricted() {
-            // Matches outside a patient grant's compartment, and included resources the
-            // caller may not read, are left out silently as SMART prescribes.
-            let before = page.matches.len();
-            page.matches.retain(|m| visible(principal, &decision, m));
-            page.included
-                .retain(|m| visible(principal, &Decision::Full, m));
-            if page.matches.len() != before || matches!(decision, Decision::PatientCompartment(_)) {
-                page.total = None;
-            }
-        }
 
         let base = &ctx.base_url;
         let path = match resource_type {

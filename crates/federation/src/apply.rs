@@ -90,7 +90,14 @@ pub fn apply_batch(
                             "entry {index}: the resource is not a {resource_type}"
                         )));
                     }
-                    Some(prepare(resource, &id, &source, resource_type))
+                    let mut prepared = prepare(resource, &id, &source, resource_type);
+                    // What a node publishes is the platform's own state here: no client of
+                    // this node may change an index entry (it routes record lookups) or a
+                    // child's report.
+                    if phip_fhir::access::server_owned_kind(&prepared).is_none() {
+                        phip_fhir::access::mark_server_owned(&mut prepared, FEDERATION_ENTRY_KIND);
+                    }
+                    Some(prepared)
                 }
                 "DELETE" => None,
                 other => {
@@ -202,3 +209,6 @@ pub fn is_received(resource: &Value) -> bool {
     has_tag(resource, FEDERATION_SYSTEM, RECEIVED_TAG)
         || has_tag(resource, FEDERATION_SYSTEM, INDEX_ENTRY_TAG)
 }
+
+/// Kind of server-owned state an entry applied from another node is.
+pub const FEDERATION_ENTRY_KIND: &str = "federation-entry";

@@ -372,6 +372,7 @@ fn changes(
                 before: Some(before),
                 count: 500,
                 cursor,
+                access: phip_store::Access::Server,
             })?;
             for version in page.versions {
                 let key = format!(
@@ -525,8 +526,14 @@ fn holders_and_summary(
         let mut cursor: Option<String> = None;
         let mut seen = 0usize;
         loop {
-            let (records, next) =
-                tx.patient_compartment(&source, None, None, 1000, cursor.as_deref())?;
+            let (records, next) = tx.patient_compartment(
+                &source,
+                None,
+                None,
+                1000,
+                cursor.as_deref(),
+                &phip_store::Access::Server,
+            )?;
             for record in &records {
                 if record.resource_type != "Patient" {
                     *counts.entry(record.resource_type.clone()).or_default() += 1;

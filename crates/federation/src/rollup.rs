@@ -268,6 +268,7 @@ pub fn recompute(tx: &mut dyn Transaction, own: &str, key: &ReportKey) -> FhirRe
             query: parsed.query.clone(),
             cursor,
             page_size: 500,
+            access: phip_store::Access::Server,
         })?;
         reports.extend(page.matches.into_iter().filter_map(|m| m.resource));
         match page.next {
@@ -289,6 +290,7 @@ pub fn recompute(tx: &mut dyn Transaction, own: &str, key: &ReportKey) -> FhirRe
     let resource = next.map(|mut report| {
         report["date"] =
             json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        phip_fhir::access::mark_server_owned(&mut report, "rollup-report");
         report
     });
     if resource.is_none() && current.as_ref().is_none_or(|c| c.is_deleted()) {

@@ -3,6 +3,7 @@
 //!
 //! This crate knows nothing of HTTP or storage.
 
+pub mod access;
 pub mod definitions;
 pub mod outcome;
 pub mod search;

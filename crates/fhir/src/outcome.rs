@@ -161,6 +161,15 @@ impl OperationOutcome {
         self
     }
 
+    /// The diagnostics of every issue, joined: a one-line explanation for logs and pages.
+    pub fn summary(&self) -> String {
+        self.issues
+            .iter()
+            .map(|i| i.diagnostics.as_str())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// Whether any issue is an error or fatal.
     pub fn has_errors(&self) -> bool {
         self.issues

@@ -122,10 +122,18 @@ impl Hl7Handler {
     }
 
     fn receipt_exists(&self, ctx: &RequestContext, receipt: &Identifier) -> Result<bool, Hl7Error> {
-        let params = vec![(
-            "identifier".to_owned(),
-            format!("{}|{}", receipt.system, receipt.value),
-        )];
+        // Only a receipt the feed itself wrote counts: one a client made up with the same
+        // identifier cannot make a message look applied (and the tag cannot be forged).
+        let params = vec![
+            (
+                "identifier".to_owned(),
+                format!("{}|{}", receipt.system, receipt.value),
+            ),
+            (
+                "_tag".to_owned(),
+                format!("{}|{RECEIPT_KIND}", phip_fhir::access::SERVER_OWNED_SYSTEM),
+            ),
+        ];
         let response = self
             .engine
             .search(ctx, Some("Basic"), &params)
@@ -206,9 +214,12 @@ fn encode_facility(facility: &str) -> String {
     percent_encoding::utf8_percent_encode(facility, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
+/// Kind of server-owned state a receipt is.
+const RECEIPT_KIND: &str = "hl7v2-receipt";
+
 fn push_receipt(bundle: &mut Value, receipt: &Identifier, message: &Message) {
     let message_type = message.message_type();
-    let resource = json!({
+    let mut resource = json!({
         "resourceType": "Basic",
         "identifier": [{"system": receipt.system, "value": receipt.value}],
         "code": {"coding": [{"system": RECEIPT_SYSTEM, "code": "message-receipt",
@@ -217,13 +228,19 @@ fn push_receipt(bundle: &mut Value, receipt: &Identifier, message: &Message) {
         "subject": {"reference": PATIENT_URL},
         "created": Utc::now().format("%Y-%m-%d").to_string(),
     });
+    phip_fhir::access::mark_server_owned(&mut resource, RECEIPT_KIND);
     let entry = json!({
         "fullUrl": format!("urn:uuid:{}", uuid::Uuid::new_v4()),
         "resource": resource,
         "request": {
             "method": "POST",
             "url": "Basic",
-            "ifNoneExist": format!("identifier={}|{}", receipt.system, receipt.value),
+            "ifNoneExist": format!(
+                "identifier={}|{}&_tag={}|{RECEIPT_KIND}",
+                receipt.system,
+                receipt.value,
+                phip_fhir::access::SERVER_OWNED_SYSTEM
+            ),
         }
     });
     match bundle.get_mut("entry").and_then(Value::as_array_mut) {

@@ -509,14 +509,26 @@ pub(crate) async fn indicators(
 /// Stores indicator reports, each replacing the earlier report of the same measure, division
 /// and period (so the history of a MeasureReport is its revisions, which the federation outbox
 /// carries to the parent node).
+///
+/// The reports are the server's own computation: stored as server-owned state by the server
+/// itself (once the caller was allowed to ask for it), so no client can forge or edit one.
 fn store_reports(engine: &Engine, ctx: &RequestContext, reports: &[Value]) -> FhirResult<()> {
+    let server = RequestContext::new(
+        ctx.base_url.clone(),
+        Principal::unrestricted("phip-indicators"),
+    );
     for r in reports {
         let id = r["identifier"][0]["value"].as_str().unwrap_or_default();
         let criteria = format!("identifier={}|{id}", phip_indicators::REPORT_ID_SYSTEM);
-        engine.conditional_update(ctx, "MeasureReport", &criteria, r.clone(), None)?;
+        let mut report = r.clone();
+        phip_fhir::access::mark_server_owned(&mut report, INDICATOR_KIND);
+        engine.conditional_update(&server, "MeasureReport", &criteria, report, None)?;
     }
     Ok(())
 }
+
+/// Kind of server-owned state a stored indicator report is.
+pub const INDICATOR_KIND: &str = "indicator-report";
 
 /// The months whose indicators a daily run records on `today`: the current month so far, and
 /// during the first week of a month also the previous one, which late reports still change.

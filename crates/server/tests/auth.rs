@@ -172,9 +172,10 @@ async fn patient_scope_sees_only_the_residents_own_compartment(backend: Backend)
             .status,
         StatusCode::OK
     );
+    // Another resident's records do not exist for her: 404, as for an unknown id.
     assert_outcome(
         &as_alice(Method::GET, format!("Patient/{}", w.bob)).await,
-        403,
+        404,
     );
     assert_eq!(
         as_alice(Method::GET, format!("Observation/{}", w.alice_obs))
@@ -184,11 +185,11 @@ async fn patient_scope_sees_only_the_residents_own_compartment(backend: Backend)
     );
     assert_outcome(
         &as_alice(Method::GET, format!("Observation/{}", w.bob_obs)).await,
-        403,
+        404,
     );
     assert_outcome(
         &as_alice(Method::GET, format!("Observation/{}/_history/1", w.bob_obs)).await,
-        403,
+        404,
     );
 
     // Searches return only the compartment, whatever the criteria.
@@ -252,12 +253,12 @@ async fn patient_scope_sees_only_the_residents_own_compartment(backend: Backend)
     assert!(!everything.ids().contains(&w.bob_obs));
     assert_outcome(
         &as_alice(Method::GET, format!("Patient/{}/$everything", w.bob)).await,
-        403,
+        404,
     );
-    // History: instance history of another resident is refused, type history is filtered.
+    // History: instance history of another resident is not there, type history is filtered.
     assert_outcome(
         &as_alice(Method::GET, format!("Patient/{}/_history", w.bob)).await,
-        403,
+        404,
     );
     let history = as_alice(Method::GET, "Observation/_history".into()).await;
     let ids: Vec<&str> = history.body["entry"]
@@ -324,16 +325,27 @@ async fn patient_write_scope_is_bounded_by_the_compartment(backend: Backend) {
             .await,
         403,
     );
-    assert_outcome(
-        &server
-            .send(
-                Method::DELETE,
-                &format!("Observation/{}", w.bob_obs),
-                None,
-                &[("authorization", auth.as_str())],
-            )
-            .await,
-        403,
+    // Deleting another resident's record deletes nothing, and says so as for an unknown id.
+    let deleted = server
+        .send(
+            Method::DELETE,
+            &format!("Observation/{}", w.bob_obs),
+            None,
+            &[("authorization", auth.as_str())],
+        )
+        .await;
+    let unknown = server
+        .send(
+            Method::DELETE,
+            "Observation/no-such-observation",
+            None,
+            &[("authorization", auth.as_str())],
+        )
+        .await;
+    assert_eq!(deleted.status, unknown.status);
+    assert_eq!(
+        deleted.body["issue"][0]["diagnostics"],
+        unknown.body["issue"][0]["diagnostics"]
     );
     // Moving one's own observation into another compartment is refused too.
     let mut moved = server
@@ -706,6 +718,7 @@ async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
         .await;
     assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
 
+    // Withheld records answer as unknown ones do (docs/security.md).
     assert_outcome(
         &read(
             county_hospital.clone(),
@@ -713,7 +726,7 @@ async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
             None,
         )
         .await,
-        403,
+        404,
     );
     assert_outcome(
         &read(
@@ -722,7 +735,7 @@ async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
             None,
         )
         .await,
-        403,
+        404,
     );
     let search = read(county_hospital.clone(), "Observation".into(), None).await;
     assert_eq!(
@@ -781,7 +794,7 @@ async fn residents_consent_denials_and_break_the_glass(backend: Backend) {
     assert_eq!(glass.status, StatusCode::OK, "{}", glass.body);
     assert_outcome(
         &read(emergency, format!("Patient/{}", w.alice), None).await,
-        403,
+        404,
     );
 
     let trail = read(alice, "AuditEvent".into(), None).await;
@@ -861,8 +874,8 @@ async fn records_are_visible_within_the_holders_region(backend: Backend) {
         StatusCode::OK,
         "the province sees its counties"
     );
-    assert_outcome(&get(user("dongcheng-chc", "110101")).await, 403);
-    assert_outcome(&get(user("pudong-hospital", "310115")).await, 403);
+    assert_outcome(&get(user("dongcheng-chc", "110101")).await, 404);
+    assert_outcome(&get(user("pudong-hospital", "310115")).await, 404);
     let search = server
         .send(
             Method::GET,
@@ -887,7 +900,7 @@ async fn records_are_visible_within_the_holders_region(backend: Backend) {
                 &[("authorization", user("pudong-hospital", "310115").as_str())],
             )
             .await,
-        403,
+        409,
     );
 
     // The resident's consent can open her records to a named institution elsewhere.
@@ -921,7 +934,7 @@ async fn records_are_visible_within_the_holders_region(backend: Backend) {
         StatusCode::OK,
         "consent grants more"
     );
-    assert_outcome(&get(user("dongcheng-chc", "110101")).await, 403);
+    assert_outcome(&get(user("dongcheng-chc", "110101")).await, 404);
 }
 
 on_both_backends!(

@@ -236,14 +236,26 @@ async fn same_person_from_two_institutions_is_linked(backend: Backend) {
         "golden follows its freshest source"
     );
 
-    // Clients cannot write or delete golden records.
+    // Clients cannot write or delete golden records (server-owned state): a body claiming to
+    // be one is invalid (422), and the record cannot be addressed even by stripping the tag.
     let mut forged = golden.clone();
     forged["gender"] = json!("female");
     assert_outcome(
         &server.put(&format!("Patient/{golden_a}"), &forged).await,
         422,
     );
-    assert_outcome(&server.delete(&format!("Patient/{golden_a}")).await, 422);
+    // The attack of issue #16: the golden record without its tag, linking another person.
+    let mut stripped = golden.clone();
+    stripped.as_object_mut().unwrap().remove("meta");
+    stripped["link"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "seealso", "other": {"reference": "Patient/someone-else"}}));
+    assert_outcome(
+        &server.put(&format!("Patient/{golden_a}"), &stripped).await,
+        403,
+    );
+    assert_outcome(&server.delete(&format!("Patient/{golden_a}")).await, 403);
 
     // Deleting the last source deletes the person's golden record.
     assert!(server

@@ -173,7 +173,16 @@ fn clause_for(entries: &[IndexEntry]) -> Option<String> {
 }
 
 async fn official_r4_examples_round_trip_and_are_searchable(backend: Backend) {
-    let server = Arc::new(TestServer::start_on(backend).await);
+    let mut server = TestServer::start_on(backend).await;
+    // The examples include residents' privacy Consents, which only the resident or a consent
+    // steward may write: the loader is an operator with the steward's role.
+    server.token = Some(server.mint(phip_security::token::Grant {
+        sub: "examples-loader".into(),
+        scope: "system/*.cruds".into(),
+        roles: vec!["consent-steward".into()],
+        ..phip_security::token::Grant::default()
+    }));
+    let server = Arc::new(server);
     let all = examples();
     assert!(
         all.len() > 2000,

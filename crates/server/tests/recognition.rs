@@ -247,7 +247,7 @@ async fn windows_by_category_with_issuer_level(backend: Backend) {
     });
     assert_outcome(
         &recognizable(&server, &s.patient, "58410-2", Some(&other)).await,
-        403,
+        404,
     );
 }
 

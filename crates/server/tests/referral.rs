@@ -42,6 +42,8 @@ struct Node {
     subscriptions: Arc<Subscriptions>,
     shutdown: Option<oneshot::Sender<()>>,
     system: String,
+    /// The engine, for what only the server itself may do (grants are server-owned state).
+    engine: Arc<phip_engine::Engine>,
     _data: common::TestData,
 }
 
@@ -72,7 +74,7 @@ impl Node {
         let ring = phip_security::keys::KeyRing::open(data.dir.path()).expect("key ring");
         let audit = phip_audit::AuditLog::open(data.dir.path(), Some(&ring)).expect("audit");
         let state = AppState::new(
-            engine,
+            engine.clone(),
             ServerConfig {
                 auth: AuthMode::Required(auth.clone()),
                 public_base_url: None,
@@ -100,6 +102,7 @@ impl Node {
             subscriptions,
             shutdown: Some(tx),
             system: String::new(),
+            engine,
             _data: data,
         };
         node.system = node.mint("system/*.cruds", None, None);
@@ -396,12 +399,13 @@ async fn up_referral_end_to_end(backend: Backend) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Before any referral the hospital, outside the clinic's region, sees none of its records.
+    // Before any referral the hospital, outside the clinic's region, sees none of its records
+    // (they answer as unknown ones do).
     assert_outcome(
         &node
             .get(&format!("Patient/{}", w.patient), &w.hospital)
             .await,
-        403,
+        404,
     );
 
     // Creating a referral: only the sender, only as requested/draft, with both parties.
@@ -442,7 +446,8 @@ async fn up_referral_end_to_end(backend: Backend) {
     assert!(reply.ids().is_empty(), "{}", reply.body);
 
     // Every refused transition, each with its status and a message naming the states.
-    assert_refused(&node.op(&id, "$accept", &[], &w.other).await, 403, &[]);
+    // A third organisation cannot see the referral: for it, the Task does not exist.
+    assert_refused(&node.op(&id, "$accept", &[], &w.other).await, 404, &[]);
     assert_refused(
         &node.op(&id, "$accept", &[], &w.clinic).await,
         403,
@@ -553,7 +558,7 @@ async fn up_referral_end_to_end(backend: Backend) {
         &node
             .get(&format!("Condition/{}", w.condition), &w.other)
             .await,
-        403,
+        404,
     );
 
     // The grant's creation is in the audit trail, with the referral it came from.
@@ -645,7 +650,7 @@ async fn access_grant_ends_at_expiry_and_cancellation(backend: Backend) {
         "no cardiology bed this week"
     );
     assert!(reply.body.get("output").is_none(), "{}", reply.body);
-    assert_outcome(&node.get(&condition, &w.hospital).await, 403);
+    assert_outcome(&node.get(&condition, &w.hospital).await, 404);
 
     // Accepted: access; the grant's period passes (its end moved into the past): no access.
     let first = refer_up(&node, &w, HOSPITAL).await;
@@ -674,9 +679,28 @@ async fn access_grant_ends_at_expiry_and_cancellation(backend: Backend) {
     let past =
         (Utc::now() - chrono::Duration::minutes(1)).to_rfc3339_opts(SecondsFormat::Secs, true);
     consent["provision"]["period"]["end"] = json!(past);
-    let reply = node.put(&grant, &consent, &node.system).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    assert_outcome(&node.get(&condition, &w.hospital).await, 403);
+    // The grant is server-owned: no token may move its end, not even an operator's.
+    assert_outcome(&node.put(&grant, &consent, &node.system).await, 403);
+    // Time passes: the grant's end moves into the past, as only the server could write it.
+    let engine = node.engine.clone();
+    let grant_id = grant.trim_start_matches("Consent/").to_owned();
+    tokio::task::spawn_blocking(move || {
+        let server = phip_engine::Principal::unrestricted("test-clock");
+        engine.write_transaction(&server, |tx| {
+            let current = tx.read("Consent", &grant_id)?.expect("grant");
+            tx.write(phip_store::WriteRequest {
+                resource_type: "Consent".into(),
+                id: grant_id.clone(),
+                resource: Some(consent),
+                expected_version: Some(current.version_id),
+            })?;
+            Ok(())
+        })
+    })
+    .await
+    .expect("join")
+    .expect("expire the grant");
+    assert_outcome(&node.get(&condition, &w.hospital).await, 404);
 
     // Accepted again, then cancelled by the sender: the grant is revoked at once.
     let second = refer_up(&node, &w, HOSPITAL).await;
@@ -704,7 +728,7 @@ async fn access_grant_ends_at_expiry_and_cancellation(backend: Backend) {
         node.get(&grant, &node.system).await.body["status"],
         "inactive"
     );
-    assert_outcome(&node.get(&condition, &w.hospital).await, 403);
+    assert_outcome(&node.get(&condition, &w.hospital).await, 404);
     node.stop().await;
 }
 
@@ -724,7 +748,7 @@ async fn down_referral_carries_the_discharge_summary(backend: Backend) {
         )
         .await;
     let document = format!("DocumentReference/{summary}");
-    assert_outcome(&node.get(&document, &w.clinic).await, 403);
+    assert_outcome(&node.get(&document, &w.clinic).await, 404);
 
     let focus = node
         .create(&service_request(&w.patient, HOSPITAL, CLINIC), &w.hospital)

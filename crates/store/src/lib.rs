@@ -90,8 +90,14 @@ pub fn migrate(config: &StoreConfig) -> StoreResult<i64> {
         }
         StoreConfig::Postgres { url, .. } => {
             Ok(
-                postgres::PostgresStore::connect_with(url, 1, Arc::new(|_| Vec::new()))?
-                    .schema_version(),
+                // The real extractor: a migration may compute the access labels of stored
+                // resources from their index entries.
+                postgres::PostgresStore::connect_with(
+                    url,
+                    1,
+                    Arc::new(phip_fhir::search::index::extract),
+                )?
+                .schema_version(),
             )
         }
     }
@@ -164,6 +170,9 @@ pub struct HistoryQuery {
     pub count: usize,
     /// Opaque cursor from a previous page's [`HistoryPage::next_cursor`].
     pub cursor: Option<String>,
+    /// Whom the history is read for: only versions of resources it may see, and the total
+    /// counts only those.
+    pub access: Access,
 }
 
 /// One page of history.
@@ -171,7 +180,7 @@ pub struct HistoryQuery {
 pub struct HistoryPage {
     /// Versions, newest first.
     pub versions: Vec<StoredResource>,
-    /// Total number of versions in scope (cheap on both backends for these scopes).
+    /// Total number of versions in scope that the caller may see.
     pub total: u64,
     /// Cursor for the next page, if there is one.
     pub next_cursor: Option<String>,
@@ -197,6 +206,72 @@ pub struct SearchRequest {
     pub cursor: PageCursor,
     /// Page size (already clamped by the caller).
     pub page_size: usize,
+    /// Whom the search runs for: matches, includes, chains, `_has`, the total and the
+    /// paging cursors see only the rows this allows.
+    pub access: Access,
+}
+
+/// Whom a query runs for, and so which rows it may see.
+///
+/// The store applies it inside every statement of a search, history or compartment query
+/// (SQL generated once for both backends), so that nothing about a row the caller may not see
+/// can influence a response: not the total, not a paging cursor, not a chain or `_has` match.
+/// The rules are those of `docs/security.md`; the labels they read are computed on every write
+/// by [`phip_fhir::access::labels`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// The server's own work (its jobs, feeds, the patient index, migrations): every row.
+    Server,
+    /// A caller: only the rows its [`Visibility`] gives.
+    Caller(Box<Visibility>),
+}
+
+impl Access {
+    /// Whether every row is visible.
+    pub fn is_server(&self) -> bool {
+        matches!(self, Access::Server)
+    }
+}
+
+/// What one caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visibility {
+    /// Resource types visible wherever the sharing rules allow.
+    pub types: TypeGrant,
+    /// Resource types visible inside the compartments of [`Visibility::compartment`].
+    pub compartment_types: TypeGrant,
+    /// Patient ids whose compartments the caller may see (a `patient/` grant).
+    pub compartment: Vec<String>,
+    /// The sharing rules (holder, region, residents' consents) for [`Visibility::types`];
+    /// `None` when the caller breaks the glass.
+    pub sharing: Option<Sharing>,
+}
+
+/// A set of resource types.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TypeGrant {
+    /// Every type.
+    All,
+    /// These types (none, when empty).
+    Only(Vec<String>),
+}
+
+impl TypeGrant {
+    /// Whether the set is empty.
+    pub fn is_none(&self) -> bool {
+        matches!(self, TypeGrant::Only(types) if types.is_empty())
+    }
+}
+
+/// The caller's place in the sharing rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sharing {
+    /// The caller's organisation id.
+    pub organization: Option<String>,
+    /// The caller's GB/T 2260 division (`None`: not bound to a region).
+    pub division: Option<String>,
+    /// Now, in epoch milliseconds (consent periods).
+    pub now_ms: i64,
 }
 
 /// One page of search results.
@@ -277,8 +352,9 @@ pub trait Transaction {
     /// Reads history, newest first.
     fn history(&mut self, query: &HistoryQuery) -> StoreResult<HistoryPage>;
 
-    /// Current (non-deleted) resources in a patient's compartment: the patient itself and every
-    /// resource whose patient-compartment parameters reference it. Paged by an opaque cursor.
+    /// Current (non-deleted) resources in a patient's compartment that `access` may see: the
+    /// patient itself and every resource whose patient-compartment parameters reference it.
+    /// Paged by an opaque cursor.
     fn patient_compartment(
         &mut self,
         patient_id: &str,
@@ -286,7 +362,13 @@ pub trait Transaction {
         since: Option<DateTime<Utc>>,
         count: usize,
         cursor: Option<&str>,
+        access: &Access,
     ) -> StoreResult<(Vec<StoredResource>, Option<String>)>;
+
+    /// Whether the resource (current or deleted) exists and `access` may see it, by the same
+    /// rules a search applies. Reads and writes for a caller ask this before answering about a
+    /// resource, and again after writing one, inside the same transaction.
+    fn visible(&mut self, resource_type: &str, id: &str, access: &Access) -> StoreResult<bool>;
 
     /// Makes every write of this transaction durable, all or nothing.
     fn commit(self: Box<Self>) -> StoreResult<()>;

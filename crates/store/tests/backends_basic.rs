@@ -160,6 +160,7 @@ fn history_scopes_since_and_paging(s: &dyn Store) {
         before: None,
         count,
         cursor,
+        access: phip_store::Access::Server,
     };
     let inst = HistoryScope::Instance {
         resource_type: "Patient".into(),
@@ -293,6 +294,7 @@ fn racing_writers(s: &dyn Store, threads: usize, rounds: u64) {
             before: None,
             count: 1000,
             cursor: None,
+            access: phip_store::Access::Server,
         })
         .unwrap();
     let versions: Vec<u64> = page.versions.iter().map(|v| v.version_id).collect();
@@ -394,6 +396,7 @@ fn request(ty: &str, query: &str) -> SearchRequest {
         query: parse(Some(ty), &params, true).unwrap().query,
         cursor: PageCursor::First,
         page_size: 10,
+        access: phip_store::Access::Server,
     }
 }
 
@@ -548,6 +551,7 @@ fn concurrent_commits_all_durable() {
             before: None,
             count: 10,
             cursor: None,
+            access: phip_store::Access::Server,
         })
         .unwrap();
     assert_eq!(page.total, 150);

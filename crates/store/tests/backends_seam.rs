@@ -59,6 +59,7 @@ fn ids(s: &Backend, filters: Vec<Filter>, sort: Vec<SortKey>) -> Vec<String> {
             },
             cursor: PageCursor::First,
             page_size: 50,
+            access: phip_store::Access::Server,
         })
         .unwrap();
     page.matches.into_iter().map(|r| r.id).collect()

@@ -48,6 +48,7 @@ fn request(ty: Option<&str>, query: &str, cursor: PageCursor, page_size: usize) 
         query: parsed.query,
         cursor,
         page_size,
+        access: phip_store::Access::Server,
     }
 }
 
@@ -665,7 +666,9 @@ fn system_search_and_last_updated(s: &dyn Store) {
 fn patient_compartment(s: &dyn Store) {
     fixture(s);
     let mut tx = s.begin_read().unwrap();
-    let (all, next) = tx.patient_compartment("p1", None, None, 100, None).unwrap();
+    let (all, next) = tx
+        .patient_compartment("p1", None, None, 100, None, &phip_store::Access::Server)
+        .unwrap();
     let mut got: Vec<String> = all
         .iter()
         .map(|r| format!("{}/{}", r.resource_type, r.id))
@@ -687,7 +690,14 @@ fn patient_compartment(s: &dyn Store) {
     let mut cursor: Option<String> = None;
     loop {
         let (page, next) = tx
-            .patient_compartment("p1", None, None, 2, cursor.as_deref())
+            .patient_compartment(
+                "p1",
+                None,
+                None,
+                2,
+                cursor.as_deref(),
+                &phip_store::Access::Server,
+            )
             .unwrap();
         paged.extend(page.into_iter().map(|r| r.id));
         match next {
@@ -698,7 +708,14 @@ fn patient_compartment(s: &dyn Store) {
     assert_eq!(paged.len(), 5);
     let only = ["Observation".to_owned()];
     let (obs, _) = tx
-        .patient_compartment("p1", Some(&only), None, 100, None)
+        .patient_compartment(
+            "p1",
+            Some(&only),
+            None,
+            100,
+            None,
+            &phip_store::Access::Server,
+        )
         .unwrap();
     assert_eq!(obs.len(), 2);
 }

@@ -84,6 +84,7 @@ fn search_request(ty: &str, q: &str) -> SearchRequest {
             .query,
         cursor: PageCursor::First,
         page_size: 20,
+        access: phip_store::Access::Server,
     }
 }
 

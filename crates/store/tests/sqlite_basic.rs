@@ -132,6 +132,7 @@ fn concurrent_commits_all_durable() {
             before: None,
             count: 10,
             cursor: None,
+            access: phip_store::Access::Server,
         })
         .unwrap();
     assert_eq!(page.total, 150);

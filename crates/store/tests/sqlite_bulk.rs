@@ -193,6 +193,7 @@ fn bulk_load_throughput() {
             query: parsed.query,
             cursor: PageCursor::First,
             page_size: 20,
+            access: phip_store::Access::Server,
         };
         if std::env::var("PHIP_EXPLAIN").is_ok() {
             println!("{}", store.explain_search(&req).unwrap());

@@ -59,6 +59,7 @@ fn list(shared: &Shared) -> FhirResult<Vec<StoredResource>> {
             query: parsed.query.clone(),
             cursor,
             page_size: 500,
+            access: phip_store::Access::Server,
         })?;
         all.extend(page.matches);
         match page.next {

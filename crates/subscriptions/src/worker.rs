@@ -296,6 +296,7 @@ fn scan(
             before: Some(before),
             count: 500,
             cursor,
+            access: phip_store::Access::Server,
         })?;
         for version in page.versions {
             let key = format!(

@@ -182,6 +182,10 @@ pub fn run(
     })
 }
 
+/// Kind of server-owned state an alert's Flag and Communication are: no client can forge an
+/// alert or silence one.
+const ALERT_KIND: &str = "surveillance-alert";
+
 /// Writes an alert's Flag and Communication, each created only if no resource with its
 /// identifier exists.
 fn record(engine: &Engine, ctx: &RequestContext, alert: Alert) -> FhirResult<RecordedAlert> {
@@ -189,11 +193,13 @@ fn record(engine: &Engine, ctx: &RequestContext, alert: Alert) -> FhirResult<Rec
     let mut flag = alert.to_flag("");
     flag["subject"] = division_reference(&alert.division);
     tag_division(&mut flag, &alert.division);
+    phip_fhir::access::mark_server_owned(&mut flag, ALERT_KIND);
     let created_flag = engine.create(ctx, "Flag", flag, Some(&condition))?;
     let flag_id = created_id(&created_flag.body)?;
     let mut communication = alert.to_communication("", Some(&format!("Flag/{flag_id}")));
     communication["about"][0] = division_reference(&alert.division);
     tag_division(&mut communication, &alert.division);
+    phip_fhir::access::mark_server_owned(&mut communication, ALERT_KIND);
     let created_comm = engine.create(ctx, "Communication", communication, Some(&condition))?;
     Ok(RecordedAlert {
         communication_id: created_id(&created_comm.body)?,

@@ -43,6 +43,7 @@ pub fn scan(
             query: parsed.query.clone(),
             cursor,
             page_size: PAGE,
+            access: phip_store::Access::Server,
         })?;
         for stored in &page.matches {
             if let Some(resource) = &stored.resource {

@@ -31,6 +31,7 @@ pub(crate) fn search(
         query: parsed.query,
         cursor: PageCursor::First,
         page_size: limit,
+        access: phip_store::Access::Server,
     })?;
     Ok(page
         .matches
@@ -59,6 +60,7 @@ pub(crate) fn search_all(
             query: parsed.query.clone(),
             cursor,
             page_size: PAGE,
+            access: phip_store::Access::Server,
         })?;
         found.extend(page.matches.into_iter().filter(|m| m.resource.is_some()));
         match page.next {

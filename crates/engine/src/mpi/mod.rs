@@ -248,6 +248,7 @@ fn load_state(store: &dyn Store, state: &mut IndexState) -> FhirResult<()> {
             query: parsed.query.clone(),
             cursor,
             page_size: 1000,
+            access: phip_store::Access::Server,
         })?;
         for stored in &page.matches {
             let Some(resource) = &stored.resource else {
@@ -279,6 +280,15 @@ fn load_state(store: &dyn Store, state: &mut IndexState) -> FhirResult<()> {
             format!("{MPI_SYSTEM}|{REVIEW_TASK_CODE}"),
         ),
         ("status".to_owned(), "rejected".to_owned()),
+        // Only the index's own review items (a client cannot forge one).
+        (
+            "_tag".to_owned(),
+            format!(
+                "{}|{}",
+                phip_fhir::access::SERVER_OWNED_SYSTEM,
+                review::REVIEW_KIND
+            ),
+        ),
     ];
     let parsed = query::parse(Some("Task"), &params, true)
         .map_err(|outcome| FhirError::from_outcome(500, outcome))?;
@@ -288,6 +298,7 @@ fn load_state(store: &dyn Store, state: &mut IndexState) -> FhirResult<()> {
             query: parsed.query.clone(),
             cursor,
             page_size: 1000,
+            access: phip_store::Access::Server,
         })?;
         for task in page.matches.iter().filter_map(|m| m.resource.as_ref()) {
             if let Some((a, b)) = review::pair_of(task) {

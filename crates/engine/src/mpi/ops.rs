@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use super::{
     golden, is_golden, review, IndexedTransaction, MatchGrade, GOLDEN_TAG_CODE, MPI_SYSTEM,
 };
-use crate::access::Decision;
+use crate::access::{Decision, Principal};
 use crate::interactions::{check_id, new_id};
 use crate::{Engine, FhirError, FhirResponse, FhirResult, RequestContext};
 
@@ -94,8 +94,14 @@ impl Engine {
         }
     }
 
-    /// Persons that may be the Patient described by `patient`, best first.
-    pub fn match_persons(&self, patient: &Value, count: usize) -> FhirResult<Vec<MatchResult>> {
+    /// Persons that may be the Patient described by `patient`, best first, among those
+    /// `principal` may see.
+    pub fn match_persons(
+        &self,
+        principal: &Principal,
+        patient: &Value,
+        count: usize,
+    ) -> FhirResult<Vec<MatchResult>> {
         let mpi = self.mpi()?;
         let mut best: Vec<(String, super::matching::Candidate)> = Vec::new();
         {
@@ -112,10 +118,16 @@ impl Engine {
             }
         }
         best.sort_by(|a, b| b.1.probability.total_cmp(&a.1.probability));
-        best.truncate(count);
         let mut tx = self.store().begin_read()?;
-        let mut results = Vec::with_capacity(best.len());
+        let mut results = Vec::with_capacity(count.min(best.len()));
         for (golden_id, candidate) in best {
+            if results.len() >= count {
+                break;
+            }
+            // A person the caller cannot see is not a candidate it hears of.
+            if !principal.can_see(tx.as_mut(), "Patient", &golden_id)? {
+                continue;
+            }
             let Some(stored) = tx.read("Patient", &golden_id)?.filter(|s| !s.is_deleted()) else {
                 continue;
             };
@@ -168,7 +180,7 @@ impl Engine {
             .and_then(Value::as_u64)
             .map(|c| c.clamp(1, 100) as usize)
             .unwrap_or(10);
-        let mut results = self.match_persons(patient, count)?;
+        let mut results = self.match_persons(&ctx.principal, patient, count)?;
         if only_certain {
             results.retain(|r| r.grade == MatchGrade::Certain);
             results.truncate(1);
@@ -229,7 +241,7 @@ impl Engine {
         let mpi = self.mpi()?;
         let mut tx = self.store().begin_read()?;
         for target in target_systems {
-            if find_sources(tx.as_mut(), &format!("{target}|"), 1)?.is_empty() {
+            if find_sources(tx.as_mut(), &ctx.principal, &format!("{target}|"), 1)?.is_empty() {
                 return Err(FhirError::new(
                     403,
                     IssueType::CodeInvalid,
@@ -237,9 +249,9 @@ impl Engine {
                 ));
             }
         }
-        let sources = find_sources(tx.as_mut(), source_identifier, 50)?;
+        let sources = find_sources(tx.as_mut(), &ctx.principal, source_identifier, 50)?;
         if sources.is_empty() {
-            if find_sources(tx.as_mut(), &format!("{system}|"), 1)?.is_empty() {
+            if find_sources(tx.as_mut(), &ctx.principal, &format!("{system}|"), 1)?.is_empty() {
                 return Err(FhirError::bad_request(format!(
                     "sourceIdentifier assigning authority {system:?} is not a known identifier domain"
                 )));
@@ -265,10 +277,14 @@ impl Engine {
             let mut records = mpi.sources_of(&person);
             if records.is_empty() {
                 records.push(person.clone());
-            } else {
+            } else if ctx.principal.can_see(tx.as_mut(), "Patient", &person)? {
                 result.references.push(format!("Patient/{person}"));
             }
             for record in records {
+                // Only the records the caller can see, with their identifiers.
+                if !ctx.principal.can_see(tx.as_mut(), "Patient", &record)? {
+                    continue;
+                }
                 let Some(body) = tx.read("Patient", &record)?.and_then(|s| s.resource) else {
                     continue;
                 };
@@ -380,6 +396,7 @@ impl Engine {
         self.require_index_steward(ctx)?;
         check_id(task_id)?;
         let mut tx = self.index_transaction()?;
+        require_visible(&mut tx, &ctx.principal, "Task", task_id)?;
         let stored = tx
             .read("Task", task_id)?
             .filter(|s| !s.is_deleted())
@@ -409,6 +426,9 @@ impl Engine {
                 "the review item names no focus and candidate",
             )
         })?;
+        // Deciding about two records is deciding about what the caller can see.
+        require_visible(&mut tx, &ctx.principal, "Patient", &focus)?;
+        require_visible(&mut tx, &ctx.principal, "Patient", &candidate)?;
         if accept {
             let from = tx.golden_of(&focus);
             let into = tx.golden_of(&candidate);
@@ -475,6 +495,9 @@ impl Engine {
         let source = patient_id_parameter(parameters, "source-patient")?;
         let target = patient_id_parameter(parameters, "target-patient")?;
         let mut tx = self.index_transaction()?;
+        // A record the caller cannot see cannot be merged by it, and is not named to it.
+        require_visible(&mut tx, &ctx.principal, "Patient", &source)?;
+        require_visible(&mut tx, &ctx.principal, "Patient", &target)?;
         let from = self.person_of(&mut tx, &source)?;
         let into = self.person_of(&mut tx, &target)?;
         if from == into {
@@ -568,6 +591,7 @@ impl Engine {
         self.require_index_steward(ctx)?;
         check_id(id)?;
         let mut tx = self.index_transaction()?;
+        require_visible(&mut tx, &ctx.principal, "Patient", id)?;
         let stored = tx
             .current(id)?
             .ok_or_else(|| FhirError::not_found(format!("Patient/{id} does not exist")))?;
@@ -646,6 +670,7 @@ impl Engine {
         self.require_index_steward(ctx)?;
         check_id(id)?;
         let mut tx = self.index_transaction()?;
+        require_visible(&mut tx, &ctx.principal, "Patient", id)?;
         let from = tx.golden_of(id).ok_or_else(|| {
             FhirError::new(
                 422,
@@ -684,9 +709,11 @@ impl Engine {
     }
 }
 
-/// Current source Patients holding an identifier (`system|value`, or `system|` for any).
+/// Current source Patients holding an identifier (`system|value`, or `system|` for any) that
+/// `principal` may see.
 fn find_sources(
     tx: &mut dyn Transaction,
+    principal: &Principal,
     identifier: &str,
     limit: usize,
 ) -> FhirResult<Vec<StoredResource>> {
@@ -704,6 +731,7 @@ fn find_sources(
             query: parsed.query,
             cursor: PageCursor::First,
             page_size: limit,
+            access: principal.access(),
         })?
         .matches)
 }
@@ -721,4 +749,19 @@ fn outcome_parameters(message: &str, result: Option<Value>) -> Value {
         parameters.push(json!({"name": "result", "resource": result}));
     }
     json!({"resourceType": "Parameters", "parameter": parameters})
+}
+
+/// 404 unless `principal` may see `resource_type/id` (the same answer as for one that does
+/// not exist).
+fn require_visible(
+    tx: &mut dyn Transaction,
+    principal: &Principal,
+    resource_type: &str,
+    id: &str,
+) -> FhirResult<()> {
+    if principal.can_see(tx, resource_type, id)? {
+        Ok(())
+    } else {
+        Err(crate::access::not_found(resource_type, id))
+    }
 }

@@ -55,7 +55,7 @@ fn input(text: &str, value_key: &str, value: Value) -> Value {
 
 /// A new open review item for source `focus` (linked to its own person `focus_golden`).
 pub(crate) fn new_task(focus: &str, focus_golden: &str, candidate: &ReviewCandidate) -> Value {
-    json!({
+    let mut task = json!({
         "resourceType": "Task",
         "status": "requested",
         "intent": "proposal",
@@ -75,23 +75,32 @@ pub(crate) fn new_task(focus: &str, focus_golden: &str, candidate: &ReviewCandid
             input(INPUT_GRADE, "valueCode", json!(candidate.grade)),
             input(INPUT_BREAKDOWN, "valueString", json!(candidate.breakdown.to_string())),
         ]
-    })
+    });
+    // The index's own work item: a client can neither forge one (a steward accepting it would
+    // merge two persons) nor change or delete one; `$mpi-accept`/`$mpi-reject` decide it.
+    phip_fhir::access::mark_server_owned(&mut task, REVIEW_KIND);
+    task
 }
+
+/// Kind of server-owned state a review item is.
+pub(crate) const REVIEW_KIND: &str = "mpi-review";
 
 fn round3(value: f64) -> f64 {
     (value * 1000.0).round() / 1000.0
 }
 
-/// Whether a Task is a review item of the index.
+/// Whether a Task is a review item of the index (one the index wrote itself).
 pub(crate) fn is_review_task(task: &Value) -> bool {
-    task.pointer("/code/coding")
-        .and_then(Value::as_array)
-        .is_some_and(|codings| {
-            codings.iter().any(|c| {
-                c.get("system").and_then(Value::as_str) == Some(MPI_SYSTEM)
-                    && c.get("code").and_then(Value::as_str) == Some(REVIEW_TASK_CODE)
+    phip_fhir::access::server_owned_kind(task) == Some(REVIEW_KIND)
+        && task
+            .pointer("/code/coding")
+            .and_then(Value::as_array)
+            .is_some_and(|codings| {
+                codings.iter().any(|c| {
+                    c.get("system").and_then(Value::as_str) == Some(MPI_SYSTEM)
+                        && c.get("code").and_then(Value::as_str) == Some(REVIEW_TASK_CODE)
+                })
             })
-        })
 }
 
 /// The (focus source, candidate source) pair of a review item.

@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use parking_lot::MutexGuard;
 use phip_store::{
-    HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreError, StoreResult, StoredResource,
-    Transaction, WriteRequest,
+    Access, HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreError, StoreResult,
+    StoredResource, Transaction, WriteRequest,
 };
 use serde_json::Value;
 
@@ -412,9 +412,15 @@ impl Transaction for IndexedTransaction<'_> {
         since: Option<DateTime<Utc>>,
         count: usize,
         cursor: Option<&str>,
+        access: &Access,
     ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
         self.inner()?
-            .patient_compartment(patient_id, types, since, count, cursor)
+            .patient_compartment(patient_id, types, since, count, cursor, access)
+    }
+
+    fn visible(&mut self, resource_type: &str, id: &str, access: &Access) -> StoreResult<bool> {
+        self.lock_for(Some(resource_type))?;
+        self.inner()?.visible(resource_type, id, access)
     }
 
     fn commit(mut self: Box<Self>) -> StoreResult<()> {

@@ -115,8 +115,15 @@ fn revocation_id(person: &str) -> String {
     format!("health-code-{hex}")
 }
 
-/// `revoked before` (seconds) and version of one revocation record.
+/// Kind of server-owned state a revocation record is.
+const REVOCATION_KIND: &str = "health-code-revocation";
+
+/// `revoked before` (seconds) of one revocation record — only of one the server wrote: a
+/// record a client made up at the same id cannot revoke anybody's code.
 fn revoked_before(record: &Value) -> Option<i64> {
+    if phip_fhir::access::server_owned_kind(record) != Some(REVOCATION_KIND) {
+        return None;
+    }
     record
         .get("extension")
         .and_then(Value::as_array)?
@@ -158,7 +165,7 @@ fn write_revocation(engine: &Engine, person: &str, before: i64) -> FhirResult<u6
         let id = revocation_id(person);
         let current = tx.read("Basic", &id)?;
         let version = current.as_ref().map_or(0, |s| s.version_id);
-        let body = json!({
+        let mut body = json!({
             "resourceType": "Basic",
             "id": id,
             "code": {"coding": [{
@@ -170,6 +177,7 @@ fn write_revocation(engine: &Engine, person: &str, before: i64) -> FhirResult<u6
             "created": instant(now()).get(..10).unwrap_or_default(),
             "extension": [{"url": REVOKED_BEFORE_URL, "valueInstant": instant(before)}]
         });
+        phip_fhir::access::mark_server_owned(&mut body, REVOCATION_KIND);
         let stored = tx.write(WriteRequest {
             resource_type: "Basic".into(),
             id,
@@ -201,6 +209,7 @@ pub(super) fn all_revocations(engine: &Engine) -> FhirResult<(Vec<(String, i64)>
             query: parsed.query.clone(),
             cursor,
             page_size: 1000,
+            access: phip_store::Access::Server,
         })?;
         for stored in &page.matches {
             let Some(body) = &stored.resource else {

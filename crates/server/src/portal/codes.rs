@@ -3,21 +3,27 @@
 //! for a session.
 //!
 //! A code is stored as a `Basic` resource holding only its SHA-256, so a database read does
-//! not yield usable codes. Using a code is a version-checked update (`If-Match`) from
-//! `issued` to `used`: of two concurrent sign-ins with the same code, one gets a 412 and is
-//! refused, so a code opens at most one session. Codes live ten minutes.
+//! not yield usable codes, and marked as server-private state (`urn:phip:server-owned` |
+//! `sign-in-code`): no token can read, create, change or delete one through the API — only the
+//! server, which stores and redeems codes through the engine as itself. Using a code is a
+//! version-checked write from `issued` to `used` in one transaction: of two concurrent
+//! sign-ins with the same code, one loses the version check and is refused, so a code opens
+//! at most one session. Codes live ten minutes.
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use phip_security::token::Grant;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use phip_engine::{Engine, FhirError, FhirResult, Principal, RequestContext};
+use phip_store::{PageCursor, SearchRequest};
+
 use super::render::{esc, page, Chrome};
-use super::{fhir, field, form, html, mint, redirect, Session, SESSION_COOKIE};
+use super::{field, form, html, mint, redirect, Session, SESSION_COOKIE};
 use crate::AppState;
 
 /// Identifier system of a code's hash.
@@ -64,16 +70,25 @@ pub struct CodeRequest {
     pub role: Option<String>,
 }
 
-/// The portal's own token for storing and checking codes (never leaves the process).
-fn service_token(state: &AppState) -> Result<String, String> {
-    mint(
-        state,
-        &Grant {
-            sub: "phip-portal".into(),
-            scope: "system/Basic.cruds system/Patient.rs".into(),
-            ..Grant::default()
-        },
-    )
+/// Kind of server-owned state a sign-in code is (server-private: never readable by a token).
+const CODE_KIND: &str = "sign-in-code";
+
+/// The server's own context for storing and checking codes.
+fn server_context() -> RequestContext {
+    RequestContext::new("urn:phip:portal", Principal::unrestricted("phip-portal"))
+}
+
+/// Runs engine work for the portal off the async workers.
+async fn blocking<T: Send + 'static>(
+    state: &AppState,
+    work: impl FnOnce(&Engine) -> FhirResult<T> + Send + 'static,
+) -> Result<T, (u16, String)> {
+    let engine = state.engine.clone();
+    match tokio::task::spawn_blocking(move || work(&engine)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err((error.status, error.outcome.summary())),
+        Err(_) => Err((500, "the sign-in task failed".into())),
+    }
 }
 
 fn hash(code: &str) -> String {
@@ -116,30 +131,16 @@ fn ext(resource: &Value, url: &str) -> Option<String> {
 }
 
 /// The golden record of any Patient record, via the index's `refer` link.
-async fn golden_of(state: &AppState, token: &str, patient: &str) -> Result<String, String> {
-    let read = fhir(
-        state,
-        token,
-        Method::GET,
-        &format!("Patient/{patient}"),
-        None,
-        None,
-    )
-    .await;
-    if !read.ok() {
-        return Err(format!("Patient/{patient}: {}", read.diagnostics()));
-    }
-    let refer = read
-        .body
-        .get("link")
-        .and_then(Value::as_array)
+async fn golden_of(state: &AppState, patient: &str) -> Result<String, (u16, String)> {
+    let id = patient.to_owned();
+    let read = blocking(state, move |engine| {
+        engine.read(&server_context(), "Patient", &id)
+    })
+    .await?;
+    let body = read.body.unwrap_or(Value::Null);
+    let refer = phip_fhir::access::linked_patients(&body, "refer")
         .into_iter()
-        .flatten()
-        .find(|l| l.get("type").and_then(Value::as_str) == Some("refer"))
-        .and_then(|l| l.pointer("/other/reference"))
-        .and_then(Value::as_str)
-        .and_then(|r| r.strip_prefix("Patient/"))
-        .map(str::to_owned);
+        .next();
     Ok(refer.unwrap_or_else(|| patient.to_owned()))
 }
 
@@ -148,13 +149,10 @@ pub async fn issue(
     state: &AppState,
     request: &CodeRequest,
 ) -> Result<(String, DateTime<Utc>), (u16, String)> {
-    let token = service_token(state).map_err(|e| (503, e))?;
     let mut extension = Vec::new();
     match (&request.patient, &request.practitioner) {
         (Some(patient), None) => {
-            let golden = golden_of(state, &token, patient)
-                .await
-                .map_err(|e| (404, e))?;
+            let golden = golden_of(state, patient).await?;
             extension.push(json!({"url": EXT_SUBJECT, "valueString": format!("Patient/{golden}")}));
         }
         (None, Some(practitioner)) => {
@@ -189,16 +187,17 @@ pub async fn issue(
     let expires = Utc::now() + chrono::Duration::minutes(CODE_TTL_MINUTES);
     extension.push(json!({"url": EXT_EXPIRES, "valueDateTime": expires.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)}));
     extension.push(json!({"url": EXT_STATE, "valueCode": "issued"}));
-    let basic = json!({
+    let mut basic = json!({
         "resourceType": "Basic",
         "identifier": [{"system": CODE_HASH_SYSTEM, "value": hash(&code)}],
         "code": {"coding": [{"system": "urn:phip:portal", "code": "sign-in-code"}]},
         "extension": extension,
     });
-    let created = fhir(state, &token, Method::POST, "Basic", Some(&basic), None).await;
-    if !created.ok() {
-        return Err((created.status, created.diagnostics()));
-    }
+    phip_fhir::access::mark_server_owned(&mut basic, CODE_KIND);
+    blocking(state, move |engine| {
+        engine.create(&server_context(), "Basic", basic, None)
+    })
+    .await?;
     Ok((code, expires))
 }
 
@@ -281,50 +280,70 @@ pub(crate) fn login_html(error: Option<&str>) -> String {
 /// Exchanges a code: `Ok(grant)` once, an explanation otherwise.
 async fn redeem(state: &AppState, code: &str) -> Result<Grant, String> {
     let refused = "登录码无效、已过期或已使用 / The code is invalid, expired or already used";
-    let token = service_token(state)?;
-    let found = fhir(
-        state,
-        &token,
-        Method::GET,
-        &format!(
-            "Basic?identifier={}",
-            super::enc(&format!("{CODE_HASH_SYSTEM}|{}", hash(code)))
-        ),
-        None,
-        None,
-    )
-    .await;
-    let Some(stored) = found.matches().into_iter().next() else {
+    let hashed = hash(code);
+    // Find and use the code in one transaction: the version check of the write makes the
+    // use exactly-once however many sign-ins race for it.
+    let used = blocking(state, move |engine| {
+        let server = Principal::unrestricted("phip-portal");
+        engine.write_transaction(&server, |tx| {
+            let params = vec![
+                (
+                    "identifier".to_owned(),
+                    format!("{CODE_HASH_SYSTEM}|{hashed}"),
+                ),
+                (
+                    "_tag".to_owned(),
+                    format!("{}|{CODE_KIND}", phip_fhir::access::SERVER_OWNED_SYSTEM),
+                ),
+            ];
+            let parsed = phip_fhir::search::query::parse(Some("Basic"), &params, true)
+                .map_err(|outcome| FhirError::from_outcome(500, outcome))?;
+            let page = tx.search(&SearchRequest {
+                query: parsed.query,
+                cursor: PageCursor::First,
+                page_size: 1,
+                access: phip_store::Access::Server,
+            })?;
+            let Some(stored) = page.matches.into_iter().next() else {
+                return Ok(None);
+            };
+            let Some(found) = stored.resource.clone() else {
+                return Ok(None);
+            };
+            let expires = ext(&found, EXT_EXPIRES)
+                .and_then(|e| DateTime::parse_from_rfc3339(&e).ok())
+                .map(|e| e.with_timezone(&Utc));
+            if ext(&found, EXT_STATE).as_deref() != Some("issued")
+                || expires.is_none_or(|e| e <= Utc::now())
+            {
+                return Ok(None);
+            }
+            let mut next = found.clone();
+            if let Some(exts) = next.get_mut("extension").and_then(Value::as_array_mut) {
+                for e in exts.iter_mut() {
+                    if e.get("url").and_then(Value::as_str) == Some(EXT_STATE) {
+                        *e = json!({"url": EXT_STATE, "valueCode": "used"});
+                    }
+                }
+            }
+            match tx.write(phip_store::WriteRequest {
+                resource_type: "Basic".into(),
+                id: stored.id.clone(),
+                resource: Some(next),
+                expected_version: Some(stored.version_id),
+            }) {
+                Ok(_) => Ok(Some(found)),
+                // Someone used it between our read and write.
+                Err(phip_store::StoreError::VersionConflict { .. }) => Ok(None),
+                Err(other) => Err(other.into()),
+            }
+        })
+    })
+    .await
+    .map_err(|(_, message)| message)?;
+    let Some(stored) = used else {
         return Err(refused.into());
     };
-    let expires = ext(&stored, EXT_EXPIRES)
-        .and_then(|e| DateTime::parse_from_rfc3339(&e).ok())
-        .map(|e| e.with_timezone(&Utc));
-    if ext(&stored, EXT_STATE).as_deref() != Some("issued")
-        || expires.is_none_or(|e| e <= Utc::now())
-    {
-        return Err(refused.into());
-    }
-    let id = stored.get("id").and_then(Value::as_str).unwrap_or_default();
-    let version = stored
-        .pointer("/meta/versionId")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
-    let mut used = stored.clone();
-    if let Some(exts) = used.get_mut("extension").and_then(Value::as_array_mut) {
-        for e in exts.iter_mut() {
-            if e.get("url").and_then(Value::as_str) == Some(EXT_STATE) {
-                *e = json!({"url": EXT_STATE, "valueCode": "used"});
-            }
-        }
-    }
-    let etag = format!("W/\"{version}\"");
-    let updated = fhir_if_match(state, &token, &format!("Basic/{id}"), &used, &etag).await;
-    if !updated.ok() {
-        // 412: someone used it between our read and write.
-        return Err(refused.into());
-    }
     let subject = ext(&stored, EXT_SUBJECT).unwrap_or_default();
     if let Some(patient) = subject.strip_prefix("Patient/") {
         return Ok(Grant {
@@ -352,38 +371,6 @@ async fn redeem(state: &AppState, code: &str) -> Result<Grant, String> {
         });
     }
     Err(refused.into())
-}
-
-async fn fhir_if_match(
-    state: &AppState,
-    token: &str,
-    path: &str,
-    body: &Value,
-    etag: &str,
-) -> super::Fhir {
-    use tower::ServiceExt;
-    let request = axum::http::Request::builder()
-        .method(Method::PUT)
-        .uri(format!("/fhir/{path}"))
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(header::HOST, "portal.local")
-        .header(header::CONTENT_TYPE, "application/fhir+json")
-        .header(header::IF_MATCH, etag)
-        .body(axum::body::Body::from(
-            serde_json::to_vec(body).unwrap_or_default(),
-        ));
-    let status = match request {
-        Ok(r) => match crate::router(state.clone()).oneshot(r).await {
-            Ok(response) => response.status().as_u16(),
-            Err(_) => 500,
-        },
-        Err(_) => 500,
-    };
-    super::Fhir {
-        status,
-        body: Value::Null,
-        raw: Vec::new(),
-    }
 }
 
 /// `POST /portal/login` (form `code`): sets the session cookie and opens the home page.

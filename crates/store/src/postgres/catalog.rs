@@ -143,16 +143,6 @@ impl PgCatalog {
             Err(crate::StoreError::Busy)
         })
     }
-
-    /// Every known type (id, name), from the database.
-    pub(crate) fn all_types(&self) -> StoreResult<Vec<(i64, String)>> {
-        self.with_conn(|c| {
-            Ok(c.query("SELECT tid, name FROM types", &[])?
-                .into_iter()
-                .map(|r| (i64::from(r.get::<_, i32>(0)), r.get(1)))
-                .collect())
-        })
-    }
 }
 
 impl Drop for PgCatalog {

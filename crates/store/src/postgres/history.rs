@@ -9,10 +9,11 @@ use super::catalog::{to_i32, PgCatalog};
 use super::error::backend;
 use super::get_int;
 use super::tx::PgTransaction;
-use crate::sqlgen::cursor;
+use crate::sqlgen::builder::Sql;
+use crate::sqlgen::filter::Ctx;
 use crate::sqlgen::ingest::from_millis;
-use crate::sqlgen::Catalog;
-use crate::{HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
+use crate::sqlgen::{access, cursor, Catalog, Dialect, SqlArg};
+use crate::{Access, HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
 
 /// The columns every resource-loading query selects, in this order, given aliases `r`
 /// (resources) and `v` (resource_versions).
@@ -110,23 +111,43 @@ pub(crate) fn load_current(
 }
 
 /// Conditions with numbered placeholders and their arguments.
-#[derive(Default)]
 struct Conds {
     sql: Vec<String>,
-    args: Vec<Box<dyn ToSql + Sync>>,
+    b: Sql,
 }
 
 impl Conds {
+    fn new() -> Self {
+        Self {
+            sql: Vec::new(),
+            b: Sql::new(Dialect::Postgres),
+        }
+    }
+
     /// Binds an argument and returns its placeholder.
-    fn arg(&mut self, arg: impl ToSql + Sync + 'static) -> String {
-        self.args.push(Box::new(arg));
-        format!("${}", self.args.len())
+    fn arg(&mut self, arg: impl Into<SqlArg>) -> String {
+        self.b.arg(arg)
     }
 
     /// Adds `template` with its `?` replaced by the placeholder of `arg`.
-    fn push(&mut self, template: &str, arg: impl ToSql + Sync + 'static) {
+    fn push(&mut self, template: &str, arg: impl Into<SqlArg>) {
         let p = self.arg(arg);
         self.sql.push(template.replace('?', &p));
+    }
+
+    /// Adds the visibility of the `resources` row `r` for `access`.
+    fn push_visible(&mut self, catalog: &PgCatalog, access: &Access) -> StoreResult<()> {
+        if access.is_server() {
+            return Ok(());
+        }
+        let ctx = Ctx {
+            catalog,
+            now_ms: Utc::now().timestamp_millis(),
+            access,
+        };
+        let visible = access::visible(&ctx, &mut self.b, access, "r")?;
+        self.sql.push(visible);
+        Ok(())
     }
 
     fn where_sql(&self) -> String {
@@ -138,8 +159,29 @@ impl Conds {
     }
 
     fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
-        self.args.iter().map(|a| a.as_ref()).collect()
+        super::params(&self.b.args)
     }
+}
+
+/// Whether `resource_type/id` exists (current or deleted) and `access` may see it.
+pub(crate) fn visible(
+    tx: &mut PgTransaction<'_>,
+    resource_type: &str,
+    id: &str,
+    access: &Access,
+) -> StoreResult<bool> {
+    let Some(tid) = tx.store.catalog.type_id(resource_type)? else {
+        return Ok(false);
+    };
+    let mut conds = Conds::new();
+    conds.push("r.tid = ?", tid);
+    conds.push("r.id = ?", id);
+    conds.push_visible(&tx.store.catalog, access)?;
+    let row = tx.conn.query_opt(
+        &format!("SELECT 1 FROM resources r WHERE {}", conds.where_sql()),
+        &conds.params(),
+    )?;
+    Ok(row.is_some())
 }
 
 pub(crate) fn history(
@@ -151,7 +193,7 @@ pub(crate) fn history(
         total: 0,
         next_cursor: None,
     };
-    let mut conds = Conds::default();
+    let mut conds = Conds::new();
     match &query.scope {
         HistoryScope::Instance { resource_type, id } => {
             let Some(tid) = tx.store.catalog.type_id(resource_type)? else {
@@ -170,7 +212,7 @@ pub(crate) fn history(
             let Some(tid) = tx.store.catalog.type_id(resource_type)? else {
                 return Ok(empty);
             };
-            conds.push("v.tid = ?", to_i32(tid));
+            conds.push("v.tid = ?", tid);
         }
         HistoryScope::System => {}
     }
@@ -180,13 +222,16 @@ pub(crate) fn history(
     if let Some(before) = query.before {
         conds.push("v.last_updated <= ?", before.timestamp_millis());
     }
+    conds.push_visible(&tx.store.catalog, &query.access)?;
+    let from = if query.access.is_server() {
+        "resource_versions v"
+    } else {
+        "resource_versions v JOIN resources r ON r.rid = v.rid"
+    };
     let total: i64 = tx
         .conn
         .query_one(
-            &format!(
-                "SELECT COUNT(*) FROM resource_versions v WHERE {}",
-                conds.where_sql()
-            ),
+            &format!("SELECT COUNT(*) FROM {from} WHERE {}", conds.where_sql()),
             &conds.params(),
         )?
         .get(0);
@@ -195,17 +240,14 @@ pub(crate) fn history(
         conds.push("v.seq < ?", after);
     }
     let count = query.count;
-    let limit = count as i64 + 1;
-    let mut params = conds.params();
-    params.push(&limit);
     let sql = format!(
         "SELECT v.seq, {VERSION_COLUMNS} FROM resource_versions v \
          JOIN resources r ON r.rid = v.rid \
-         WHERE {} ORDER BY v.seq DESC LIMIT ${}",
+         WHERE {} ORDER BY v.seq DESC LIMIT {}",
         conds.where_sql(),
-        params.len()
+        count.saturating_add(1)
     );
-    let mut rows = tx.conn.query(&sql, &params)?;
+    let mut rows = tx.conn.query(&sql, &conds.params())?;
     let next_cursor = cursor::next_after(&mut rows, count, cursor::HISTORY, |r| r.get(0));
     let versions = rows
         .iter()
@@ -225,53 +267,34 @@ pub(crate) fn patient_compartment(
     since: Option<DateTime<Utc>>,
     count: usize,
     cursor_text: Option<&str>,
+    access: &Access,
 ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
     let catalog = &tx.store.catalog;
     let Some(patient_tid) = catalog.type_id("Patient")? else {
         return Ok((Vec::new(), None));
     };
-    let patient_rid: i64 = tx
-        .conn
-        .query_opt(
-            "SELECT rid FROM resources WHERE tid = $1 AND id = $2",
-            &[&to_i32(patient_tid), &patient_id],
-        )?
-        .map_or(0, |r| r.get(0));
-
-    // The compartment parameters of every type present in the database.
-    let defs = phip_fhir::r4();
-    let mut pids: Vec<i32> = Vec::new();
-    let mut tids: Vec<i32> = Vec::new();
-    for (tid, name) in catalog.all_types()? {
-        if let Some(wanted) = types {
-            if !wanted.contains(&name) {
-                continue;
-            }
-            tids.push(to_i32(tid));
-        }
-        for code in defs.patient_compartment_params(&name) {
-            if code == "{def}" {
-                continue;
-            }
-            if let Some(pid) = catalog.param_id(tid, code)? {
-                pids.push(to_i32(pid));
+    let mut tids: Vec<i64> = Vec::new();
+    if let Some(wanted) = types {
+        for name in wanted {
+            if let Some(tid) = catalog.type_id(name)? {
+                tids.push(tid);
             }
         }
+        if tids.is_empty() {
+            return Ok((Vec::new(), None));
+        }
     }
-    if types.is_some() && tids.is_empty() {
-        return Ok((Vec::new(), None));
-    }
-
-    let mut conds = Conds::default();
-    let (p_rid, p_id) = (conds.arg(patient_rid), conds.arg(patient_id.to_owned()));
-    let (p_tid, p_pids) = (conds.arg(to_i32(patient_tid)), conds.arg(pids));
+    // See the SQLite backend: compartment labels, and among Patients only the patient's own.
+    let mut conds = Conds::new();
+    let (kind, id) = (conds.arg(access::PATIENT), conds.arg(patient_id));
+    let p_tid = conds.arg(patient_tid);
     conds.sql.push(format!(
-        "r.rid IN (SELECT {p_rid}::bigint UNION SELECT rid FROM idx_reference \
-         WHERE target_id = {p_id} AND target_tid = {p_tid} AND pid = ANY({p_pids}))"
+        "r.rid IN (SELECT rid FROM access_label WHERE kind = {kind} AND value = {id}) \
+         AND (r.tid <> {p_tid} OR r.id = {id})"
     ));
     conds.sql.push("NOT r.deleted".into());
     if types.is_some() {
-        conds.push("r.tid = ANY(?)", tids);
+        conds.push("r.tid = ANY(?)", SqlArg::IntList(tids));
     }
     if let Some(since) = since {
         conds.push("r.last_updated >= ?", since.timestamp_millis());
@@ -280,16 +303,14 @@ pub(crate) fn patient_compartment(
         let after: i64 = cursor::decode(cursor::COMPARTMENT, c)?;
         conds.push("r.rid > ?", after);
     }
-    let limit = count as i64 + 1;
-    let mut params = conds.params();
-    params.push(&limit);
+    conds.push_visible(catalog, access)?;
     let sql = format!(
         "SELECT r.rid, {VERSION_COLUMNS} FROM resources r {CURRENT_VERSION_JOIN} \
-         WHERE {} ORDER BY r.rid LIMIT ${}",
+         WHERE {} ORDER BY r.rid LIMIT {}",
         conds.where_sql(),
-        params.len()
+        count.saturating_add(1)
     );
-    let mut rows = tx.conn.query(&sql, &params)?;
+    let mut rows = tx.conn.query(&sql, &conds.params())?;
     let next = cursor::next_after(&mut rows, count, cursor::COMPARTMENT, |r| r.get(0));
     let resources = rows
         .iter()

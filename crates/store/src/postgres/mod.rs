@@ -132,6 +132,13 @@ impl PostgresStore {
             schema_version,
         };
         store.catalog.preload()?;
+        let labelled = write::backfill_access_labels(&store)?;
+        if labelled > 0 {
+            tracing::info!(
+                labelled,
+                "computed the access labels of the stored resources"
+            );
+        }
         Ok(store)
     }
 

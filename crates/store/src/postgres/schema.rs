@@ -22,13 +22,49 @@ use super::pool::PgConn;
 use crate::StoreResult;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Advisory lock key serializing migrations ("phipmigr").
 const MIGRATION_LOCK: i64 = 0x7068_6970_6d69_6772;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
+
+/// v3: access labels (`phip_fhir::access`), read by the visibility predicate of every query
+/// run for a caller (see the SQLite schema for the layout). A database that already holds
+/// resources is marked in `access_backfill`, and the first server to connect computes their
+/// labels from their bodies (`PostgresStore::backfill_access_labels`).
+const V3: &str = r#"
+ALTER TABLE resources
+    ADD COLUMN holder_org text COLLATE "C",
+    ADD COLUMN holder_division text COLLATE "C",
+    ADD COLUMN access_class smallint NOT NULL DEFAULT 0;
+
+CREATE TABLE access_label (
+    rid   bigint NOT NULL,
+    kind  smallint NOT NULL,
+    value text COLLATE "C" NOT NULL,
+    PRIMARY KEY (rid, kind, value)
+);
+CREATE INDEX access_label_value ON access_label (kind, value) INCLUDE (rid);
+
+CREATE TABLE consent_rule (
+    consent_rid bigint NOT NULL,
+    n           integer NOT NULL,
+    patient_id  text COLLATE "C" NOT NULL,
+    node        text COLLATE "C" NOT NULL,
+    permit      smallint NOT NULL,
+    actor       text COLLATE "C",
+    class_tid   integer,
+    start_ms    bigint,
+    end_ms      bigint,
+    PRIMARY KEY (consent_rid, n)
+);
+CREATE INDEX consent_rule_patient ON consent_rule (patient_id, permit);
+
+CREATE TABLE access_backfill (after_rid bigint NOT NULL);
+INSERT INTO access_backfill SELECT 0 WHERE EXISTS (SELECT 1 FROM resources);
+"#;
 
 /// v2: `ge`/`gt`/`sa` date searches bound the range's end; index it so they seek.
 const V2: &str = r#"CREATE INDEX idx_date_end ON idx_date (pid, "end", start) INCLUDE (rid);"#;

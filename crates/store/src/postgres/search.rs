@@ -73,6 +73,7 @@ pub(crate) fn explain(tx: &mut PgTransaction<'_>, request: &SearchRequest) -> St
     let ctx = Ctx {
         catalog: &tx.store.catalog,
         now_ms: Utc::now().timestamp_millis(),
+        access: &request.access,
     };
     sqlgen::explain(plan(&ctx, request)?, |sql, args| {
         let rows = tx
@@ -95,6 +96,7 @@ pub(crate) fn search(
     let ctx = Ctx {
         catalog: &store.catalog,
         now_ms: Utc::now().timestamp_millis(),
+        access: &request.access,
     };
     let q = &request.query;
     let Some(plan) = plan(&ctx, request)? else {

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use super::pool::Lease;
 use super::{history, search, PostgresStore};
 use crate::{
-    HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreResult, StoredResource, Transaction,
-    WriteRequest,
+    Access, HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreResult, StoredResource,
+    Transaction, WriteRequest,
 };
 
 /// An open PostgreSQL transaction.
@@ -124,8 +124,13 @@ impl Transaction for PgTransaction<'_> {
         since: Option<DateTime<Utc>>,
         count: usize,
         cursor: Option<&str>,
+        access: &Access,
     ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
-        history::patient_compartment(self, patient_id, types, since, count, cursor)
+        history::patient_compartment(self, patient_id, types, since, count, cursor, access)
+    }
+
+    fn visible(&mut self, resource_type: &str, id: &str, access: &Access) -> StoreResult<bool> {
+        history::visible(self, resource_type, id, access)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {

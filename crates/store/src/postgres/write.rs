@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 
+use phip_fhir::access::AccessLabels;
 use phip_fhir::search::{IndexEntry, IndexValue};
 use postgres::types::ToSql;
 use serde_json::Value;
@@ -13,6 +14,7 @@ use super::catalog::to_i32;
 use super::error::backend;
 use super::tx::PgTransaction;
 use super::PostgresStore;
+use crate::sqlgen::access;
 use crate::sqlgen::ingest::{self, extract_parallel, finite, from_millis, stamp};
 use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
 
@@ -39,6 +41,9 @@ struct Slot {
     dirty: bool,
     /// Index entries of its final version in this batch (`None` when deleted).
     entries: Option<Vec<IndexEntry>>,
+    /// Access labels of its final version in this batch (`None` when deleted: the labels of
+    /// the last content stay).
+    labels: Option<AccessLabels>,
 }
 
 /// One request with its pre-extracted index entries (extracted here when `None`).
@@ -86,6 +91,7 @@ impl PgTransaction<'_> {
                     had_index: false,
                     dirty: false,
                     entries: None,
+                    labels: None,
                 });
                 slots.len() - 1
             });
@@ -131,6 +137,7 @@ impl PgTransaction<'_> {
                 slot.deleted = true;
                 slot.dirty = true;
                 slot.entries = None;
+                slot.labels = None;
                 versions.push(slot, None);
                 out.push(StoredResource {
                     resource_type: request.resource_type,
@@ -151,10 +158,12 @@ impl PgTransaction<'_> {
             slot.last_updated = at;
             slot.deleted = false;
             slot.dirty = true;
-            slot.entries = Some(match entries {
+            let entries = match entries {
                 Some(e) => e,
                 None => (store.extractor)(&body),
-            });
+            };
+            slot.labels = Some(phip_fhir::access::labels(&body, &entries));
+            slot.entries = Some(entries);
             versions.push(slot, Some(text));
             out.push(StoredResource {
                 resource_type: request.resource_type,
@@ -173,7 +182,109 @@ impl PgTransaction<'_> {
             }
         }
         index.insert(self)?;
+        self.write_access_labels(slots.iter().filter(|s| s.dirty))?;
         Ok(out)
+    }
+
+    /// Replaces the access labels of the written slots (see `crate::sqlgen::access`); a
+    /// deleted slot keeps its labels but its Consent rules go.
+    fn write_access_labels<'s>(
+        &mut self,
+        slots: impl Iterator<Item = &'s Slot>,
+    ) -> StoreResult<()> {
+        let store = self.store;
+        let mut written: Vec<i64> = Vec::new();
+        let mut relabelled: Vec<i64> = Vec::new();
+        let (mut holder_org, mut holder_division, mut class) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut label_rid, mut label_kind, mut label_value) = (Vec::new(), Vec::new(), Vec::new());
+        let mut rules = ConsentRows::default();
+        for slot in slots {
+            written.push(slot.rid);
+            let Some(labels) = &slot.labels else {
+                continue;
+            };
+            relabelled.push(slot.rid);
+            holder_org.push(labels.holder_org.as_deref().map(text));
+            holder_division.push(labels.holder_division.clone());
+            class.push(labels.class.code() as i16);
+            for (kind, values) in [
+                (access::PATIENT, &labels.patients),
+                (access::PARTY, &labels.parties),
+            ] {
+                for value in values {
+                    label_rid.push(slot.rid);
+                    label_kind.push(kind as i16);
+                    label_value.push(text(value));
+                }
+            }
+            for (n, rule) in labels.consent_rules.iter().enumerate() {
+                let class_tid = match &rule.class {
+                    None => None,
+                    Some(c) if phip_fhir::r4().is_resource_type(c) => {
+                        Some(to_i32(store.catalog.ensure_type(c)?))
+                    }
+                    Some(_) => Some(-1),
+                };
+                rules.consent_rid.push(slot.rid);
+                rules.n.push(n as i32);
+                rules.patient_id.push(text(&rule.patient));
+                rules.node.push(rule.node.clone());
+                rules.permit.push(i16::from(rule.permit));
+                rules.actor.push(rule.actor.as_deref().map(text));
+                rules.class_tid.push(class_tid);
+                rules.start_ms.push(rule.start);
+                rules.end_ms.push(rule.end);
+            }
+        }
+        if written.is_empty() {
+            return Ok(());
+        }
+        if relabelled.is_empty() {
+            self.conn.execute(
+                "DELETE FROM consent_rule WHERE consent_rid = ANY($1)",
+                &[&written],
+            )?;
+            return Ok(());
+        }
+        // One round trip for what goes; the new rows follow (a statement's parts cannot see
+        // each other's changes, so deleting and re-inserting one key must be two).
+        self.conn.execute(
+            "WITH gone_rules AS (DELETE FROM consent_rule WHERE consent_rid = ANY($1)), \
+             gone_labels AS (DELETE FROM access_label WHERE rid = ANY($2)) \
+             UPDATE resources r SET holder_org = u.holder_org, \
+             holder_division = u.holder_division, access_class = u.class \
+             FROM unnest($2::bigint[], $3::text[], $4::text[], $5::smallint[]) \
+             AS u(rid, holder_org, holder_division, class) WHERE r.rid = u.rid",
+            &[&written, &relabelled, &holder_org, &holder_division, &class],
+        )?;
+        if !label_rid.is_empty() {
+            self.conn.execute(
+                "INSERT INTO access_label (rid, kind, value) \
+                 SELECT * FROM unnest($1::bigint[], $2::smallint[], $3::text[]) \
+                 ON CONFLICT DO NOTHING",
+                &[&label_rid, &label_kind, &label_value],
+            )?;
+        }
+        if !rules.consent_rid.is_empty() {
+            self.conn.execute(
+                "INSERT INTO consent_rule (consent_rid, n, patient_id, node, permit, actor, \
+                 class_tid, start_ms, end_ms) SELECT * FROM unnest($1::bigint[], $2::integer[], \
+                 $3::text[], $4::text[], $5::smallint[], $6::text[], $7::integer[], \
+                 $8::bigint[], $9::bigint[])",
+                &[
+                    &rules.consent_rid,
+                    &rules.n,
+                    &rules.patient_id,
+                    &rules.node,
+                    &rules.permit,
+                    &rules.actor,
+                    &rules.class_tid,
+                    &rules.start_ms,
+                    &rules.end_ms,
+                ],
+            )?;
+        }
+        Ok(())
     }
 
     /// Reads and locks (`FOR UPDATE`) the stored rows of the given slots, in rid order so that
@@ -378,6 +489,20 @@ fn check_versions(items: &[Item], order: &[usize], slots: &[Slot]) -> StoreResul
         }
     }
     Ok(())
+}
+
+/// Column arrays of `consent_rule` rows.
+#[derive(Default)]
+struct ConsentRows {
+    consent_rid: Vec<i64>,
+    n: Vec<i32>,
+    patient_id: Vec<String>,
+    node: Vec<String>,
+    permit: Vec<i16>,
+    actor: Vec<Option<String>>,
+    class_tid: Vec<Option<i32>>,
+    start_ms: Vec<Option<i64>>,
+    end_ms: Vec<Option<i64>>,
 }
 
 /// Column arrays of `resources` rows.
@@ -921,5 +1046,59 @@ pub(crate) fn bulk_write(
             }
             other => return other,
         }
+    }
+}
+
+/// Computes the access labels of every stored resource from its newest content, for a
+/// database migrated from before schema v3 (marked in `access_backfill`). Several servers may
+/// run it at once: each batch relabels rows idempotently and moves the mark forward.
+pub(crate) fn backfill_access_labels(store: &PostgresStore) -> StoreResult<u64> {
+    let mut done = 0_u64;
+    loop {
+        let mut tx = PgTransaction::begin(store, true)?;
+        let Some(mark) = tx
+            .conn
+            .query_opt("SELECT after_rid FROM access_backfill FOR UPDATE", &[])?
+        else {
+            return Ok(done);
+        };
+        let after: i64 = mark.get(0);
+        let rows = tx.conn.query(
+            "SELECT r.rid, r.tid, r.id, (SELECT v.body FROM resource_versions v \
+             WHERE v.rid = r.rid AND v.body IS NOT NULL ORDER BY v.version DESC LIMIT 1) \
+             FROM resources r WHERE r.rid > $1 ORDER BY r.rid LIMIT 1000",
+            &[&after],
+        )?;
+        let Some(last) = rows.last().map(|r| r.get::<_, i64>(0)) else {
+            tx.conn.execute("DELETE FROM access_backfill", &[])?;
+            tx.commit_inner()?;
+            return Ok(done);
+        };
+        let mut slots = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let Some(text) = row.get::<_, Option<String>>(3) else {
+                continue;
+            };
+            let body: Value = serde_json::from_str(&text).map_err(|e| backend(e.to_string()))?;
+            let entries = (store.extractor)(&body);
+            slots.push(Slot {
+                tid: i64::from(row.get::<_, i32>(1)),
+                id: row.get(2),
+                rid: row.get(0),
+                version: 0,
+                last_updated: 0,
+                deleted: false,
+                stored: true,
+                had_index: false,
+                dirty: true,
+                labels: Some(phip_fhir::access::labels(&body, &entries)),
+                entries: None,
+            });
+        }
+        tx.write_access_labels(slots.iter())?;
+        tx.conn
+            .execute("UPDATE access_backfill SET after_rid = $1", &[&last])?;
+        tx.commit_inner()?;
+        done += slots.len() as u64;
     }
 }

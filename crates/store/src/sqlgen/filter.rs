@@ -28,6 +28,9 @@ pub(crate) enum Scope {
 pub(crate) struct Ctx<'a> {
     pub(crate) catalog: &'a dyn Catalog,
     pub(crate) now_ms: i64,
+    /// Whom the statement runs for: every row a chain or `_has` reaches must be visible too,
+    /// or the filter would answer about rows the caller cannot see.
+    pub(crate) access: &'a crate::Access,
 }
 
 impl Ctx<'_> {
@@ -103,10 +106,12 @@ pub(crate) fn predicate(
             };
             let inner = predicate(ctx, b, inner, &t, &target_scope)?;
             let live = b.lit(false);
+            let visible = super::access::visible(ctx, b, ctx.access, &t)?;
             Ok(format!(
                 "{alias}.rid IN (SELECT {x}.rid FROM idx_reference {x} \
                  JOIN resources {t} ON {t}.tid = {x}.target_tid AND {t}.id = {x}.target_id \
-                 WHERE {x}.pid IN {pid_list}{tid_cond} AND {t}.deleted = {live} AND ({inner}))"
+                 WHERE {x}.pid IN {pid_list}{tid_cond} AND {t}.deleted = {live} AND ({inner}) \
+                 AND {visible})"
             ))
         }
         Filter::Has {
@@ -128,11 +133,13 @@ pub(crate) fn predicate(
             let pid_list = b.int_list(&pids);
             let inner = predicate(ctx, b, inner, &s, &source_scope)?;
             let live = b.lit(false);
+            let visible = super::access::visible(ctx, b, ctx.access, &s)?;
             Ok(format!(
                 "{alias}.rid IN (SELECT {t}.rid FROM idx_reference {x} \
                  JOIN resources {s} ON {s}.rid = {x}.rid \
                  JOIN resources {t} ON {t}.tid = {x}.target_tid AND {t}.id = {x}.target_id \
-                 WHERE {x}.pid IN {pid_list} AND {s}.deleted = {live} AND ({inner}))"
+                 WHERE {x}.pid IN {pid_list} AND {s}.deleted = {live} AND ({inner}) \
+                 AND {visible})"
             ))
         }
     }

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 
 use phip_fhir::search::Include;
 
+use super::builder::Sql;
 use super::filter::{Ctx, Scope};
 use super::{Dialect, SqlArg};
 use crate::StoreResult;
@@ -113,6 +114,7 @@ fn forward(
             dialect.placeholder(args.len())
         ));
     }
+    let args = with_visibility(ctx, dialect, args, "t", &mut sql)?;
     run(&sql, &args)
 }
 
@@ -172,5 +174,25 @@ fn reverse(
         args.push(SqlArg::Int(tid));
         sql.push_str(&format!(" AND s.tid = {}", dialect.placeholder(args.len())));
     }
+    let args = with_visibility(ctx, dialect, args, "s", &mut sql)?;
     run(&sql, &args)
+}
+
+/// Appends the caller's visibility of the included row `alias` to `sql`: an include never
+/// brings in what the caller could not read directly.
+fn with_visibility(
+    ctx: &Ctx<'_>,
+    dialect: Dialect,
+    args: Vec<SqlArg>,
+    alias: &str,
+    sql: &mut String,
+) -> StoreResult<Vec<SqlArg>> {
+    if ctx.access.is_server() {
+        return Ok(args);
+    }
+    let mut b = Sql::new(dialect);
+    b.args = args;
+    let visible = super::access::visible(ctx, &mut b, ctx.access, alias)?;
+    sql.push_str(&format!(" AND {visible}"));
+    Ok(b.args)
 }

@@ -7,6 +7,7 @@
 //! dialects understand; the differences (placeholders, boolean literals, how a page joins its
 //! version bodies) are [`Dialect`] methods or parameters of [`plan`].
 
+pub(crate) mod access;
 pub(crate) mod builder;
 pub(crate) mod cursor;
 pub(crate) mod filter;
@@ -163,6 +164,9 @@ pub(crate) fn plan(
     };
     for f in &q.filters {
         conds.push(filter::predicate(ctx, &mut b, f, "r", &scope)?);
+    }
+    if !ctx.access.is_server() {
+        conds.push(access::visible(ctx, &mut b, ctx.access, "r")?);
     }
     let where_sql = conds.join(" AND ");
     let where_args = b.args.len();

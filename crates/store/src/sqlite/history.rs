@@ -1,13 +1,56 @@
 //! History (instance, type, system) and the patient compartment.
 
 use chrono::{DateTime, Utc};
-use rusqlite::types::Value as SqlValue;
 use rusqlite::OptionalExtension;
 
 use super::rows::{RawVersion, VERSION_COLUMNS};
 use super::tx::SqliteTransaction;
-use crate::sqlgen::cursor;
-use crate::{HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
+use crate::sqlgen::builder::Sql;
+use crate::sqlgen::filter::Ctx;
+use crate::sqlgen::{access, cursor, Dialect, SqlArg};
+use crate::{Access, HistoryPage, HistoryQuery, HistoryScope, StoreResult, StoredResource};
+
+/// The visibility of the `resources` row `r` for `access`, bound after the arguments so far.
+fn visible_condition(
+    tx: &SqliteTransaction<'_>,
+    access: &Access,
+    args: Vec<SqlArg>,
+) -> StoreResult<(String, Vec<SqlArg>)> {
+    let ctx = Ctx {
+        catalog: tx,
+        now_ms: Utc::now().timestamp_millis(),
+        access,
+    };
+    let mut b = Sql::new(Dialect::Sqlite);
+    b.args = args;
+    let condition = access::visible(&ctx, &mut b, access, "r")?;
+    Ok((condition, b.args))
+}
+
+/// Whether `resource_type/id` exists (current or deleted) and `access` may see it.
+pub(crate) fn visible(
+    tx: &mut SqliteTransaction<'_>,
+    resource_type: &str,
+    id: &str,
+    access: &Access,
+) -> StoreResult<bool> {
+    let Some(tid) = tx.type_id(resource_type)? else {
+        return Ok(false);
+    };
+    let (condition, args) = visible_condition(
+        tx,
+        access,
+        vec![SqlArg::Int(tid), SqlArg::Text(id.to_owned())],
+    )?;
+    let found: Option<i64> = tx
+        .conn
+        .prepare_cached(&format!(
+            "SELECT 1 FROM resources r WHERE r.tid = ?1 AND r.id = ?2 AND {condition}"
+        ))?
+        .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))
+        .optional()?;
+    Ok(found.is_some())
+}
 
 pub(crate) fn history(
     tx: &mut SqliteTransaction<'_>,
@@ -19,7 +62,7 @@ pub(crate) fn history(
         next_cursor: None,
     };
     let mut conds: Vec<String> = Vec::new();
-    let mut args: Vec<SqlValue> = Vec::new();
+    let mut args: Vec<SqlArg> = Vec::new();
     match &query.scope {
         HistoryScope::Instance { resource_type, id } => {
             let Some(tid) = tx.type_id(resource_type)? else {
@@ -33,14 +76,14 @@ pub(crate) fn history(
             let Some(rid) = rid else {
                 return Ok(empty);
             };
-            args.push(SqlValue::Integer(rid));
+            args.push(SqlArg::Int(rid));
             conds.push(format!("v.rid = ?{}", args.len()));
         }
         HistoryScope::Type(resource_type) => {
             let Some(tid) = tx.type_id(resource_type)? else {
                 return Ok(empty);
             };
-            args.push(SqlValue::Integer(tid));
+            args.push(SqlArg::Int(tid));
             conds.push(format!("v.tid = ?{}", args.len()));
         }
         HistoryScope::System => {}
@@ -59,7 +102,7 @@ pub(crate) fn history(
         let Some(seq) = seq else {
             return Ok(empty);
         };
-        args.push(SqlValue::Integer(seq));
+        args.push(SqlArg::Int(seq));
         conds.push(format!("v.seq >= ?{}", args.len()));
     }
     if let Some(before) = query.before {
@@ -74,9 +117,19 @@ pub(crate) fn history(
         let Some(seq) = seq else {
             return Ok(empty);
         };
-        args.push(SqlValue::Integer(seq));
+        args.push(SqlArg::Int(seq));
         conds.push(format!("v.seq <= ?{}", args.len()));
     }
+    let (from, args) = if query.access.is_server() {
+        ("resource_versions v", args)
+    } else {
+        let (visible, args) = visible_condition(tx, &query.access, args)?;
+        conds.push(visible);
+        (
+            "resource_versions v JOIN resources r ON r.rid = v.rid",
+            args,
+        )
+    };
     let scope_where = if conds.is_empty() {
         "1".to_owned()
     } else {
@@ -84,16 +137,14 @@ pub(crate) fn history(
     };
     let total: i64 = tx
         .conn
-        .prepare_cached(&format!(
-            "SELECT COUNT(*) FROM resource_versions v WHERE {scope_where}"
-        ))?
+        .prepare_cached(&format!("SELECT COUNT(*) FROM {from} WHERE {scope_where}"))?
         .query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0))?;
 
     let mut page_args = args;
     let mut page_where = scope_where;
     if let Some(c) = &query.cursor {
         let after: i64 = cursor::decode(cursor::HISTORY, c)?;
-        page_args.push(SqlValue::Integer(after));
+        page_args.push(SqlArg::Int(after));
         page_where.push_str(&format!(" AND v.seq < ?{}", page_args.len()));
     }
     let count = query.count;
@@ -129,74 +180,60 @@ pub(crate) fn patient_compartment(
     since: Option<DateTime<Utc>>,
     count: usize,
     cursor_text: Option<&str>,
+    access: &Access,
 ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
     let Some(patient_tid) = tx.type_id("Patient")? else {
         return Ok((Vec::new(), None));
     };
-    let patient_rid: Option<i64> = tx
-        .conn
-        .prepare_cached("SELECT rid FROM resources WHERE tid = ?1 AND id = ?2")?
-        .query_row(rusqlite::params![patient_tid, patient_id], |r| r.get(0))
-        .optional()?;
-
-    // The compartment parameters of every type present in the database.
-    let stored_types: Vec<(i64, String)> = {
-        let mut stmt = tx.conn.prepare_cached("SELECT tid, name FROM types")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<Result<_, _>>()?
-    };
-    let defs = phip_fhir::r4();
-    let mut pids = Vec::new();
     let mut tids = Vec::new();
-    for (tid, name) in &stored_types {
-        if let Some(wanted) = types {
-            if !wanted.iter().any(|w| w == name) {
-                continue;
-            }
-            tids.push(*tid);
-        }
-        for code in defs.patient_compartment_params(name) {
-            if code == "{def}" {
-                continue;
-            }
-            if let Some(pid) = tx.param_id(*tid, code)? {
-                pids.push(pid);
+    if let Some(wanted) = types {
+        for name in wanted {
+            if let Some(tid) = tx.type_id(name)? {
+                tids.push(tid);
             }
         }
+        if tids.is_empty() {
+            return Ok((Vec::new(), None));
+        }
     }
-    if types.is_some() && tids.is_empty() {
-        return Ok((Vec::new(), None));
-    }
-
-    let json = |v: &[i64]| serde_json::to_string(v).unwrap_or_else(|_| "[]".into());
-    let mut args: Vec<SqlValue> = vec![
-        SqlValue::Integer(patient_rid.unwrap_or(0)),
-        SqlValue::Text(patient_id.to_owned()),
-        SqlValue::Integer(patient_tid),
-        SqlValue::Text(json(&pids)),
+    // The compartment labels (kind 1) of every resource that references the patient through
+    // a compartment parameter, and of the Patient itself; golden records carry their sources'
+    // ids too but are the index's, not the patient's, so only the patient's own Patient row
+    // counts among Patients.
+    let mut args: Vec<SqlArg> = vec![
+        SqlArg::Int(access::PATIENT),
+        SqlArg::Text(patient_id.to_owned()),
+        SqlArg::Int(patient_tid),
     ];
     let mut sql = format!(
         "SELECT r.rid, {VERSION_COLUMNS} FROM resources r JOIN types ty ON ty.tid = r.tid \
          JOIN resource_versions v ON v.seq = r.seq \
-         WHERE r.deleted = 0 AND r.rid IN (SELECT ?1 UNION SELECT rid FROM idx_reference \
-         WHERE target_id = ?2 AND target_tid = ?3 AND pid IN (SELECT value FROM json_each(?4)))"
+         WHERE r.deleted = 0 AND r.rid IN (SELECT rid FROM access_label WHERE kind = ?1 \
+         AND value = ?2) AND (r.tid <> ?3 OR r.id = ?2)"
     );
     if types.is_some() {
-        args.push(SqlValue::Text(json(&tids)));
+        args.push(SqlArg::IntList(tids));
         sql.push_str(&format!(
             " AND r.tid IN (SELECT value FROM json_each(?{}))",
             args.len()
         ));
     }
     if let Some(since) = since {
-        args.push(SqlValue::Integer(since.timestamp_millis()));
+        args.push(SqlArg::Int(since.timestamp_millis()));
         sql.push_str(&format!(" AND r.last_updated >= ?{}", args.len()));
     }
     if let Some(c) = cursor_text {
         let after: i64 = cursor::decode(cursor::COMPARTMENT, c)?;
-        args.push(SqlValue::Integer(after));
+        args.push(SqlArg::Int(after));
         sql.push_str(&format!(" AND r.rid > ?{}", args.len()));
     }
+    let args = if access.is_server() {
+        args
+    } else {
+        let (visible, args) = visible_condition(tx, access, args)?;
+        sql.push_str(&format!(" AND {visible}"));
+        args
+    };
     sql.push_str(&format!(
         " ORDER BY r.rid LIMIT {}",
         count.saturating_add(1)

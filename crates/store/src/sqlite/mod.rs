@@ -195,7 +195,7 @@ impl SqliteStore {
         let path = data_dir.join("phip.db");
         let mut conn = open_connection(&path, true)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        schema::migrate(&mut conn)?;
+        let previous_version = schema::migrate(&mut conn)?;
         let schema_version = schema::version(&conn)?;
         let last_ts: i64 = conn.query_row(
             "SELECT COALESCE(MAX(last_updated), 0) FROM resource_versions",
@@ -225,6 +225,13 @@ impl SqliteStore {
             readers.push(open_connection(&store.path, false)?);
         }
         *store.readers.lock() = readers;
+        if (1..3).contains(&previous_version) {
+            let labelled = write::backfill_access_labels(&store)?;
+            tracing::info!(
+                labelled,
+                "computed the access labels of the stored resources"
+            );
+        }
         Ok(store)
     }
 

@@ -21,10 +21,44 @@ use rusqlite::Connection;
 use crate::StoreResult;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
+
+/// v3: access labels (`phip_fhir::access`), read by the visibility predicate of every query
+/// run for a caller. `access_label` holds compartment membership (kind 1, a Patient id) and
+/// parties (kind 2, an Organization id), kept for deleted resources too so that their history
+/// stays governed; `consent_rule` the flattened provisions of active privacy Consents.
+/// Existing rows get their labels from their bodies right after the migration
+/// (`SqliteStore::backfill_access_labels`).
+const V3: &str = r#"
+ALTER TABLE resources ADD COLUMN holder_org TEXT;
+ALTER TABLE resources ADD COLUMN holder_division TEXT;
+ALTER TABLE resources ADD COLUMN access_class INTEGER NOT NULL DEFAULT 0;
+
+CREATE TABLE access_label (
+    rid   INTEGER NOT NULL,
+    kind  INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (rid, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX access_label_value ON access_label(kind, value);
+
+CREATE TABLE consent_rule (
+    consent_rid INTEGER NOT NULL,
+    n           INTEGER NOT NULL,
+    patient_id  TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    permit      INTEGER NOT NULL,
+    actor       TEXT,
+    class_tid   INTEGER,
+    start_ms    INTEGER,
+    end_ms      INTEGER,
+    PRIMARY KEY (consent_rid, n)
+) WITHOUT ROWID;
+CREATE INDEX consent_rule_patient ON consent_rule(patient_id, permit);
+"#;
 
 /// v2: `ge`/`gt`/`sa` date searches bound the range's end; index it so they seek.
 const V2: &str = r#"CREATE INDEX idx_date_end ON idx_date(pid, "end", start);"#;
@@ -165,7 +199,8 @@ pub(crate) fn version(conn: &Connection) -> StoreResult<i64> {
 }
 
 /// Brings the schema up to [`SCHEMA_VERSION`], refusing databases written by a newer binary.
-pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+/// Returns the version the database had before.
+pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<i64> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let current = version(&tx)?;
     crate::sqlgen::check_schema_version(current, SCHEMA_VERSION)?;
@@ -175,5 +210,5 @@ pub(crate) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.execute_batch(&format!("PRAGMA user_version = {}", from + 1))?;
     }
     tx.commit()?;
-    Ok(())
+    Ok(current)
 }

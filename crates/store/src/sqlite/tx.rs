@@ -16,8 +16,8 @@ use rusqlite::Connection;
 use super::catalog::Pending;
 use super::{error, rows, SqliteStore, Writer};
 use crate::{
-    HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreError, StoreResult, StoredResource,
-    Transaction, WriteRequest,
+    Access, HistoryPage, HistoryQuery, SearchPage, SearchRequest, StoreError, StoreResult,
+    StoredResource, Transaction, WriteRequest,
 };
 
 /// Most transactions committed with one sync; bounds the latency a long queue adds.
@@ -363,8 +363,13 @@ impl Transaction for SqliteTransaction<'_> {
         since: Option<DateTime<Utc>>,
         count: usize,
         cursor: Option<&str>,
+        access: &Access,
     ) -> StoreResult<(Vec<StoredResource>, Option<String>)> {
-        super::history::patient_compartment(self, patient_id, types, since, count, cursor)
+        super::history::patient_compartment(self, patient_id, types, since, count, cursor, access)
+    }
+
+    fn visible(&mut self, resource_type: &str, id: &str, access: &Access) -> StoreResult<bool> {
+        super::history::visible(self, resource_type, id, access)
     }
 
     fn commit(self: Box<Self>) -> StoreResult<()> {

@@ -9,7 +9,7 @@ use super::error::backend;
 use super::tx::SqliteTransaction;
 use super::SqliteStore;
 use crate::sqlgen::ingest::{self, extract_parallel, finite, from_millis, stamp};
-use crate::sqlgen::INDEX_TABLES;
+use crate::sqlgen::{access, INDEX_TABLES};
 use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
 
 struct Current {
@@ -108,6 +108,7 @@ impl SqliteTransaction<'_> {
             )?
             .execute(params![seq, rid, tid, version, ts, text])?;
         self.insert_index_rows(tid, rid, &entries)?;
+        self.write_access_labels(rid, &body, &entries)?;
         Ok(StoredResource {
             resource_type: request.resource_type,
             id: request.id,
@@ -162,6 +163,11 @@ impl SqliteTransaction<'_> {
             )?
             .execute(params![seq, version, ts, c.rid])?;
         self.delete_index_rows(c.rid)?;
+        // The labels stay (the history of a deleted record is governed by its last content);
+        // a deleted Consent no longer decides anything.
+        self.conn
+            .prepare_cached("DELETE FROM consent_rule WHERE consent_rid = ?1")?
+            .execute([c.rid])?;
         Ok(StoredResource {
             resource_type,
             id,
@@ -169,6 +175,73 @@ impl SqliteTransaction<'_> {
             last_updated: from_millis(ts)?,
             resource: None,
         })
+    }
+
+    /// Replaces the access labels of `rid` with those of its new content (see
+    /// `crate::sqlgen::access` for how queries read them).
+    pub(crate) fn write_access_labels(
+        &mut self,
+        rid: i64,
+        body: &Value,
+        entries: &[IndexEntry],
+    ) -> StoreResult<()> {
+        let labels = phip_fhir::access::labels(body, entries);
+        self.conn
+            .prepare_cached(
+                "UPDATE resources SET holder_org = ?2, holder_division = ?3, access_class = ?4 \
+                 WHERE rid = ?1",
+            )?
+            .execute(params![
+                rid,
+                labels.holder_org,
+                labels.holder_division,
+                labels.class.code()
+            ])?;
+        self.conn
+            .prepare_cached("DELETE FROM access_label WHERE rid = ?1")?
+            .execute([rid])?;
+        for (kind, values) in [
+            (access::PATIENT, &labels.patients),
+            (access::PARTY, &labels.parties),
+        ] {
+            for value in values {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO access_label(rid, kind, value) VALUES (?1, ?2, ?3)",
+                    )?
+                    .execute(params![rid, kind, value])?;
+            }
+        }
+        self.conn
+            .prepare_cached("DELETE FROM consent_rule WHERE consent_rid = ?1")?
+            .execute([rid])?;
+        for (n, rule) in labels.consent_rules.iter().enumerate() {
+            let class_tid = match &rule.class {
+                None => None,
+                Some(class) if phip_fhir::r4().is_resource_type(class) => {
+                    Some(self.ensure_type(class)?)
+                }
+                // A class that is no resource type matches no record.
+                Some(_) => Some(-1),
+            };
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO consent_rule(consent_rid, n, patient_id, node, permit, actor, \
+                     class_tid, start_ms, end_ms) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9)",
+                )?
+                .execute(params![
+                    rid,
+                    n as i64,
+                    rule.patient,
+                    rule.node,
+                    i64::from(rule.permit),
+                    rule.actor,
+                    class_tid,
+                    rule.start,
+                    rule.end
+                ])?;
+        }
+        Ok(())
     }
 
     fn delete_index_rows(&self, rid: i64) -> StoreResult<()> {
@@ -311,4 +384,47 @@ pub(crate) fn bulk_write(
     }
     tx.commit_inner()?;
     Ok(out)
+}
+
+/// Computes the access labels of every stored resource from its newest content (a database
+/// migrated from before schema v3 has none). Runs in batches of one write transaction each.
+pub(crate) fn backfill_access_labels(store: &SqliteStore) -> StoreResult<u64> {
+    let mut after = 0_i64;
+    let mut done = 0_u64;
+    loop {
+        let mut tx = store.begin_sqlite_write(true)?;
+        let batch: Vec<(i64, String)> = {
+            let mut stmt = tx.conn.prepare(
+                "SELECT r.rid, (SELECT v.body FROM resource_versions v WHERE v.rid = r.rid \
+                 AND v.body IS NOT NULL ORDER BY v.version DESC LIMIT 1) \
+                 FROM resources r WHERE r.rid > ?1 ORDER BY r.rid LIMIT 1000",
+            )?;
+            let rows = stmt.query_map([after], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (rid, body) = row?;
+                after = rid;
+                if let Some(body) = body {
+                    out.push((rid, body));
+                }
+            }
+            if out.is_empty() && after == 0 {
+                return Ok(done);
+            }
+            out
+        };
+        let last_batch = batch.is_empty();
+        for (rid, text) in batch {
+            let body: Value = serde_json::from_str(&text).map_err(|e| backend(e.to_string()))?;
+            let entries = (store.extractor)(&body);
+            tx.write_access_labels(rid, &body, &entries)?;
+            done += 1;
+        }
+        tx.commit_inner()?;
+        if last_batch {
+            return Ok(done);
+        }
+    }
 }

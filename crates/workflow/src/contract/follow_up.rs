@@ -185,6 +185,13 @@ pub fn follow_ups_due(
     let mut tx = engine.store().begin_read()?;
     let mut parameters = vec![json!({"name": "date", "valueDate": date.to_string()})];
     for status in statuses(tx.as_mut(), team, date)? {
+        // A resident's plan the caller could not read itself is not listed to it.
+        if !ctx
+            .principal
+            .can_see(tx.as_mut(), "CarePlan", &status.care_plan)?
+        {
+            continue;
+        }
         let overdue = status.due < date;
         if !overdue && status.due > horizon {
             continue;

@@ -76,9 +76,20 @@ pub fn panel(
     let mut entries = Vec::new();
     let mut included = Vec::new();
     for (resident, contract) in &contracts {
-        if let Some(patient) =
-            lookup::read_live(tx.as_mut(), "Patient", resident)?.and_then(|p| p.resource)
+        // Only what the caller could read itself: a contract or a resident hidden from it
+        // (another region, a resident's refusal) is not on its panel.
+        if !ctx
+            .principal
+            .can_see(tx.as_mut(), "Contract", &contract.id)?
         {
+            continue;
+        }
+        let patient = if ctx.principal.can_see(tx.as_mut(), "Patient", resident)? {
+            lookup::read_live(tx.as_mut(), "Patient", resident)?.and_then(|p| p.resource)
+        } else {
+            None
+        };
+        if let Some(patient) = patient {
             entries.push(json!({
                 "fullUrl": format!("{}/Patient/{resident}", ctx.base_url),
                 "resource": patient,

@@ -22,6 +22,9 @@ pub const REFERRAL_ACCESS_CATEGORY: &str = "referral-access";
 /// Extension on the grant's Consent: `valueReference` to the referral Task.
 pub const REFERRAL_EXTENSION: &str = "urn:phip:workflow:referral";
 
+/// Kind of server-owned state a grant is (`urn:phip:server-owned`).
+pub const GRANT_KIND: &str = "access-grant";
+
 /// What a grant gives.
 #[derive(Debug, Clone)]
 pub struct Grant<'a> {
@@ -91,10 +94,14 @@ pub fn consent(grant: &Grant<'_>) -> Value {
 /// Writes the grant in `tx` and returns the new Consent's id.
 pub fn write(tx: &mut dyn Transaction, grant: &Grant<'_>) -> FhirResult<String> {
     let id = uuid::Uuid::new_v4().to_string();
+    // Server-owned: no client — not the receiver it opens records to, nor the sender — can
+    // change, extend or delete a grant; the referral's own transitions revoke it.
+    let mut body = consent(grant);
+    phip_fhir::access::mark_server_owned(&mut body, GRANT_KIND);
     tx.write(WriteRequest {
         resource_type: "Consent".into(),
         id: id.clone(),
-        resource: Some(consent(grant)),
+        resource: Some(body),
         expected_version: Some(0),
     })?;
     Ok(id)

@@ -206,16 +206,9 @@ pub(crate) fn search_visible(
             query: parsed.query.clone(),
             cursor,
             page_size: 500,
+            access: principal.access(),
         })?;
-        for stored in page.matches {
-            let visible = match &stored.resource {
-                Some(resource) => !phip_engine::consent::withheld(tx, principal, resource)?,
-                None => false,
-            };
-            if visible {
-                found.push(stored);
-            }
-        }
+        found.extend(page.matches.into_iter().filter(|m| m.resource.is_some()));
         match page.next {
             Some(next) if found.len() < limit => cursor = PageCursor::After(next),
             _ => break,
@@ -260,6 +253,7 @@ fn accepted_at(tx: &mut dyn Transaction, id: &str) -> FhirResult<Option<DateTime
             before: None,
             count: 100,
             cursor,
+            access: phip_store::Access::Server,
         })?;
         for version in &page.versions {
             if version.resource.as_ref().and_then(|r| status(r)) == Some("accepted") {

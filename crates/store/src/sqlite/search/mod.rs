@@ -68,6 +68,7 @@ pub(crate) fn explain(tx: &SqliteTransaction<'_>, request: &SearchRequest) -> St
     let ctx = Ctx {
         catalog: tx,
         now_ms: Utc::now().timestamp_millis(),
+        access: &request.access,
     };
     sqlgen::explain(plan(&ctx, request)?, |sql, args| {
         let mut stmt = tx.conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
@@ -84,6 +85,7 @@ pub(crate) fn search(
     let ctx = Ctx {
         catalog: tx,
         now_ms: Utc::now().timestamp_millis(),
+        access: &request.access,
     };
     let q = &request.query;
     let Some(plan) = plan(&ctx, request)? else {

@@ -1,0 +1,175 @@
+//! The visibility predicate: the SQL form of `docs/security.md`'s rules, added to every
+//! statement that reads rows for a caller (search matches and totals, chains, `_has`,
+//! includes, history, the compartment, single reads).
+//!
+//! It reads the access labels each write stores (`phip_fhir::access::labels`): the
+//! columns `holder_org`, `holder_division` and `access_class` of `resources`, the
+//! `access_label` rows (kind [`PATIENT`]: compartment membership, kind [`PARTY`]:
+//! organisations a workflow record is addressed to) and the `consent_rule` rows of privacy
+//! Consents.
+
+use super::builder::Sql;
+use super::filter::Ctx;
+use crate::{Access, Sharing, StoreResult, TypeGrant, Visibility};
+
+/// `access_label.kind` of compartment membership: the value is a Patient id.
+pub(crate) const PATIENT: i64 = 1;
+/// `access_label.kind` of a party: the value is an Organization id.
+pub(crate) const PARTY: i64 = 2;
+
+/// The condition under which the `resources` row `r` is visible to `access` (a constant
+/// true for the server).
+pub(crate) fn visible(ctx: &Ctx<'_>, b: &mut Sql, access: &Access, r: &str) -> StoreResult<String> {
+    match access {
+        Access::Server => Ok(b.lit(true)),
+        Access::Caller(v) => caller_visible(ctx, b, v, r),
+    }
+}
+
+fn caller_visible(ctx: &Ctx<'_>, b: &mut Sql, v: &Visibility, r: &str) -> StoreResult<String> {
+    let mut alternatives = Vec::new();
+    if let Some(types) = type_condition(ctx, b, &v.types, r)? {
+        let class = match &v.sharing {
+            // Breaking the glass sets the sharing rules aside, never the server's secrets.
+            None => format!("{r}.access_class <> 2"),
+            Some(sharing) => {
+                let record = shared(b, sharing, r);
+                let s = b.alias("src");
+                let l = b.alias("gl");
+                let source = shared(b, sharing, &s);
+                let denied = denied(b, sharing, r);
+                let patient = b.arg(PATIENT);
+                format!(
+                    "(({r}.access_class = 0 AND {record}) OR ({r}.access_class = 1 AND NOT {denied} \
+                     AND EXISTS (SELECT 1 FROM access_label {l} JOIN resources {s} \
+                     ON {s}.tid = {r}.tid AND {s}.id = {l}.value \
+                     WHERE {l}.rid = {r}.rid AND {l}.kind = {patient} AND {s}.rid <> {r}.rid \
+                     AND {s}.access_class = 0 AND {source})))"
+                )
+            }
+        };
+        alternatives.push(format!("({types} AND {class})"));
+    }
+    if !v.compartment.is_empty() {
+        if let Some(types) = type_condition(ctx, b, &v.compartment_types, r)? {
+            let a = b.alias("cl");
+            let kind = b.arg(PATIENT);
+            let patients: Vec<String> = v.compartment.iter().map(|p| b.arg(p.as_str())).collect();
+            alternatives.push(format!(
+                "({types} AND {r}.access_class <> 2 AND EXISTS (SELECT 1 FROM access_label {a} \
+                 WHERE {a}.rid = {r}.rid AND {a}.kind = {kind} AND {a}.value IN ({})))",
+                patients.join(", ")
+            ));
+        }
+    }
+    Ok(match alternatives.len() {
+        0 => b.lit(false),
+        1 => alternatives.remove(0),
+        _ => format!("({})", alternatives.join(" OR ")),
+    })
+}
+
+/// `r.tid IN (…)` for a type grant; `None` when the grant is empty (or names only types never
+/// stored), `TRUE` for every type.
+fn type_condition(
+    ctx: &Ctx<'_>,
+    b: &mut Sql,
+    grant: &TypeGrant,
+    r: &str,
+) -> StoreResult<Option<String>> {
+    match grant {
+        TypeGrant::All => Ok(Some(b.lit(true))),
+        TypeGrant::Only(names) => {
+            let mut tids = Vec::new();
+            for name in names {
+                if let Some(tid) = ctx.type_id(name)? {
+                    tids.push(tid);
+                }
+            }
+            if tids.is_empty() {
+                return Ok(None);
+            }
+            Ok(Some(format!("{r}.tid IN {}", b.int_list(&tids))))
+        }
+    }
+}
+
+/// A record is shared with the caller: its own organisation holds it, or no consent denies
+/// it and the region, a party role or a consent allows it.
+fn shared(b: &mut Sql, sharing: &Sharing, r: &str) -> String {
+    let mut own = None;
+    if let Some(org) = &sharing.organization {
+        own = Some(format!("{r}.holder_org = {}", b.arg(org.as_str())));
+    }
+    let denied = denied(b, sharing, r);
+    let allowed = match &sharing.division {
+        // Not bound to a region: everything the consents leave.
+        None => None,
+        Some(division) => {
+            let mut ways = vec![format!("{r}.holder_division IS NULL")];
+            if let Some((lo, hi)) = phip_fhir::access::division_range(division) {
+                ways.push(format!(
+                    "({r}.holder_division >= {} AND {r}.holder_division < {})",
+                    b.arg(lo),
+                    b.arg(hi)
+                ));
+            }
+            if let Some(org) = &sharing.organization {
+                let a = b.alias("pl");
+                ways.push(format!(
+                    "EXISTS (SELECT 1 FROM access_label {a} WHERE {a}.rid = {r}.rid \
+                     AND {a}.kind = {} AND {a}.value = {})",
+                    b.arg(PARTY),
+                    b.arg(org.as_str())
+                ));
+            }
+            ways.push(deciding_rule(b, sharing, r, true));
+            Some(format!("({})", ways.join(" OR ")))
+        }
+    };
+    let consented = match allowed {
+        Some(allowed) => format!("(NOT {denied} AND {allowed})"),
+        None => format!("NOT {denied}"),
+    };
+    match own {
+        Some(own) => format!("({own} OR {consented})"),
+        None => consented,
+    }
+}
+
+/// Some Consent of a patient of `r` denies it to the caller.
+fn denied(b: &mut Sql, sharing: &Sharing, r: &str) -> String {
+    deciding_rule(b, sharing, r, false)
+}
+
+/// Some Consent of a patient of `r` decides `permit` (true) or `deny` (false) for the caller:
+/// an applicable rule of that effect with no applicable rule after it in the same Consent.
+fn deciding_rule(b: &mut Sql, sharing: &Sharing, r: &str, permit: bool) -> String {
+    let a = b.alias("ca");
+    let d = b.alias("cd");
+    let e = b.alias("ce");
+    let kind = b.arg(PATIENT);
+    let effect = b.arg(i64::from(permit));
+    let applies_d = applicable(b, sharing, &d, r);
+    let applies_e = applicable(b, sharing, &e, r);
+    format!(
+        "EXISTS (SELECT 1 FROM access_label {a} JOIN consent_rule {d} ON {d}.patient_id = {a}.value \
+         WHERE {a}.rid = {r}.rid AND {a}.kind = {kind} AND {d}.permit = {effect} AND {applies_d} \
+         AND NOT EXISTS (SELECT 1 FROM consent_rule {e} WHERE {e}.consent_rid = {d}.consent_rid \
+         AND {e}.node > {d}.node AND {applies_e}))"
+    )
+}
+
+/// A consent rule `d` applies to the caller reading the row `r`: its actor, class and period.
+fn applicable(b: &mut Sql, sharing: &Sharing, d: &str, r: &str) -> String {
+    let actor = match &sharing.organization {
+        Some(org) => format!("({d}.actor IS NULL OR {d}.actor = {})", b.arg(org.as_str())),
+        None => format!("{d}.actor IS NULL"),
+    };
+    let now = b.arg(sharing.now_ms);
+    format!(
+        "{actor} AND ({d}.class_tid IS NULL OR {d}.class_tid = {r}.tid) \
+         AND ({d}.start_ms IS NULL OR {d}.start_ms <= {now}) \
+         AND ({d}.end_ms IS NULL OR {d}.end_ms >= {now})"
+    )
+}
