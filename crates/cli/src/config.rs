@@ -39,6 +39,39 @@ pub struct FileConfig {
     /// Resource limits of the HTTP layer (`[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Subscription delivery (`[subscriptions]`).
+    #[serde(default)]
+    pub subscriptions: SubscriptionsFileConfig,
+}
+
+/// `[subscriptions]`: where rest-hook notifications may go.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsFileConfig {
+    /// Non-public networks rest-hooks may reach, each `ADDRESS[/PREFIX][:PORT]`
+    /// (`"10.1.2.0/24"`, `"127.0.0.1:9000"`, `"[fd00::1]:443"`); loopback, private,
+    /// link-local and the other special-purpose ranges are refused otherwise [none].
+    #[serde(default)]
+    pub allow_private_endpoints: Vec<String>,
+}
+
+impl SubscriptionsFileConfig {
+    /// The dispatcher's settings with these exceptions.
+    pub fn resolve(&self) -> anyhow::Result<phip_subscriptions::SubscriptionsConfig> {
+        let allow_private_endpoints = self
+            .allow_private_endpoints
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<phip_subscriptions::AllowedNetwork>()
+                    .map_err(|e| anyhow::anyhow!("subscriptions.allow_private_endpoints: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(phip_subscriptions::SubscriptionsConfig {
+            allow_private_endpoints,
+            ..phip_subscriptions::SubscriptionsConfig::default()
+        })
+    }
 }
 
 /// `[limits]`: resource limits of the HTTP layer; absent keys keep the defaults of
@@ -243,6 +276,8 @@ pub struct ServeSettings {
     pub limits: phip_server::limits::Limits,
     /// Largest bundle body in bytes (0: the server's default).
     pub max_body_bytes: usize,
+    /// Subscription dispatcher settings.
+    pub subscriptions: phip_subscriptions::SubscriptionsConfig,
 }
 
 impl ServeSettings {
@@ -264,7 +299,9 @@ impl ServeSettings {
             other => anyhow::bail!("auth must be \"on\" or \"off\", not {other:?}"),
         };
         let (limits, max_body_bytes) = file.limits.resolve()?;
+        let subscriptions = file.subscriptions.resolve()?;
         Ok(Self {
+            subscriptions,
             tls: None,
             mllp: None,
             federation: file.federation.clone(),
