@@ -101,6 +101,29 @@ pub struct LimitsConfig {
     /// Take the client address from the last `X-Forwarded-For` entry; only behind a reverse
     /// proxy that sets it [false].
     pub trust_forwarded_for: Option<bool>,
+    /// Seconds a client has to send a request head; also how long an idle keep-alive
+    /// connection stays open [10; 0: no limit].
+    pub header_read_timeout_seconds: Option<f64>,
+    /// Seconds a request body has to arrive before the client gets 408; it runs before the
+    /// request takes an in-flight permit [30; 0: no limit].
+    pub body_read_timeout_seconds: Option<f64>,
+    /// Bytes per second at which a body earns time beyond `body_read_timeout_seconds`, so
+    /// large uploads over slow links complete [1024; 0: a fixed deadline].
+    pub body_min_bytes_per_second: Option<u64>,
+}
+
+/// A timeout key: `None` keeps `default`, 0 turns it off.
+fn timeout(
+    key: &str,
+    value: Option<f64>,
+    default: Option<std::time::Duration>,
+) -> anyhow::Result<Option<std::time::Duration>> {
+    match value {
+        None => Ok(default),
+        Some(0.0) => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
+        Some(s) => anyhow::bail!("limits.{key} must be ≥ 0, not {s}"),
+    }
 }
 
 impl LimitsConfig {
@@ -108,12 +131,21 @@ impl LimitsConfig {
     pub fn resolve(&self) -> anyhow::Result<(phip_server::limits::Limits, usize)> {
         use phip_server::limits::{Limits, RateLimit};
         let defaults = Limits::default();
-        let request_timeout = match self.request_timeout_seconds {
-            None => defaults.request_timeout,
-            Some(0.0) => None,
-            Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-            Some(s) => anyhow::bail!("limits.request_timeout_seconds must be ≥ 0, not {s}"),
-        };
+        let request_timeout = timeout(
+            "request_timeout_seconds",
+            self.request_timeout_seconds,
+            defaults.request_timeout,
+        )?;
+        let header_read_timeout = timeout(
+            "header_read_timeout_seconds",
+            self.header_read_timeout_seconds,
+            defaults.header_read_timeout,
+        )?;
+        let body_read_timeout = timeout(
+            "body_read_timeout_seconds",
+            self.body_read_timeout_seconds,
+            defaults.body_read_timeout,
+        )?;
         let rate_limit = match self.rate_limit_per_second {
             None => None,
             Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
@@ -152,6 +184,11 @@ impl LimitsConfig {
             trust_forwarded_for: self
                 .trust_forwarded_for
                 .unwrap_or(defaults.trust_forwarded_for),
+            header_read_timeout,
+            body_read_timeout,
+            body_min_bytes_per_second: self
+                .body_min_bytes_per_second
+                .unwrap_or(defaults.body_min_bytes_per_second),
         };
         Ok((limits, self.max_body_bytes.unwrap_or(0)))
     }
