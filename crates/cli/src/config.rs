@@ -372,3 +372,64 @@ pub fn init_logging(format: &str) {
     };
     let _ = result;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_and_slow_client_limits_are_read_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+[limits]
+header_read_timeout_seconds = 5
+body_read_timeout_seconds = 0
+body_min_bytes_per_second = 4096
+
+[subscriptions]
+allow_private_endpoints = ["10.1.2.0/24", "127.0.0.1:9000", "[fd00::1]:443"]
+"#,
+        )
+        .expect("valid file");
+        let (limits, _) = file.limits.resolve().expect("limits");
+        assert_eq!(
+            limits.header_read_timeout,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(limits.body_read_timeout, None, "0 turns the deadline off");
+        assert_eq!(limits.body_min_bytes_per_second, 4096);
+        let subscriptions = file.subscriptions.resolve().expect("subscriptions");
+        let allowed: Vec<String> = subscriptions
+            .allow_private_endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            allowed,
+            ["10.1.2.0/24", "127.0.0.1/32:9000", "[fd00::1/128]:443"]
+        );
+
+        let defaults = FileConfig::default();
+        let (limits, _) = defaults.limits.resolve().expect("limits");
+        assert_eq!(
+            limits.body_read_timeout,
+            phip_server::limits::Limits::default().body_read_timeout
+        );
+        assert!(defaults
+            .subscriptions
+            .resolve()
+            .expect("defaults")
+            .allow_private_endpoints
+            .is_empty());
+
+        let bad: FileConfig =
+            toml::from_str("[subscriptions]\nallow_private_endpoints = [\"intranet\"]\n")
+                .expect("parses as TOML");
+        let error = bad.subscriptions.resolve().expect_err("not a network");
+        assert!(
+            error.to_string().contains("allow_private_endpoints"),
+            "{error}"
+        );
+        assert!(toml::from_str::<FileConfig>("[subscriptions]\nallow = []\n").is_err());
+    }
+}
