@@ -131,6 +131,9 @@ pub enum SubscriptionsError {
     Http(#[from] reqwest::Error),
 }
 
+/// Most rest-hook clients (one per destination port) kept at once.
+const MAX_CACHED_CLIENTS: usize = 64;
+
 /// Whatever the dispatcher's tasks share.
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
@@ -166,6 +169,11 @@ impl Shared {
             return Ok(client.clone());
         }
         let client = egress::client(self.policy.clone(), port, self.config.http_timeout)?;
+        // Endpoints choose their ports: keep the cache small whatever they choose (a dropped
+        // client only costs its idle connections).
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
         clients.insert(port, client.clone());
         Ok(client)
     }
