@@ -39,6 +39,39 @@ pub struct FileConfig {
     /// Resource limits of the HTTP layer (`[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Subscription delivery (`[subscriptions]`).
+    #[serde(default)]
+    pub subscriptions: SubscriptionsFileConfig,
+}
+
+/// `[subscriptions]`: where rest-hook notifications may go.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsFileConfig {
+    /// Non-public networks rest-hooks may reach, each `ADDRESS[/PREFIX][:PORT]`
+    /// (`"10.1.2.0/24"`, `"127.0.0.1:9000"`, `"[fd00::1]:443"`); loopback, private,
+    /// link-local and the other special-purpose ranges are refused otherwise [none].
+    #[serde(default)]
+    pub allow_private_endpoints: Vec<String>,
+}
+
+impl SubscriptionsFileConfig {
+    /// The dispatcher's settings with these exceptions.
+    pub fn resolve(&self) -> anyhow::Result<phip_subscriptions::SubscriptionsConfig> {
+        let allow_private_endpoints = self
+            .allow_private_endpoints
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<phip_subscriptions::AllowedNetwork>()
+                    .map_err(|e| anyhow::anyhow!("subscriptions.allow_private_endpoints: {e}"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(phip_subscriptions::SubscriptionsConfig {
+            allow_private_endpoints,
+            ..phip_subscriptions::SubscriptionsConfig::default()
+        })
+    }
 }
 
 /// `[limits]`: resource limits of the HTTP layer; absent keys keep the defaults of
@@ -68,6 +101,29 @@ pub struct LimitsConfig {
     /// Take the client address from the last `X-Forwarded-For` entry; only behind a reverse
     /// proxy that sets it [false].
     pub trust_forwarded_for: Option<bool>,
+    /// Seconds a client has to send a request head; also how long an idle keep-alive
+    /// connection stays open [10; 0: no limit].
+    pub header_read_timeout_seconds: Option<f64>,
+    /// Seconds a request body has to arrive before the client gets 408; it runs before the
+    /// request takes an in-flight permit [30; 0: no limit].
+    pub body_read_timeout_seconds: Option<f64>,
+    /// Bytes per second at which a body earns time beyond `body_read_timeout_seconds`, so
+    /// large uploads over slow links complete [1024; 0: a fixed deadline].
+    pub body_min_bytes_per_second: Option<u64>,
+}
+
+/// A timeout key: `None` keeps `default`, 0 turns it off.
+fn timeout(
+    key: &str,
+    value: Option<f64>,
+    default: Option<std::time::Duration>,
+) -> anyhow::Result<Option<std::time::Duration>> {
+    match value {
+        None => Ok(default),
+        Some(0.0) => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 => Ok(Some(std::time::Duration::from_secs_f64(s))),
+        Some(s) => anyhow::bail!("limits.{key} must be ≥ 0, not {s}"),
+    }
 }
 
 impl LimitsConfig {
@@ -75,12 +131,21 @@ impl LimitsConfig {
     pub fn resolve(&self) -> anyhow::Result<(phip_server::limits::Limits, usize)> {
         use phip_server::limits::{Limits, RateLimit};
         let defaults = Limits::default();
-        let request_timeout = match self.request_timeout_seconds {
-            None => defaults.request_timeout,
-            Some(0.0) => None,
-            Some(s) if s.is_finite() && s > 0.0 => Some(std::time::Duration::from_secs_f64(s)),
-            Some(s) => anyhow::bail!("limits.request_timeout_seconds must be ≥ 0, not {s}"),
-        };
+        let request_timeout = timeout(
+            "request_timeout_seconds",
+            self.request_timeout_seconds,
+            defaults.request_timeout,
+        )?;
+        let header_read_timeout = timeout(
+            "header_read_timeout_seconds",
+            self.header_read_timeout_seconds,
+            defaults.header_read_timeout,
+        )?;
+        let body_read_timeout = timeout(
+            "body_read_timeout_seconds",
+            self.body_read_timeout_seconds,
+            defaults.body_read_timeout,
+        )?;
         let rate_limit = match self.rate_limit_per_second {
             None => None,
             Some(rate) if rate.is_finite() && rate > 0.0 => Some(RateLimit {
@@ -119,6 +184,11 @@ impl LimitsConfig {
             trust_forwarded_for: self
                 .trust_forwarded_for
                 .unwrap_or(defaults.trust_forwarded_for),
+            header_read_timeout,
+            body_read_timeout,
+            body_min_bytes_per_second: self
+                .body_min_bytes_per_second
+                .unwrap_or(defaults.body_min_bytes_per_second),
         };
         Ok((limits, self.max_body_bytes.unwrap_or(0)))
     }
@@ -243,6 +313,8 @@ pub struct ServeSettings {
     pub limits: phip_server::limits::Limits,
     /// Largest bundle body in bytes (0: the server's default).
     pub max_body_bytes: usize,
+    /// Subscription dispatcher settings.
+    pub subscriptions: phip_subscriptions::SubscriptionsConfig,
 }
 
 impl ServeSettings {
@@ -264,7 +336,9 @@ impl ServeSettings {
             other => anyhow::bail!("auth must be \"on\" or \"off\", not {other:?}"),
         };
         let (limits, max_body_bytes) = file.limits.resolve()?;
+        let subscriptions = file.subscriptions.resolve()?;
         Ok(Self {
+            subscriptions,
             tls: None,
             mllp: None,
             federation: file.federation.clone(),
@@ -297,4 +371,65 @@ pub fn init_logging(format: &str) {
         builder.try_init()
     };
     let _ = result;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_and_slow_client_limits_are_read_from_the_file() {
+        let file: FileConfig = toml::from_str(
+            r#"
+[limits]
+header_read_timeout_seconds = 5
+body_read_timeout_seconds = 0
+body_min_bytes_per_second = 4096
+
+[subscriptions]
+allow_private_endpoints = ["10.1.2.0/24", "127.0.0.1:9000", "[fd00::1]:443"]
+"#,
+        )
+        .expect("valid file");
+        let (limits, _) = file.limits.resolve().expect("limits");
+        assert_eq!(
+            limits.header_read_timeout,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(limits.body_read_timeout, None, "0 turns the deadline off");
+        assert_eq!(limits.body_min_bytes_per_second, 4096);
+        let subscriptions = file.subscriptions.resolve().expect("subscriptions");
+        let allowed: Vec<String> = subscriptions
+            .allow_private_endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            allowed,
+            ["10.1.2.0/24", "127.0.0.1/32:9000", "[fd00::1/128]:443"]
+        );
+
+        let defaults = FileConfig::default();
+        let (limits, _) = defaults.limits.resolve().expect("limits");
+        assert_eq!(
+            limits.body_read_timeout,
+            phip_server::limits::Limits::default().body_read_timeout
+        );
+        assert!(defaults
+            .subscriptions
+            .resolve()
+            .expect("defaults")
+            .allow_private_endpoints
+            .is_empty());
+
+        let bad: FileConfig =
+            toml::from_str("[subscriptions]\nallow_private_endpoints = [\"intranet\"]\n")
+                .expect("parses as TOML");
+        let error = bad.subscriptions.resolve().expect_err("not a network");
+        assert!(
+            error.to_string().contains("allow_private_endpoints"),
+            "{error}"
+        );
+        assert!(toml::from_str::<FileConfig>("[subscriptions]\nallow = []\n").is_err());
+    }
 }

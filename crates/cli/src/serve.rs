@@ -86,12 +86,21 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         .context("starting the async runtime")?;
     // Subscriptions resume from their saved cursors: notifications pending at the last stop
     // go out now.
+    if !settings.subscriptions.allow_private_endpoints.is_empty() {
+        let allowed: Vec<String> = settings
+            .subscriptions
+            .allow_private_endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        tracing::info!(?allowed, "rest-hooks may reach these non-public networks");
+    }
     let subscriptions = {
         let _runtime = runtime.enter();
         phip_subscriptions::Subscriptions::start(
             engine.clone(),
             &settings.data_dir,
-            phip_subscriptions::SubscriptionsConfig::default(),
+            settings.subscriptions.clone(),
         )
         .context("starting the subscription dispatcher")?
     };

@@ -279,6 +279,22 @@ impl Federation {
             if endpoint == own || pending.contains_key(&endpoint) {
                 continue;
             }
+            // Endpoints come from index entries, i.e. from data: only nodes of the trust file
+            // are asked, so that a lookup (with a service token naming the clinician) never
+            // goes to an address nobody configured.
+            let trusted = self
+                .trust
+                .peers()
+                .iter()
+                .any(|peer| peer.base_url.trim_end_matches('/') == endpoint);
+            if !trusted {
+                tracing::warn!(node = %holder.node, %endpoint, "a holder named by the record locator is not a trusted peer; not asked");
+                warnings.push(format!(
+                    "node {} ({endpoint}) holds records of this person but is not in this node's trust file, so it was not asked",
+                    holder.node
+                ));
+                continue;
+            }
             pending.insert(endpoint.clone(), holder.node.clone());
             let this = self.clone();
             let principal = principal.clone();

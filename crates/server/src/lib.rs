@@ -16,6 +16,7 @@ pub mod health_code;
 pub mod hl7;
 mod http;
 pub mod limits;
+mod listen;
 pub mod metrics;
 mod operations;
 pub mod portal;
@@ -306,17 +307,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then finishes in-flight requests.
+/// Serves the API on `listener` until `shutdown` completes, then lets in-flight connections
+/// finish (up to 30 seconds). Request heads and bodies are read under the deadlines of
+/// [`limits::Limits`] before a request is processed.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // The peer address is what the sign-in endpoints are limited by.
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    listen::serve(listener, state, None, shutdown).await
 }

@@ -8,7 +8,16 @@
 //! | per-client request rate   | 429    | `throttled` | `Retry-After` |
 //! | failed sign-ins (address) | 429    | (see below) | `Retry-After` |
 //! | request body size         | 413    | `too-long`  |               |
+//! | request body arrival      | 408    | `timeout`   | `Connection: close` |
 //! | processing time           | 503    | `timeout`   | `Retry-After` |
+//!
+//! **Slow clients hold nothing.** A request takes an in-flight permit only once it is
+//! complete: its head within [`Limits::header_read_timeout`] (enforced by the connection,
+//! [`crate::listen`]), its body within [`Limits::body_read_timeout`] plus the time its size
+//! earns at [`Limits::body_min_bytes_per_second`] (enforced here, before the permit). A client
+//! trickling its request one byte at a time is cut off by these deadlines, and meanwhile every
+//! other client's requests are processed. Requests without a body (`GET`, `/health`) do not
+//! wait for one.
 //!
 //! Sign-in endpoints (`/auth/token`, `/portal/login`) come before any token exists, so they are
 //! limited by the client's network address instead: each failed attempt (401) spends a token of
@@ -20,10 +29,12 @@
 //! already started runs on until the store's own statement time limit stops it: the response
 //! time is bounded here, the database load by the store.
 //!
-//! Memory: bodies are read into memory (every handler needs the whole JSON document), so the
-//! bound is `max_in_flight × max_body_bytes` in the worst case; resource-sized requests are
-//! held to the much smaller `max_resource_body_bytes`, and only batch/transaction bundles and
-//! bulk operations may use the large limit.
+//! Memory: bodies are read into memory (every handler needs the whole JSON document), each
+//! within its size limit; resource-sized requests are held to the much smaller
+//! `max_resource_body_bytes`, and only batch/transaction bundles and bulk operations may use
+//! the large limit. Bodies are read before the in-flight permit, so the memory they hold is
+//! bounded by what clients actually send within the body deadline, not by the permit count;
+//! a client that declares a large body and sends it slowly holds only what it has sent.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -67,6 +78,20 @@ pub struct Limits {
     /// proxy in front of phip appended) rather than the TCP peer. Only for deployments behind
     /// such a proxy: otherwise a client could name any address it likes.
     pub trust_forwarded_for: bool,
+    /// Longest time a client may take to send a request head (request line and headers),
+    /// counted from the connection's start or the end of the previous response; the
+    /// connection is closed after it. So it also bounds how long an idle keep-alive connection
+    /// stays open (`None`: no limit).
+    pub header_read_timeout: Option<Duration>,
+    /// Time a request body has to arrive, before the request takes an in-flight permit; after
+    /// it (plus what [`body_min_bytes_per_second`](Self::body_min_bytes_per_second) earns) the
+    /// client gets 408 (`None`: no limit).
+    pub body_read_timeout: Option<Duration>,
+    /// A body that keeps arriving at least this fast on average is given the time it needs
+    /// beyond [`body_read_timeout`](Self::body_read_timeout): every byte received extends its
+    /// deadline by `1 / body_min_bytes_per_second` seconds, so large uploads over slow links
+    /// complete while a trickle is cut off (0: the deadline is fixed).
+    pub body_min_bytes_per_second: u64,
 }
 
 impl Default for Limits {
@@ -84,6 +109,9 @@ impl Default for Limits {
                 burst: 10,
             }),
             trust_forwarded_for: false,
+            header_read_timeout: Some(Duration::from_secs(10)),
+            body_read_timeout: Some(Duration::from_secs(30)),
+            body_min_bytes_per_second: 1024,
         }
     }
 }
@@ -283,10 +311,20 @@ fn takes_large_body(method: &Method, path: &str) -> bool {
         || (container && second.is_none())
 }
 
-/// Middleware around every request: the in-flight limit, the body size limit and the time
-/// limit.
+/// Middleware around every request: the body's size limit and deadline, then the in-flight
+/// limit and the time limit. The body is read first, so that a client sending it slowly holds
+/// no in-flight permit meanwhile.
 pub(crate) async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limiter = state.limiter.clone();
+    let limit = if takes_large_body(request.method(), request.uri().path()) {
+        state.config.max_body_bytes
+    } else {
+        limiter.limits.max_resource_body_bytes
+    };
+    let request = match read_body(request, limit, &limiter.limits).await {
+        Ok(request) => request,
+        Err(response) => return response,
+    };
     // Monitoring must see an overloaded server, so `/metrics` is never shed.
     let shed = request.uri().path() != "/metrics";
     // Held until the response is ready (the permit drops at the end of this function).
@@ -308,15 +346,6 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
             }
         },
         _ => None,
-    };
-    let limit = if takes_large_body(request.method(), request.uri().path()) {
-        state.config.max_body_bytes
-    } else {
-        limiter.limits.max_resource_body_bytes
-    };
-    let request = match read_body(request, limit).await {
-        Ok(request) => request,
-        Err(response) => return response,
     };
     match limiter.limits.request_timeout {
         Some(timeout) => match tokio::time::timeout(timeout, next.run(request)).await {
@@ -340,21 +369,39 @@ pub(crate) async fn guard(State(state): State<AppState>, request: Request, next:
     }
 }
 
+/// An answer after which the connection is closed: the rest of the body is left unread, so
+/// the connection cannot carry another request, and saying so keeps a client from reusing it
+/// and failing its next request on a broken pipe.
+fn closing(error: FhirError) -> Response {
+    let mut response = error_response(error);
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// The deadline of a body of which `received` bytes arrived, for one that began at `start`:
+/// the base time plus what the bytes earn at the minimum rate.
+fn body_deadline(start: Instant, received: usize, limits: &Limits) -> Option<Instant> {
+    let base = limits.body_read_timeout?;
+    let earned = match limits.body_min_bytes_per_second {
+        0 => Duration::ZERO,
+        rate => Duration::from_secs_f64(received as f64 / rate as f64),
+    };
+    Some(start + base + earned)
+}
+
 /// Reads the body within `limit` bytes (refusing at once when `Content-Length` says it is too
-/// large, otherwise while reading, for chunked bodies), and puts it back in memory.
-async fn read_body(request: Request, limit: usize) -> Result<Request, Response> {
-    // The rest of the body is left unread, so the connection cannot carry another request:
-    // saying so keeps a client from reusing it and failing its next request on a broken pipe.
+/// large, otherwise while reading, for chunked bodies) and within its deadline
+/// ([`body_deadline`]), and puts it back in memory.
+async fn read_body(request: Request, limit: usize, limits: &Limits) -> Result<Request, Response> {
+    use http_body_util::BodyExt;
     let too_large = || {
-        let mut response = error_response(FhirError::new(
+        closing(FhirError::new(
             413,
             IssueType::TooLong,
             format!("the request body is larger than this server accepts ({limit} bytes)"),
-        ));
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        response
+        ))
     };
     let declared = request
         .headers()
@@ -367,21 +414,52 @@ async fn read_body(request: Request, limit: usize) -> Result<Request, Response> 
     if declared == Some(0) || (declared.is_none() && !has_body(&request)) {
         return Ok(request);
     }
-    let (parts, body) = request.into_parts();
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(Request::from_parts(parts, Body::from(bytes))),
-        Err(error) => {
-            let length_exceeded = std::error::Error::source(&error)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if length_exceeded {
-                Err(too_large())
-            } else {
-                Err(error_response(FhirError::bad_request(format!(
+    let start = Instant::now();
+    let (parts, mut body) = request.into_parts();
+    let mut bytes: Vec<u8> = Vec::new();
+    loop {
+        let next = body.frame();
+        let frame = match body_deadline(start, bytes.len(), limits) {
+            Some(deadline) => match tokio::time::timeout_at(deadline.into(), next).await {
+                Ok(frame) => frame,
+                Err(_) => {
+                    tracing::info!(
+                        received = bytes.len(),
+                        declared,
+                        "request body did not arrive in time"
+                    );
+                    return Err(closing(FhirError::new(
+                        408,
+                        IssueType::Timeout,
+                        format!(
+                            "the request body did not arrive in time ({} bytes in {} s); send it at once, or at {} bytes per second or faster",
+                            bytes.len(),
+                            start.elapsed().as_secs(),
+                            limits.body_min_bytes_per_second
+                        ),
+                    )));
+                }
+            },
+            None => next.await,
+        };
+        match frame {
+            None => break,
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    if bytes.len() + data.len() > limit {
+                        return Err(too_large());
+                    }
+                    bytes.extend_from_slice(&data);
+                }
+            }
+            Some(Err(error)) => {
+                return Err(error_response(FhirError::bad_request(format!(
                     "the request body could not be read: {error}"
                 ))))
             }
         }
     }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// Whether a request without `Content-Length` has a body (chunked transfer encoding).

@@ -70,7 +70,8 @@ pub(crate) async fn track_writes(
 }
 
 /// Refuses (422) a Subscription that could never be delivered — above all an endpoint that
-/// is not http(s) or not on the allow-list — before it is stored. Anything that is not a
+/// is not http(s), not on the allow-list or plainly at a forbidden address, or a header the
+/// server sets itself — before it is stored. Anything that is not a
 /// Subscription body passes on for the handler to judge.
 async fn refuse_invalid(
     state: &AppState,
@@ -89,12 +90,17 @@ async fn refuse_invalid(
         })?;
     if let Ok(resource) = serde_json::from_slice::<serde_json::Value>(&bytes) {
         if resource.get("resourceType").and_then(|t| t.as_str()) == Some("Subscription") {
-            if let Err(reason) = subscriptions.validate(&resource) {
-                return Err(crate::http::error_response(phip_engine::FhirError::new(
-                    422,
+            if let Err(invalid) = subscriptions.validate(&resource) {
+                let mut outcome = phip_fhir::OperationOutcome::default();
+                outcome.push(
+                    phip_fhir::IssueSeverity::Error,
                     phip_fhir::IssueType::Invalid,
-                    reason,
-                )));
+                    invalid.reason,
+                    invalid.expression.map(str::to_owned),
+                );
+                return Err(crate::http::error_response(
+                    phip_engine::FhirError::unprocessable(outcome),
+                ));
             }
         }
     }

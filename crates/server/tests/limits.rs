@@ -591,7 +591,208 @@ async fn failed_sign_ins_are_limited_per_address(backend: Backend) {
     assert_eq!(other.status, StatusCode::UNAUTHORIZED, "{}", other.body);
 }
 
+/// Opens a raw connection and sends `text` (an incomplete request).
+async fn send_raw(server: &Server, text: &str) -> tokio::net::TcpStream {
+    let mut stream = tokio::net::TcpStream::connect(server.address)
+        .await
+        .expect("connect");
+    stream.write_all(text.as_bytes()).await.expect("write");
+    stream
+}
+
+/// Everything the server sends until it closes the connection (at most `wait`; `None` if it
+/// keeps the connection open that long).
+async fn until_closed(stream: &mut tokio::net::TcpStream, wait: Duration) -> Option<String> {
+    let mut response = Vec::new();
+    match tokio::time::timeout(wait, stream.read_to_end(&mut response)).await {
+        Ok(_) => Some(String::from_utf8_lossy(&response).into_owned()),
+        Err(_) => None,
+    }
+}
+
+/// Eight slow clients — four sending half a request head, four trickling a declared body one
+/// byte at a time — against four in-flight permits: other clients are still served, because
+/// a request takes its permit only once head and body are in.
+async fn slow_clients_do_not_starve_the_others(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            max_in_flight: 4,
+            // Longer than the test: the slow clients are still sending when the others ask.
+            header_read_timeout: Some(Duration::from_secs(60)),
+            body_read_timeout: Some(Duration::from_secs(60)),
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let patient = server
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "Slow"}]}),
+        )
+        .await;
+    assert_eq!(patient.status, StatusCode::CREATED, "{}", patient.body);
+    let id = patient.body["id"].as_str().expect("id").to_owned();
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(send_raw(&server, "GET /health HTTP/1.1\r\nhost: phip\r\nx-slow: ").await);
+    }
+    let mut tricklers = Vec::new();
+    for _ in 0..4 {
+        let mut stream = send_raw(
+            &server,
+            "POST /health HTTP/1.1\r\nhost: phip\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{",
+        )
+        .await;
+        tricklers.push(tokio::spawn(async move {
+            for _ in 0..600 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if stream.write_all(b" ").await.is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    // Let the slow requests reach the server (on the old code they took every permit here).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let health = server
+        .client
+        .get(format!("http://{}/health", server.address))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), StatusCode::OK);
+    let read = server.get(&format!("Patient/{id}")).await;
+    assert_eq!(read.status, StatusCode::OK, "{}", read.body);
+    assert_eq!(read.body["name"][0]["family"], "Slow");
+    for trickler in tricklers {
+        trickler.abort();
+    }
+    drop(slow);
+}
+
+/// A connection whose request head stays incomplete, or that sends nothing at all, is closed
+/// by the server at its header deadline, without an answer.
+async fn half_sent_request_heads_are_closed_at_the_deadline(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            header_read_timeout: Some(Duration::from_secs(1)),
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let mut half = send_raw(&server, "GET /health HTTP/1.1\r\nhost: phip\r\nx-slow: a").await;
+    let mut silent = send_raw(&server, "").await;
+    let mut request_line = send_raw(&server, "GET /health HTTP/1.1\r\n").await;
+    // A sender that keeps adding a header line every 200 ms never completes its head either.
+    let drip = {
+        let mut writer = send_raw(&server, "GET /health HTTP/1.1\r\n").await;
+        tokio::spawn(async move {
+            let mut response = Vec::new();
+            for i in 0..300 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if writer
+                    .write_all(format!("x-drip-{i}: 1\r\n").as_bytes())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), writer.read_to_end(&mut response))
+                .await;
+            String::from_utf8_lossy(&response).into_owned()
+        })
+    };
+    for (name, stream) in [
+        ("half-sent head", &mut half),
+        ("silent connection", &mut silent),
+        ("request line alone", &mut request_line),
+    ] {
+        let answer = until_closed(stream, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("the {name} is still open after 30 s"));
+        assert!(!answer.contains("200 OK"), "{name}: {answer}");
+    }
+    let dripped = tokio::time::timeout(Duration::from_secs(60), drip)
+        .await
+        .expect("the dripping connection is closed")
+        .expect("join");
+    assert!(!dripped.contains("200 OK"), "{dripped}");
+    // A complete request is answered as ever.
+    let health = server
+        .client
+        .get(format!("http://{}/health", server.address))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status(), StatusCode::OK);
+}
+
+/// A declared body trickled one byte at a time is answered 408 (OperationOutcome, `timeout`)
+/// at the body deadline, and the connection is closed; nothing is stored.
+async fn trickled_bodies_get_408_at_the_deadline(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            body_read_timeout: Some(Duration::from_secs(1)),
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let body =
+        serde_json::to_vec(&json!({"resourceType": "Patient", "name": [{"family": "Trickle"}]}))
+            .expect("json");
+    let head = format!(
+        "POST /fhir/Patient HTTP/1.1\r\nhost: phip\r\nauthorization: Bearer {}\r\ncontent-type: application/fhir+json\r\ncontent-length: {}\r\n\r\n",
+        server.token,
+        body.len()
+    );
+    let stream = send_raw(&server, &head).await;
+    let (mut reader, mut writer) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        for byte in body {
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(60), reader.read_to_end(&mut response)).await;
+    trickle.abort();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(
+        text.to_ascii_lowercase().contains("connection: close"),
+        "{text}"
+    );
+    let outcome: Value = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, body)| serde_json::from_str(body).ok())
+        .expect("an OperationOutcome body");
+    assert_eq!(outcome["resourceType"], "OperationOutcome", "{text}");
+    assert_eq!(outcome["issue"][0]["code"], "timeout", "{text}");
+    let search = server.get("Patient?_summary=count").await;
+    assert_eq!(search.body["total"], 0, "{}", search.body);
+    // A body sent at once is not affected.
+    let created = server
+        .post(
+            "Patient",
+            &json!({"resourceType": "Patient", "name": [{"family": "AtOnce"}]}),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+}
+
 on_both_backends!(
+    slow_clients_do_not_starve_the_others,
+    half_sent_request_heads_are_closed_at_the_deadline,
+    trickled_bodies_get_408_at_the_deadline,
     failed_sign_ins_are_limited_per_address,
     metrics_expose_pool_subscription_and_export_queues,
     resource_bodies_are_held_to_the_smaller_limit_and_bundles_to_the_larger,

@@ -29,8 +29,15 @@ const OTHER_CODE: &str = "9279-1";
 type Env = common::TestData;
 
 impl Env {
-    /// Starts a server with its dispatcher on this data directory and store.
+    /// Starts a server with its dispatcher on this data directory and store; rest-hooks may
+    /// reach loopback, where the tests' receivers run.
     async fn start(&self) -> Node {
+        self.start_allowing(vec!["127.0.0.1".parse().expect("network")])
+            .await
+    }
+
+    /// Starts a server whose rest-hooks may reach the public internet and `allowed`.
+    async fn start_allowing(&self, allowed: Vec<phip_subscriptions::AllowedNetwork>) -> Node {
         let config = self.store.clone();
         let store = tokio::task::spawn_blocking(move || open_store(&config))
             .await
@@ -51,6 +58,7 @@ impl Env {
                 initial_backoff: Duration::from_millis(100),
                 max_backoff: Duration::from_millis(400),
                 owner_grace: Duration::from_secs(1),
+                allow_private_endpoints: allowed,
                 ..SubscriptionsConfig::default()
             },
         )
@@ -603,7 +611,100 @@ async fn websocket_binds_and_pings(backend: Backend) {
     node.stop().await;
 }
 
+/// Without the operator's leave, a rest-hook endpoint at a loopback address — in any of its
+/// spellings — is refused when written (422 naming `channel.endpoint`), and so are channel
+/// headers that would set the connection or the framing. Nothing is stored.
+async fn forbidden_endpoints_and_headers_are_refused_when_written(backend: Backend) {
+    let env = Env::new(backend).await;
+    let node = env.start_allowing(Vec::new()).await;
+    let listener = loopback().await;
+    let port = listener.local_addr().expect("address").port();
+    let receiver = Receiver::start(listener).await;
+    for host in [
+        "127.0.0.1",
+        "[::1]",
+        "2130706433",
+        "0x7f000001",
+        "127.1",
+        "localhost",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "169.254.169.254",
+        "10.0.0.1",
+        "[fd00::1]",
+    ] {
+        let mut subscription = rest_hook(SocketAddr::from(([127, 0, 0, 1], port)), true);
+        subscription["channel"]["endpoint"] = json!(format!("http://{host}:{port}/hook"));
+        for method in [reqwest::Method::POST, reqwest::Method::PUT] {
+            let path = if method == reqwest::Method::PUT {
+                "Subscription/ssrf"
+            } else {
+                "Subscription"
+            };
+            let mut body = subscription.clone();
+            if method == reqwest::Method::PUT {
+                body["id"] = json!("ssrf");
+            }
+            let (status, outcome) = node.send(method, path, Some(&body), &node.token).await;
+            assert_eq!(
+                status,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "{host}: {outcome}"
+            );
+            assert_eq!(outcome["resourceType"], "OperationOutcome", "{outcome}");
+            assert_eq!(
+                outcome["issue"][0]["expression"][0], "Subscription.channel.endpoint",
+                "{host}: {outcome}"
+            );
+        }
+    }
+    for header in [
+        "Host: metadata.internal",
+        "Content-Length: 0",
+        "Transfer-Encoding: chunked",
+        "Connection: close",
+    ] {
+        let mut subscription = rest_hook(SocketAddr::from(([93, 184, 216, 34], 443)), true);
+        subscription["channel"]["endpoint"] = json!("https://hooks.example.org/in");
+        subscription["channel"]["header"] = json!([header]);
+        let (status, outcome) = node
+            .send(
+                reqwest::Method::POST,
+                "Subscription",
+                Some(&subscription),
+                &node.token,
+            )
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{header}: {outcome}"
+        );
+        assert_eq!(
+            outcome["issue"][0]["expression"][0], "Subscription.channel.header",
+            "{outcome}"
+        );
+    }
+    let (status, bundle) = node
+        .send(
+            reqwest::Method::GET,
+            "Subscription?_summary=count",
+            None,
+            &node.token,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{bundle}");
+    assert_eq!(bundle["total"], 0, "nothing was stored: {bundle}");
+    // A public endpoint is still accepted.
+    let mut public = rest_hook(SocketAddr::from(([93, 184, 216, 34], 443)), true);
+    public["channel"]["endpoint"] = json!("https://hooks.example.org/in");
+    node.create(&public).await;
+    assert!(receiver.got.lock().is_empty());
+    node.stop().await;
+}
+
 on_both_backends!(
+    forbidden_endpoints_and_headers_are_refused_when_written,
     rest_hook_delivers_matching_resources,
     down_subscriber_receives_everything_later,
     pending_notifications_survive_a_restart,

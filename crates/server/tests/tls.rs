@@ -56,6 +56,14 @@ fn pem_key(pem: &str) -> PrivateKeyDer<'static> {
 }
 
 async fn start(dir: &Path, settings: TlsSettings) -> (u16, tokio::sync::oneshot::Sender<()>) {
+    start_with(dir, settings, phip_server::limits::Limits::default()).await
+}
+
+async fn start_with(
+    dir: &Path,
+    settings: TlsSettings,
+    limits: phip_server::limits::Limits,
+) -> (u16, tokio::sync::oneshot::Sender<()>) {
     let store = phip_store::open_store(&phip_store::StoreConfig::Sqlite {
         data_dir: dir.to_path_buf(),
     })
@@ -70,7 +78,8 @@ async fn start(dir: &Path, settings: TlsSettings) -> (u16, tokio::sync::oneshot:
             node_name: "tls-test".into(),
         },
         None,
-    );
+    )
+    .with_limits(limits);
     let config = server_config(&settings).expect("tls config");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -83,8 +92,12 @@ async fn start(dir: &Path, settings: TlsSettings) -> (u16, tokio::sync::oneshot:
     (port, stop)
 }
 
-/// GET /health over TLS; `None` when the handshake or request fails.
-async fn health(port: u16, ca_pem: &str, client: Option<(&str, &str)>) -> Option<String> {
+/// A TLS connection to the server, handshake done; `None` when it fails.
+async fn connect(
+    port: u16,
+    ca_pem: &str,
+    client: Option<(&str, &str)>,
+) -> Option<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in pem_certs(ca_pem) {
         roots.add(cert).expect("root");
@@ -105,10 +118,15 @@ async fn health(port: u16, ca_pem: &str, client: Option<(&str, &str)>) -> Option
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .ok()?;
-    let mut tls = connector
+    connector
         .connect(ServerName::try_from("localhost").ok()?, tcp)
         .await
-        .ok()?;
+        .ok()
+}
+
+/// GET /health over TLS; `None` when the handshake or request fails.
+async fn health(port: u16, ca_pem: &str, client: Option<(&str, &str)>) -> Option<String> {
+    let mut tls = connect(port, ca_pem, client).await?;
     tls.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
         .await
         .ok()?;
@@ -169,4 +187,50 @@ async fn https_and_mutual_tls() {
         client_ca: None,
     });
     assert!(missing.unwrap_err().contains("nope.pem"));
+}
+
+/// Over TLS as over plain HTTP, a connection whose request head is incomplete at the header
+/// deadline — or that sends nothing after the handshake — is closed without an answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn incomplete_request_heads_are_closed_over_tls() {
+    let pki = pki();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    };
+    let settings = TlsSettings {
+        cert: write("server.pem", &pki.server_cert),
+        key: write("server.key", &pki.server_key),
+        client_ca: None,
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let (port, _stop) = start_with(
+        data.path(),
+        settings,
+        phip_server::limits::Limits {
+            header_read_timeout: Some(std::time::Duration::from_secs(1)),
+            ..phip_server::limits::Limits::default()
+        },
+    )
+    .await;
+    for head in [
+        &b"GET /health HTTP/1.1\r\nHost: localhost\r\nX-Slow: a"[..],
+        b"",
+    ] {
+        let mut tls = connect(port, &pki.ca_pem, None).await.expect("handshake");
+        tls.write_all(head).await.expect("write");
+        let mut response = Vec::new();
+        let closed = tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            tls.read_to_end(&mut response),
+        )
+        .await;
+        assert!(closed.is_ok(), "still open after 30 s");
+        let text = String::from_utf8_lossy(&response);
+        assert!(!text.contains("200 OK"), "{text}");
+    }
+    let reply = health(port, &pki.ca_pem, None).await.expect("https works");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }

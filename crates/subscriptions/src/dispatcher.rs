@@ -88,7 +88,10 @@ async fn tick(shared: &Arc<Shared>, workers: &mut HashMap<String, Running>) -> F
             stop_worker(workers, &stored.id, shared, true);
             continue;
         }
-        let spec = model::parse(resource, &shared.config.allowed_endpoints);
+        // Addresses are judged at every connection, and refusals reported like any
+        // unreachable endpoint.
+        let spec = model::parse(resource, &shared.config.allowed_endpoints, None)
+            .map_err(|invalid| invalid.reason);
         let owner = shared
             .state
             .lock()

@@ -42,11 +42,19 @@
 //!
 //! # Security
 //!
-//! Only `http`/`https` endpoints are accepted. A server that must not call arbitrary hosts
-//! (server-side request forgery against internal services) sets
-//! [`SubscriptionsConfig::allowed_endpoints`] to the URL prefixes of its partners.
+//! Only `http`/`https` endpoints are accepted, and by default only at globally routable
+//! addresses: a rest-hook cannot reach the server itself, the operator's internal network or
+//! a cloud metadata service (server-side request forgery). The check is made on the address
+//! each connection actually uses, after DNS resolution ([`egress`]); an operator allows
+//! internal receivers with [`SubscriptionsConfig::allow_private_endpoints`]. A server that
+//! must call only its partners also sets [`SubscriptionsConfig::allowed_endpoints`] to their
+//! URL prefixes. No redirect is followed, no proxy is used (it would resolve names itself),
+//! and `channel.header` cannot set connection or framing headers. Every failure to reach an
+//! endpoint (refused address, closed port, timeout, unknown name) is reported to the
+//! subscriber in the same words, so `Subscription.error` cannot be used to scan ports.
 
 mod dispatcher;
+pub mod egress;
 mod model;
 mod owner;
 mod state;
@@ -61,7 +69,8 @@ use parking_lot::Mutex;
 use phip_engine::{Engine, FhirError, Principal, RequestContext};
 use tokio::sync::{broadcast, watch, Notify};
 
-pub use model::{Channel, Spec};
+pub use egress::AllowedNetwork;
+pub use model::{Channel, Invalid, Spec};
 pub use owner::Owner;
 
 /// Settings of the dispatcher.
@@ -83,6 +92,9 @@ pub struct SubscriptionsConfig {
     pub max_backoff: Duration,
     /// When not empty, rest-hook endpoints must start with one of these prefixes.
     pub allowed_endpoints: Vec<String>,
+    /// Networks (and ports) that rest-hooks may reach although they are not public: loopback,
+    /// private, link-local and the other special-purpose ranges are refused otherwise.
+    pub allow_private_endpoints: Vec<AllowedNetwork>,
     /// How long a Subscription version may wait for its owner to be recorded before the
     /// Subscription is reported as being in error.
     pub owner_grace: Duration,
@@ -101,6 +113,7 @@ impl Default for SubscriptionsConfig {
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
             allowed_endpoints: Vec::new(),
+            allow_private_endpoints: Vec::new(),
             owner_grace: Duration::from_secs(10),
             batch_size: 100,
         }
@@ -118,12 +131,19 @@ pub enum SubscriptionsError {
     Http(#[from] reqwest::Error),
 }
 
+/// Most rest-hook clients (one per destination port) kept at once.
+const MAX_CACHED_CLIENTS: usize = 64;
+
 /// Whatever the dispatcher's tasks share.
 pub(crate) struct Shared {
     pub engine: Arc<Engine>,
     pub config: SubscriptionsConfig,
     pub state: Mutex<state::StateFile>,
-    pub http: reqwest::Client,
+    /// Where rest-hooks may connect.
+    pub policy: Arc<egress::EgressPolicy>,
+    /// Rest-hook clients by destination port: each resolves names through a
+    /// [`egress::GuardedResolver`] that judges addresses with that port.
+    pub http: Mutex<HashMap<u16, reqwest::Client>>,
     /// Bound websocket clients, by Subscription id.
     pub sockets: Mutex<HashMap<String, broadcast::Sender<String>>>,
     /// Signalled when a websocket client binds.
@@ -140,6 +160,22 @@ impl Shared {
             "urn:phip:subscriptions",
             Principal::unrestricted("phip subscription dispatcher"),
         )
+    }
+
+    /// The rest-hook client for connections to `port` (built on first use).
+    pub(crate) fn http_client(&self, port: u16) -> Result<reqwest::Client, reqwest::Error> {
+        let mut clients = self.http.lock();
+        if let Some(client) = clients.get(&port) {
+            return Ok(client.clone());
+        }
+        let client = egress::client(self.policy.clone(), port, self.config.http_timeout)?;
+        // Endpoints choose their ports: keep the cache small whatever they choose (a dropped
+        // client only costs its idle connections).
+        if clients.len() >= MAX_CACHED_CLIENTS {
+            clients.clear();
+        }
+        clients.insert(port, client.clone());
+        Ok(client)
     }
 
     /// Saves the state file (blocking).
@@ -165,23 +201,23 @@ impl Subscriptions {
         config: SubscriptionsConfig,
     ) -> Result<Arc<Self>, SubscriptionsError> {
         let state = state::StateFile::open(&data_dir.join("subscriptions"))?;
-        let http = reqwest::Client::builder()
-            .timeout(config.http_timeout)
-            // A redirect could lead a notification to a host nobody allowed.
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent("phip-subscriptions")
-            .build()?;
+        let policy = Arc::new(egress::EgressPolicy::new(
+            config.allow_private_endpoints.clone(),
+        ));
         let (stop, _) = watch::channel(false);
         let shared = Arc::new(Shared {
             engine,
             config,
             state: Mutex::new(state),
-            http,
+            policy,
+            http: Mutex::new(HashMap::new()),
             sockets: Mutex::new(HashMap::new()),
             bound: Notify::new(),
             wake: Notify::new(),
             stop,
         });
+        // Fails now rather than at the first notification if no client can be built.
+        shared.http_client(443)?;
         let supervisor = tokio::spawn(dispatcher::run(shared.clone()));
         Ok(Arc::new(Self {
             shared,
@@ -215,13 +251,19 @@ impl Subscriptions {
     }
 
     /// Checks a Subscription about to be written: the criteria's type, the channel, and
-    /// (for rest-hooks) that the endpoint is http(s) and allowed. The error is the reason,
-    /// for a 422. A Subscription being switched `off` is not checked.
-    pub fn validate(&self, resource: &serde_json::Value) -> Result<(), String> {
+    /// (for rest-hooks) that the endpoint is http(s), allowed, not plainly at a forbidden
+    /// address, and that the headers are ones a client may set. The error is for a 422.
+    /// A Subscription being switched `off` is not checked.
+    pub fn validate(&self, resource: &serde_json::Value) -> Result<(), Invalid> {
         if model::status(resource) == "off" {
             return Ok(());
         }
-        model::parse(resource, &self.shared.config.allowed_endpoints).map(|_| ())
+        model::parse(
+            resource,
+            &self.shared.config.allowed_endpoints,
+            Some(&self.shared.policy),
+        )
+        .map(|_| ())
     }
 
     /// Wakes the dispatcher: something was committed. Cheap; call it after writes.
@@ -240,7 +282,7 @@ impl Subscriptions {
         let ctx = RequestContext::new("urn:phip:subscriptions", principal.clone());
         let response = self.shared.engine.read(&ctx, "Subscription", id)?;
         let resource = response.body.unwrap_or_default();
-        match model::parse(&resource, &self.shared.config.allowed_endpoints) {
+        match model::parse(&resource, &self.shared.config.allowed_endpoints, None) {
             Ok(Spec {
                 channel: Channel::Websocket,
                 ..
@@ -250,7 +292,7 @@ impl Subscriptions {
                     "Subscription/{id} does not have a websocket channel"
                 )))
             }
-            Err(error) => return Err(FhirError::bad_request(error)),
+            Err(error) => return Err(FhirError::bad_request(error.reason)),
         }
         let receiver = self
             .shared

@@ -389,19 +389,38 @@ async fn deliver(
             headers,
             payload,
         } => {
-            let mut request = match payload {
-                None => shared.http.post(endpoint.as_str()),
+            let (method, url, body) = match payload {
+                None => (reqwest::Method::POST, endpoint.clone(), None),
                 Some(mime) => {
                     let id = resource.get("id").and_then(Value::as_str).unwrap_or("");
                     let body = serde_json::to_vec(resource)
                         .map_err(|e| Undelivered::Failed(e.to_string()))?;
-                    shared
-                        .http
-                        .put(format!("{endpoint}/{}/{id}", spec.resource_type))
-                        .header(reqwest::header::CONTENT_TYPE, mime.as_str())
-                        .body(body)
+                    (
+                        reqwest::Method::PUT,
+                        format!("{endpoint}/{}/{id}", spec.resource_type),
+                        Some((mime, body)),
+                    )
                 }
             };
+            let unreachable = |detail: &dyn std::fmt::Display| {
+                // The detail is for the operator; the subscriber learns only that the endpoint
+                // could not be reached, whatever the cause, so that the status cannot tell a
+                // refused address from a closed, filtered or open port.
+                tracing::info!(%subscription, %detail, "rest-hook endpoint not reached");
+                Undelivered::Failed(format!("{endpoint} could not be reached"))
+            };
+            let url = reqwest::Url::parse(&url).map_err(|e| unreachable(&e))?;
+            // Address literals are connected to without resolving: judge them here. Names are
+            // judged by the client's resolver, on the addresses it connects to.
+            shared.policy.check_url(&url).map_err(|e| unreachable(&e))?;
+            let port = url.port_or_known_default().unwrap_or(0);
+            let client = shared.http_client(port).map_err(|e| unreachable(&e))?;
+            let mut request = client.request(method, url);
+            if let Some((mime, body)) = body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, mime.as_str())
+                    .body(body);
+            }
             for (name, value) in headers {
                 request = request.header(name.as_str(), value.as_str());
             }
@@ -411,10 +430,22 @@ async fn deliver(
                     "{endpoint} answered {}",
                     response.status()
                 ))),
-                Err(error) => Err(Undelivered::Failed(format!("{endpoint}: {error}"))),
+                Err(error) => Err(unreachable(&error_chain(&error))),
             }
         }
     }
+}
+
+/// An error with its causes, for the log (reqwest's own text omits them).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// Sets `Subscription.status` (and `error`) unless it already says so or the subscriber has

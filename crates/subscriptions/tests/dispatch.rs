@@ -243,3 +243,165 @@ async fn status_lifecycle() {
     ));
     subs.shutdown().await;
 }
+
+/// A rest-hook receiver on loopback that counts the connections it accepts and answers each
+/// request with 200.
+async fn counting_receiver() -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 64 * 1024];
+                let _ = stream.read(&mut buffer).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+fn rest_hook_subscription(endpoint: &str, code: &str) -> Value {
+    json!({"resourceType": "Subscription", "status": "requested", "reason": "t",
+           "criteria": format!("Observation?code={code}"),
+           "channel": {"type": "rest-hook", "endpoint": endpoint,
+                       "payload": "application/fhir+json", "header": ["X-Injected: yes"]}})
+}
+
+/// A dispatcher that reports an error after the first failed attempt.
+fn impatient(allowed: &[&str]) -> SubscriptionsConfig {
+    SubscriptionsConfig {
+        failures_before_error: 1,
+        initial_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        http_timeout: Duration::from_secs(2),
+        allow_private_endpoints: allowed.iter().map(|a| a.parse().unwrap()).collect(),
+        ..config(Duration::from_secs(2))
+    }
+}
+
+/// `Subscription.error` with the endpoint taken out, so that texts can be compared.
+fn error_text(subscription: &Value, endpoint: &str) -> String {
+    subscription["error"]
+        .as_str()
+        .unwrap_or_default()
+        .replace(endpoint, "ENDPOINT")
+}
+
+/// Subscriptions stored without the write-time check (as a transaction, a patch or an older
+/// server could store them): every spelling of loopback, and a name that resolves to it, is
+/// refused when connecting, so the receiver never sees a connection, and the subscriber is
+/// told nothing that tells a refused address from a closed port.
+#[tokio::test(flavor = "multi_thread")]
+async fn rest_hooks_never_reach_forbidden_addresses() {
+    let (port, accepted) = counting_receiver().await;
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&StoreConfig::Sqlite {
+        data_dir: dir.path().join("db"),
+    })
+    .unwrap();
+    let engine = Arc::new(Engine::new(store, EngineConfig::default()));
+    let subs = Subscriptions::start(engine.clone(), dir.path(), impatient(&[])).unwrap();
+    let mut endpoints: Vec<String> = [
+        "localhost",
+        "LocalHost.",
+        "127.0.0.1",
+        "127.1",
+        "2130706433",
+        "0x7f000001",
+        "0177.0.0.1",
+        "0.0.0.0",
+        "[::ffff:127.0.0.1]",
+        "[::1]",
+    ]
+    .iter()
+    .map(|host| format!("http://{host}:{port}/hook"))
+    .collect();
+    // A closed port, refused the same way: whether something listens makes no difference.
+    endpoints.push(format!("http://127.0.0.1:{closed_port}/hook"));
+    let mut ids = Vec::new();
+    for endpoint in &endpoints {
+        let id = subscribe(&engine, &subs, rest_hook_subscription(endpoint, "ssrf")).await;
+        wait_status(&engine, &id, "active").await;
+        ids.push(id);
+    }
+    let engine2 = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        engine2.create(&ctx(), "Observation", observation("ssrf"), None)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let mut texts = std::collections::BTreeSet::new();
+    for (id, endpoint) in ids.iter().zip(&endpoints) {
+        let errored = wait_status(&engine, id, "error").await;
+        texts.insert(error_text(&errored, endpoint.trim_end_matches('/')));
+    }
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a forbidden endpoint was connected to"
+    );
+    assert_eq!(texts.len(), 1, "the errors differ: {texts:?}");
+    let text = texts.into_iter().next().unwrap();
+    assert!(text.contains("ENDPOINT could not be reached"), "{text}");
+    for detail in [
+        "refused",
+        "timed out",
+        "route",
+        "loopback",
+        "not allowed",
+        "dns",
+    ] {
+        assert!(!text.to_lowercase().contains(detail), "{text}");
+    }
+    subs.shutdown().await;
+
+    // The operator allows the loopback address: the same name now reaches the receiver, and
+    // the closed port (now really tried) fails in the very same words.
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_store(&StoreConfig::Sqlite {
+        data_dir: dir.path().join("db"),
+    })
+    .unwrap();
+    let engine = Arc::new(Engine::new(store, EngineConfig::default()));
+    let subs = Subscriptions::start(engine.clone(), dir.path(), impatient(&["127.0.0.1"])).unwrap();
+    let reachable = format!("http://localhost:{port}/hook");
+    let closed = format!("http://127.0.0.1:{closed_port}/hook");
+    let delivered = subscribe(
+        &engine,
+        &subs,
+        rest_hook_subscription(&reachable, "allowed"),
+    )
+    .await;
+    let refused = subscribe(&engine, &subs, rest_hook_subscription(&closed, "allowed")).await;
+    wait_status(&engine, &delivered, "active").await;
+    wait_status(&engine, &refused, "active").await;
+    let engine2 = engine.clone();
+    tokio::task::spawn_blocking(move || {
+        engine2.create(&ctx(), "Observation", observation("allowed"), None)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let errored = wait_status(&engine, &refused, "error").await;
+    assert_eq!(error_text(&errored, &closed), text);
+    for _ in 0..300 {
+        if accepted.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) > 0);
+    subs.shutdown().await;
+}
