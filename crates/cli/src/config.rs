@@ -39,6 +39,41 @@ pub struct FileConfig {
     /// Resource limits of the HTTP layer (`[limits]`).
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The audit trail's checkpoints and their external anchor (`[audit]`).
+    #[serde(default)]
+    pub audit: AuditConfig,
+}
+
+/// `[audit]`: when the audit trail is checkpointed, and where checkpoints are kept outside the
+/// data directory (see docs/security.md, "Audit trail").
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file on another file system than the data directory (ideally append-only) to which
+    /// every checkpoint is appended; `phip audit verify` checks the log against it.
+    pub anchor: Option<PathBuf>,
+    /// Records between checkpoints [1000; 0: no count-based checkpoints].
+    pub checkpoint_every: Option<u64>,
+    /// Longest time, in minutes, before a record is pinned by a checkpoint [5; 0: no
+    /// time-based checkpoints].
+    pub checkpoint_minutes: Option<f64>,
+}
+
+impl AuditConfig {
+    /// `(records, seconds)` between checkpoints.
+    pub fn policy(&self) -> anyhow::Result<(u64, u64)> {
+        let every = self
+            .checkpoint_every
+            .unwrap_or(phip_audit::log::DEFAULT_CHECKPOINT_EVERY);
+        let seconds = match self.checkpoint_minutes {
+            None => phip_audit::log::DEFAULT_CHECKPOINT_SECONDS,
+            Some(m) if m == 0.0 => 0,
+            // At least a second: the policy is signed in whole seconds.
+            Some(m) if m.is_finite() && m > 0.0 => ((m * 60.0).round() as u64).max(1),
+            Some(m) => anyhow::bail!("audit.checkpoint_minutes must be ≥ 0, not {m}"),
+        };
+        Ok((every, seconds))
+    }
 }
 
 /// `[limits]`: resource limits of the HTTP layer; absent keys keep the defaults of
@@ -243,6 +278,8 @@ pub struct ServeSettings {
     pub limits: phip_server::limits::Limits,
     /// Largest bundle body in bytes (0: the server's default).
     pub max_body_bytes: usize,
+    /// Audit checkpoints and their anchor.
+    pub audit: AuditConfig,
 }
 
 impl ServeSettings {
@@ -264,7 +301,9 @@ impl ServeSettings {
             other => anyhow::bail!("auth must be \"on\" or \"off\", not {other:?}"),
         };
         let (limits, max_body_bytes) = file.limits.resolve()?;
+        file.audit.policy()?;
         Ok(Self {
+            audit: file.audit.clone(),
             tls: None,
             mllp: None,
             federation: file.federation.clone(),
