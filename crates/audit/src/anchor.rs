@@ -33,6 +33,10 @@ use std::path::{Path, PathBuf};
 /// First word of an anchor line.
 pub const ANCHOR_PREFIX: &str = "phip-audit-checkpoint";
 
+/// Ends a line whose write was cut short (by a crash): the writer completes such a line with
+/// this marker before appending, and readers skip it.
+pub const TORN_MARKER: &str = "# torn write";
+
 /// One checkpoint as kept outside the data directory. See the [module docs](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnchorLine {
@@ -227,14 +231,18 @@ pub(crate) fn key_for(jwks: &Jwks, kid: Option<&str>) -> Option<PublicKey> {
 pub struct AnchorFile {
     /// Its lines, in file order.
     pub lines: Vec<AnchorLine>,
-    /// Whether the file ends in an incomplete line (a write cut short by a crash), which was
-    /// ignored.
-    pub torn_tail: bool,
+    /// Lines whose write was cut short by a crash (marked with [`TORN_MARKER`], or an
+    /// unterminated last line), which were skipped.
+    pub torn: usize,
+}
+
+/// Whether a line is to be skipped: blank, a `#` comment, or marked torn.
+fn skipped(line: &str) -> bool {
+    line.is_empty() || line.starts_with('#') || line.ends_with(TORN_MARKER)
 }
 
 /// Reads an anchor file. Blank lines and `#` comments are skipped; any other unreadable line
-/// is an error naming it, except an unterminated last line (a torn write), which is reported
-/// in [`AnchorFile::torn_tail`].
+/// is an error naming it, except torn writes, which are counted in [`AnchorFile::torn`].
 pub fn read_anchor(path: &Path) -> Result<AnchorFile, AuditError> {
     let text = std::fs::read_to_string(path).map_err(|source| AuditError::Io {
         path: path.to_path_buf(),
@@ -245,12 +253,15 @@ pub fn read_anchor(path: &Path) -> Result<AnchorFile, AuditError> {
     let count = text.lines().count();
     for (i, raw) in text.lines().enumerate() {
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') {
+        if trimmed.ends_with(TORN_MARKER) {
+            out.torn += 1;
+        }
+        if skipped(trimmed) {
             continue;
         }
         match AnchorLine::parse(trimmed) {
             Ok(line) => out.lines.push(line),
-            Err(_) if i + 1 == count && !complete => out.torn_tail = true,
+            Err(_) if i + 1 == count && !complete => out.torn += 1,
             Err(e) => {
                 return Err(AuditError::Anchor(format!(
                     "{}:{}: {e}",
@@ -304,7 +315,7 @@ impl AnchorWriter {
             .iter()
             .rev()
             .map(|s| s.trim())
-            .find(|s| !s.is_empty() && !s.starts_with('#'))
+            .find(|s| !skipped(s))
             .map(|s| {
                 AnchorLine::parse(s)
                     .map_err(|e| AuditError::Anchor(format!("{}: last line: {e}", path.display())))
@@ -331,6 +342,9 @@ impl AnchorWriter {
         };
         let mut text = String::new();
         if self.needs_newline {
+            // Completes the torn line so that readers skip it.
+            text.push_str("  ");
+            text.push_str(TORN_MARKER);
             text.push('\n');
         }
         for line in lines {

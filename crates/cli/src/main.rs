@@ -237,10 +237,11 @@ fn audit_verify(
     if let Some(path) = &anchor {
         let file = phip_audit::read_anchor(path)
             .with_context(|| format!("reading the audit anchor {}", path.display()))?;
-        if file.torn_tail {
+        if file.torn > 0 {
             notes.push(format!(
-                "note: the last line of {} is incomplete (a write cut short) and was ignored",
-                path.display()
+                "note: {} holds {} line(s) whose write was cut short (a crash); they were skipped",
+                path.display(),
+                file.torn
             ));
         }
         if file.lines.is_empty() {
