@@ -300,9 +300,10 @@ impl AnchorWriter {
         let len = file.metadata().map_err(io)?.len();
         let start = len.saturating_sub(64 * 1024);
         file.seek(SeekFrom::Start(start)).map_err(io)?;
-        let mut tail = String::new();
-        file.read_to_string(&mut tail)
-            .map_err(|e| AuditError::Anchor(format!("{}: not a text file: {e}", path.display())))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io)?;
+        // Lines are ASCII; the cut at `start` may split a character of a comment.
+        let tail = String::from_utf8_lossy(&bytes);
         let needs_newline = !tail.is_empty() && !tail.ends_with('\n');
         let mut segments: Vec<&str> = tail.split('\n').collect();
         // The last segment is empty (file ends with a newline) or a torn line.

@@ -788,9 +788,16 @@ pub(crate) struct Stretch {
 }
 
 impl Stretch {
+    /// The stretch at the head of a writer's log (migrated, so it has the policy columns).
     fn load(c: &Connection) -> Result<Self, AuditError> {
-        let sql = format!("{} ORDER BY seq DESC LIMIT 1", checkpoint_select(c)?);
-        match c.query_row(&sql, [], checkpoint_row).optional()? {
+        let newest = c
+            .prepare_cached(
+                "SELECT seq, hash, created, kid, signature, every, seconds \
+                 FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row([], checkpoint_row)
+            .optional()?;
+        match newest {
             Some(cp) => {
                 let mut s = Stretch {
                     last_seq: 0,

@@ -496,15 +496,12 @@ fn verify_conn(
     } else {
         match patient_index.next()? {
             Some((seq, p)) => Some((seq, format!("audit_patient lists {p}"))),
-            None => match org_index
+            None => org_index
                 .as_mut()
                 .map(SeqIndex::next)
                 .transpose()?
                 .flatten()
-            {
-                Some((seq, o)) => Some((seq, format!("audit_org lists {o}"))),
-                None => None,
-            },
+                .map(|(seq, o)| (seq, format!("audit_org lists {o}"))),
         }
     };
     drop(patient_index);

@@ -67,7 +67,7 @@ impl AuditConfig {
             .unwrap_or(phip_audit::log::DEFAULT_CHECKPOINT_EVERY);
         let seconds = match self.checkpoint_minutes {
             None => phip_audit::log::DEFAULT_CHECKPOINT_SECONDS,
-            Some(m) if m == 0.0 => 0,
+            Some(0.0) => 0,
             // At least a second: the policy is signed in whole seconds.
             Some(m) if m.is_finite() && m > 0.0 => ((m * 60.0).round() as u64).max(1),
             Some(m) => anyhow::bail!("audit.checkpoint_minutes must be ≥ 0, not {m}"),

@@ -187,9 +187,9 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
                 loop {
                     interval.tick().await;
                     let audit = audit.clone();
-                    match tokio::task::spawn_blocking(move || audit.checkpoint_if_due()).await {
-                        Ok(Err(error)) => tracing::warn!(%error, "could not checkpoint the audit trail"),
-                        Ok(Ok(_)) | Err(_) => {}
+                    let done = tokio::task::spawn_blocking(move || audit.checkpoint_if_due()).await;
+                    if let Ok(Err(error)) = done {
+                        tracing::warn!(%error, "could not checkpoint the audit trail");
                     }
                 }
             })

@@ -248,7 +248,7 @@ fn audit_verify_with_the_anchor_detects_every_cut() {
         (
             "replace the log with one signed by a new key",
             replace,
-            "anchor does not know",
+            "replaced by another log",
         ),
     ];
     for (what, attack, says) in attacks {
