@@ -18,8 +18,8 @@
 //! index is `audit_patient`, which lists every patient of every record (records about several
 //! patients appear once per patient). `audit_org` indexes the requestor's organisation, so that
 //! an organisation can be served exactly its own staff's actions. Triggers `RAISE(ABORT)` on
-//! any `UPDATE` or `DELETE` of the four tables, so nothing that goes through SQLite's SQL engine without first dropping the
-//! triggers can alter the trail. A direct edit of the file (or dropping the triggers) remains
+//! any `UPDATE` or `DELETE` of the four tables, so nothing that goes through SQLite's SQL
+//! engine without first dropping the triggers can alter the trail. A direct edit of the file (or dropping the triggers) remains
 //! possible; that is what [`AuditLog::verify`] detects.
 //!
 //! ## The chain
