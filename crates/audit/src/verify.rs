@@ -16,7 +16,8 @@
 //! records, or a record recorded `seconds` or more after the checkpoint before it, without a
 //! checkpoint means checkpoints were deleted, and so does a head left unpinned for more than
 //! twice `seconds`. Each stretch is held to the policy signed into the checkpoint that opens
-//! it; the stretch before the first checkpoint, and any after a checkpoint from before the
+//! it, the stretch before the first checkpoint to the record limit the first checkpoint
+//! signed; a log without any checkpoint, and stretches after checkpoints from before the
 //! policy was signed, to [`VerifyOptions`].
 //!
 //! Last, the anchors ([`crate::anchor`]), checkpoints kept outside the data directory: the
@@ -227,8 +228,9 @@ impl fmt::Display for Broken {
 /// What [`AuditLog::verify_with`] checks against besides the log itself.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
-    /// The most records between checkpoints, for stretches no signed policy covers (before the
-    /// first checkpoint, and after checkpoints made before the policy was signed); 0: no limit.
+    /// The most records between checkpoints, for stretches no signed policy covers (a log
+    /// without checkpoints, or after checkpoints made before the policy was signed); 0: no
+    /// limit.
     pub every: u64,
     /// The longest time between a record and its checkpoint, for a log that has no checkpoint
     /// at all; 0: no limit.
@@ -387,14 +389,18 @@ fn verify_conn(
     // Record hashes at checkpoint and anchor seqs, recorded only while the chain is intact.
     let mut at_checkpoint: BTreeMap<u64, String> = BTreeMap::new();
     let mut at_anchor: BTreeMap<u64, String> = BTreeMap::new();
-    // The stretch before the first checkpoint: the configured policy; its time limit only
-    // if there is no checkpoint at all (logs from before the time policy have long first
-    // stretches).
+    // The stretch before the first checkpoint: the record limit the first checkpoint signed
+    // (the writer's policy then), or the configured one; the time limit only if there is no
+    // checkpoint at all (logs from before the time policy have long first stretches).
     let mut stretch = Stretch {
         last_seq: 0,
         base_ms: None,
         base_text: None,
-        every: options.every,
+        every: checkpoints
+            .values()
+            .next()
+            .and_then(|first| first.every)
+            .unwrap_or(options.every),
         seconds: if checkpoints.is_empty() {
             options.seconds
         } else {
