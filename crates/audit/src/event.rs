@@ -634,3 +634,30 @@ pub fn normalize_patient(p: &str) -> String {
         format!("Patient/{p}")
     }
 }
+
+/// `clinic-7` → `Organization/clinic-7`; references are kept as given.
+pub fn normalize_organization(o: &str) -> String {
+    let o = o.trim();
+    if o.contains('/') {
+        o.to_string()
+    } else {
+        format!("Organization/{o}")
+    }
+}
+
+/// The requestor's organisation in a rendered `AuditEvent`: the
+/// [`ORGANIZATION_EXTENSION`] reference on the agent with `requestor = true`, as
+/// [`AuditRecord::to_fhir`] writes it from [`Agent::organization`].
+pub fn requestor_organization(event: &Value) -> Option<&str> {
+    event
+        .get("agent")?
+        .as_array()?
+        .iter()
+        .find(|a| a.get("requestor") == Some(&Value::Bool(true)))?
+        .get("extension")?
+        .as_array()?
+        .iter()
+        .find(|e| e.get("url").and_then(Value::as_str) == Some(ORGANIZATION_EXTENSION))?
+        .pointer("/valueReference/reference")?
+        .as_str()
+}

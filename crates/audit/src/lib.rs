@@ -6,7 +6,11 @@
 //! - [`log`]: [`AuditLog`] — `audit.db` in the data directory: an append-only SQLite table whose
 //!   records form an SM3 hash chain, with SM2-signed checkpoints; group-committed appends.
 //! - [`verify`]: [`AuditLog::verify`] recomputes the chain from genesis and names the first
-//!   broken link (altered, deleted, reordered records, a cut tail, forged checkpoints).
+//!   broken link (altered, deleted, reordered records, a cut tail, forged or missing
+//!   checkpoints), and [`AuditLog::verify_with`] also checks it against checkpoints kept
+//!   outside the data directory.
+//! - [`anchor`]: [`AnchorLine`] — a checkpoint as kept outside (the anchor file, the line
+//!   `phip audit head` prints), which detects a wiped, cut or wholesale replaced log.
 //! - [`query`]: [`AuditLog::search`] and [`AuditLog::read`] serve `AuditEvent?patient=…` and
 //!   `AuditEvent/{id}` from the log.
 //!
@@ -32,16 +36,18 @@
 
 #![warn(missing_docs)]
 
+pub mod anchor;
 pub mod event;
 pub mod log;
 pub mod query;
 pub mod reserve;
 pub mod verify;
 
+pub use anchor::{read_anchor, AnchorFile, AnchorLine};
 pub use event::{Action, Agent, AuditRecord, Coding, EventType, Interaction, Outcome, Source};
 pub use log::{AuditLog, AuditOptions, Checkpoint, CheckpointKeys};
 pub use query::AuditQuery;
-pub use verify::{BreakReason, Broken, VerifyReport};
+pub use verify::{BreakReason, Broken, VerifyOptions, VerifyReport};
 
 use std::path::PathBuf;
 
@@ -72,6 +78,10 @@ pub enum AuditError {
     /// A stored record cannot be read back (run `phip audit verify`).
     #[error("audit log corrupt: {0}")]
     Corrupt(String),
+    /// The anchor file is unreadable, or the log no longer holds the checkpoint it records
+    /// (the log was cut short, rewritten or replaced).
+    #[error("audit anchor: {0}")]
+    Anchor(String),
     /// A paging cursor that this log did not issue.
     #[error("invalid audit paging cursor {0:?}")]
     InvalidCursor(String),

@@ -1,11 +1,13 @@
 //! Reading the log: `GET /fhir/AuditEvent?patient=…` and `GET /fhir/AuditEvent/{id}`.
 //!
-//! AuditEvents are served from the log, never from the resource store. Results are newest
-//! first and paged by an opaque cursor (the `seq` below which the next page starts), which is
+//! AuditEvents are served from the log, never from the resource store. Who may see which
+//! events is the caller's business (the server restricts a query to a patient or an
+//! organisation); the restriction is part of the SQL, so pages are full and cursors exact.
+//! Results are newest first and paged by an opaque cursor (the `seq` below which the next page starts), which is
 //! stable while records are appended. Each returned AuditEvent is the stored body plus the
 //! record's hash in a [`HASH_EXTENSION`] extension, so a client can check it against the chain.
 
-use crate::event::normalize_patient;
+use crate::event::{normalize_organization, normalize_patient};
 use crate::log::{to_i64, AuditLog, HASH_EXTENSION};
 use crate::AuditError;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,6 +28,9 @@ pub struct AuditQuery {
     /// The requestor, as stored by [`crate::Agent::key`]: the user's reference (e.g.
     /// `Practitioner/7`), else the token `sub`, else the client id.
     pub agent: Option<String>,
+    /// The requestor's organisation (`Organization/7` or `7`), as carried by the agent's
+    /// `urn:phip:audit:organization` extension: an organisation's own staff's actions.
+    pub organization: Option<String>,
     /// Recorded at or after.
     pub since: Option<DateTime<Utc>>,
     /// Recorded at or before.
@@ -47,6 +52,10 @@ impl AuditLog {
             // Driven by audit_patient's (patient, seq) key: newest first without a sort.
             sql.push_str(" JOIN audit_patient p ON p.seq = l.seq AND p.patient = ?");
             args.push(SqlValue::Text(normalize_patient(p)));
+        }
+        if let Some(o) = &q.organization {
+            sql.push_str(" JOIN audit_org o ON o.seq = l.seq AND o.organization = ?");
+            args.push(SqlValue::Text(normalize_organization(o)));
         }
         sql.push_str(" WHERE 1 = 1");
         if let Some(a) = &q.agent {

@@ -42,6 +42,9 @@ pub struct FileConfig {
     /// Subscription delivery (`[subscriptions]`).
     #[serde(default)]
     pub subscriptions: SubscriptionsFileConfig,
+    /// The audit trail's checkpoints and their external anchor (`[audit]`).
+    #[serde(default)]
+    pub audit: AuditConfig,
 }
 
 /// `[subscriptions]`: where rest-hook notifications may go.
@@ -71,6 +74,38 @@ impl SubscriptionsFileConfig {
             allow_private_endpoints,
             ..phip_subscriptions::SubscriptionsConfig::default()
         })
+    }
+}
+
+/// `[audit]`: when the audit trail is checkpointed, and where checkpoints are kept outside the
+/// data directory (see docs/security.md, "Audit trail").
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// A file on another file system than the data directory (ideally append-only) to which
+    /// every checkpoint is appended; `phip audit verify` checks the log against it.
+    pub anchor: Option<PathBuf>,
+    /// Records between checkpoints [1000; 0: no count-based checkpoints].
+    pub checkpoint_every: Option<u64>,
+    /// Longest time, in minutes, before a record is pinned by a checkpoint [5; 0: no
+    /// time-based checkpoints].
+    pub checkpoint_minutes: Option<f64>,
+}
+
+impl AuditConfig {
+    /// `(records, seconds)` between checkpoints.
+    pub fn policy(&self) -> anyhow::Result<(u64, u64)> {
+        let every = self
+            .checkpoint_every
+            .unwrap_or(phip_audit::log::DEFAULT_CHECKPOINT_EVERY);
+        let seconds = match self.checkpoint_minutes {
+            None => phip_audit::log::DEFAULT_CHECKPOINT_SECONDS,
+            Some(0.0) => 0,
+            // At least a second: the policy is signed in whole seconds.
+            Some(m) if m.is_finite() && m > 0.0 => ((m * 60.0).round() as u64).max(1),
+            Some(m) => anyhow::bail!("audit.checkpoint_minutes must be ≥ 0, not {m}"),
+        };
+        Ok((every, seconds))
     }
 }
 
@@ -315,6 +350,8 @@ pub struct ServeSettings {
     pub max_body_bytes: usize,
     /// Subscription dispatcher settings.
     pub subscriptions: phip_subscriptions::SubscriptionsConfig,
+    /// Audit checkpoints and their anchor.
+    pub audit: AuditConfig,
 }
 
 impl ServeSettings {
@@ -337,8 +374,10 @@ impl ServeSettings {
         };
         let (limits, max_body_bytes) = file.limits.resolve()?;
         let subscriptions = file.subscriptions.resolve()?;
+        file.audit.policy()?;
         Ok(Self {
             subscriptions,
+            audit: file.audit.clone(),
             tls: None,
             mllp: None,
             federation: file.federation.clone(),

@@ -53,9 +53,29 @@ pub(crate) struct StoreArgs {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
-    /// Check the audit trail's hash chain and signed checkpoints; names the first broken
-    /// record and exits non-zero if any record was altered, deleted or reordered.
+    /// Check the audit trail's hash chain, its signed checkpoints and their interval, and the
+    /// checkpoints kept outside the data directory (the anchor file, `--expect` lines); names
+    /// the first broken record and exits non-zero if any record was altered, deleted or
+    /// reordered, the log was cut short, wiped or replaced, or checkpoints were removed.
     Verify {
+        /// Data directory holding `audit.db` and the key ring [default: ./phip-data].
+        #[arg(long, env = "PHIP_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Anchor file the server appends its checkpoints to [default: `[audit] anchor`].
+        #[arg(long)]
+        anchor: Option<PathBuf>,
+        /// A checkpoint line kept earlier (printed by `phip audit head`, or logged by the
+        /// server): the log must still hold that checkpoint with that hash. Repeatable.
+        #[arg(long)]
+        expect: Vec<String>,
+        /// JWKS file of public keys trusted for checkpoint signatures besides those the anchor
+        /// carries (with either, the key ring in the data directory is not trusted).
+        #[arg(long)]
+        jwks: Option<PathBuf>,
+    },
+    /// Print the newest checkpoint as a line to keep outside the data directory (for
+    /// `phip audit verify --expect`).
+    Head {
         /// Data directory holding `audit.db` and the key ring [default: ./phip-data].
         #[arg(long, env = "PHIP_DATA_DIR")]
         data_dir: Option<PathBuf>,
@@ -149,8 +169,23 @@ fn main() -> anyhow::Result<()> {
             serve::run(settings)
         }
         Command::Audit {
-            command: AuditCommand::Verify { data_dir },
-        } => audit_verify(&config::data_dir(&file, data_dir)),
+            command:
+                AuditCommand::Verify {
+                    data_dir,
+                    anchor,
+                    expect,
+                    jwks,
+                },
+        } => audit_verify(
+            &config::data_dir(&file, data_dir),
+            &file.audit,
+            anchor,
+            &expect,
+            jwks,
+        ),
+        Command::Audit {
+            command: AuditCommand::Head { data_dir },
+        } => audit_head(&config::data_dir(&file, data_dir)),
         Command::Token(args) => token::mint(&file, args),
         Command::HealthCode { command } => health_code::run(command),
         Command::Client(args) => token::client(&file, args),
@@ -187,12 +222,75 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `phip audit verify`.
-fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
+fn audit_verify(
+    data_dir: &std::path::Path,
+    audit: &config::AuditConfig,
+    anchor: Option<PathBuf>,
+    expect: &[String],
+    jwks: Option<PathBuf>,
+) -> anyhow::Result<()> {
     use anyhow::Context;
-    let ring = phip_security::keys::KeyRing::open(data_dir).context("opening the key ring")?;
-    let log = phip_audit::AuditLog::open_read_only(data_dir, Some(&ring))
+    let (every, seconds) = audit.policy()?;
+    let anchor = anchor.or_else(|| audit.anchor.clone());
+    let mut anchors = Vec::new();
+    let mut notes = Vec::new();
+    if let Some(path) = &anchor {
+        let file = phip_audit::read_anchor(path)
+            .with_context(|| format!("reading the audit anchor {}", path.display()))?;
+        if file.torn > 0 {
+            notes.push(format!(
+                "note: {} holds {} line(s) whose write was cut short (a crash); they were skipped",
+                path.display(),
+                file.torn
+            ));
+        }
+        if file.lines.is_empty() {
+            notes.push(format!(
+                "warning: the anchor {} holds no checkpoint yet",
+                path.display()
+            ));
+        }
+        anchors.extend(file.lines);
+    }
+    for line in expect {
+        anchors.push(
+            phip_audit::AnchorLine::parse(line)
+                .map_err(|e| anyhow::anyhow!("--expect {line:?}: {e}"))?,
+        );
+    }
+    let keys = match &jwks {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                phip_security::jws::Jwks::from_json(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    // Keys pinned outside the data directory replace its key ring, which whoever rewrote the
+    // trail could have replaced as well.
+    let pinned = keys.is_some() || anchors.iter().any(|a| a.key.is_some());
+    let ring = if pinned {
+        None
+    } else {
+        Some(phip_security::keys::KeyRing::open(data_dir).context("opening the key ring")?)
+    };
+    let log = phip_audit::AuditLog::open_read_only(data_dir, ring.as_ref())
         .with_context(|| format!("opening the audit log in {}", data_dir.display()))?;
-    let report = log.verify().context("reading the audit log")?;
+    let report = log
+        .verify_with(&phip_audit::VerifyOptions {
+            every,
+            seconds,
+            anchors,
+            keys,
+            now: chrono::Utc::now(),
+        })
+        .context("reading the audit log")?;
+    for note in &notes {
+        eprintln!("{note}");
+    }
     match &report.first_broken {
         None => {
             println!(
@@ -205,11 +303,60 @@ fn audit_verify(data_dir: &std::path::Path) -> anyhow::Result<()> {
                     .map(|(seq, hash)| format!(", head #{seq} {hash}"))
                     .unwrap_or_default()
             );
+            match report.anchored {
+                Some(seq) => println!(
+                    "anchored: records 1–{seq} are pinned by a checkpoint kept outside the data directory{}",
+                    if report.keys_pinned {
+                        "; checkpoint signatures checked against the anchor's keys"
+                    } else {
+                        ""
+                    }
+                ),
+                None => eprintln!(
+                    "warning: no anchor checked ([audit] anchor, --anchor or --expect): a trail cut \
+                     short, wiped or replaced together with its keys cannot be detected from the \
+                     data directory alone; signatures were checked against its own key ring"
+                ),
+            }
+            if let Some((from, to)) = report.unpinned {
+                println!(
+                    "not yet checkpointed: records {from}–{to} (the server checkpoints within the \
+                     interval, and at shutdown)"
+                );
+            }
             Ok(())
         }
         Some(broken) => {
-            println!("audit trail BROKEN at record #{}: {broken}", broken.seq);
+            println!(
+                "audit trail BROKEN at record #{}: {}",
+                broken.seq, broken.reason
+            );
             std::process::exit(1);
         }
     }
+}
+
+/// `phip audit head`.
+fn audit_head(data_dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let ring = phip_security::keys::KeyRing::open(data_dir).context("opening the key ring")?;
+    let log = phip_audit::AuditLog::open_read_only(data_dir, Some(&ring))
+        .with_context(|| format!("opening the audit log in {}", data_dir.display()))?;
+    let Some(checkpoint) = log.newest_checkpoint()? else {
+        anyhow::bail!(
+            "the audit trail has no checkpoint yet (the server makes one within the checkpoint \
+             interval, and at shutdown)"
+        );
+    };
+    println!("{}", log.anchor_line(&checkpoint));
+    if let Some((head, _)) = log.head()? {
+        if head > checkpoint.seq {
+            eprintln!(
+                "note: records {}–{head} are not checkpointed yet (the server checkpoints within \
+                 the interval, and at shutdown)",
+                checkpoint.seq + 1
+            );
+        }
+    }
+    Ok(())
 }

@@ -50,9 +50,30 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
     };
     let ring =
         phip_security::keys::KeyRing::open(&settings.data_dir).context("opening the key ring")?;
-    let audit = phip_audit::AuditLog::open(&settings.data_dir, Some(&ring))
-        .context("opening the audit log")?;
-    tracing::info!(path = %audit.path().display(), "audit trail open (every request is recorded)");
+    let (checkpoint_every, checkpoint_seconds) = settings.audit.policy()?;
+    match &settings.audit.anchor {
+        Some(anchor) => check_anchor_placement(anchor, &settings.data_dir),
+        None => tracing::warn!(
+            "no [audit] anchor configured: if the data directory is taken over, a cut, wiped or \
+             replaced audit trail can only be detected with checkpoint lines kept elsewhere \
+             (`phip audit head`)"
+        ),
+    }
+    let audit = phip_audit::AuditLog::open_with(
+        &settings.data_dir,
+        phip_audit::AuditOptions {
+            keys: Some(
+                phip_audit::CheckpointKeys::from_key_ring(&ring)
+                    .context("loading the audit checkpoint key")?,
+            ),
+            checkpoint_every,
+            checkpoint_seconds,
+            anchor: settings.audit.anchor.clone(),
+            ..phip_audit::AuditOptions::default()
+        },
+    )
+    .context("opening the audit log")?;
+    tracing::info!(path = %audit.path().display(), anchor = ?settings.audit.anchor, checkpoint_every, checkpoint_seconds, "audit trail open (every request is recorded)");
     let mut engine = phip_server::platform_engine(store, EngineConfig::default());
     if let Some((config, _)) = &node {
         phip_federation::install(&mut engine, config);
@@ -165,6 +186,23 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
+        // Pins a quiet trail's head within the checkpoint interval (appends check it too).
+        let checkpointer = (checkpoint_seconds > 0).then(|| {
+            let audit = audit.clone();
+            tokio::spawn(async move {
+                let tick = std::time::Duration::from_secs((checkpoint_seconds / 5).clamp(1, 60));
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    interval.tick().await;
+                    let audit = audit.clone();
+                    let done = tokio::task::spawn_blocking(move || audit.checkpoint_if_due()).await;
+                    if let Ok(Err(error)) = done {
+                        tracing::warn!(%error, "could not checkpoint the audit trail");
+                    }
+                }
+            })
+        });
         // A node below the national level records its own division's indicators daily; the
         // outbox carries them up for the roll-up. The national node holds no clinical records.
         let indicator_division = federation
@@ -224,6 +262,9 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         subscriptions.shutdown().await;
         // Running exports stop at their next checkpoint and resume at the next start.
         tokio::task::spawn_blocking(move || exporter.shutdown()).await?;
+        if let Some(checkpointer) = checkpointer {
+            checkpointer.abort();
+        }
         // A signed checkpoint at shutdown bounds what a truncation of the log could hide.
         if let Err(error) = tokio::task::spawn_blocking(move || audit.checkpoint()).await? {
             tracing::warn!(%error, "could not write the closing audit checkpoint");
@@ -231,6 +272,30 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
         tracing::info!("phip stopped");
         Ok(())
     })
+}
+
+/// Warns when the anchor is where an attacker holding the data directory would also reach it.
+fn check_anchor_placement(anchor: &std::path::Path, data_dir: &std::path::Path) {
+    let folder = anchor
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let (Ok(folder), Ok(data)) = (folder.canonicalize(), data_dir.canonicalize()) else {
+        return; // opening the anchor reports a missing folder
+    };
+    if folder.starts_with(&data) {
+        tracing::warn!(anchor = %anchor.display(), "the audit anchor is inside the data directory: whoever can rewrite the trail can rewrite the anchor too; put it on another file system");
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let (Ok(a), Ok(d)) = (std::fs::metadata(&folder), std::fs::metadata(&data)) {
+            if a.dev() == d.dev() {
+                tracing::warn!(anchor = %anchor.display(), "the audit anchor is on the same file system as the data directory; another file system (ideally append-only, or remote) protects it better");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -418,7 +418,21 @@ async fn four_level_federation() {
         .count();
     // The locator and Guangdong.
     assert!(outgoing >= 2, "{audit}");
-    let (status, audit) = get(&client, &gd, "AuditEvent?agent=dr-bj&_count=100").await;
+    // Guangdong's record is read by Guangdong's auditor: a clinician of a Guangdong hospital
+    // sees only their own hospital's actions there, not Beijing's clinician's.
+    let auditor = Command::new(PHIP)
+        .args(["token", "--config"])
+        .arg(dir.path().join("gd.toml"))
+        .args(["--scope", "user/AuditEvent.rs", "--role", "auditor"])
+        .args(["--subject", "inspector-gd"])
+        .output()
+        .expect("phip token");
+    assert!(auditor.status.success());
+    let gd_auditor = Node {
+        base: gd.base.clone(),
+        token: String::from_utf8_lossy(&auditor.stdout).trim().to_owned(),
+    };
+    let (status, audit) = get(&client, &gd_auditor, "AuditEvent?agent=dr-bj&_count=100").await;
     assert_eq!(status, 200, "{audit}");
     // Beijing's clinician, through Beijing's node (the token's client).
     assert!(
@@ -427,6 +441,9 @@ async fn four_level_federation() {
             .any(|e| e.to_string().contains("node:bj")),
         "{audit}"
     );
+    let (status, audit) = get(&client, &gd, "AuditEvent?agent=dr-bj&_count=100").await;
+    assert_eq!(status, 200, "{audit}");
+    assert!(entries(&audit).is_empty(), "{audit}");
 
     // The holding province's consent rules apply: the resident denies Beijing's hospital.
     let consent = json!({

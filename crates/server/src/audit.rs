@@ -1,6 +1,13 @@
 //! The audit trail of the HTTP API: one BALP `AuditEvent` per request — reads, searches,
 //! writes and refused requests alike — appended to the tamper-evident log before the response
 //! leaves, and `AuditEvent` reads and searches served from that log (never writable).
+//!
+//! Who may read which events ([`audit_view`]): a token with role [`AUDITOR_ROLE`] and the
+//! operator (a `system/` token without organisation) read every event; a resident's
+//! `patient/` token the events about their own Patient; an organisation-bound token the events
+//! whose requestor acted for that organisation; any other token gets 403. The restriction is
+//! part of the log query, so pages are full and paging is exact; an event outside the
+//! caller's view read by id is 404, as one that does not exist.
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode};
@@ -10,7 +17,7 @@ use axum::Extension;
 use phip_audit::{Agent, AuditQuery, AuditRecord, Interaction, Outcome, Source};
 use phip_engine::{Decision, FhirError, FhirResponse, Principal};
 use phip_fhir::IssueType;
-use phip_security::scope::Interaction as ScopeInteraction;
+use phip_security::scope::{Access, Interaction as ScopeInteraction, ScopeContext};
 use serde_json::{json, Value};
 
 use crate::http::{error_response, fhir_response, ApiError, HandlerResult, OutputOptions};
@@ -307,16 +314,54 @@ fn audit_error(error: phip_audit::AuditError) -> ApiError {
     }
 }
 
-/// Restricts an audit query to what the caller may see: a `patient/` grant sees only the
-/// events about its own patient ("who looked at my records").
-fn audit_decision(
-    principal: &Principal,
-    interaction: ScopeInteraction,
-) -> Result<Option<String>, ApiError> {
-    match principal.require("AuditEvent", interaction)? {
-        Decision::PatientCompartment(patient) => Ok(Some(format!("Patient/{patient}"))),
-        _ => Ok(None),
+/// The role entitled to read the whole audit trail.
+pub const AUDITOR_ROLE: &str = "auditor";
+
+/// Which audit events a caller may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum AuditView {
+    /// Every event.
+    All,
+    /// The events about this patient (`Patient/…`).
+    Patient(String),
+    /// The events whose requestor acted for this organisation (`Organization/…`).
+    Organization(String),
+}
+
+/// Who may read the trail, in this order (after the token's scopes must grant `AuditEvent`):
+///
+/// 1. a `patient/` grant: the events about its own patient ("who looked at my records");
+/// 2. the server itself (authentication off) and a token with role `auditor`: every event;
+/// 3. a token bound to an organisation: the events of that organisation's own staff and
+///    systems (the requestor's `urn:phip:audit:organization`);
+/// 4. a `system/` token without organisation — the operator's, minted with `phip token` from
+///    the data directory: every event. Whoever can mint it holds the data directory and can
+///    read `audit.db` directly, so refusing it would protect nothing;
+/// 5. anyone else (e.g. a `user/` token with neither organisation nor the auditor role): 403.
+fn audit_view(principal: &Principal, interaction: ScopeInteraction) -> Result<AuditView, ApiError> {
+    if let Decision::PatientCompartment(patient) = principal.require("AuditEvent", interaction)? {
+        return Ok(AuditView::Patient(format!("Patient/{patient}")));
     }
+    if principal.is_unrestricted() || principal.roles.iter().any(|r| r == AUDITOR_ROLE) {
+        return Ok(AuditView::All);
+    }
+    if let Some(org) = &principal.organization {
+        return Ok(AuditView::Organization(
+            phip_audit::event::normalize_organization(org),
+        ));
+    }
+    let operator = principal.scopes.as_ref().is_some_and(|scopes| {
+        scopes.access(ScopeContext::System, "AuditEvent", interaction) == Access::Full
+    });
+    if operator {
+        return Ok(AuditView::All);
+    }
+    Err(ApiError(FhirError::new(
+        403,
+        IssueType::Forbidden,
+        "the audit trail may be read by auditors (role auditor), by residents about their own \
+         records and by an organisation about its own staff's actions",
+    )))
 }
 
 /// `GET /fhir/AuditEvent?patient=…&agent=…&date=ge…&_count=…`: served from the audit log.
@@ -333,7 +378,7 @@ pub(crate) async fn search(
             "auditing is not enabled",
         )));
     };
-    let forced_patient = audit_decision(&principal, ScopeInteraction::Search)?;
+    let view = audit_view(&principal, ScopeInteraction::Search)?;
     let params = phip_engine::parse_query_string(raw.as_deref().unwrap_or(""));
     let mut query = AuditQuery::default();
     for (name, value) in &params {
@@ -378,8 +423,9 @@ pub(crate) async fn search(
             }
         }
     }
-    if let Some(own) = forced_patient {
-        match &query.patient {
+    match view {
+        AuditView::All => {}
+        AuditView::Patient(own) => match &query.patient {
             Some(asked) if *asked != own => {
                 return Err(ApiError(FhirError::new(
                     403,
@@ -388,7 +434,9 @@ pub(crate) async fn search(
                 )))
             }
             _ => query.patient = Some(own),
-        }
+        },
+        // Part of the query: other organisations' events are not rows at all.
+        AuditView::Organization(own) => query.organization = Some(own),
     }
     let base = crate::handlers::base_url(&state, &headers);
     let result = tokio::task::spawn_blocking(move || log.search(&query)).await;
@@ -449,7 +497,7 @@ pub(crate) async fn read(
             "auditing is not enabled",
         )));
     };
-    let own = audit_decision(&principal, ScopeInteraction::Read)?;
+    let view = audit_view(&principal, ScopeInteraction::Read)?;
     let lookup = id.clone();
     let event = match tokio::task::spawn_blocking(move || log.read(&lookup)).await {
         Ok(Ok(Some(event))) => event,
@@ -467,19 +515,22 @@ pub(crate) async fn read(
             )))
         }
     };
-    if let Some(own) = own {
-        let about_own = event["entity"]
+    let visible = match &view {
+        AuditView::All => true,
+        AuditView::Patient(own) => event["entity"]
             .as_array()
             .into_iter()
             .flatten()
-            .any(|e| e["what"]["reference"] == own.as_str());
-        if !about_own {
-            return Err(ApiError(FhirError::new(
-                403,
-                IssueType::Forbidden,
-                "a patient may only see the audit trail of their own records",
-            )));
+            .any(|e| e["what"]["reference"] == own.as_str()),
+        AuditView::Organization(own) => {
+            phip_audit::event::requestor_organization(&event) == Some(own.as_str())
         }
+    };
+    if !visible {
+        // As for an id that does not exist: the event is not in the caller's trail.
+        return Err(ApiError(FhirError::not_found(format!(
+            "AuditEvent/{id} is not known"
+        ))));
     }
     Ok(fhir_response(
         FhirResponse::with_body(200, event),
