@@ -187,6 +187,42 @@ fn shape(body: &Value, scrub: &dyn Fn(&str) -> String) -> Value {
     }
 }
 
+/// The parts of summary `a` that differ from summary `b` (for messages).
+fn difference(a: &Value, b: &Value) -> String {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let parts: Vec<String> = x
+                .iter()
+                .filter(|(k, v)| y.get(*k) != Some(*v))
+                .map(|(k, v)| format!("{k}: {}", difference(v, y.get(k).unwrap_or(&Value::Null))))
+                .collect();
+            format!("{{{}}}", parts.join(", "))
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            let parts: Vec<String> = x
+                .iter()
+                .zip(y)
+                .enumerate()
+                .filter(|(_, (p, q))| p != q)
+                .map(|(i, (p, q))| format!("[{i}] {}", difference(p, q)))
+                .collect();
+            parts.join(", ")
+        }
+        _ => {
+            let mut text = a.to_string();
+            if text.len() > 400 {
+                let mut end = 400;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.truncate(end);
+                text.push('…');
+            }
+            text
+        }
+    }
+}
+
 /// One (interaction × caller) cell and what went wrong in it.
 #[derive(Debug, Default)]
 struct Cell {
@@ -268,8 +304,8 @@ impl Matrix {
                 hidden.0.path,
                 absent.0.method,
                 absent.0.path,
-                hidden.1.describe(),
-                absent.1.describe()
+                difference(&a, &b),
+                difference(&b, &a)
             )
         });
     }
