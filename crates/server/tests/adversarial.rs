@@ -804,6 +804,30 @@ async fn paging_and_totals(backend: Backend) {
                         page,
                     );
                 }
+                if let Some(count_query) = count_query {
+                    let request = Request::get(count_query.clone());
+                    let reply = node.send(auth, &request).await;
+                    m.no_leak(
+                        "_summary=count",
+                        attacker.caller,
+                        &request,
+                        &reply,
+                        &attacker.hidden,
+                    );
+                    m.check(
+                        "_summary=count",
+                        attacker.caller,
+                        !pages[0].status.is_success()
+                            || reply.total().is_none_or(|t| t == seen.len() as u64),
+                        || {
+                            format!(
+                                "{count_query} says {}, paging {first} gave {}",
+                                reply.describe(),
+                                seen.len()
+                            )
+                        },
+                    );
+                }
                 if !pages[0].status.is_success() {
                     continue;
                 }
@@ -839,29 +863,6 @@ async fn paging_and_totals(backend: Backend) {
                             seen.len()
                         )
                     });
-                }
-                if let Some(count_query) = count_query {
-                    let request = Request::get(count_query.clone());
-                    let reply = node.send(auth, &request).await;
-                    m.no_leak(
-                        "_summary=count",
-                        attacker.caller,
-                        &request,
-                        &reply,
-                        &attacker.hidden,
-                    );
-                    m.check(
-                        "_summary=count",
-                        attacker.caller,
-                        reply.total().is_none_or(|t| t == seen.len() as u64),
-                        || {
-                            format!(
-                                "{count_query} says {}, paging {first} gave {}",
-                                reply.describe(),
-                                seen.len()
-                            )
-                        },
-                    );
                 }
             }
         }
@@ -1989,8 +1990,15 @@ async fn audit_trail(backend: Backend) {
     let event_about = |patient: &str, org: &str| {
         all.entries()
             .into_iter()
+            // A search event (it carries the query with the secret value).
             .find(|e| {
-                audit_names(e, &[patient]) && audit_agent_org(e).is_some_and(|o| o.ends_with(org))
+                audit_names(e, &[patient])
+                    && audit_agent_org(e).is_some_and(|o| o.ends_with(org))
+                    && e["entity"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|x| x["query"].is_string())
             })
             .and_then(|e| e["id"].as_str().map(str::to_owned))
             .unwrap_or_default()
@@ -2526,7 +2534,12 @@ async fn subscriptions(backend: Backend) {
     let reply = node
         .send(&Auth::Bearer(w.org_a_user.clone()), &request)
         .await;
-    m.status("Subscription", HOLDER_ORG, &request, &reply, &[201]);
+    m.check("Subscription", HOLDER_ORG, reply.status.as_u16() == 201, || {
+        format!(
+            "org-a could not subscribe (if the SSRF guard now refuses loopback endpoints, allow the receiver in harness::subscriptions_config()): {}",
+            reply.describe()
+        )
+    });
     // Wait until the dispatcher took every Subscription on.
     let mut ids: Vec<String> = subscribers.iter().filter_map(|s| s.3.clone()).collect();
     ids.extend(reply.body["id"].as_str().map(str::to_owned));
@@ -2832,8 +2845,12 @@ async fn server_owned_sign_in_codes(backend: Backend) {
                     let (code, basic) = forged_sign_in_code(&subject, &extra, tag);
                     let request = Request::post("Basic", &basic);
                     let reply = node.send(auth, &request).await;
-                    let expected: &[u16] = if *caller == NOBODY { &[401] } else { &[403] };
-                    m.status("forged sign-in code", caller, &request, &reply, expected);
+                    // With the server-owned tag the write itself is refused; without it, the
+                    // record may be an ordinary Basic, but it must never sign anybody in.
+                    if tag {
+                        let expected: &[u16] = if *caller == NOBODY { &[401] } else { &[403] };
+                        m.status("forged sign-in code", caller, &request, &reply, expected);
+                    }
                     let (login, cookie) = sign_in(&node, &code).await;
                     m.check("forged sign-in code", caller, cookie.is_none(), || {
                         format!(
@@ -2852,8 +2869,13 @@ async fn server_owned_sign_in_codes(backend: Backend) {
                     m.check(
                         "forged sign-in code",
                         caller,
-                        !reply.status.is_success(),
-                        || format!("a transaction wrote a sign-in code: {}", reply.describe()),
+                        !tag || !reply.status.is_success(),
+                        || {
+                            format!(
+                                "a transaction wrote a server-owned sign-in code: {}",
+                                reply.describe()
+                            )
+                        },
                     );
                     let (_, cookie) = sign_in(&node, &code).await;
                     m.check("forged sign-in code", caller, cookie.is_none(), || {
@@ -2937,7 +2959,7 @@ async fn server_owned_golden_records(backend: Backend) {
         let refused: &[u16] = match *caller {
             NOBODY => &[401],
             // Who cannot see the golden record gets what a hidden record's update gets.
-            OTHER_RESIDENT | CONSENT_DENIED | OTHER_DIVISION => &[403, 409],
+            OTHER_RESIDENT | CONSENT_DENIED | OTHER_DIVISION | RESIDENT_SELF => &[403, 409],
             _ => &[403],
         };
         for auth in auths {
