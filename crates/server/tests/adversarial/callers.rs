@@ -3,7 +3,7 @@
 
 #![allow(dead_code)]
 
-use super::fixture::{Viewer, Who, World, DIV_A, DIV_B, DIV_C, ORG_A, ORG_B, ORG_C};
+use super::fixture::{Viewer, Who, World, DIV_B, DIV_C, ORG_B, ORG_C};
 use super::harness::{Auth, Node, Reply, Request};
 use super::leak::Matrix;
 
@@ -310,17 +310,6 @@ pub async fn legit_all(
         legit_gets(m, node, interaction, &caller, request, value).await;
     }
 }
-
-/// The callers whose check lists the `ORG_A` holder.
-pub fn holder_org_of(who: Who) -> &'static str {
-    match who {
-        Who::Alice => ORG_A,
-        Who::Bob | Who::Carol => ORG_B,
-    }
-}
-
-/// The division of alice's holder, for messages.
-pub const ALICE_DIVISION: &str = DIV_A;
 
 /// Every fixture record a reply carries (as a Bundle entry or as the body) is one `viewer`
 /// may see; records the fixture does not know (the caller's own writes) are not judged here.
