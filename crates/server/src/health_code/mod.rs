@@ -33,7 +33,8 @@ use phip_security::scope::Interaction;
 use serde_json::{json, Value};
 
 use records::{
-    all_revocations, forbidden_for, may_manage, person_of, person_revoked_before, record_revocation,
+    all_revocations, forbidden_for, may_manage, person_of, person_revoked_before,
+    record_revocation, require_visible_patient,
 };
 
 use crate::handlers::{base_url, Query};
@@ -216,6 +217,7 @@ pub(crate) async fn issue(
     let iss = base_url(&state, &headers);
     let engine = state.engine.clone();
     let (code, person) = blocking(move || {
+        require_visible_patient(&engine, &principal, &id)?;
         let person = person_of(&engine, &id)?;
         if !may_manage(&engine, &principal, &id, &person.id) {
             return Err(forbidden_for(&id).into());
@@ -312,6 +314,7 @@ pub(crate) async fn revoke(
     service(&state)?;
     let engine = state.engine.clone();
     let (person, before) = blocking(move || {
+        require_visible_patient(&engine, &principal, &id)?;
         let person = person_of(&engine, &id)?;
         if !may_manage(&engine, &principal, &id, &person.id) {
             return Err(forbidden_for(&id).into());

@@ -93,6 +93,25 @@ pub(super) fn may_manage(
     }
 }
 
+/// 403 when the token grants no Patient read at all; 404 when the record does not exist or
+/// the caller cannot see it (the same answer, docs/security.md) — before anything is said
+/// about who may manage the resident's code.
+pub(super) fn require_visible_patient(
+    engine: &Engine,
+    principal: &Principal,
+    patient_id: &str,
+) -> FhirResult<()> {
+    principal.require("Patient", Interaction::Read)?;
+    let mut tx = engine.store().begin_read()?;
+    if principal.can_see(tx.as_mut(), "Patient", patient_id)? {
+        Ok(())
+    } else {
+        Err(FhirError::not_found(format!(
+            "Patient/{patient_id} is not known"
+        )))
+    }
+}
+
 pub(super) fn forbidden_for(patient_id: &str) -> FhirError {
     FhirError::new(
         403,

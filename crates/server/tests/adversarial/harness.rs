@@ -222,6 +222,9 @@ pub fn subscriptions_config() -> SubscriptionsConfig {
         initial_backoff: Duration::from_millis(100),
         max_backoff: Duration::from_millis(400),
         owner_grace: Duration::from_secs(1),
+        // The receivers listen on loopback, which rest-hooks may reach only when the operator
+        // allows it.
+        allow_private_endpoints: vec!["127.0.0.1".parse().expect("network")],
         ..SubscriptionsConfig::default()
     }
 }
