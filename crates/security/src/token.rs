@@ -921,6 +921,43 @@ mod tests {
     }
 
     #[test]
+    fn high_s_tokens_and_assertions_refused() {
+        // An access token: the same claims under the other ECDSA encoding are not a token.
+        let (issuer, validator) = setup();
+        let m = issuer
+            .mint_at(&grant(), Duration::from_secs(600), NOW)
+            .unwrap();
+        validator.validate_at(&m.token, NOW).unwrap();
+        let flipped = phip_testkit::jose::flip_s(&m.token);
+        assert_ne!(flipped, m.token);
+        assert_eq!(
+            validator.validate_at(&flipped, NOW),
+            Err(TokenError::BadSignature)
+        );
+        // A client assertion (ES256 and SM2), flipped before its first use.
+        for alg in [Algorithm::Es256, Algorithm::Sm2Sm3] {
+            let k = key(alg, "ck");
+            let jwks = Jwks {
+                keys: vec![k.public_jwk()],
+            };
+            let cache = ReplayCache::default();
+            let a = assertion(&k, good_claims("flip"));
+            assert_eq!(
+                validate_client_assertion_at(
+                    &phip_testkit::jose::flip_s(&a),
+                    TOKEN_URL,
+                    &jwks,
+                    &cache,
+                    NOW
+                ),
+                Err(TokenError::BadSignature),
+                "{alg}"
+            );
+            validate_client_assertion_at(&a, TOKEN_URL, &jwks, &cache, NOW).unwrap();
+        }
+    }
+
+    #[test]
     fn replay_cache_expiry_and_capacity() {
         let cache = ReplayCache::new(2);
         cache.check_and_insert("a", NOW + 10, NOW).unwrap();
