@@ -86,7 +86,7 @@ pub async fn serve_tls(
     config: Arc<RustlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = crate::router(state);
+    let app = crate::router(state.listening_on(&listener, "https"));
     let acceptor = TlsAcceptor::from(config);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
