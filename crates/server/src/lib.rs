@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod auth;
+pub mod auth_state;
 mod bulk;
 mod capability;
 mod dashboard;
