@@ -3,7 +3,10 @@
 //! `system/*.rs` or per type `system/Observation.rs`); per-type grants narrow the export to
 //! those types. The requester is kept with the job so that a worker resumed after a restart
 //! reads with exactly the caller's rights (consent and regional rules included), and so that
-//! only the same client may poll, download or cancel.
+//! only the same caller may poll, download or cancel: the same subject, OAuth client, patient
+//! binding, organisation and division ([`Requester::is`]), still holding scopes that would let
+//! it start the export ([`authorize_job`]). A token that merely shares the subject name (every
+//! `phip token` without `--subject` is `operator`) is someone else.
 
 use phip_engine::{FhirError, FhirResult, Principal};
 use phip_fhir::IssueType;
@@ -19,6 +22,11 @@ pub struct Requester {
     pub client_id: Option<String>,
     /// The resource scopes granted (space-separated); `None` for an unrestricted caller.
     pub scope: Option<String>,
+    /// The patient a `patient/` grant of the caller is bound to (absent in jobs saved before
+    /// it was recorded, which were all started without one: `patient/` tokens alone cannot
+    /// start an export).
+    #[serde(default)]
+    pub patient: Option<String>,
     /// Organisation of the caller (consent and regional rules depend on it).
     pub organization: Option<String>,
     /// GB/T 2260 division of the caller.
@@ -34,6 +42,7 @@ impl Requester {
             subject: principal.subject.clone(),
             client_id: principal.client_id.clone(),
             scope: principal.scopes.as_ref().map(scope_text),
+            patient: principal.patient.clone(),
             organization: principal.organization.clone(),
             division: principal.division.clone(),
             roles: principal.roles.clone(),
@@ -54,7 +63,7 @@ impl Requester {
             subject: self.subject.clone(),
             client_id: self.client_id.clone(),
             scopes,
-            patient: None,
+            patient: self.patient.clone(),
             organization: self.organization.clone(),
             division: self.division.clone(),
             roles: self.roles.clone(),
@@ -62,9 +71,16 @@ impl Requester {
         })
     }
 
-    /// Whether `principal` is the client that started the job.
+    /// Whether `principal` is the caller that started the job: every part of the identity
+    /// that decides what a token may read must match, not the subject name alone.
     pub fn is(&self, principal: &Principal) -> bool {
-        self.subject == principal.subject && self.client_id == principal.client_id
+        let unrestricted = self.scope.is_none();
+        self.subject == principal.subject
+            && self.client_id == principal.client_id
+            && self.patient == principal.patient
+            && self.organization == principal.organization
+            && self.division == principal.division
+            && unrestricted == principal.is_unrestricted()
     }
 }
 
@@ -150,6 +166,14 @@ pub fn authorize(
         return Err(no_system_grant());
     }
     Ok(permitted)
+}
+
+/// Whether `principal` (already known to be the job's requester) may still see the job of
+/// `types`: its token must permit starting that export now (403 otherwise), so a token with
+/// narrower scopes than the one that started the job, or a break-the-glass request, cannot
+/// read its files.
+pub fn authorize_job(principal: &Principal, types: &[String]) -> FhirResult<()> {
+    authorize(principal, types, true).map(|_| ())
 }
 
 #[cfg(test)]

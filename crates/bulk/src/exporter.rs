@@ -16,7 +16,7 @@ use phip_engine::{Engine, FhirError, FhirResult, Principal, RequestContext};
 use phip_fhir::IssueType;
 use serde_json::{json, Value};
 
-use crate::access::{authorize, Requester};
+use crate::access::{authorize, authorize_job, Requester};
 use crate::job::{self, JobError, JobState, JobStatus, TypeProgress};
 use crate::request::{ExportLevel, ExportRequest};
 use crate::runner::{run_job, JobControl, Proceed, RunOutcome};
@@ -321,13 +321,23 @@ fn remove_dir(path: &Path) {
 }
 
 impl Shared {
-    /// The job `id` if `principal` started it.
+    /// The job `id` if `principal` started it (404 for anyone else, as for an unknown id)
+    /// and its token still permits the export (403).
     fn owned(&self, principal: &Principal, id: &str) -> FhirResult<Arc<Tracked>> {
         let not_found = || FhirError::not_found(format!("no export job {id:?}"));
         let tracked = self.jobs.lock().get(id).cloned().ok_or_else(not_found)?;
-        if !tracked.state.lock().requester.is(principal) {
-            return Err(not_found());
-        }
+        let types: Vec<String> = {
+            let state = tracked.state.lock();
+            if !state.requester.is(principal) {
+                return Err(not_found());
+            }
+            state
+                .types
+                .iter()
+                .map(|t| t.resource_type.clone())
+                .collect()
+        };
+        authorize_job(principal, &types)?;
         Ok(tracked)
     }
 

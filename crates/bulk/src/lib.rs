@@ -18,7 +18,7 @@ mod runner;
 
 use std::time::Duration;
 
-pub use access::{authorize, Requester};
+pub use access::{authorize, authorize_job, Requester};
 pub use exporter::{manifest, prepare, ExportStatus, Exporter, EXPORT_DIR};
 pub use job::{JobError, JobState, JobStatus, PartRecord, TypeProgress};
 pub use request::{ExportLevel, ExportRequest, TypeFilter, OUTPUT_FORMATS};

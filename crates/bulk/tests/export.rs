@@ -393,6 +393,91 @@ fn access_needs_system_scopes_and_stays_with_the_client() {
     );
 }
 
+/// A job belongs to the whole identity of its starter: a token sharing only the subject
+/// name (a `patient/` token whose `sub` is `phip token`'s default `operator`, another client,
+/// another organisation or division) gets 404; the starter with narrower scopes gets 403.
+#[test]
+fn a_job_belongs_to_the_whole_identity_of_its_starter() {
+    let loaded = loaded();
+    let starter = ctx(Principal {
+        scopes: Some(ScopeSet::parse("system/*.read").expect("scope")),
+        ..Principal::unrestricted("operator")
+    });
+    let exporter =
+        Exporter::start(loaded.engine.clone(), loaded.dir.path(), small()).expect("start");
+    let id = exporter
+        .kick_off(
+            &starter,
+            request(ExportLevel::System, &[("_type", "Patient,Condition")]),
+            "x",
+        )
+        .expect("kick-off");
+    let state = wait_completed(&exporter, &starter.principal, &id);
+    let file = state.types[0].parts[0].file.clone();
+    let like_starter = |scope: &str| Principal {
+        scopes: Some(ScopeSet::parse(scope).expect("scope")),
+        ..Principal::unrestricted("operator")
+    };
+    let resident = Principal {
+        patient: Some("some-patient".into()),
+        ..like_starter("patient/*.rs")
+    };
+    let resident_with_system = Principal {
+        patient: Some("some-patient".into()),
+        ..like_starter("patient/*.rs system/*.read")
+    };
+    let client = Principal {
+        client_id: Some("operator".into()),
+        ..like_starter("system/*.read")
+    };
+    let organisation = Principal {
+        organization: Some("clinic-1".into()),
+        ..like_starter("system/*.read")
+    };
+    let division = Principal {
+        division: Some("110105".into()),
+        ..like_starter("system/*.read")
+    };
+    for (name, caller) in [
+        ("patient/ token", &resident),
+        ("patient-bound system token", &resident_with_system),
+        ("other client", &client),
+        ("other organisation", &organisation),
+        ("other division", &division),
+        ("unrestricted", &Principal::unrestricted("operator")),
+    ] {
+        assert_eq!(
+            exporter.status(caller, &id).unwrap_err().status,
+            404,
+            "{name}: status"
+        );
+        assert_eq!(
+            exporter.file(caller, &id, &file).unwrap_err().status,
+            404,
+            "{name}: file"
+        );
+        assert_eq!(
+            exporter.cancel(caller, &id).unwrap_err().status,
+            404,
+            "{name}: cancel"
+        );
+    }
+    // The starter's identity with scopes that would not allow this export: 403.
+    let narrower = like_starter("system/Patient.rs");
+    assert_eq!(exporter.status(&narrower, &id).unwrap_err().status, 403);
+    assert_eq!(
+        exporter.file(&narrower, &id, &file).unwrap_err().status,
+        403
+    );
+    assert_eq!(exporter.cancel(&narrower, &id).unwrap_err().status, 403);
+    let mut glass = starter.principal.clone();
+    glass.break_glass = Some("emergency".into());
+    assert_eq!(exporter.status(&glass, &id).unwrap_err().status, 403);
+    // The starter itself still reads and cancels it.
+    assert!(exporter.file(&starter.principal, &id, &file).is_ok());
+    exporter.cancel(&starter.principal, &id).expect("cancel");
+}
+
 #[test]
 fn cancel_removes_the_job_and_its_files() {
     let loaded = loaded();

@@ -186,6 +186,9 @@ pub fn run(settings: ServeSettings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}/fhir"));
         tracing::info!(%address, fhir_base = %base, "phip is serving");
+        if settings.base_url.is_none() && address.ip().is_unspecified() {
+            tracing::warn!(%address, "no base_url is configured and the server listens on every interface: links are built from each request's Host, and /auth/token refuses SMART Backend Services requests because it cannot know which URL client assertions must name; set base_url");
+        }
         // Pins a quiet trail's head within the checkpoint interval (appends check it too).
         let checkpointer = (checkpoint_seconds > 0).then(|| {
             let audit = audit.clone();

@@ -349,6 +349,25 @@ mod tests {
     }
 
     #[test]
+    fn high_s_signature_refused() {
+        let keys = keys();
+        let verifier = Verifier::new(keys.jwks());
+        let code = signed(&keys, &claims(Some(500), json!("abc")));
+        verifier.verify(&code, 200).unwrap();
+        let flipped = phip_testkit::jose::flip_s(&code);
+        assert!(matches!(
+            verifier.verify(&flipped, 200),
+            Err(Refusal::BadSignature)
+        ));
+        // The same through the QR's numeric form.
+        let numeric = crate::numeric::encode(&flipped).unwrap();
+        assert!(matches!(
+            verifier.verify(&numeric, 200),
+            Err(Refusal::BadSignature)
+        ));
+    }
+
+    #[test]
     fn signed_but_unacceptable_payloads() {
         let keys = keys();
         let verifier = Verifier::new(keys.jwks());

@@ -13,6 +13,12 @@
 //! secret), RSA — is rejected. The algorithm a key may be used with is fixed by the key's curve,
 //! so a header cannot talk a verifier into using a key with another algorithm.
 //!
+//! ECDSA signatures (`ES256`, `ES384`) are accepted only in their low-s form (`s ≤ n/2`, as
+//! BIP-62 and most hardened verifiers require) and phip's own are always produced in it: ECDSA
+//! lets anyone turn a valid `(r, s)` into a second valid `(r, n − s)`, which would give one
+//! token, assertion, health code or signed document two encodings. SM2 needs no such rule: its
+//! verification equation binds `s` (with `t = r + s`), so `(r, n − s)` does not verify.
+//!
 //! A *detached* JWS (RFC 7515 Appendix F) is `header..signature`: the payload is transmitted
 //! separately, as FHIR `Signature.data` does for a signed resource or Bundle.
 
@@ -134,11 +140,21 @@ impl PublicKey {
             PublicKey::P256(vk) => {
                 let sig = p256::ecdsa::Signature::from_slice(signature)
                     .map_err(|_| JwsError::BadSignature)?;
+                // ECDSA is malleable: (r, n - s) verifies whenever (r, s) does. Only the
+                // low-s form is accepted, so that every message has one valid signature per
+                // nonce and a token, assertion or signed document cannot be re-encoded into
+                // a second, different-looking valid one.
+                if sig.normalize_s() != sig {
+                    return Err(JwsError::BadSignature);
+                }
                 vk.verify(message, &sig).map_err(|_| JwsError::BadSignature)
             }
             PublicKey::P384(vk) => {
                 let sig = p384::ecdsa::Signature::from_slice(signature)
                     .map_err(|_| JwsError::BadSignature)?;
+                if sig.normalize_s() != sig {
+                    return Err(JwsError::BadSignature);
+                }
                 vk.verify(message, &sig).map_err(|_| JwsError::BadSignature)
             }
             PublicKey::Sm2(pk) => {
@@ -254,8 +270,10 @@ impl PrivateKey {
     pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         match self {
             PrivateKey::Es256(k) => {
+                // p256 does not normalise by itself; verifiers (phip's included) accept only
+                // low-s signatures.
                 let sig: p256::ecdsa::Signature = k.sign(message);
-                sig.to_bytes().to_vec()
+                sig.normalize_s().to_bytes().to_vec()
             }
             PrivateKey::Sm2(k) => k.sign(message).to_raw().to_vec(),
         }
@@ -747,6 +765,61 @@ mod tests {
         assert!(set.candidates(None, Algorithm::Es256).is_empty());
     }
 
+    /// `(r, s)` → `(r, n − s)` on the raw signature of a compact JWS: the other valid ECDSA
+    /// encoding of the same signature.
+    fn flip_s(jws: &str) -> String {
+        phip_testkit::jose::flip_s(jws)
+    }
+
+    #[test]
+    fn own_ecdsa_signatures_are_low_s() {
+        let k = key(Algorithm::Es256, "k");
+        for i in 0..64u32 {
+            let sig = k.private_key().sign(&i.to_be_bytes());
+            let parsed = p256::ecdsa::Signature::from_slice(&sig).unwrap();
+            assert_eq!(parsed.normalize_s(), parsed, "signature {i} is high-s");
+        }
+    }
+
+    #[test]
+    fn high_s_signatures_are_refused() {
+        for alg in [Algorithm::Es256, Algorithm::Sm2Sm3] {
+            let k = key(alg, "k1");
+            let set = jwks(&[&k]);
+            for i in 0..16u8 {
+                let jws = sign(&k, Some("JWT"), &[i; 8]);
+                verify(&jws, &set).unwrap();
+                assert_eq!(
+                    verify(&flip_s(&jws), &set),
+                    Err(JwsError::BadSignature),
+                    "{alg} with s flipped"
+                );
+                let detached = sign_detached(&k, None, &[i; 8]);
+                verify_detached(&detached, &[i; 8], &set).unwrap();
+                assert_eq!(
+                    verify_detached(&flip_s(&detached), &[i; 8], &set),
+                    Err(JwsError::BadSignature),
+                    "detached {alg} with s flipped"
+                );
+            }
+        }
+        // ES384 (client assertions): a signature from the library, in either form; only the
+        // low-s one is accepted.
+        use p384::ecdsa::signature::Signer as _;
+        let sk = p384::ecdsa::SigningKey::from_slice(&[9u8; 48]).unwrap();
+        let set = Jwks {
+            keys: vec![PublicKey::P384(*sk.verifying_key()).to_jwk("c")],
+        };
+        let h = b64u_encode(r#"{"alg":"ES384","kid":"c"}"#);
+        for i in 0..16u8 {
+            let input = format!("{h}.{}", b64u_encode([i; 4]));
+            let sig: p384::ecdsa::Signature = sk.sign(input.as_bytes());
+            let low = format!("{input}.{}", b64u_encode(sig.normalize_s().to_bytes()));
+            verify(&low, &set).unwrap();
+            assert_eq!(verify(&flip_s(&low), &set), Err(JwsError::BadSignature));
+        }
+    }
+
     #[test]
     fn es384_verification() {
         use p384::ecdsa::signature::Signer as _;
@@ -757,7 +830,7 @@ mod tests {
         let h = b64u_encode(r#"{"alg":"ES384","kid":"c"}"#);
         let input = format!("{h}.{}", b64u_encode(b"m"));
         let sig: p384::ecdsa::Signature = sk.sign(input.as_bytes());
-        let jws = format!("{input}.{}", b64u_encode(sig.to_bytes()));
+        let jws = format!("{input}.{}", b64u_encode(sig.normalize_s().to_bytes()));
         verify(&jws, &set).unwrap();
         assert!(PrivateKey::generate(Algorithm::Es384).is_err());
     }

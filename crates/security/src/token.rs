@@ -10,7 +10,8 @@
 //! - [`validate_client_assertion`] checks the signed JWT a backend client presents with the
 //!   client-credentials grant (SMART Backend Services): `iss == sub == client_id`, `aud` = the
 //!   token endpoint, `exp` at most five minutes ahead, `jti` never seen before (a
-//!   [`ReplayCache`]), signature against the client's registered JWKS.
+//!   [`ReplayGuard`]: the in-memory [`ReplayCache`], or a durable one the server keeps in its
+//!   data directory), signature against the client's registered JWKS.
 //!
 //! Validators hold a snapshot of the key sets they were given: after a key rotation, build a
 //! new validator from the ring's new JWKS (the retired key stays in it, so outstanding tokens
@@ -85,6 +86,13 @@ pub enum TokenError {
     /// The replay cache is full of unexpired entries; refusing is safer than forgetting.
     #[error("replay cache full")]
     ReplayCacheFull,
+    /// The replay cache could not be consulted or updated (a storage error); refusing is
+    /// safer than accepting an assertion that might be a replay.
+    #[error("replay cache unavailable: {0}")]
+    ReplayCacheUnavailable(String),
+    /// The token belongs to a session that was signed out.
+    #[error("the token's session was signed out")]
+    Revoked,
     /// Minting failed (no suitable key, RNG failure).
     #[error("cannot mint token: {0}")]
     Mint(String),
@@ -153,6 +161,10 @@ pub struct Claims {
     /// phip: role codes (e.g. `doctor`, `nurse`, `public-health`, `admin`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+    /// Session id (the OpenID Connect `sid` claim): the sign-in session a token was minted
+    /// for. Every token of one portal session carries it, so signing out revokes them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 impl Claims {
@@ -208,6 +220,8 @@ pub struct Grant {
     pub practitioner: Option<String>,
     /// Roles.
     pub roles: Vec<String>,
+    /// The sign-in session the token belongs to (`sid`), if any.
+    pub session: Option<String>,
 }
 
 /// A freshly minted token.
@@ -291,6 +305,7 @@ impl TokenIssuer {
             patient: grant.patient.clone(),
             practitioner: grant.practitioner.clone(),
             roles: grant.roles.clone(),
+            sid: grant.session.clone(),
         };
         check_consistency(&claims)?;
         let payload = serde_json::to_vec(&claims).map_err(|e| TokenError::Mint(e.to_string()))?;
@@ -420,11 +435,27 @@ pub struct ClientAssertion {
     pub algorithm: Algorithm,
 }
 
-/// Remembers client-assertion `jti`s until they expire so that each assertion is used once.
+/// Where the keys (`client id` + `jti`) of accepted client assertions are remembered until
+/// they expire, so that each assertion is used once.
+pub trait ReplayGuard: Send + Sync {
+    /// Record `key` until `expires`; [`TokenError::Replayed`] if it is already recorded and
+    /// unexpired at `now`. Must be atomic: of two concurrent calls with one key, one fails.
+    fn check_and_insert(&self, key: &str, expires: i64, now: i64) -> Result<(), TokenError>;
+}
+
+impl ReplayGuard for ReplayCache {
+    fn check_and_insert(&self, key: &str, expires: i64, now: i64) -> Result<(), TokenError> {
+        ReplayCache::check_and_insert(self, key, expires, now)
+    }
+}
+
+/// Remembers client-assertion `jti`s in memory until they expire.
 ///
-/// In-memory and per process: behind a load balancer, route the token endpoint to one node or
-/// replace this with a shared store. Bounded: when full of unexpired entries it refuses new
-/// assertions ([`TokenError::ReplayCacheFull`]) rather than evict one and allow a replay.
+/// Per process and lost on restart, so an assertion captured before a restart could be used
+/// again within its (at most five-minute) lifetime: servers use a durable [`ReplayGuard`]
+/// instead (phip's is `auth.db` in the data directory). Bounded: when full of unexpired
+/// entries it refuses new assertions ([`TokenError::ReplayCacheFull`]) rather than evict one
+/// and allow a replay.
 #[derive(Debug)]
 pub struct ReplayCache {
     seen: Mutex<HashMap<String, i64>>,
@@ -506,7 +537,7 @@ pub fn validate_client_assertion(
     assertion_jwt: &str,
     token_endpoint_url: &str,
     registered_client_jwks: &Jwks,
-    replay: &ReplayCache,
+    replay: &dyn ReplayGuard,
 ) -> Result<ClientAssertion, TokenError> {
     validate_client_assertion_at(
         assertion_jwt,
@@ -528,7 +559,7 @@ pub fn validate_client_assertion_at(
     assertion_jwt: &str,
     token_endpoint_url: &str,
     registered_client_jwks: &Jwks,
-    replay: &ReplayCache,
+    replay: &dyn ReplayGuard,
     now: i64,
 ) -> Result<ClientAssertion, TokenError> {
     if assertion_jwt.len() > MAX_TOKEN_LEN {
@@ -918,6 +949,43 @@ mod tests {
         );
         // failed assertions did not consume their jti
         check(good_claims("h")).unwrap();
+    }
+
+    #[test]
+    fn high_s_tokens_and_assertions_refused() {
+        // An access token: the same claims under the other ECDSA encoding are not a token.
+        let (issuer, validator) = setup();
+        let m = issuer
+            .mint_at(&grant(), Duration::from_secs(600), NOW)
+            .unwrap();
+        validator.validate_at(&m.token, NOW).unwrap();
+        let flipped = phip_testkit::jose::flip_s(&m.token);
+        assert_ne!(flipped, m.token);
+        assert_eq!(
+            validator.validate_at(&flipped, NOW),
+            Err(TokenError::BadSignature)
+        );
+        // A client assertion (ES256 and SM2), flipped before its first use.
+        for alg in [Algorithm::Es256, Algorithm::Sm2Sm3] {
+            let k = key(alg, "ck");
+            let jwks = Jwks {
+                keys: vec![k.public_jwk()],
+            };
+            let cache = ReplayCache::default();
+            let a = assertion(&k, good_claims("flip"));
+            assert_eq!(
+                validate_client_assertion_at(
+                    &phip_testkit::jose::flip_s(&a),
+                    TOKEN_URL,
+                    &jwks,
+                    &cache,
+                    NOW
+                ),
+                Err(TokenError::BadSignature),
+                "{alg}"
+            );
+            validate_client_assertion_at(&a, TOKEN_URL, &jwks, &cache, NOW).unwrap();
+        }
     }
 
     #[test]

@@ -16,9 +16,9 @@ use phip_engine::{FhirError, Principal};
 use phip_fhir::IssueType;
 use phip_security::jws::Jwks;
 use phip_security::keys::KeyRing;
-use phip_security::token::{
-    Claims, Grant, Minted, ReplayCache, TokenError, TokenIssuer, TokenValidator,
-};
+use phip_security::token::{Claims, Grant, Minted, TokenError, TokenIssuer, TokenValidator};
+
+use crate::auth_state::AuthState;
 use serde::{Deserialize, Serialize};
 
 /// The file in the data directory listing registered backend-services clients.
@@ -80,7 +80,8 @@ pub struct Authenticator {
     validator: TokenValidator,
     jwks: Jwks,
     clients: HashMap<String, RegisteredClient>,
-    replay: ReplayCache,
+    /// Used assertion ids and signed-out sessions, durable in the data directory.
+    state: AuthState,
     /// Lifetime of tokens issued at the token endpoint.
     pub token_ttl: Duration,
 }
@@ -123,12 +124,18 @@ impl Authenticator {
             .into_iter()
             .map(|c| (c.client_id.clone(), c))
             .collect();
+        let state = AuthState::open(data_dir).map_err(|e| {
+            AuthSetupError(format!(
+                "opening {}: {e}",
+                data_dir.join(crate::auth_state::AUTH_DB_FILE).display()
+            ))
+        })?;
         Ok(Self {
             issuer,
             validator,
             jwks,
             clients,
-            replay: ReplayCache::default(),
+            state,
             token_ttl: Duration::from_secs(3600),
         })
     }
@@ -150,8 +157,34 @@ impl Authenticator {
 
     /// Validates a bearer token into a principal.
     pub fn principal(&self, token: &str) -> Result<Principal, TokenError> {
+        principal_from_claims(self.claims(token)?)
+    }
+
+    /// Validates a bearer token: signature, issuer, time, audience, and that its session (if
+    /// it names one) has not been signed out.
+    pub fn claims(&self, token: &str) -> Result<Claims, TokenError> {
         let claims = self.validator.validate(token)?;
-        principal_from_claims(claims)
+        if let Some(sid) = &claims.sid {
+            // Fail closed: a session whose state cannot be read is not accepted.
+            match self.state.session_revoked(sid, unix_now()) {
+                Ok(false) => {}
+                Ok(true) => return Err(TokenError::Revoked),
+                Err(error) => {
+                    tracing::error!(%error, "cannot read the signed-out sessions");
+                    return Err(TokenError::Revoked);
+                }
+            }
+        }
+        Ok(claims)
+    }
+
+    /// Signs session `sid` out: every token carrying it is refused from now on, here and at
+    /// every server on this data directory, until `expires` (the expiry of its last token),
+    /// also after a restart.
+    pub fn revoke_session(&self, sid: &str, expires: i64) -> Result<(), String> {
+        self.state
+            .revoke_session(sid, expires, unix_now())
+            .map_err(|e| format!("recording the sign-out: {e}"))
     }
 
     /// The client-credentials grant of SMART Backend Services: checks the client's signed
@@ -172,7 +205,7 @@ impl Authenticator {
             assertion,
             token_endpoint,
             &client.jwks,
-            &self.replay,
+            &self.state,
         )
         .map_err(|e| format!("invalid client assertion: {e}"))?;
         let allowed: Vec<&str> = client.scope.split_whitespace().collect();
@@ -197,6 +230,14 @@ impl Authenticator {
             .mint(&grant, self.token_ttl)
             .map_err(|e| e.to_string())
     }
+}
+
+/// Seconds since the epoch.
+pub(crate) fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
 }
 
 /// Turns validated claims into the engine's principal.

@@ -46,7 +46,9 @@ impl Query {
     }
 }
 
-/// The FHIR base URL as the client sees it.
+/// The FHIR base URL as the client sees it: the configured public base URL, or else (local
+/// development) `{scheme}://{Host}/fhir`. A `Host` that is not a plain authority never gets
+/// here ([`check_host`] refuses it); should one anyway, the listening address stands in.
 pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     match &state.config.public_base_url {
         Some(base) => base.clone(),
@@ -54,7 +56,10 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
             let host = headers
                 .get(header::HOST)
                 .and_then(|h| h.to_str().ok())
-                .unwrap_or("localhost");
+                .filter(|h| valid_authority(h))
+                .map(str::to_owned)
+                .or_else(|| state.listening.map(|l| l.address.to_string()))
+                .unwrap_or_else(|| "localhost".to_owned());
             let scheme = headers
                 .get("x-forwarded-proto")
                 .and_then(|h| h.to_str().ok())
@@ -63,6 +68,71 @@ pub(crate) fn base_url(state: &AppState, headers: &HeaderMap) -> String {
             format!("{scheme}://{host}/fhir")
         }
     }
+}
+
+/// Whether `text` is a URI authority without user information (RFC 3986 §3.2): a DNS name or
+/// IPv4 address, or an IPv6 address in brackets, with an optional port. Nothing that could
+/// end a URL, a header or an HTML attribute (spaces, quotes, angle brackets, slashes, `@`,
+/// `?`, `#`) passes.
+pub(crate) fn valid_authority(text: &str) -> bool {
+    if text.is_empty() || text.len() > 261 {
+        return false;
+    }
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => (None, Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match text.split_once(':') {
+            Some((host, port)) => (Some(host), Some(port)),
+            None => (Some(text), None),
+        }
+    };
+    let host_ok = host.is_none_or(|h| {
+        !h.is_empty()
+            && h.len() <= 253
+            && h.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    });
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 5
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| n <= 65_535)
+    });
+    host_ok && port_ok
+}
+
+/// Middleware: without a configured public base URL, a request whose `Host` is not a valid
+/// authority is refused (400) before any handler can put it into a link, a `Location`, the
+/// CapabilityStatement or the SMART configuration. With a configured base URL `Host` is never
+/// used, so it is not checked.
+pub(crate) async fn check_host(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if state.config.public_base_url.is_none() {
+        let host = request.headers().get(header::HOST);
+        if host.is_some_and(|h| h.to_str().map_or(true, |h| !valid_authority(h))) {
+            return crate::http::error_response(phip_engine::FhirError::new(
+                400,
+                IssueType::Invalid,
+                "the Host header is not a valid host[:port]",
+            ));
+        }
+    }
+    next.run(request).await
 }
 
 /// Builds the request context: authenticated principal, base URL, `Prefer`.
@@ -596,5 +666,47 @@ pub(crate) async fn instance_post(
             IssueType::NotSupported,
             format!("{resource_type}/{id}/{operation} is not a supported operation"),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_authority;
+
+    #[test]
+    fn authorities() {
+        for good in [
+            "localhost",
+            "127.0.0.1:8080",
+            "hic.example.cn",
+            "hic-1.example.cn:443",
+            "[::1]",
+            "[::1]:8080",
+            "[2001:db8::7]:65535",
+            "phip_node",
+        ] {
+            assert!(valid_authority(good), "{good}");
+        }
+        for bad in [
+            "",
+            "evil.example/path",
+            "a b",
+            "x\"><script>",
+            "<evil>",
+            "user@host",
+            "host:",
+            "host:65536",
+            "host:8080:1",
+            "host:-1",
+            "[::1",
+            "[not-v6]",
+            "[::1]x",
+            "host?q",
+            "host#f",
+            "'quoted'",
+            "back\\slash",
+        ] {
+            assert!(!valid_authority(bad), "{bad}");
+        }
     }
 }

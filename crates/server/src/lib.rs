@@ -6,6 +6,7 @@
 
 mod audit;
 pub mod auth;
+pub mod auth_state;
 mod bulk;
 mod capability;
 mod dashboard;
@@ -81,6 +82,17 @@ pub struct AppState {
     pub(crate) federation: Option<Arc<phip_federation::Federation>>,
     pub(crate) surveillance: Arc<phip_surveillance::SurveillanceConfig>,
     pub(crate) limiter: Arc<limits::Limiter>,
+    /// Where [`serve`] or [`tls::serve_tls`] accepts connections: without a configured
+    /// public base URL, the token endpoint's own URL (the audience client assertions must
+    /// name) is derived from it, never from a request's `Host`.
+    pub(crate) listening: Option<Listening>,
+}
+
+/// The socket a server accepts connections on, and whether it speaks TLS there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Listening {
+    pub(crate) scheme: &'static str,
+    pub(crate) address: std::net::SocketAddr,
 }
 
 impl AppState {
@@ -105,7 +117,17 @@ impl AppState {
             federation: None,
             surveillance: Arc::new(phip_surveillance::SurveillanceConfig::builtin()),
             limiter: Arc::new(limits::Limiter::new(limits::Limits::default())),
+            listening: None,
         }
+    }
+
+    /// Records the socket the server listens on (see [`AppState::listening`]).
+    pub(crate) fn listening_on(mut self, listener: &TcpListener, scheme: &'static str) -> Self {
+        self.listening = listener
+            .local_addr()
+            .ok()
+            .map(|address| Listening { scheme, address });
+        self
     }
 
     /// Uses this notifiable-disease configuration for surveillance and indicators (the
@@ -292,6 +314,12 @@ pub fn router(state: AppState) -> Router {
         // `/fhir/metadata`, `/auth/token` and the other routes outside the FHIR router answer
         // a wrong method with an OperationOutcome too (found by the HTTP fuzz target).
         .method_not_allowed_fallback(handlers::method_not_allowed)
+        // Without a configured base URL, links are built from `Host`: one that is not a plain
+        // authority is refused before anything can reflect it.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            handlers::check_host,
+        ))
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -315,5 +343,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let state = state.listening_on(&listener, "http");
     listen::serve(listener, state, None, shutdown).await
 }

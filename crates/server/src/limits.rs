@@ -467,8 +467,28 @@ fn has_body(request: &Request) -> bool {
     request.headers().contains_key(header::TRANSFER_ENCODING)
 }
 
+/// Who a request counts against: the OAuth client when the token names one, otherwise the
+/// whole identity of the token (subject, patient binding, organisation, division), so that
+/// tokens that only share a subject name (every `phip token` without `--subject` is
+/// `operator`) do not use up each other's allowance.
+fn client_key(principal: &Principal) -> String {
+    match &principal.client_id {
+        Some(client) => format!("client:{client}"),
+        // Debug formatting quotes and escapes each part, so two identities never share a key.
+        None => format!(
+            "user:{:?}",
+            (
+                &principal.subject,
+                &principal.patient,
+                &principal.organization,
+                &principal.division
+            )
+        ),
+    }
+}
+
 /// Route middleware of the FHIR API (after authentication): the per-client rate limit, keyed by
-/// the token's client id or subject.
+/// [`client_key`].
 pub(crate) async fn rate_limit(
     State(state): State<AppState>,
     request: Request,
@@ -481,7 +501,7 @@ pub(crate) async fn rate_limit(
     let client = request
         .extensions()
         .get::<Principal>()
-        .map(|p| p.client_id.clone().unwrap_or_else(|| p.subject.clone()))
+        .map(client_key)
         .unwrap_or_else(|| "anonymous".to_owned());
     // Held until the response is ready.
     let _slot = match &limiter.per_client {
@@ -593,6 +613,32 @@ pub(crate) async fn sign_in_throttle(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_are_told_apart_by_their_whole_identity() {
+        let operator = Principal {
+            scopes: Some(Default::default()),
+            ..Principal::unrestricted("operator")
+        };
+        let resident = Principal {
+            patient: Some("p1".into()),
+            ..operator.clone()
+        };
+        let clinic = Principal {
+            organization: Some("clinic".into()),
+            ..operator.clone()
+        };
+        assert_ne!(client_key(&operator), client_key(&resident));
+        assert_ne!(client_key(&operator), client_key(&clinic));
+        assert_eq!(client_key(&operator), client_key(&operator.clone()));
+        // One OAuth client is one client, whoever its tokens name.
+        let app = |sub: &str| Principal {
+            client_id: Some("app".into()),
+            ..Principal::unrestricted(sub)
+        };
+        assert_eq!(client_key(&app("a")), client_key(&app("b")));
+        assert_ne!(client_key(&app("operator")), client_key(&operator));
+    }
 
     #[test]
     fn client_slots_are_per_client_and_released_on_drop() {

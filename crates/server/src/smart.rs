@@ -26,6 +26,29 @@ fn root_url(state: &AppState, headers: &HeaderMap) -> String {
         .to_owned()
 }
 
+/// Why the token endpoint cannot name itself.
+const NO_TOKEN_ENDPOINT_URL: &str = "this server cannot tell which URL client assertions must name as their audience: it has no public base URL configured (base_url, --base-url or PHIP_BASE_URL) and does not listen on one specific address; set base_url to the URL clients use";
+
+/// This server's token endpoint URL: what a client assertion's `aud` must be. It comes from
+/// configuration, never from the request: the public base URL's origin (and path prefix
+/// without `/fhir`) plus `/auth/token`, or, without a configured base URL, the address the
+/// server listens on (`http://127.0.0.1:8080/auth/token`) when that is one specific address.
+/// On an unspecified address (`0.0.0.0`, `[::]`) there is no single URL: `None`.
+pub(crate) fn token_endpoint_url(state: &AppState) -> Option<String> {
+    if let Some(base) = &state.config.public_base_url {
+        let root = base.trim_end_matches('/').trim_end_matches("/fhir");
+        return Some(format!("{root}/auth/token"));
+    }
+    let listening = state.listening?;
+    if listening.address.ip().is_unspecified() {
+        return None;
+    }
+    Some(format!(
+        "{}://{}/auth/token",
+        listening.scheme, listening.address
+    ))
+}
+
 /// `GET /.well-known/smart-configuration` (also under the FHIR base).
 pub(crate) async fn smart_configuration(
     State(state): State<AppState>,
@@ -39,7 +62,7 @@ pub(crate) async fn smart_configuration(
     let body = json!({
         "issuer": issuer,
         "jwks_uri": format!("{root}/.well-known/jwks.json"),
-        "token_endpoint": format!("{root}/auth/token"),
+        "token_endpoint": token_endpoint_url(&state).unwrap_or_else(|| format!("{root}/auth/token")),
         "token_endpoint_auth_methods_supported": ["private_key_jwt"],
         "token_endpoint_auth_signing_alg_values_supported": ["ES256", "ES384"],
         "grant_types_supported": ["client_credentials"],
@@ -80,11 +103,7 @@ pub(crate) fn oauth_error(status: StatusCode, error: &str, description: &str) ->
 
 /// `POST /auth/token`: the client-credentials grant with a `private_key_jwt` assertion
 /// (SMART Backend Services). Answers per RFC 6749 §5.
-pub(crate) async fn token(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+pub(crate) async fn token(State(state): State<AppState>, body: Bytes) -> Response {
     let AuthMode::Required(auth) = &state.config.auth else {
         return oauth_error(
             StatusCode::NOT_FOUND,
@@ -124,7 +143,13 @@ pub(crate) async fn token(
         );
     };
     let scope = get("scope").unwrap_or("");
-    let endpoint = format!("{}/auth/token", root_url(&state, &headers));
+    let Some(endpoint) = token_endpoint_url(&state) else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            NO_TOKEN_ENDPOINT_URL,
+        );
+    };
     let auth = auth.clone();
     let assertion = assertion.to_owned();
     let scope = scope.to_owned();

@@ -80,5 +80,6 @@ pub async fn serve_tls(
     config: Arc<RustlsConfig>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let state = state.listening_on(&listener, "https");
     crate::listen::serve(listener, state, Some(TlsAcceptor::from(config)), shutdown).await
 }

@@ -505,6 +505,58 @@ async fn cancel_and_errors(backend: Backend) {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
+/// Issue #16: a `patient/` token whose subject is `phip token`'s default (`operator`) read an
+/// operator's system export. Status, files and cancellation belong to the whole identity.
+async fn a_patient_token_never_reads_a_system_export(backend: Backend) {
+    let data = Data::new(backend).await;
+    let mut server = ExportServer::start(&data, test_config()).await;
+    server.load_fixture().await;
+    let mint = |grant: Grant| {
+        server
+            .auth
+            .mint(&grant, Duration::from_secs(600))
+            .expect("mint")
+            .token
+    };
+    // `phip token --scope 'system/*.read'`: subject `operator`, no client.
+    server.token = mint(Grant {
+        sub: "operator".into(),
+        scope: "system/*.read".into(),
+        ..Grant::default()
+    });
+    let resident = mint(Grant {
+        sub: "operator".into(),
+        scope: "patient/*.rs".into(),
+        patient: Some("any".into()),
+        ..Grant::default()
+    });
+    let status_url = server.kick_off("$export").await;
+    let manifest = server.wait(&status_url).await;
+    let file = manifest["output"][0]["url"]
+        .as_str()
+        .expect("a file")
+        .to_owned();
+    for (method, url) in [
+        (Method::GET, status_url.as_str()),
+        (Method::GET, file.as_str()),
+        (Method::DELETE, status_url.as_str()),
+    ] {
+        let (reply, text) = server
+            .send(method.clone(), url, Some(&resident), &[], None)
+            .await;
+        assert_outcome(&reply, 404);
+        assert!(
+            !text.contains("\"resourceType\":\"Patient\",\"id\""),
+            "{method} {url}"
+        );
+    }
+    // The operator still has it.
+    let (reply, _) = server
+        .send(Method::GET, &file, Some(&server.token), &[], None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
 async fn a_restart_mid_job_completes_the_export(backend: Backend) {
     let data = Data::new(backend).await;
     let slow = ExportConfig {
@@ -552,5 +604,6 @@ on_both_backends!(
     since_returns_only_later_changes,
     type_filters_post_and_levels,
     cancel_and_errors,
+    a_patient_token_never_reads_a_system_export,
     a_restart_mid_job_completes_the_export,
 );

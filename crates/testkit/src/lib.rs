@@ -17,8 +17,12 @@
 //!
 //! [`browser::Browser`] is a headless Chromium for browser tests, with the same skip-or-fail
 //! rule (`PHIP_REQUIRE_BROWSER=1`).
+//!
+//! [`jose::flip_s`] produces the other ECDSA encoding of a JWS signature, for tests that
+//! verifiers refuse it.
 
 pub mod browser;
+pub mod jose;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -387,10 +387,12 @@ pub(crate) async fn login(
             login_html(Some("请输入登录码 / Enter your code")),
         );
     };
-    let grant = match redeem(&state, code).await {
+    let mut grant = match redeem(&state, code).await {
         Ok(g) => g,
         Err(e) => return html(StatusCode::UNAUTHORIZED, login_html(Some(&e))),
     };
+    // The session id every token of this session carries; sign-out revokes it.
+    grant.session = Some(uuid::Uuid::new_v4().to_string());
     let token = match mint(&state, &grant) {
         Ok(t) => t,
         Err(e) => return html(StatusCode::SERVICE_UNAVAILABLE, login_html(Some(&e))),
@@ -411,7 +413,8 @@ pub(crate) async fn login(
     response
 }
 
-/// `POST /portal/logout`: clears the cookie.
+/// `POST /portal/logout`: revokes the session (its cookie token and every token derived from
+/// it are refused from now on, in the portal and at the FHIR API) and clears the cookie.
 pub(crate) async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -424,6 +427,23 @@ pub(crate) async fn logout(
                 StatusCode::FORBIDDEN,
                 login_html(Some("invalid form token")),
             );
+        }
+        if let (crate::auth::AuthMode::Required(auth), Some(sid)) =
+            (&state.config.auth, &session.session_id)
+        {
+            let (auth, sid, expires) = (auth.clone(), sid.clone(), session.expires);
+            let revoked =
+                tokio::task::spawn_blocking(move || auth.revoke_session(&sid, expires)).await;
+            if !matches!(revoked, Ok(Ok(()))) {
+                tracing::error!("could not record a portal sign-out");
+                // The session must not look ended while its token still works.
+                return html(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    login_html(Some(
+                        "退出失败，请重试 / Signing out failed; please try again",
+                    )),
+                );
+            }
         }
     }
     let mut response = redirect("/portal/login");

@@ -3,7 +3,10 @@
 //! script that only enhances), and forms that work without script.
 //!
 //! Sign-in exchanges a short-lived, single-use code ([`codes`]) for an `HttpOnly`,
-//! `SameSite=Strict` session cookie carrying an access token minted by this server. Every piece
+//! `SameSite=Strict` session cookie carrying an access token minted by this server. The token
+//! names its session (`sid`); every token the portal derives from it carries the same `sid`
+//! and expires no later, and signing out records the `sid` as revoked (durably, in the data
+//! directory), so none of them is accepted afterwards, in the portal or at the FHIR API. Every piece
 //! of data a page shows is fetched by an in-process sub-request to the FHIR API with a token of
 //! the signed-in person, so access rules, residents' consent and the audit trail apply exactly
 //! as they do to API clients — the portal has no privileged path to records.
@@ -119,6 +122,10 @@ pub(crate) struct Session {
     pub organization: Option<String>,
     /// The clinician's roles.
     pub roles: Vec<String>,
+    /// The session id (`sid`) of the token, which sign-out revokes.
+    pub session_id: Option<String>,
+    /// When the session token expires (seconds since the epoch).
+    pub expires: i64,
 }
 
 impl Session {
@@ -128,14 +135,37 @@ impl Session {
             return None;
         };
         let token = cookie(headers, SESSION_COOKIE)?;
-        let principal = auth.principal(&token).ok()?;
+        let claims = auth.claims(&token).ok()?;
         Some(Session {
-            subject: principal.subject,
-            grant_patient: principal.patient,
-            organization: principal.organization,
-            roles: principal.roles,
+            subject: claims.sub,
+            grant_patient: claims.patient,
+            organization: claims.org,
+            roles: claims.roles,
+            session_id: claims.sid,
+            expires: claims.exp,
             token,
         })
+    }
+
+    /// A token for the same session with another grant (e.g. bound to one of a resident's
+    /// source records): it carries the session's `sid` and expires with the session, so
+    /// signing out ends it too.
+    pub fn derived_token(&self, state: &AppState, mut grant: Grant) -> Result<String, String> {
+        let AuthMode::Required(auth) = &state.config.auth else {
+            return Err("the portal needs authentication".into());
+        };
+        let left = self.expires - crate::auth::unix_now();
+        let ttl = u64::try_from(left)
+            .ok()
+            .filter(|s| *s > 0)
+            .ok_or_else(|| "the session has expired".to_owned())?;
+        grant.session = self.session_id.clone();
+        auth.mint(
+            &grant,
+            std::time::Duration::from_secs(ttl.min(SESSION_TTL.as_secs())),
+        )
+        .map(|m| m.token)
+        .map_err(|e| e.to_string())
     }
 
     /// The anti-forgery token of this session: derived from the secret session token, so a

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 
 use super::records::{collect, demographics, render as render_record, sources_of};
 use super::render::{csrf_field, error_page, esc, page, Chrome};
-use super::{fhir, field, form, html, mint, redirect, AppState, Session};
+use super::{fhir, field, form, html, redirect, AppState, Session};
 
 const CONSENT_SCOPE: &str = "http://terminology.hl7.org/CodeSystem/consentscope";
 /// Tag on the Consents the portal writes, so withdrawing touches only the resident's own.
@@ -32,18 +32,20 @@ fn resident(state: &AppState, headers: &HeaderMap) -> Result<(Session, String), 
     }
 }
 
-/// A token for one of the resident's source records.
+/// A token for one of the resident's source records, of the same session (signing out ends
+/// it too).
 fn source_token(state: &AppState, session: &Session, patient: &str, scope: &str) -> Option<String> {
-    mint(
-        state,
-        &Grant {
-            sub: session.subject.clone(),
-            scope: scope.into(),
-            patient: Some(patient.to_owned()),
-            ..Grant::default()
-        },
-    )
-    .ok()
+    session
+        .derived_token(
+            state,
+            Grant {
+                sub: session.subject.clone(),
+                scope: scope.into(),
+                patient: Some(patient.to_owned()),
+                ..Grant::default()
+            },
+        )
+        .ok()
 }
 
 /// The golden record and its sources, each with a read token.
@@ -89,7 +91,7 @@ pub(crate) async fn home(State(state): State<AppState>, headers: HeaderMap) -> R
     };
     let record = collect(&state, &sources).await;
     let denials = active_denials(&state, &sources).await;
-    let accesses = access_log(&state, &sources, &session.subject).await;
+    let accesses = access_log(&state, &sources, &session.subject, &golden).await;
     let mut main = String::from("<h1>我的健康档案 / My health record</h1>");
     main.push_str(&demographics(&patient));
     let _ = write!(
@@ -207,8 +209,43 @@ struct Access {
     outcome: String,
 }
 
+/// Whether an AuditEvent's requestor is the resident's own portal session (its subject, bound
+/// to one of the resident's records, no organisation) or the portal's own sign-in service.
+/// The whole recorded identity decides, not the subject name: a backend client or an
+/// organisation's user that happens to use the same name is listed like anyone else.
+fn own_or_portal(event: &Value, me: &str, golden: &str, sources: &[(String, String)]) -> bool {
+    let agents = event.get("agent").and_then(Value::as_array);
+    // Exactly one agent: the requestor, with no OAuth client application beside it.
+    let Some([agent]) = agents.map(Vec::as_slice) else {
+        return false;
+    };
+    let subject = agent
+        .pointer("/who/identifier")
+        .filter(|i| {
+            i.get("system").and_then(Value::as_str) == Some(phip_audit::event::SUBJECT_ID_SYSTEM)
+        })
+        .and_then(|i| i.get("value"))
+        .and_then(Value::as_str);
+    if agent.get("extension").is_some() {
+        return false; // acting for an organisation
+    }
+    let bound = agent.pointer("/who/reference").and_then(Value::as_str);
+    match subject {
+        Some(s) if s == me => bound
+            .and_then(|r| r.strip_prefix("Patient/"))
+            .is_some_and(|p| p == golden || sources.iter().any(|(source, _)| source == p)),
+        Some("phip-portal") => bound.is_none(),
+        _ => false,
+    }
+}
+
 /// Accesses to any of the resident's source records by anyone but the resident.
-async fn access_log(state: &AppState, sources: &[(String, String)], me: &str) -> Vec<Access> {
+async fn access_log(
+    state: &AppState,
+    sources: &[(String, String)],
+    me: &str,
+    golden: &str,
+) -> Vec<Access> {
     let mut out = Vec::new();
     for (patient, token) in sources {
         let found = fhir(
@@ -234,7 +271,7 @@ async fn access_log(state: &AppState, sources: &[(String, String)], me: &str) ->
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_owned();
-            if who == me || who == "phip-portal" {
+            if own_or_portal(&event, me, golden, sources) {
                 continue;
             }
             out.push(Access {

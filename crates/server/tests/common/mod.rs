@@ -263,6 +263,11 @@ impl TestServer {
         }
     }
 
+    /// The server's data directory (keys, audit trail, `auth.db`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._dir.path()
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_owned()
