@@ -455,14 +455,15 @@ async fn who_may_issue_and_verify(backend: Backend) {
     )
     .await;
     assert_eq!(own_golden.status, StatusCode::OK, "{}", own_golden.body);
-    // …but not someone else's, nor revoke it.
+    // …but not someone else's, nor revoke it: another resident's record does not exist for
+    // them (404, as for an unknown id).
     assert_outcome(
         &get(
             format!("Patient/{}/$health-code", bob.source),
             resident.clone(),
         )
         .await,
-        403,
+        404,
     );
     let revoke = server
         .send(
@@ -472,7 +473,7 @@ async fn who_may_issue_and_verify(backend: Backend) {
             &[("authorization", resident.as_str())],
         )
         .await;
-    assert_outcome(&revoke, 403);
+    assert_outcome(&revoke, 404);
     // A clinic can verify but not hand out codes.
     assert_outcome(
         &get(

@@ -120,8 +120,18 @@ pub fn window_override(basic: &Value) -> Option<RegionOverride> {
     let days = extension(DAYS_EXTENSION)
         .and_then(|e| e.get("valueInteger"))
         .and_then(Value::as_i64)?;
+    let division = code(DIVISION_EXTENSION)?;
+    // A region's policy is set from within it: an override stored by an institution (its
+    // holder division, stamped by the server) counts only for divisions inside the writer's
+    // own; one stored by the platform's operator (no holder) counts everywhere.
+    if let Some(holder) = phip_fhir::access::tag_code(basic, phip_fhir::access::DIVISION_TAG_SYSTEM)
+    {
+        if !phip_security::division::contains(holder, &division) {
+            return None;
+        }
+    }
     Some(RegionOverride {
-        division: code(DIVISION_EXTENSION)?,
+        division,
         category: code(CATEGORY_EXTENSION)?,
         days,
     })
@@ -170,5 +180,30 @@ mod tests {
             7
         );
         assert_eq!(config.window_days(&hematology, None, &overrides), 7);
+    }
+
+    #[test]
+    fn an_institution_sets_the_policy_of_its_own_region_only() {
+        let stored = |holder: Option<&str>, division: &str| {
+            let mut basic = serde_json::json!({
+                "resourceType": "Basic",
+                "code": {"coding": [{"system": WORKFLOW_SYSTEM, "code": WINDOW_OVERRIDE_CODE}]},
+                "extension": [
+                    {"url": DIVISION_EXTENSION, "valueCode": division},
+                    {"url": CATEGORY_EXTENSION, "valueCode": "hematology"},
+                    {"url": DAYS_EXTENSION, "valueInteger": 1}
+                ]
+            });
+            if let Some(holder) = holder {
+                basic["meta"] = serde_json::json!({"tag": [
+                    {"system": phip_fhir::access::DIVISION_TAG_SYSTEM, "code": holder}]});
+            }
+            window_override(&basic)
+        };
+        // A county clinic cannot set its province's window; the province and the operator can.
+        assert!(stored(Some("320481"), "320000").is_none());
+        assert!(stored(Some("320481"), "320481").is_some());
+        assert!(stored(Some("320000"), "320481").is_some());
+        assert!(stored(None, "320000").is_some());
     }
 }
