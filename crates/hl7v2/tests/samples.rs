@@ -217,9 +217,14 @@ fn oru_reports_and_observations() {
         first.identifier.as_ref().unwrap().system,
         "urn:phip:id:SomeSystem"
     );
+    // Observations are keyed on order number, OBR-4, OBX-3 (and OBX-4), never OBX-1.
     assert_eq!(
         first.observations[1].identifier.as_ref().unwrap().value,
-        "82503246-2"
+        "82503246/24317-0^LN/11273-0^LN"
+    );
+    assert_eq!(
+        first.observations[1].identifier.as_ref().unwrap().system,
+        "urn:phip:id:SomeSystem"
     );
 
     let bundle = r.transaction("Patient/7");
@@ -239,8 +244,197 @@ fn oru_reports_and_observations() {
     }
     assert_eq!(
         report["request"]["url"],
-        "DiagnosticReport?identifier=urn:phip:id:SomeSystem|82503246"
+        "DiagnosticReport?identifier=urn:phip:id:SomeSystem|82503246&code=http://loinc.org%7C24317-0"
     );
+}
+
+/// The conditional URLs of a transaction's entries (the keys it writes under).
+fn keys(bundle: &Value) -> Vec<String> {
+    bundle["entry"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter(|e| e["request"]["method"] == "PUT")
+                .filter_map(|e| e["request"]["url"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn no_oru_sample_writes_two_results_under_one_key() {
+    // ORU-R01-01 repeats OBX set id 1 (its specimen group restarts the numbering): keyed on
+    // OBX-1 two of its Observations shared a key and the transaction was refused.
+    let mut checked = 0;
+    for (name, bytes) in samples() {
+        let message = Message::parse(&bytes).unwrap();
+        let Ok(Mapped::Results(results)) = fhir::map_message(&message) else {
+            continue;
+        };
+        let keys = keys(&results.transaction("Patient/1"));
+        let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+        assert_eq!(unique.len(), keys.len(), "{name}: {keys:#?}");
+        checked += 1;
+    }
+    assert_eq!(checked, 5);
+    let Mapped::Results(r) = fhir::map_message(&sample("ORU-R01-01.hl7")).unwrap() else {
+        panic!()
+    };
+    let values: Vec<&str> = r.reports[0]
+        .observations
+        .iter()
+        .map(|o| o.identifier.as_ref().unwrap().value.as_str())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "986/625-4^XYZ/625-4^XYZ/1",
+            "986/625-4^XYZ/1063-7^XYZ/1",
+            "986/625-4^XYZ/8867-4^LN/1"
+        ]
+    );
+}
+
+#[test]
+fn reordered_results_keep_their_keys() {
+    // LAB-ORU-2 is LAB-ORU-1 with its OBRs and OBXs in another order (and other set ids):
+    // every result keeps its key, so the second message updates the first one's results.
+    let key_to_code = |name: &str| {
+        let Mapped::Results(r) = fhir::map_message(&sample(name)).unwrap() else {
+            panic!()
+        };
+        r.reports
+            .iter()
+            .flat_map(|report| report.observations.iter())
+            .map(|o| {
+                (
+                    o.identifier.clone().map(|i| (i.system, i.value)).unwrap(),
+                    o.observation["code"]["coding"][0]["code"].clone(),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    let first = key_to_code("LAB-ORU-1.hl7");
+    assert_eq!(first.len(), 10);
+    assert_eq!(first, key_to_code("LAB-ORU-2.hl7"));
+}
+
+#[test]
+fn repeated_set_ids_and_codes_get_distinct_keys() {
+    let m = Message::parse_str(
+        "MSH|^~\\&|LIS|LAB|PHIP|HUB|20240102083000||ORU^R01|K1|P|2.5.1\r\
+         PID|1||P1^^^^MR\r\
+         OBR|1||ACC/7|CBC^Blood count^L\r\
+         OBX|1|NM|WBC^Leukocytes^L||6.1|10*9/L|||||F\r\
+         OBX|1|NM|RBC^Erythrocytes^L||4.5|10*12/L|||||F\r\
+         OBX|2|TX|NOTE^Comment^L||line one||||||F\r\
+         OBX|2|TX|NOTE^Comment^L||line two||||||F\r\
+         OBX|3|ST|ORG^Organism^L|1a|E. coli||||||F\r\
+         OBX|3|ST|ORG^Organism^L|1b|K. pneumoniae||||||F\r\
+         OBR|2||ACC/7|DIFF^Differential^L\r\
+         OBX|1|NM|WBC^Leukocytes^L||6.2|10*9/L|||||F\r",
+    )
+    .unwrap();
+    let Mapped::Results(r) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
+    let values: Vec<&str> = r
+        .reports
+        .iter()
+        .flat_map(|report| report.observations.iter())
+        .map(|o| o.identifier.as_ref().unwrap().value.as_str())
+        .collect();
+    assert_eq!(
+        values,
+        [
+            "ACC%2F7/CBC^L/WBC^L",
+            "ACC%2F7/CBC^L/RBC^L",
+            "ACC%2F7/CBC^L/NOTE^L",
+            "ACC%2F7/CBC^L/NOTE^L#2",
+            "ACC%2F7/CBC^L/ORG^L/1a",
+            "ACC%2F7/CBC^L/ORG^L/1b",
+            "ACC%2F7/DIFF^L/WBC^L",
+        ]
+    );
+    let bundle = r.transaction("Patient/1");
+    valid(&bundle);
+    let keys = keys(&bundle);
+    assert_eq!(keys.len(), 9);
+    assert!(
+        keys.contains(
+            &"DiagnosticReport?identifier=urn:phip:id:LAB|ACC/7&code=urn:phip:id:L%7CDIFF"
+                .to_owned()
+        ),
+        "{keys:#?}"
+    );
+
+    // Two OBRs for the same order and the same service cannot be told apart: 205 at OBR-3.
+    let m = Message::parse_str(
+        "MSH|^~\\&|LIS|LAB|PHIP|HUB|20240102083000||ORU^R01|K2|P|2.5.1\r\
+         PID|1||P1^^^^MR\r\
+         OBR|1||ACC7|CBC^Blood count^L\r\
+         OBX|1|NM|WBC^Leukocytes^L||6.1|10*9/L|||||F\r\
+         OBR|2||ACC7|CBC^Blood count^L\r\
+         OBX|1|NM|WBC^Leukocytes^L||6.2|10*9/L|||||F\r",
+    )
+    .unwrap();
+    let err = fhir::map_message(&m).unwrap_err();
+    assert_eq!(err.code, ErrorCode::DuplicateKeyIdentifier);
+    assert_eq!(err.location.unwrap().to_string(), "OBR(2)-3");
+
+    // Order numbers only in ORC (OBR-2/3 empty) still key the report.
+    let m = Message::parse_str(
+        "MSH|^~\\&|LIS|LAB|PHIP|HUB|20240102083000||ORU^R01|K3|P|2.5.1\r\
+         PID|1||P1^^^^MR\r\
+         ORC|RE|PL1|FI1\r\
+         OBR|1|||CBC^Blood count^L\r\
+         OBX|1|NM|WBC^Leukocytes^L||6.1|10*9/L|||||F\r",
+    )
+    .unwrap();
+    let Mapped::Results(r) = fhir::map_message(&m).unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.reports[0].identifier.as_ref().unwrap().value, "FI1");
+    assert_eq!(
+        r.reports[0].observations[0]
+            .identifier
+            .as_ref()
+            .unwrap()
+            .value,
+        "FI1/CBC^L/WBC^L"
+    );
+}
+
+#[test]
+fn the_sender_is_msh4_else_msh3() {
+    let parse = |s: &str| Message::parse(s.as_bytes()).unwrap();
+    let with_both = parse("MSH|^~\\&|APP|FAC|C|D|2024||ADT^A01|1|P|2.5\rPID|1||X\r");
+    assert_eq!(fhir::sender(&with_both).unwrap(), "FAC");
+    let application_only = parse("MSH|^~\\&|APP||C|D|2024||ADT^A01|1|P|2.5\rPID|1||X\r");
+    assert_eq!(fhir::sender(&application_only).unwrap(), "APP");
+    let Mapped::Adt(adt) = fhir::map_message(&application_only).unwrap() else {
+        panic!()
+    };
+    assert_eq!(adt.patient_identifiers[0].system, "urn:phip:id:APP");
+    // HD universal id when the namespace is empty.
+    let universal = parse("MSH|^~\\&||^2.16.1^ISO|C|D|2024||ADT^A01|1|P|2.5\rPID|1||X\r");
+    assert_eq!(fhir::sender(&universal).unwrap(), "2.16.1");
+    let nobody = parse("MSH|^~\\&|||C|D|2024||ADT^A01|1|P|2.5\rPID|1||X\r");
+    for err in [
+        fhir::sender(&nobody).unwrap_err(),
+        fhir::map_message(&nobody).unwrap_err(),
+    ] {
+        assert_eq!(err.code, ErrorCode::RequiredFieldMissing);
+        assert_eq!(err.location.unwrap().to_string(), "MSH-4");
+    }
+    // The type is checked first: an unsupported message without a sender is refused for its type.
+    let err = fhir::map_message(&parse("MSH|^~\\&|||C|D|2024||VXU^V04|1|P|2.5\r")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnsupportedMessageType);
+    assert!(fhir::check_supported(&nobody).is_ok());
+    let err =
+        fhir::check_supported(&parse("MSH|^~\\&|A|F|C|D|2024||ADT^A06|1|P|2.5\r")).unwrap_err();
+    assert_eq!(err.code, ErrorCode::UnsupportedEventCode);
 }
 
 #[test]

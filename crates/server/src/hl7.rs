@@ -2,10 +2,14 @@
 //!
 //! Each message becomes one FHIR transaction: the Patient (a conditional update on the
 //! sending institution's record number, so it goes through the patient index like any other
-//! Patient write), the Encounter or results, and a receipt (`Basic`, identified by sending
-//! facility and message control id). The acknowledgement is AA only after that transaction
-//! committed; a message whose receipt already exists is acknowledged without being applied
-//! again. ADT^A40 merges go to the index as source-record merges.
+//! Patient write), the Encounter or results, and a receipt (`Basic`, identified by the sender
+//! and message control id, with a digest of the message's content). The acknowledgement is
+//! AA only after that transaction committed. Checks come in this order: the message type
+//! (MSH-9; an unsupported one is AR whatever its control id), the sender (MSH-4, else MSH-3),
+//! the control id (MSH-10), then the receipts: a message whose receipt exists with the same
+//! content (a resend after a lost ACK) is acknowledged without being applied again; a control
+//! id the sender used before for other content (a counter reset) is applied as the new message
+//! it is. ADT^A40 merges go to the index as source-record merges.
 //!
 //! MLLP has no authentication of its own: the listener acts for the sending systems with
 //! the rights of the platform itself, so bind it to the hospital network only (or put it
@@ -15,15 +19,20 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use phip_engine::{Engine, FhirError, Principal, RequestContext};
-use phip_hl7v2::fhir::{conditional_url, map_message, Identifier, Mapped, RESIDENT_ID_SYSTEM};
+use phip_hl7v2::fhir::{
+    check_supported, conditional_url, map_message, sender, Identifier, Mapped, RESIDENT_ID_SYSTEM,
+};
 use phip_hl7v2::mllp::MessageHandler;
 use phip_hl7v2::{Ack, ErrorCode, Hl7Error, Message};
 use serde_json::{json, Value};
 
 /// Code system of the receipts of applied messages.
 pub const RECEIPT_SYSTEM: &str = "urn:phip:hl7v2";
-/// Prefix of the identifier system of receipts: one system per sending facility.
+/// Prefix of the identifier system of receipts: one system per sender.
 pub const RECEIPT_ID_PREFIX: &str = "urn:phip:hl7v2:message:";
+/// Identifier system of a receipt's second identifier, the digest of the message's content
+/// (`sha256:<hex>`, see [`content_digest`]).
+pub const RECEIPT_DIGEST_SYSTEM: &str = "urn:phip:hl7v2:content";
 
 /// Applies HL7 v2 messages through an [`Engine`].
 pub struct Hl7Handler {
@@ -49,19 +58,30 @@ impl Hl7Handler {
 
     /// Applies one message; `Ok(false)` when it was a duplicate and nothing was applied.
     pub fn apply(&self, message: &Message) -> Result<bool, Hl7Error> {
-        let facility = message
-            .sending_facility()
-            .map(|f| f.into_owned())
-            .filter(|f| !f.is_empty())
-            .ok_or_else(|| Hl7Error::missing("MSH", 1, 4, "sending facility"))?;
-        let control_id = message.control_id().into_owned();
-        let receipt = Identifier {
-            system: format!("{RECEIPT_ID_PREFIX}{}", encode_facility(&facility)),
-            value: control_id.clone(),
+        // MSH-9 before any receipt: a control id that a supported message used before must
+        // not make an unsupported one look applied (it would be acknowledged and dropped).
+        check_supported(message)?;
+        let facility = sender(message)?;
+        let control_id = message.control_id().trim().to_owned();
+        if control_id.is_empty() {
+            return Err(Hl7Error::missing("MSH", 1, 10, "message control id"));
+        }
+        let receipt = Receipt {
+            id: Identifier {
+                system: format!("{RECEIPT_ID_PREFIX}{}", encode_facility(&facility)),
+                value: control_id,
+            },
+            digest: content_digest(message),
         };
         let ctx = self.context(&facility);
-        if self.receipt_exists(&ctx, &receipt)? {
-            return Ok(false);
+        match self.receipt_state(&ctx, &receipt)? {
+            ReceiptState::Applied => return Ok(false),
+            ReceiptState::Reused => tracing::warn!(
+                sender = %facility,
+                control_id = %receipt.id.value,
+                "HL7 v2 control id reused for a message with other content: applied as a new message"
+            ),
+            ReceiptState::New => {}
         }
         match map_message(message)? {
             Mapped::Adt(adt) => {
@@ -121,13 +141,18 @@ impl Hl7Handler {
         Ok(true)
     }
 
-    fn receipt_exists(&self, ctx: &RequestContext, receipt: &Identifier) -> Result<bool, Hl7Error> {
+    /// Whether this sender's control id was seen before, and for this content.
+    fn receipt_state(
+        &self,
+        ctx: &RequestContext,
+        receipt: &Receipt,
+    ) -> Result<ReceiptState, Hl7Error> {
         // Only a receipt the feed itself wrote counts: one a client made up with the same
         // identifier cannot make a message look applied (and the tag cannot be forged).
         let params = vec![
             (
                 "identifier".to_owned(),
-                format!("{}|{}", receipt.system, receipt.value),
+                format!("{}|{}", receipt.id.system, receipt.id.value),
             ),
             (
                 "_tag".to_owned(),
@@ -138,12 +163,33 @@ impl Hl7Handler {
             .engine
             .search(ctx, Some("Basic"), &params)
             .map_err(fhir_to_hl7)?;
-        Ok(response
+        let entries = response
             .body
             .as_ref()
             .and_then(|b| b.get("entry"))
             .and_then(Value::as_array)
-            .is_some_and(|e| !e.is_empty()))
+            .cloned()
+            .unwrap_or_default();
+        if entries.is_empty() {
+            return Ok(ReceiptState::New);
+        }
+        let same = entries.iter().any(|entry| {
+            let digests: Vec<&str> = entry
+                .pointer("/resource/identifier")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter(|i| i["system"] == RECEIPT_DIGEST_SYSTEM)
+                .filter_map(|i| i["value"].as_str())
+                .collect();
+            // A receipt from before digests were kept says only "this control id was applied".
+            digests.is_empty() || digests.contains(&receipt.digest.as_str())
+        });
+        Ok(if same {
+            ReceiptState::Applied
+        } else {
+            ReceiptState::Reused
+        })
     }
 
     fn find_patient(
@@ -217,11 +263,48 @@ fn encode_facility(facility: &str) -> String {
 /// Kind of server-owned state a receipt is.
 const RECEIPT_KIND: &str = "hl7v2-receipt";
 
-fn push_receipt(bundle: &mut Value, receipt: &Identifier, message: &Message) {
+/// What identifies an applied message: the sender's control id and the content's digest.
+struct Receipt {
+    id: Identifier,
+    digest: String,
+}
+
+/// What the receipts say about a message.
+enum ReceiptState {
+    /// No receipt for its control id.
+    New,
+    /// A receipt for its control id and content: applied before.
+    Applied,
+    /// Receipts for its control id, all for other content.
+    Reused,
+}
+
+/// `sha256:<hex>` of what a message says: its type (MSH-9) and every segment after MSH, as
+/// received. The rest of MSH (time of message, processing id, …) is left out, so a resend
+/// whose header an interface engine rebuilt is still recognised as the same message.
+pub fn content_digest(message: &Message) -> String {
+    use sha2::{Digest, Sha256};
+    let mut hash = Sha256::new();
+    hash.update(message.msh().field(9).raw().as_bytes());
+    for segment in message.segments_all().skip(1) {
+        hash.update(b"\r");
+        hash.update(segment.raw().as_bytes());
+    }
+    let digest = hash.finalize();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for byte in digest.iter() {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+fn push_receipt(bundle: &mut Value, receipt: &Receipt, message: &Message) {
     let message_type = message.message_type();
     let mut resource = json!({
         "resourceType": "Basic",
-        "identifier": [{"system": receipt.system, "value": receipt.value}],
+        "identifier": [{"system": receipt.id.system, "value": receipt.id.value},
+                       {"system": RECEIPT_DIGEST_SYSTEM, "value": receipt.digest}],
         "code": {"coding": [{"system": RECEIPT_SYSTEM, "code": "message-receipt",
                               "display": "HL7 v2 message applied"}],
                  "text": format!("{}^{}", message_type.code, message_type.trigger)},
@@ -236,9 +319,9 @@ fn push_receipt(bundle: &mut Value, receipt: &Identifier, message: &Message) {
             "method": "POST",
             "url": "Basic",
             "ifNoneExist": format!(
-                "identifier={}|{}&_tag={}|{RECEIPT_KIND}",
-                receipt.system,
-                receipt.value,
+                "identifier={}&identifier={}&_tag={}|{RECEIPT_KIND}",
+                query_value(&format!("{}|{}", receipt.id.system, receipt.id.value)),
+                query_value(&format!("{RECEIPT_DIGEST_SYSTEM}|{}", receipt.digest)),
                 phip_fhir::access::SERVER_OWNED_SYSTEM
             ),
         }
@@ -247,6 +330,19 @@ fn push_receipt(bundle: &mut Value, receipt: &Identifier, message: &Message) {
         Some(entries) => entries.push(entry),
         None => bundle["entry"] = json!([entry]),
     }
+}
+
+/// A search value for a query string (`|` and `:` stay as they are).
+fn query_value(raw: &str) -> String {
+    const QUERY: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'#')
+        .add(b'%')
+        .add(b'&')
+        .add(b'+')
+        .add(b'=')
+        .add(b'?');
+    percent_encoding::utf8_percent_encode(raw, QUERY).to_string()
 }
 
 /// A refused FHIR write becomes an application error naming what the server said.

@@ -14,11 +14,12 @@
 //! [`Bundle`](MappedAdt::transaction) built once the caller knows the patient's reference.
 //!
 //! Identifier systems: an assigning authority with an ISO OID gives `urn:oid:<oid>`; a named
-//! authority, or the sending facility (MSH-4) when CX-4 is empty, gives
+//! authority, or the sender ([`sender`]: MSH-4, else MSH-3) when CX-4 is empty, gives
 //! `urn:phip:id:<name>` (percent-encoded), with `assigner.display` set to that name; Chinese
 //! resident ID numbers give [`RESIDENT_ID_SYSTEM`]; visit numbers without an authority
 //! `urn:phip:visit:<facility>`. Report and observation identifiers share the order's system;
-//! an observation's value is `<order number>-<OBX-1>[-<OBX-4>]`.
+//! an observation's value is `<order number>/<OBR-4>/<OBX-3>[/<OBX-4>][#<n>]` (see
+//! [`MappedResults::transaction`]).
 
 mod adt;
 mod datatypes;
@@ -78,22 +79,26 @@ pub struct MappedResults {
     pub facility: String,
 }
 
-/// Maps a message to FHIR. Unsupported message types are an error with code 200 (or 201
-/// for an unsupported ADT event), which [`Ack::error`](crate::Ack::error) turns into AR.
-pub fn map_message(message: &Message) -> Result<Mapped, Hl7Error> {
+/// What a supported message becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Adt,
+    Merge,
+    Results,
+}
+
+/// The kind of a message, from MSH-9 alone.
+fn kind(message: &Message) -> Result<Kind, Hl7Error> {
     let kind = message.message_type();
-    let ctx = context(message)?;
     match (kind.code.as_str(), kind.trigger.as_str()) {
-        ("ADT", "A40") => Ok(Mapped::Merge(adt::merges(message, &ctx)?)),
-        ("ADT", "A01" | "A03" | "A04" | "A05" | "A08" | "A11" | "A28" | "A31") => {
-            map_adt(message, &kind.trigger, ctx).map(Mapped::Adt)
-        }
+        ("ADT", "A40") => Ok(Kind::Merge),
+        ("ADT", "A01" | "A03" | "A04" | "A05" | "A08" | "A11" | "A28" | "A31") => Ok(Kind::Adt),
         ("ADT", other) => Err(Hl7Error::at(
             ErrorCode::UnsupportedEventCode,
             Location::field("MSH", 1, 9).with_component(2),
             format!("ADT event {other} is not supported"),
         )),
-        ("ORU", "R01") => map_results(message, ctx).map(Mapped::Results),
+        ("ORU", "R01") => Ok(Kind::Results),
         (code, trigger) => Err(Hl7Error::at(
             ErrorCode::UnsupportedMessageType,
             Location::field("MSH", 1, 9),
@@ -102,13 +107,51 @@ pub fn map_message(message: &Message) -> Result<Mapped, Hl7Error> {
     }
 }
 
-/// The mapping context of a message: its sending facility and default UTC offset.
-pub fn context(message: &Message) -> Result<Context, Hl7Error> {
-    let facility = message
+/// Checks MSH-9 alone: `Ok` for a message type and event [`map_message`] maps, else the
+/// error (200, or 201 for an unsupported ADT event, at MSH-9) that
+/// [`Ack::error`](crate::Ack::error) turns into AR. A receiver calls this before anything
+/// else, so that an unsupported message is refused whatever else it carries.
+pub fn check_supported(message: &Message) -> Result<(), Hl7Error> {
+    kind(message).map(|_| ())
+}
+
+/// Who sent a message: the sending facility (MSH-4), or, when that is empty, the sending
+/// application (MSH-3) — lab and device systems often fill only MSH-3 — each as its
+/// namespace id, else its universal id. It scopes the sender's message control ids and
+/// assigns the identifiers that name no authority. Both empty is an error (101 at MSH-4):
+/// nothing would tell this sender's records and control ids from another's.
+pub fn sender(message: &Message) -> Result<String, Hl7Error> {
+    message
         .sending_facility()
-        .map(|f| f.into_owned())
-        .or_else(|| message.sending_application().map(|a| a.into_owned()))
-        .unwrap_or_default();
+        .or_else(|| message.sending_application())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .ok_or_else(|| {
+            Hl7Error::at(
+                ErrorCode::RequiredFieldMissing,
+                Location::field("MSH", 1, 4),
+                "MSH-4 (sending facility) and MSH-3 (sending application) are both empty: \
+                 the sender of the message cannot be identified",
+            )
+        })
+}
+
+/// Maps a message to FHIR. Unsupported message types are an error with code 200 (or 201
+/// for an unsupported ADT event), which [`Ack::error`](crate::Ack::error) turns into AR; a
+/// message naming no sender (see [`sender`]) is an error at MSH-4.
+pub fn map_message(message: &Message) -> Result<Mapped, Hl7Error> {
+    let kind = kind(message)?;
+    let ctx = context(message)?;
+    match kind {
+        Kind::Merge => Ok(Mapped::Merge(adt::merges(message, &ctx)?)),
+        Kind::Adt => map_adt(message, &message.message_type().trigger, ctx).map(Mapped::Adt),
+        Kind::Results => map_results(message, ctx).map(Mapped::Results),
+    }
+}
+
+/// The mapping context of a message: its sender (see [`sender`]) and default UTC offset.
+pub fn context(message: &Message) -> Result<Context, Hl7Error> {
+    let facility = sender(message)?;
     // The message time's zone is the sender's zone; use it for times that carry none.
     let msh7 = message.msh().field(7).value();
     let default_offset = msh7
@@ -201,10 +244,12 @@ impl MappedAdt {
 impl MappedResults {
     /// The transaction for reports and observations, given the patient's reference.
     ///
-    /// Reports and observations with identifiers are conditional updates
-    /// (`PUT DiagnosticReport?identifier=…`, `PUT Observation?identifier=…`), so a corrected
-    /// result (status C) replaces the earlier one instead of adding a second; those without
-    /// are created. `DiagnosticReport.result` points at the observations' `urn:uuid:`
+    /// Reports with an order number are conditional updates on it and their service
+    /// (`PUT DiagnosticReport?identifier=<order>&code=<OBR-4>`), their observations on a key
+    /// made of the order number, OBR-4, OBX-3 and OBX-4
+    /// (`PUT Observation?identifier=<order system>|<order>/<OBR-4>/<OBX-3>[/<OBX-4>][#<n>]`,
+    /// never OBX-1, which feeds repeat), so a resent or corrected result (status C) replaces
+    /// the earlier one instead of adding a second; those without an order number are created. `DiagnosticReport.result` points at the observations' `urn:uuid:`
     /// fullUrls, which the transaction resolves.
     pub fn transaction(&self, patient_reference: &str) -> Value {
         let subject = json!({"reference": patient_reference});
@@ -231,8 +276,8 @@ impl MappedResults {
             if !results.is_empty() {
                 resource["result"] = Value::Array(results);
             }
-            entries.push(match &report.identifier {
-                Some(id) => entry(resource, "PUT", &conditional_url("DiagnosticReport", id)),
+            entries.push(match report.conditional_url() {
+                Some(url) => entry(resource, "PUT", &url),
                 None => entry(resource, "POST", "DiagnosticReport"),
             });
         }
@@ -262,8 +307,17 @@ fn bundle(entries: Vec<Value>) -> Value {
 
 /// `Type?identifier=<system>|<value>` with both parts percent-encoded for a query string.
 pub fn conditional_url(resource_type: &str, id: &Identifier) -> String {
+    format!(
+        "{resource_type}?identifier={}|{}",
+        query_encode(&id.system),
+        query_encode(&id.value)
+    )
+}
+
+/// One search value percent-encoded for a query string: its delimiters, the token
+/// separator and characters URLs may not carry raw (`^`) are escaped.
+fn query_encode(raw: &str) -> std::borrow::Cow<'_, str> {
     use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
-    // Query-string delimiters and the token separator must not appear raw in either part.
     const QUERY: &AsciiSet = &CONTROLS
         .add(b' ')
         .add(b'"')
@@ -278,10 +332,10 @@ pub fn conditional_url(resource_type: &str, id: &Identifier) -> String {
         .add(b'?')
         .add(b'|')
         .add(b'\\')
-        .add(b'$');
-    format!(
-        "{resource_type}?identifier={}|{}",
-        utf8_percent_encode(&id.system, QUERY),
-        utf8_percent_encode(&id.value, QUERY)
-    )
+        .add(b'$')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'}');
+    utf8_percent_encode(raw, QUERY).into()
 }

@@ -1,5 +1,8 @@
 //! ORU^R01: OBR → DiagnosticReport, OBX → Observation.
 
+use std::collections::HashMap;
+
+use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 use serde_json::{json, Map, Value};
 
 use super::datatypes::{self, Context, Identifier};
@@ -21,10 +24,28 @@ const V3_FLAGS: &[&str] = &[
 pub struct MappedReport {
     /// The DiagnosticReport, without `subject` and `result` (set by the bundle builder).
     pub report: Value,
-    /// Its identifier (filler order number OBR-3, else placer OBR-2).
+    /// Its order number: the filler order number (OBR-3), else the placer's (OBR-2), else
+    /// those of the order's ORC (ORC-3, ORC-2).
     pub identifier: Option<Identifier>,
+    /// The coded service (OBR-4) as a search token (`system|code`, or `code` without a
+    /// system): with the order number, what tells this report from the order's others.
+    pub service: Option<String>,
     /// The observations of this report.
     pub observations: Vec<MappedObservation>,
+}
+
+impl MappedReport {
+    /// The conditional-update URL of this report: its order number and, when coded, its
+    /// service (`DiagnosticReport?identifier=…&code=…`). `None` without an order number.
+    pub fn conditional_url(&self) -> Option<String> {
+        let id = self.identifier.as_ref()?;
+        let mut url = super::conditional_url("DiagnosticReport", id);
+        if let Some(service) = &self.service {
+            url.push_str("&code=");
+            url.push_str(&super::query_encode(service));
+        }
+        Some(url)
+    }
 }
 
 /// One OBX as an Observation.
@@ -32,43 +53,76 @@ pub struct MappedReport {
 pub struct MappedObservation {
     /// The Observation, without `subject`.
     pub observation: Value,
-    /// Its identifier, derived from the report's and the OBX set id, when the report has one.
+    /// Its key, when its report has an order number: see [`observation_key`].
     pub identifier: Option<Identifier>,
 }
 
 /// The reports of an ORU message, and observations that belong to no OBR (v2.8 allows
 /// OBX in the patient group).
+///
+/// Two OBRs of one message with the same order number and the same service (OBR-4) cannot
+/// be told apart, by this message or a later correction: that is an error (205, duplicate
+/// key identifier) naming the second one's OBR-3.
 pub fn reports(
     message: &Message,
     ctx: &Context,
 ) -> Result<(Vec<MappedReport>, Vec<MappedObservation>), Hl7Error> {
     let mut reports: Vec<MappedReport> = Vec::new();
+    // How often each observation key was used under the current report.
+    let mut occurrences: HashMap<String, usize> = HashMap::new();
     let mut loose = Vec::new();
     let mut in_report = false;
+    let mut order: Option<Segment<'_>> = None;
+    // The current OBR's service (OBR-4) as the message wrote it, for observation keys.
+    let mut service = String::new();
     for segment in message.segments_all() {
         match segment.id() {
             "OBR" => {
-                reports.push(report(&segment, ctx)?);
+                let next = report(&segment, order.take().as_ref(), ctx)?;
+                if next.identifier.is_some()
+                    && reports
+                        .iter()
+                        .any(|r| r.identifier == next.identifier && r.service == next.service)
+                {
+                    return Err(Hl7Error::at(
+                        ErrorCode::DuplicateKeyIdentifier,
+                        segment.location(3),
+                        format!(
+                            "a second OBR for order {} and service {}: the two reports cannot \
+                             be told apart",
+                            next.identifier.as_ref().map_or("", |i| i.value.as_str()),
+                            next.service.as_deref().unwrap_or("(uncoded)")
+                        ),
+                    ));
+                }
+                reports.push(next);
+                service = coded_part(&segment.field(4).repetition(1));
+                occurrences.clear();
                 in_report = true;
             }
-            "ORC" | "PID" => in_report = false,
+            "ORC" => {
+                order = Some(segment);
+                in_report = false;
+            }
+            "PID" => {
+                order = None;
+                in_report = false;
+            }
             // Encapsulated documents (ED) are not observations: they belong in a
             // DocumentReference, which this mapping does not produce.
             "OBX" if segment.field(2).value() == "ED" => {}
             "OBX" => match reports.last_mut().filter(|_| in_report) {
                 Some(current) => {
-                    let index = current.observations.len() + 1;
-                    let id = current.identifier.clone();
+                    let key = current
+                        .identifier
+                        .as_ref()
+                        .map(|order| observation_key(order, &service, &segment, &mut occurrences));
                     let fallback = current.report.get("effectiveDateTime").cloned();
-                    current.observations.push(observation(
-                        &segment,
-                        ctx,
-                        id.as_ref(),
-                        index,
-                        fallback,
-                    )?);
+                    current
+                        .observations
+                        .push(observation(&segment, ctx, key, fallback)?);
                 }
-                None => loose.push(observation(&segment, ctx, None, 0, None)?),
+                None => loose.push(observation(&segment, ctx, None, None)?),
             },
             _ => {}
         }
@@ -76,11 +130,81 @@ pub fn reports(
     Ok((reports, loose))
 }
 
-fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
+/// The identifier an OBX is stored under, in its order number's system:
+/// `<order number>/<OBR-4>/<OBX-3>[/<OBX-4>][#<n>]`, each part as `<code>^<coding system>`
+/// from the message (`82503246/24317-0^LN/11156-7^LN`), with `%`, `/`, `^` and `#` inside
+/// a part percent-encoded.
+///
+/// HL7 makes OBX-3 (observation identifier) with OBX-4 (sub-id) unique within an OBR, and
+/// that pair is what names a result; OBX-1 (set id) is only a position, which real feeds
+/// restart or repeat (specimen groups, appended comments). So a resent or corrected message
+/// updates the same Observations whatever their order, and a pair that occurs again under
+/// the same OBR (senders that break the rule) is numbered `#2`, `#3`, … in message order.
+fn observation_key(
+    order: &Identifier,
+    service: &str,
+    obx: &Segment<'_>,
+    occurrences: &mut HashMap<String, usize>,
+) -> Identifier {
+    let code = obx.field(3).repetition(1);
+    let mut key = key_part(&order.value).into_owned();
+    key.push('/');
+    key.push_str(service);
+    key.push('/');
+    key.push_str(&coded_part(&code));
+    let sub_id = obx.field(4).value();
+    if !sub_id.is_empty() {
+        key.push('/');
+        key.push_str(&key_part(&sub_id));
+    }
+    let seen = occurrences.entry(key.clone()).or_insert(0);
+    *seen += 1;
+    if *seen > 1 {
+        key.push_str(&format!("#{seen}"));
+    }
+    Identifier {
+        system: order.system.clone(),
+        value: key,
+    }
+}
+
+/// A CWE's identifier (or, uncoded, its text) and coding system as `code^system`.
+fn coded_part(cwe: &crate::message::Repetition<'_>) -> String {
+    let id = cwe.component(1).value();
+    let id = if id.trim().is_empty() {
+        cwe.component(2).value()
+    } else {
+        id
+    };
+    let system = cwe.component(3).value();
+    if system.trim().is_empty() {
+        key_part(id.trim()).into_owned()
+    } else {
+        format!("{}^{}", key_part(id.trim()), key_part(system.trim()))
+    }
+}
+
+/// One part of a key, with the key's own separators escaped.
+fn key_part(raw: &str) -> std::borrow::Cow<'_, str> {
+    const SEPARATORS: &AsciiSet = &CONTROLS.add(b'%').add(b'/').add(b'^').add(b'#');
+    utf8_percent_encode(raw, SEPARATORS).into()
+}
+
+fn report(
+    obr: &Segment<'_>,
+    orc: Option<&Segment<'_>>,
+    ctx: &Context,
+) -> Result<MappedReport, Hl7Error> {
     let mut out = Map::new();
     out.insert("resourceType".into(), json!("DiagnosticReport"));
-    let filler = datatypes::entity_identifier(&obr.field(3).repetition(1), "FILL", ctx);
-    let placer = datatypes::entity_identifier(&obr.field(2).repetition(1), "PLAC", ctx);
+    // ORC-2/3 carry the same numbers as OBR-2/3; some senders fill only the ORC.
+    let number = |n: usize, kind: &str| {
+        datatypes::entity_identifier(&obr.field(n).repetition(1), kind, ctx).or_else(|| {
+            orc.and_then(|orc| datatypes::entity_identifier(&orc.field(n).repetition(1), kind, ctx))
+        })
+    };
+    let filler = number(3, "FILL");
+    let placer = number(2, "PLAC");
     let identifier = filler
         .as_ref()
         .or(placer.as_ref())
@@ -119,6 +243,15 @@ fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
     let code = datatypes::codeable_concept(&obr.field(4).repetition(1)).ok_or_else(|| {
         Hl7Error::missing("OBR", obr.sequence(), 4, "universal service identifier")
     })?;
+    let service = code
+        .pointer("/coding/0/code")
+        .and_then(Value::as_str)
+        .map(
+            |c| match code.pointer("/coding/0/system").and_then(Value::as_str) {
+                Some(system) => format!("{system}|{c}"),
+                None => c.to_owned(),
+            },
+        );
     out.insert("code".into(), code);
     if let Some(when) = datatypes::date_time(&obr.field(7).value(), ctx, &|| obr.location(7))? {
         out.insert("effectiveDateTime".into(), json!(when));
@@ -129,6 +262,7 @@ fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
     Ok(MappedReport {
         report: Value::Object(out),
         identifier,
+        service,
         observations: Vec::new(),
     })
 }
@@ -136,30 +270,11 @@ fn report(obr: &Segment<'_>, ctx: &Context) -> Result<MappedReport, Hl7Error> {
 fn observation(
     obx: &Segment<'_>,
     ctx: &Context,
-    report: Option<&Identifier>,
-    index: usize,
+    identifier: Option<Identifier>,
     report_effective: Option<Value>,
 ) -> Result<MappedObservation, Hl7Error> {
     let mut out = Map::new();
     out.insert("resourceType".into(), json!("Observation"));
-    let set_id = obx.field(1).value();
-    let sub_id = obx.field(4).value();
-    let identifier = report.map(|r| {
-        let position = if set_id.is_empty() {
-            index.to_string()
-        } else {
-            set_id.to_string()
-        };
-        let value = if sub_id.is_empty() {
-            format!("{}-{position}", r.value)
-        } else {
-            format!("{}-{position}-{sub_id}", r.value)
-        };
-        Identifier {
-            system: r.system.clone(),
-            value,
-        }
-    });
     if let Some(id) = &identifier {
         out.insert(
             "identifier".into(),
