@@ -183,6 +183,9 @@ fn kill_nine_during_writes(data_dir: &Path, database_url: Option<&str>) {
                         Ok((status, body)) => {
                             panic!("transaction {name} answered {status} before the crash: {body}")
                         }
+                        // A slow answer on a loaded machine is not a crash: the PUTs make the
+                        // retry idempotent.
+                        Err(error) if error.is_timeout() => continue,
                         // The server died under us.
                         Err(_) => return,
                     }
