@@ -101,8 +101,12 @@ fn batch(name: &str, size: usize) -> (Value, Vec<String>) {
             json!({
                 "resource": {
                     "resourceType": "Patient", "id": id,
-                    "identifier": [{"system": "urn:phip:fault", "value": name}],
-                    "name": [{"family": "Fault", "given": [id]}]
+                    // The batch is a tag, not a shared identifier: a shared identifier would
+                    // make the patient index link the whole batch into one person, and the
+                    // test is about crashes, not about a 500-record person's cost.
+                    "meta": {"tag": [{"system": "urn:phip:fault", "code": name}]},
+                    "identifier": [{"system": "urn:phip:fault:patient", "value": id}],
+                    "name": [{"family": format!("Fault-{name}"), "given": [id]}]
                 },
                 "request": {"method": "PUT", "url": format!("Patient/{id}")}
             })
@@ -138,7 +142,7 @@ fn post_reply(
 fn indexed(client: &reqwest::blocking::Client, base: &str, name: &str) -> u64 {
     let reply: Value = client
         .get(format!(
-            "{base}/Patient?identifier=urn:phip:fault|{name}&_summary=count"
+            "{base}/Patient?_tag=urn:phip:fault|{name}&_summary=count"
         ))
         .send()
         .expect("search")
