@@ -136,9 +136,11 @@ pub struct LimitsConfig {
     /// Take the client address from the last `X-Forwarded-For` entry; only behind a reverse
     /// proxy that sets it [false].
     pub trust_forwarded_for: Option<bool>,
-    /// Seconds a client has to send a request head; also how long an idle keep-alive
-    /// connection stays open [10; 0: no limit].
+    /// Seconds a new connection has to send its first request head [10; 0: no limit].
     pub header_read_timeout_seconds: Option<f64>,
+    /// Seconds an idle keep-alive connection stays open, and a later request head may take
+    /// [75; 0: no limit].
+    pub keep_alive_seconds: Option<f64>,
     /// Seconds a request body has to arrive before the client gets 408; it runs before the
     /// request takes an in-flight permit [30; 0: no limit].
     pub body_read_timeout_seconds: Option<f64>,
@@ -175,6 +177,11 @@ impl LimitsConfig {
             "header_read_timeout_seconds",
             self.header_read_timeout_seconds,
             defaults.header_read_timeout,
+        )?;
+        let keep_alive_timeout = timeout(
+            "keep_alive_seconds",
+            self.keep_alive_seconds,
+            defaults.keep_alive_timeout,
         )?;
         let body_read_timeout = timeout(
             "body_read_timeout_seconds",
@@ -220,6 +227,7 @@ impl LimitsConfig {
                 .trust_forwarded_for
                 .unwrap_or(defaults.trust_forwarded_for),
             header_read_timeout,
+            keep_alive_timeout,
             body_read_timeout,
             body_min_bytes_per_second: self
                 .body_min_bytes_per_second
@@ -422,6 +430,7 @@ mod tests {
             r#"
 [limits]
 header_read_timeout_seconds = 5
+keep_alive_seconds = 20
 body_read_timeout_seconds = 0
 body_min_bytes_per_second = 4096
 
@@ -434,6 +443,10 @@ allow_private_endpoints = ["10.1.2.0/24", "127.0.0.1:9000", "[fd00::1]:443"]
         assert_eq!(
             limits.header_read_timeout,
             Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(
+            limits.keep_alive_timeout,
+            Some(std::time::Duration::from_secs(20))
         );
         assert_eq!(limits.body_read_timeout, None, "0 turns the deadline off");
         assert_eq!(limits.body_min_bytes_per_second, 4096);

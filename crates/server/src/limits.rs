@@ -78,11 +78,16 @@ pub struct Limits {
     /// proxy in front of phip appended) rather than the TCP peer. Only for deployments behind
     /// such a proxy: otherwise a client could name any address it likes.
     pub trust_forwarded_for: bool,
-    /// Longest time a client may take to send a request head (request line and headers),
-    /// counted from the connection's start or the end of the previous response; the
-    /// connection is closed after it. So it also bounds how long an idle keep-alive connection
-    /// stays open (`None`: no limit).
+    /// Longest time a new connection may take to send its first request head (request line
+    /// and headers); the connection is closed after it (`None`: no limit).
     pub header_read_timeout: Option<Duration>,
+    /// Longest time a connection may stay open between requests, or take to send the head of a
+    /// later request; the connection is closed after it. Longer than
+    /// [`header_read_timeout`](Self::header_read_timeout) because clients pool connections: a
+    /// server that closes an idle connection sooner than its clients expect races their next
+    /// request on it (a reset). A slow head on such a connection holds a connection, never an
+    /// in-flight permit (`None`: no limit).
+    pub keep_alive_timeout: Option<Duration>,
     /// Time a request body has to arrive, before the request takes an in-flight permit; after
     /// it (plus what [`body_min_bytes_per_second`](Self::body_min_bytes_per_second) earns) the
     /// client gets 408 (`None`: no limit).
@@ -110,6 +115,9 @@ impl Default for Limits {
             }),
             trust_forwarded_for: false,
             header_read_timeout: Some(Duration::from_secs(10)),
+            // nginx's keepalive_timeout: clients should keep idle connections for less, or
+            // retry a request that failed on a reused connection.
+            keep_alive_timeout: Some(Duration::from_secs(75)),
             body_read_timeout: Some(Duration::from_secs(30)),
             body_min_bytes_per_second: 1024,
         }

@@ -2,14 +2,16 @@
 //! before any request is processed.
 //!
 //! A client that opens a connection and then sends its request head slowly (or not at all)
-//! must not hold anything the server needs for others. Request heads are read with hyper's
-//! `header_read_timeout` ([`crate::limits::Limits::header_read_timeout`]): HTTP/1 closes a
-//! connection whose head is not complete within it, counted from the connection's start or the
-//! end of the previous response — so it also bounds how long an idle keep-alive connection
-//! stays open. Before hyper knows whether a connection speaks HTTP/1 or HTTP/2 it reads the
-//! first bytes without any deadline, so each connection also has a watchdog: one that has not
-//! delivered a complete request within the deadline is closed. Bodies are read under their
-//! own deadline by [`crate::limits::guard`], still before a request takes an in-flight permit.
+//! must not hold anything the server needs for others. Each connection has a watchdog: one
+//! that has not delivered a complete first request within
+//! [`crate::limits::Limits::header_read_timeout`] is closed (hyper reads the first bytes, to
+//! tell HTTP/1 from HTTP/2, without any deadline of its own). Later heads on a keep-alive
+//! connection are read with hyper's `header_read_timeout` set to
+//! [`crate::limits::Limits::keep_alive_timeout`], counted from the end of the previous
+//! response — the idle time of a pooled connection, kept longer than the first head's deadline
+//! so that clients reusing pooled connections do not race the server's close. Bodies are read
+//! under their own deadline by [`crate::limits::guard`], still before a request takes an
+//! in-flight permit.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -45,6 +47,7 @@ pub(crate) async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let header_timeout = state.limiter.limits.header_read_timeout;
+    let keep_alive = state.limiter.limits.keep_alive_timeout;
     let app = crate::router(state);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -64,7 +67,9 @@ pub(crate) async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             match tls {
-                None => serve_connection(stream, peer, app, header_timeout, watcher).await,
+                None => {
+                    serve_connection(stream, peer, app, header_timeout, keep_alive, watcher).await
+                }
                 Some(acceptor) => {
                     let stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
@@ -77,7 +82,7 @@ pub(crate) async fn serve(
                             }
                             Err(_) => return,
                         };
-                    serve_connection(stream, peer, app, header_timeout, watcher).await
+                    serve_connection(stream, peer, app, header_timeout, keep_alive, watcher).await
                 }
             }
         });
@@ -115,6 +120,7 @@ async fn serve_connection<IO>(
     peer: SocketAddr,
     app: Router,
     header_timeout: Option<Duration>,
+    keep_alive: Option<Duration>,
     watcher: Watcher,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -134,7 +140,10 @@ async fn serve_connection<IO>(
     let mut builder = Builder::new(TokioExecutor::new());
     // The CONNECT protocol carries websockets over HTTP/2 (RFC 8441).
     builder.http2().enable_connect_protocol();
-    match header_timeout {
+    // hyper's head timer runs from the end of each response (or the connection's start) to
+    // the next complete head, so it is the keep-alive idle time; the first head's own, shorter
+    // deadline is the watchdog's below.
+    match keep_alive {
         Some(timeout) => {
             builder
                 .http1()

@@ -732,6 +732,44 @@ async fn half_sent_request_heads_are_closed_at_the_deadline(backend: Backend) {
     assert_eq!(health.status(), StatusCode::OK);
 }
 
+/// One response's first bytes from `stream` (the test's responses fit in one read).
+async fn read_answer(stream: &mut tokio::net::TcpStream) -> String {
+    let mut buffer = vec![0_u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer))
+        .await
+        .expect("an answer")
+        .expect("read");
+    String::from_utf8_lossy(&buffer[..n]).into_owned()
+}
+
+/// A pooled connection may idle longer than a new connection's head deadline and still carry
+/// the next request (clients reusing it must not race the server's close); after the
+/// keep-alive time it is closed.
+async fn keep_alive_outlasts_the_first_head_deadline(backend: Backend) {
+    let server = Server::start(
+        backend,
+        Limits {
+            header_read_timeout: Some(Duration::from_secs(1)),
+            keep_alive_timeout: Some(Duration::from_secs(4)),
+            ..Limits::default()
+        },
+        Duration::ZERO,
+    )
+    .await;
+    let request = "GET /health HTTP/1.1\r\nhost: phip\r\n\r\n";
+    let mut stream = send_raw(&server, request).await;
+    assert!(read_answer(&mut stream).await.contains("200 OK"));
+    // Idle twice the first head's deadline: still open, and it answers the next request.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stream.write_all(request.as_bytes()).await.expect("write");
+    assert!(read_answer(&mut stream).await.contains("200 OK"));
+    // Idle beyond the keep-alive time: closed without an answer.
+    let closed = until_closed(&mut stream, Duration::from_secs(30))
+        .await
+        .expect("the idle connection is closed");
+    assert!(closed.is_empty(), "{closed}");
+}
+
 /// A declared body trickled one byte at a time is answered 408 (OperationOutcome, `timeout`)
 /// at the body deadline, and the connection is closed; nothing is stored.
 async fn trickled_bodies_get_408_at_the_deadline(backend: Backend) {
@@ -791,6 +829,7 @@ async fn trickled_bodies_get_408_at_the_deadline(backend: Backend) {
 
 on_both_backends!(
     slow_clients_do_not_starve_the_others,
+    keep_alive_outlasts_the_first_head_deadline,
     half_sent_request_heads_are_closed_at_the_deadline,
     trickled_bodies_get_408_at_the_deadline,
     failed_sign_ins_are_limited_per_address,

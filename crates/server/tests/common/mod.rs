@@ -253,7 +253,13 @@ impl TestServer {
         Self {
             base: format!("http://{address}/fhir"),
             root: format!("http://{address}"),
-            client: reqwest::Client::new(),
+            // Idle pooled connections are dropped well before the server's keep-alive time,
+            // as a well-configured client does, so a long test never reuses one the server is
+            // closing.
+            client: reqwest::Client::builder()
+                .pool_idle_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .expect("client"),
             token,
             auth,
             audit,
