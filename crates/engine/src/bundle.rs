@@ -524,6 +524,13 @@ impl Engine {
                 Ok(None)
             };
             rewrite_references(resource, &mut check)?;
+            // A create names no id: the server assigns a new one, as REST create and a
+            // transaction POST do, whatever id the body carries.
+            if let (Method::Post, Target::Type(_)) = (entry.method, &entry.target) {
+                if let Some(object) = resource.as_object_mut() {
+                    object.insert("id".into(), json!(new_id()));
+                }
+            }
         }
         let mut tx = self.begin_write(&ctx.principal)?;
         let (outcome, text) = execute_write(tx.as_mut(), &ctx.principal, entry)?;
