@@ -698,7 +698,7 @@ mod tests {
     fn missing_paths_and_empty_input_are_errors() {
         let dir = tempfile::tempdir().expect("tempdir");
         let missing = dir.path().join("no-such-dir");
-        let error = input_files(&[missing.clone()]).expect_err("missing");
+        let error = input_files(std::slice::from_ref(&missing)).expect_err("missing");
         assert!(
             error.to_string().contains("no such file or directory")
                 && error.to_string().contains("no-such-dir"),
