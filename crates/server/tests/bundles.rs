@@ -273,6 +273,28 @@ async fn conditional_references_with_urls_in_their_values_are_resolved(backend: 
         format!("Practitioner/{}", practitioner[0])
     );
 
+    // A `?` inside the search value is part of the value.
+    let odd = server
+        .create(
+            &json!({"resourceType": "Practitioner", "name": [{"family": "Odd"}],
+            "identifier": [{"system": "urn:phip:staff", "value": "a?b"}]}),
+        )
+        .await;
+    let reply = server
+        .post(
+            "",
+            &synthea_patient("Odd", "Practitioner?identifier=urn:phip:staff|a?b"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        server
+            .search_ids(&format!("Encounter?practitioner=Practitioner/{odd}"))
+            .await
+            .len(),
+        1
+    );
+
     // Several matches: 412 as well, and again nothing stored.
     for family in ["Twin", "Twin"] {
         server
@@ -296,7 +318,7 @@ async fn conditional_references_with_urls_in_their_values_are_resolved(backend: 
         .search_ids("Patient?family=Ambiguous")
         .await
         .is_empty());
-    assert_eq!(server.search_ids("Encounter").await.len(), 1);
+    assert_eq!(server.search_ids("Encounter").await.len(), 2);
 }
 
 async fn batch_post_assigns_a_new_id(backend: Backend) {
