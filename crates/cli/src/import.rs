@@ -429,14 +429,13 @@ impl Importer<'_> {
         &mut self,
         resource: &mut Value,
     ) -> anyhow::Result<Result<(), phip_engine::FhirError>> {
-        let original = resource.clone();
         match self
             .engine
             .resolve_conditional_references(&self.principal, resource, &mut self.cache)
         {
             Err(e) if e.status == 412 && !self.batch.is_empty() => {
+                // What was resolved before the failure stays resolved; the rest is tried again.
                 self.flush()?;
-                *resource = original;
                 Ok(self.engine.resolve_conditional_references(
                     &self.principal,
                     resource,

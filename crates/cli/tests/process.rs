@@ -535,6 +535,12 @@ fn import_reports_unresolved_references() {
     std::fs::create_dir(&input).expect("mkdir");
     let lines = [
         json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Known"}]}),
+        // A conditional reference to a resource earlier in the same file (still in the
+        // unwritten batch) resolves.
+        json!({"resourceType": "Organization", "id": "parent", "name": "Parent",
+            "identifier": [{"system": "urn:phip:org", "value": "parent"}]}),
+        json!({"resourceType": "Organization", "id": "child", "name": "Child",
+            "partOf": {"reference": "Organization?identifier=urn:phip:org|parent"}}),
         json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
             "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
             "subject": {"reference": "Patient/p1"},
@@ -547,7 +553,7 @@ fn import_reports_unresolved_references() {
     let data = dir.path().join("data");
     let (ok, stdout, stderr) = import(&data, &[&input]);
     assert!(ok, "{stdout}\n{stderr}");
-    assert!(stdout.contains("imported 2 resources"), "{stdout}");
+    assert!(stdout.contains("imported 4 resources"), "{stdout}");
     assert!(stdout.contains("; 1 rejected"), "{stdout}");
     assert!(
         stdout.contains("unresolved conditional references: 1 distinct")

@@ -587,7 +587,8 @@ impl Engine {
     /// Replaces every conditional reference (`Type?query`) in `resource` by the `Type/id` it
     /// designates, searching as `principal` in the committed state, the way a transaction
     /// resolves them: one match, or 412 naming the reference that matches none or several
-    /// (the resource is then left partly rewritten, and should not be stored). `cache` keeps
+    /// (the resource is then left partly rewritten: it should not be stored, but may be passed
+    /// again once what it names exists). `cache` keeps
     /// resolutions across calls, for loaders that write many resources naming the same few
     /// practitioners and organisations (`phip import`).
     pub fn resolve_conditional_references(
@@ -596,6 +597,22 @@ impl Engine {
         resource: &mut Value,
         cache: &mut ConditionalCache,
     ) -> FhirResult<()> {
+        // What the cache knows needs no store transaction; most resources of a load name the
+        // same few practitioners and organisations, or none at all.
+        let mut pending = false;
+        let mut from_cache = |text: &str, is_reference: bool| -> FhirResult<Option<String>> {
+            if is_reference && is_conditional_reference(text) {
+                match cache.get(text) {
+                    Some(found) => return Ok(Some(found.clone())),
+                    None => pending = true,
+                }
+            }
+            Ok(None)
+        };
+        rewrite_references(resource, &mut from_cache)?;
+        if !pending {
+            return Ok(());
+        }
         let mut tx = self.store().begin_read()?;
         let mut rewrite = |text: &str, is_reference: bool| -> FhirResult<Option<String>> {
             if is_reference && is_conditional_reference(text) {
