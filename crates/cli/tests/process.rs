@@ -371,6 +371,202 @@ fn import_synthea_ndjson() {
         .to_owned();
     let chained = count(&format!("Encounter?patient.family={family}&_summary=count"));
     assert!(chained > 0, "chained search over imported references");
+    // The NDJSON's conditional references (`Practitioner?identifier=http://…|…`) were
+    // resolved on the way in: no encounter is left without a resolved practitioner.
+    assert!(
+        stdout.contains("no conditional reference left unresolved"),
+        "{stdout}"
+    );
+    assert_eq!(
+        count("Encounter?practitioner:missing=true&_summary=count"),
+        0
+    );
+    let encounter = client
+        .get(format!("{}/Encounter?_count=1", server.base))
+        .send()
+        .expect("search")
+        .json();
+    let practitioner = encounter["entry"][0]["resource"]["participant"][0]["individual"]
+        ["reference"]
+        .as_str()
+        .expect("participant")
+        .to_owned();
+    assert!(
+        practitioner.starts_with("Practitioner/") && !practitioner.contains('?'),
+        "{practitioner}"
+    );
+    assert!(
+        count(&format!(
+            "Encounter?practitioner={practitioner}&_summary=count"
+        )) > 0
+    );
+}
+
+/// Runs `phip import` into `data_dir`, returning (success, stdout, stderr).
+fn import(data_dir: &Path, paths: &[&Path]) -> (bool, String, String) {
+    let output = Command::new(PHIP)
+        .args(["import", "--data-dir"])
+        .arg(data_dir)
+        .args(paths)
+        .output()
+        .expect("run import");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn synthea_bundles() -> &'static Path {
+    Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../fixtures/synthea-bundles"
+    ))
+}
+
+#[test]
+fn import_of_a_path_that_does_not_exist_fails() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let missing = dir.path().join("synthea-typo");
+    let (ok, stdout, stderr) = import(&data, &[synthea_bundles(), &missing]);
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("synthea-typo") && stderr.contains("no such file or directory"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("imported"), "nothing imported: {stdout}");
+    assert!(!data.exists(), "no store created for a mistyped path");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let (ok, _, stderr) = import(&data, &[&empty]);
+    assert!(!ok);
+    assert!(stderr.contains("no .ndjson or .json file"), "{stderr}");
+}
+
+/// A directory of Synthea bundles in one call: the shared bundles go first, whatever the
+/// names sort like, and every reference resolves.
+#[test]
+fn import_a_directory_of_synthea_bundles_in_one_call() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ok, stdout, stderr) = import(dir.path(), &[synthea_bundles()]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("imported 674 resources from 7 files"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("; 0 rejected"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "distinct literal targets are stored; no conditional reference left unresolved"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("all 0 distinct"), "{stdout}");
+
+    let server = Server::start(dir.path(), &[]);
+    let client = client_for(dir.path());
+    let total = |query: &str| -> u64 {
+        let reply = client
+            .get(format!("{}/{query}", server.base))
+            .send()
+            .expect("search");
+        assert_eq!(reply.status().as_u16(), 200, "{query}");
+        reply.json()["total"].as_u64().expect("total")
+    };
+    assert_eq!(total("Patient?_summary=count"), 5);
+    assert_eq!(total("Practitioner?_summary=count"), 43);
+    let encounters = total("Encounter?_summary=count");
+    assert!(encounters > 50, "{encounters}");
+    assert_eq!(
+        total("Encounter?practitioner:missing=false&_summary=count"),
+        encounters
+    );
+    assert_eq!(
+        total("Encounter?location:missing=false&_summary=count"),
+        encounters
+    );
+    assert_eq!(
+        total("Encounter?service-provider:missing=false&_summary=count"),
+        encounters
+    );
+}
+
+/// Shared bundles named so that they sort after the patients, and outside Synthea's naming:
+/// the patients' bundles are refused with 412 at first and imported in the pass after the
+/// whole input.
+#[test]
+fn import_retries_bundles_whose_conditional_references_found_nothing_yet() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input");
+    std::fs::create_dir(&input).expect("mkdir");
+    for entry in std::fs::read_dir(synthea_bundles()).expect("fixtures") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        let renamed = if name.starts_with("hospitalInformation") {
+            "zz-shared-1.json.gz".to_owned()
+        } else if name.starts_with("practitionerInformation") {
+            "zz-shared-2.json.gz".to_owned()
+        } else if name.ends_with(".json.gz") {
+            name
+        } else {
+            continue;
+        };
+        std::fs::copy(&path, input.join(renamed)).expect("copy");
+    }
+    let data = dir.path().join("data");
+    let (ok, stdout, stderr) = import(&data, &[&input]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("imported 674 resources"), "{stdout}");
+    assert!(stdout.contains("; 0 rejected"), "{stdout}");
+}
+
+/// What cannot be resolved is reported: a conditional reference matching nothing (its
+/// resource is rejected, as a transaction would refuse it) and a literal reference to a
+/// resource that is not stored.
+#[test]
+fn import_reports_unresolved_references() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input");
+    std::fs::create_dir(&input).expect("mkdir");
+    let lines = [
+        json!({"resourceType": "Patient", "id": "p1", "name": [{"family": "Known"}]}),
+        // A conditional reference to a resource earlier in the same file (still in the
+        // unwritten batch) resolves.
+        json!({"resourceType": "Organization", "id": "parent", "name": "Parent",
+            "identifier": [{"system": "urn:phip:org", "value": "parent"}]}),
+        json!({"resourceType": "Organization", "id": "child", "name": "Child",
+            "partOf": {"reference": "Organization?identifier=urn:phip:org|parent"}}),
+        json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "Patient/p1"},
+            "participant": [{"individual": {"reference": "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|0000000000"}}]}),
+        json!({"resourceType": "Observation", "id": "o1", "status": "final", "code": {"text": "x"},
+            "subject": {"reference": "Patient/p1"}, "encounter": {"reference": "Encounter/never-sent"}}),
+    ];
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    std::fs::write(input.join("mixed.ndjson"), text).expect("write");
+    let data = dir.path().join("data");
+    let (ok, stdout, stderr) = import(&data, &[&input]);
+    assert!(ok, "{stdout}\n{stderr}");
+    assert!(stdout.contains("imported 4 resources"), "{stdout}");
+    assert!(stdout.contains("; 1 rejected"), "{stdout}");
+    assert!(
+        stdout.contains("unresolved conditional references: 1 distinct")
+            && stdout
+                .contains("Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|0000000000 matches no resource (1x)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("1 referenced resources are not stored")
+            && stdout.contains("  Encounter/never-sent"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("Patient/p1"), "{stdout}");
 }
 
 /// Writers send 20-entry transactions until the server is killed with SIGKILL mid-stream;

@@ -426,7 +426,7 @@ impl Engine {
         entries: &mut [Entry],
         ids: &IdMap,
     ) -> FhirResult<()> {
-        let mut conditional_cache: std::collections::HashMap<String, String> = Default::default();
+        let mut conditional_cache = ConditionalCache::new();
         for entry in entries.iter_mut() {
             let index = entry.index;
             if let Target::Conditional(_, criteria) = &mut entry.target {
@@ -450,35 +450,8 @@ impl Engine {
                     )));
                 }
                 if is_reference && is_conditional_reference(text) {
-                    if let Some(found) = conditional_cache.get(text) {
-                        return Ok(Some(found.clone()));
-                    }
-                    let (ty, criteria) = text.split_once('?').unwrap_or((text, ""));
-                    if !phip_fhir::r4().is_resource_type(ty) {
-                        return Err(FhirError::bad_request(format!(
-                            "the conditional reference {text:?} names an unknown resource type"
-                        )));
-                    }
-                    let matches = match_condition(tx, principal, ty, criteria)?;
-                    return match matches.len() {
-                        1 => {
-                            let resolved = format!("{ty}/{}", matches[0].id);
-                            conditional_cache.insert(text.to_owned(), resolved.clone());
-                            Ok(Some(resolved))
-                        }
-                        0 => Err(FhirError::new(
-                            412,
-                            IssueType::NotFound,
-                            format!("the conditional reference {text:?} matches no resource"),
-                        )),
-                        _ => Err(FhirError::new(
-                            412,
-                            IssueType::MultipleMatches,
-                            format!(
-                                "the conditional reference {text:?} matches more than one resource"
-                            ),
-                        )),
-                    };
+                    return resolve_conditional(tx, principal, text, &mut conditional_cache)
+                        .map(Some);
                 }
                 Ok(None)
             };
@@ -524,6 +497,13 @@ impl Engine {
                 Ok(None)
             };
             rewrite_references(resource, &mut check)?;
+            // A create names no id: the server assigns a new one, as REST create and a
+            // transaction POST do, whatever id the body carries.
+            if let (Method::Post, Target::Type(_)) = (entry.method, &entry.target) {
+                if let Some(object) = resource.as_object_mut() {
+                    object.insert("id".into(), json!(new_id()));
+                }
+            }
         }
         let mut tx = self.begin_write(&ctx.principal)?;
         let (outcome, text) = execute_write(tx.as_mut(), &ctx.principal, entry)?;
@@ -560,6 +540,87 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// Conditional references already resolved (`Type?query` → `Type/id`).
+pub type ConditionalCache = std::collections::HashMap<String, String>;
+
+/// Resolves one conditional reference (`Type?query`) to `Type/id` by searching as `principal`:
+/// exactly one match, or 412 (none, or several), as in a transaction.
+fn resolve_conditional(
+    tx: &mut dyn Transaction,
+    principal: &Principal,
+    text: &str,
+    cache: &mut ConditionalCache,
+) -> FhirResult<String> {
+    if let Some(found) = cache.get(text) {
+        return Ok(found.clone());
+    }
+    let (ty, criteria) = text.split_once('?').unwrap_or((text, ""));
+    if !phip_fhir::r4().is_resource_type(ty) {
+        return Err(FhirError::bad_request(format!(
+            "the conditional reference {text:?} names an unknown resource type"
+        )));
+    }
+    let matches = match_condition(tx, principal, ty, criteria)?;
+    match matches.len() {
+        1 => {
+            let resolved = format!("{ty}/{}", matches[0].id);
+            cache.insert(text.to_owned(), resolved.clone());
+            Ok(resolved)
+        }
+        0 => Err(FhirError::new(
+            412,
+            IssueType::NotFound,
+            format!("the conditional reference {text:?} matches no resource"),
+        )),
+        _ => Err(FhirError::new(
+            412,
+            IssueType::MultipleMatches,
+            format!("the conditional reference {text:?} matches more than one resource"),
+        )),
+    }
+}
+
+impl Engine {
+    /// Replaces every conditional reference (`Type?query`) in `resource` by the `Type/id` it
+    /// designates, searching as `principal` in the committed state, the way a transaction
+    /// resolves them: one match, or 412 naming the reference that matches none or several
+    /// (the resource is then left partly rewritten: it should not be stored, but may be passed
+    /// again once what it names exists). `cache` keeps
+    /// resolutions across calls, for loaders that write many resources naming the same few
+    /// practitioners and organisations (`phip import`).
+    pub fn resolve_conditional_references(
+        &self,
+        principal: &Principal,
+        resource: &mut Value,
+        cache: &mut ConditionalCache,
+    ) -> FhirResult<()> {
+        // What the cache knows needs no store transaction; most resources of a load name the
+        // same few practitioners and organisations, or none at all.
+        let mut pending = false;
+        let mut from_cache = |text: &str, is_reference: bool| -> FhirResult<Option<String>> {
+            if is_reference && is_conditional_reference(text) {
+                match cache.get(text) {
+                    Some(found) => return Ok(Some(found.clone())),
+                    None => pending = true,
+                }
+            }
+            Ok(None)
+        };
+        rewrite_references(resource, &mut from_cache)?;
+        if !pending {
+            return Ok(());
+        }
+        let mut tx = self.store().begin_read()?;
+        let mut rewrite = |text: &str, is_reference: bool| -> FhirResult<Option<String>> {
+            if is_reference && is_conditional_reference(text) {
+                return resolve_conditional(tx.as_mut(), principal, text, cache).map(Some);
+            }
+            Ok(None)
+        };
+        rewrite_references(resource, &mut rewrite)
     }
 }
 

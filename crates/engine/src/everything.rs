@@ -1,12 +1,31 @@
-//! `Patient/[id]/$everything`: the patient's compartment, paged.
+//! `Patient/[id]/$everything`: the patient's compartment, paged, with the resources it
+//! references.
+//!
+//! R4 defines the answer as the patient's compartment "plus any resources referenced from
+//! those": the practitioners, organisations, locations and medications a record names. Each page
+//! holds a page of the compartment (search mode `match`, paged by the compartment cursor, so
+//! paging is exactly that of the compartment) followed by the resources that page's records
+//! reference and that are not in the compartment themselves (mode `include`), found with the
+//! caller's access like any `_include`: a referenced record the caller may not see is left out.
+//! A resource referenced from several pages comes with each of them. Other Patients are never
+//! added: neither the patient index's golden record (`Patient.link`) nor a Patient another
+//! record names (e.g. an Observation's `focus`); see docs/mpi.md.
 
-use phip_fhir::search::SummaryMode;
+use std::collections::{BTreeMap, BTreeSet};
+
+use phip_fhir::search::{query, SummaryMode};
+use phip_security::scope::Interaction;
+use phip_store::{PageCursor, SearchRequest, StoredResource, Transaction};
 use serde_json::{json, Value};
 
+use crate::access::{Decision, Principal};
 use crate::history::parse_instant;
 use crate::interactions::{check_id, read_visible};
 use crate::search::{encode_query, entry, new_bundle, CURSOR_PARAM};
 use crate::{Engine, FhirError, FhirResponse, FhirResult, RequestContext};
+
+/// How many ids one look-up of referenced resources names (`_id=a,b,…`).
+const IDS_PER_QUERY: usize = 100;
 
 impl Engine {
     /// `GET [base]/Patient/[id]/$everything` with `_since`, `_type`, `_count` and paging.
@@ -64,6 +83,14 @@ impl Engine {
             cursor.as_deref(),
             &principal.access(),
         )?;
+        let referenced = referenced_resources(
+            tx.as_mut(),
+            principal,
+            &ctx.base_url,
+            patient_id,
+            &resources,
+            types.as_deref(),
+        )?;
         drop(tx);
 
         let base = &ctx.base_url;
@@ -81,13 +108,15 @@ impl Engine {
         }
         let mut bundle = new_bundle("searchset");
         bundle.insert("link".into(), Value::Array(links));
-        let entries: Vec<Value> = resources
-            .iter()
-            .filter_map(|stored| {
+        let matched = resources.iter().map(|stored| (stored, "match"));
+        let included = referenced.iter().map(|stored| (stored, "include"));
+        let entries: Vec<Value> = matched
+            .chain(included)
+            .filter_map(|(stored, mode)| {
                 stored.resource.as_ref().map(|resource| {
                     let resource =
                         crate::subset::apply_subset(resource.clone(), SummaryMode::False, None);
-                    entry(base, stored, resource, "match")
+                    entry(base, stored, resource, mode)
                 })
             })
             .collect();
@@ -95,5 +124,137 @@ impl Engine {
             bundle.insert("entry".into(), Value::Array(entries));
         }
         Ok(FhirResponse::with_body(200, Value::Object(bundle)))
+    }
+}
+
+/// The resources `page` references that belong in `$everything` next to it: not Patients, not
+/// on the page, of a type `_type` lets through, not in the patient's compartment (those come
+/// as matches on their own page), and visible to the caller.
+fn referenced_resources(
+    tx: &mut dyn Transaction,
+    principal: &Principal,
+    base: &str,
+    patient_id: &str,
+    page: &[StoredResource],
+    types: Option<&[String]>,
+) -> FhirResult<Vec<StoredResource>> {
+    let on_page: BTreeSet<(&str, &str)> = page
+        .iter()
+        .map(|stored| (stored.resource_type.as_str(), stored.id.as_str()))
+        .collect();
+    let mut wanted: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for resource in page.iter().filter_map(|stored| stored.resource.as_ref()) {
+        let mut references = Vec::new();
+        collect_references(resource, &mut references);
+        for reference in references {
+            let Some((ty, id)) = literal_target(base, reference) else {
+                continue;
+            };
+            let allowed = ty != "Patient"
+                && phip_fhir::r4().is_resource_type(ty)
+                && check_id(id).is_ok()
+                && !on_page.contains(&(ty, id))
+                && types.is_none_or(|list| list.iter().any(|t| t == ty))
+                && principal.decide(ty, Interaction::Read) != Decision::Denied;
+            if allowed {
+                wanted
+                    .entry(ty.to_owned())
+                    .or_default()
+                    .insert(id.to_owned());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for (ty, ids) in wanted {
+        let ids: Vec<String> = ids.into_iter().collect();
+        for chunk in ids.chunks(IDS_PER_QUERY) {
+            // A search, so that the store applies the caller's visibility as it does to any
+            // `_include`; a record the caller may not see is simply not among the rows.
+            let params = vec![("_id".to_owned(), chunk.join(","))];
+            let parsed = query::parse(Some(&ty), &params, true)
+                .map_err(|outcome| FhirError::from_outcome(500, outcome))?;
+            let request = SearchRequest {
+                query: parsed.query,
+                cursor: PageCursor::First,
+                page_size: chunk.len(),
+                access: principal.access(),
+            };
+            found.extend(tx.search(&request)?.matches.into_iter().filter(|stored| {
+                stored.resource.as_ref().is_some_and(|resource| {
+                    !crate::access::patients_of(resource)
+                        .iter()
+                        .any(|p| p == patient_id)
+                })
+            }));
+        }
+    }
+    Ok(found)
+}
+
+/// Every `reference` string of the resource's `Reference` elements.
+fn collect_references<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+    match value {
+        Value::Object(object) => {
+            for (key, child) in object {
+                match (key.as_str(), child) {
+                    ("reference", Value::String(text)) => out.push(text),
+                    _ => collect_references(child, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| collect_references(item, out)),
+        _ => {}
+    }
+}
+
+/// The `(type, id)` a literal reference names on this server: `Type/id`, `Type/id/_history/v`
+/// or the same under `base`. Contained (`#…`), placeholder, conditional and other servers'
+/// references name nothing here.
+fn literal_target<'a>(base: &str, reference: &'a str) -> Option<(&'a str, &'a str)> {
+    let relative = match reference.strip_prefix(base) {
+        Some(rest) => rest.strip_prefix('/')?,
+        None => reference,
+    };
+    if relative.contains(['?', '#', ':']) {
+        return None;
+    }
+    let mut parts = relative.split('/');
+    let (ty, id) = (parts.next()?, parts.next()?);
+    match (parts.next(), parts.next(), parts.next()) {
+        (None, _, _) | (Some("_history"), Some(_), None) => Some((ty, id)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::literal_target;
+
+    #[test]
+    fn literal_targets_are_relative_or_under_this_servers_base() {
+        let base = "https://hic.example.cn/fhir";
+        assert_eq!(
+            literal_target(base, "Practitioner/p1"),
+            Some(("Practitioner", "p1"))
+        );
+        assert_eq!(
+            literal_target(base, "Location/l1/_history/3"),
+            Some(("Location", "l1"))
+        );
+        assert_eq!(
+            literal_target(base, "https://hic.example.cn/fhir/Organization/o1"),
+            Some(("Organization", "o1"))
+        );
+        for elsewhere in [
+            "https://other.example.org/fhir/Organization/o1",
+            "https://hic.example.cn/fhirx/Organization/o1",
+            "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+            "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|1",
+            "#med",
+            "Practitioner",
+            "Practitioner/p1/extra",
+        ] {
+            assert_eq!(literal_target(base, elsewhere), None, "{elsewhere}");
+        }
     }
 }

@@ -113,6 +113,14 @@ pub(crate) fn check_body(resource_type: &str, body: &Value) -> FhirResult<()> {
         .map_err(|outcome| FhirError::from_outcome(400, outcome))
 }
 
+/// Splits a condition written `[Type]?params` into its path and query; `None` when it is only
+/// `params`. A `?` inside a search value (`identifier=urn:x|a?b`) comes after a `=`, so only a
+/// `?` before the first `=` separates a path.
+fn split_condition(criteria: &str) -> Option<(&str, &str)> {
+    let (path, query) = criteria.split_once('?')?;
+    (!path.contains('=')).then_some((path, query))
+}
+
 /// Resolves a conditional-operation search (`Type?params` or `params`) inside a transaction,
 /// returning up to two matches (enough to tell none / one / several apart).
 pub(crate) fn match_condition(
@@ -122,7 +130,7 @@ pub(crate) fn match_condition(
     criteria: &str,
 ) -> FhirResult<Vec<StoredResource>> {
     principal.require(resource_type, Interaction::Search)?;
-    let query_part = match criteria.split_once('?') {
+    let query_part = match split_condition(criteria) {
         Some((path, q)) => {
             let path = path.trim_start_matches('/');
             let path_type = path.rsplit('/').next().unwrap_or(path);
@@ -417,7 +425,7 @@ pub(crate) fn conditional_delete_in(
     principal.require(resource_type, Interaction::Delete)?;
     principal.require(resource_type, Interaction::Search)?;
     const MAX_CONDITIONAL_DELETES: usize = 1000;
-    let query_part = criteria.split_once('?').map(|(_, q)| q).unwrap_or(criteria);
+    let query_part = split_condition(criteria).map_or(criteria, |(_, q)| q);
     let mut params = parse_query_string(query_part);
     if params.is_empty() {
         return Err(FhirError::bad_request(

@@ -21,6 +21,7 @@ pub mod rules;
 mod search;
 mod subset;
 
+pub use bundle::ConditionalCache;
 pub use interactions::parse_version_tag;
 pub use subset::apply_subset;
 

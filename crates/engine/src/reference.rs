@@ -44,13 +44,51 @@ where
     }
 }
 
-/// Whether a reference is a conditional reference (`Type?params`).
+/// Whether a reference is a conditional reference: `Type?query`, whatever the query holds.
+///
+/// Only the part before the first `?` decides: it must have the shape of a resource type name
+/// (a letter, then letters and digits). Search values commonly hold URLs
+/// (`Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999951909`, as Synthea writes
+/// them), so what follows the `?` is never looked at; an absolute URL (`http://…/Patient?…`,
+/// `urn:…`) has `:` or `/` before its `?` and is not conditional.
 pub(crate) fn is_conditional_reference(reference: &str) -> bool {
-    !reference.contains("://")
-        && reference
-            .split_once('?')
-            .is_some_and(|(ty, _)| !ty.is_empty() && !ty.contains('/'))
+    reference.split_once('?').is_some_and(|(ty, _)| {
+        ty.starts_with(|c: char| c.is_ascii_alphabetic())
+            && ty.chars().all(|c| c.is_ascii_alphanumeric())
+    })
 }
 
 /// The fullUrl → `Type/id` map of a transaction.
 pub(crate) type IdMap = HashMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::is_conditional_reference;
+
+    #[test]
+    fn a_conditional_reference_is_type_question_mark_query_whatever_the_query_holds() {
+        for conditional in [
+            "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999951909",
+            "Location?identifier=https://github.com/synthetichealth/synthea|3b23bdf7",
+            "Organization?identifier=urn:oid:2.16.156.10011.1.5|H-1",
+            "Patient?identifier=urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+            "Organization?name=a?b",
+            "Unknowntype?x=1",
+        ] {
+            assert!(is_conditional_reference(conditional), "{conditional}");
+        }
+        for literal in [
+            "Patient/123",
+            "http://example.org/fhir/Patient?identifier=x|1",
+            "https://example.org/fhir/Patient/1?x=1",
+            "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+            "urn:oid:1.2.3?x",
+            "#contained",
+            "?identifier=x|1",
+            "Patient/1?x=1",
+            "_history?x=1",
+        ] {
+            assert!(!is_conditional_reference(literal), "{literal}");
+        }
+    }
+}

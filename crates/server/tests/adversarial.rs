@@ -220,6 +220,21 @@ async fn reads_by_id(backend: Backend) {
         &w.alice.observation_value,
     )
     .await;
+    // $everything adds what the compartment references (alice's Encounter names org-a's
+    // doctor) for the callers who may see it; the attackers' rows above check that bob's
+    // $everything, whose prescription names the same doctor, never carries it to org-b or
+    // org-c, nor to bob himself.
+    for caller in legit(&w, Who::Alice).into_iter().skip(1) {
+        legit_gets(
+            &mut m,
+            &node,
+            "$everything: referenced resources",
+            &caller,
+            &Request::get(format!("Patient/{}/$everything", w.alice.patient)),
+            &w.org_a_doctor_name,
+        )
+        .await;
+    }
     for caller in legit(&w, Who::Alice).into_iter().skip(1) {
         legit_gets(
             &mut m,

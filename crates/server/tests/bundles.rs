@@ -204,8 +204,162 @@ async fn batch_entries_are_independent(backend: Backend) {
     );
 }
 
+/// A practitioner as Synthea's `practitionerInformation` bundles carry it.
+fn synthea_practitioner(npi: &str, family: &str) -> Value {
+    json!({"resource": {"resourceType": "Practitioner", "name": [{"family": family}],
+        "identifier": [{"system": "http://hl7.org/fhir/sid/us-npi", "value": npi}]},
+        "request": {"method": "POST", "url": "Practitioner",
+            "ifNoneExist": format!("identifier=http://hl7.org/fhir/sid/us-npi|{npi}")}})
+}
+
+/// A patient bundle as Synthea writes it: an Encounter whose participant is named by a
+/// conditional reference whose search value is a URL.
+fn synthea_patient(family: &str, practitioner: &str) -> Value {
+    let patient = "urn:uuid:7f2b0c1e-5d44-4c3a-9e0f-0000000000a1";
+    transaction(vec![
+        json!({"fullUrl": patient, "resource": {"resourceType": "Patient", "name": [{"family": family}]},
+            "request": {"method": "POST", "url": "Patient"}}),
+        json!({"fullUrl": "urn:uuid:7f2b0c1e-5d44-4c3a-9e0f-0000000000a2", "resource": {
+            "resourceType": "Encounter", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": patient},
+            "participant": [{"individual": {"reference": practitioner, "display": "Dr. X"}}]},
+            "request": {"method": "POST", "url": "Encounter"}}),
+    ])
+}
+
+async fn conditional_references_with_urls_in_their_values_are_resolved(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let npi = "Practitioner?identifier=http://hl7.org/fhir/sid/us-npi|9999951909";
+
+    // The patient's bundle before the practitioner's: nothing to resolve to, so 412 and
+    // nothing of the bundle is stored.
+    let early = server.post("", &synthea_patient("Early", npi)).await;
+    assert_outcome(&early, 412);
+    assert!(
+        early.body.to_string().contains("9999951909"),
+        "{}",
+        early.body
+    );
+    assert!(server.search_ids("Patient?family=Early").await.is_empty());
+    assert!(server.search_ids("Encounter").await.is_empty());
+
+    // In the order a hospital system sends them: the reference becomes Practitioner/{id}.
+    let shared = server
+        .post(
+            "",
+            &transaction(vec![synthea_practitioner("9999951909", "Npi")]),
+        )
+        .await;
+    assert_eq!(shared.status, StatusCode::OK, "{}", shared.body);
+    let practitioner = server.search_ids("Practitioner?family=Npi").await;
+    assert_eq!(practitioner.len(), 1);
+    let reply = server.post("", &synthea_patient("Later", npi)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let encounters = server
+        .get(&format!(
+            "Encounter?practitioner=Practitioner/{}",
+            practitioner[0]
+        ))
+        .await
+        .entries();
+    assert_eq!(
+        encounters.len(),
+        1,
+        "the search follows the resolved reference"
+    );
+    assert_eq!(
+        encounters[0]["participant"][0]["individual"]["reference"],
+        format!("Practitioner/{}", practitioner[0])
+    );
+
+    // A `?` inside the search value is part of the value.
+    let odd = server
+        .create(
+            &json!({"resourceType": "Practitioner", "name": [{"family": "Odd"}],
+            "identifier": [{"system": "urn:phip:staff", "value": "a?b"}]}),
+        )
+        .await;
+    let reply = server
+        .post(
+            "",
+            &synthea_patient("Odd", "Practitioner?identifier=urn:phip:staff|a?b"),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        server
+            .search_ids(&format!("Encounter?practitioner=Practitioner/{odd}"))
+            .await
+            .len(),
+        1
+    );
+
+    // Several matches: 412 as well, and again nothing stored.
+    for family in ["Twin", "Twin"] {
+        server
+            .create(
+                &json!({"resourceType": "Practitioner", "name": [{"family": family}],
+                "identifier": [{"system": "https://example.org/npi", "value": "dup"}]}),
+            )
+            .await;
+    }
+    let ambiguous = server
+        .post(
+            "",
+            &synthea_patient(
+                "Ambiguous",
+                "Practitioner?identifier=https://example.org/npi|dup",
+            ),
+        )
+        .await;
+    assert_outcome(&ambiguous, 412);
+    assert!(server
+        .search_ids("Patient?family=Ambiguous")
+        .await
+        .is_empty());
+    assert_eq!(server.search_ids("Encounter").await.len(), 2);
+}
+
+async fn batch_post_assigns_a_new_id(backend: Backend) {
+    let server = TestServer::start_on(backend).await;
+    let body =
+        json!({"resourceType": "Patient", "id": "chosen-by-client", "name": [{"family": "Batch"}]});
+    let bundle = json!({"resourceType": "Bundle", "type": "batch", "entry": [
+        {"resource": body, "request": {"method": "POST", "url": "Patient"}}]});
+    let mut ids = Vec::new();
+    // Posting the same entry twice creates two resources, as two REST creates would.
+    for _ in 0..2 {
+        let reply = server.post("", &bundle).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        let entry = &reply.body["entry"][0];
+        assert_eq!(entry["response"]["status"], "201 Created", "{entry}");
+        let location = entry["response"]["location"].as_str().expect("location");
+        let id = location
+            .split('/')
+            .rev()
+            .nth(2)
+            .expect("Patient/{id}/_history/1")
+            .to_owned();
+        assert_ne!(id, "chosen-by-client", "{location}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    assert_eq!(
+        server.get("Patient/chosen-by-client").await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(server.search_ids("Patient?family=Batch").await, {
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted
+    });
+}
+
 on_both_backends!(
     transaction_rewrites_placeholders_and_is_atomic,
     transaction_update_delete_and_read_entries,
-    batch_entries_are_independent
+    batch_entries_are_independent,
+    conditional_references_with_urls_in_their_values_are_resolved,
+    batch_post_assigns_a_new_id
 );

@@ -6,9 +6,10 @@
 //! evaluate JavaScript to assert on the rendered DOM, and save PNG screenshots as artifacts.
 //! The process is killed and the profile deleted when the [`Browser`] is dropped.
 //!
-//! When no Chromium is installed, `launch` prints a notice and returns `None` so the test can
-//! skip — unless `PHIP_REQUIRE_BROWSER=1` (CI sets it after installing `chromium`), where a
-//! missing browser fails the test instead.
+//! When no Chromium is installed, `launch` prints a loud notice — straight to the process's
+//! stderr, past the test harness's output capture, so it shows in a plain `cargo test` run —
+//! and returns `None` so the test can skip; unless `PHIP_REQUIRE_BROWSER=1` (CI sets it after
+//! installing `chromium`), where a missing browser fails the test instead.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -30,10 +31,13 @@ pub const ARTIFACTS_ENV: &str = "PHIP_ARTIFACTS";
 /// How long one DevTools command or page load may take.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The Chromium binary, if one is installed.
+/// Names the Chromium binary to use instead of looking for one.
+pub const CHROMIUM_ENV: &str = "PHIP_CHROMIUM";
+
+/// The Chromium binary, if one is installed (`PHIP_CHROMIUM` if it names a file).
 pub fn find_chromium() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("PHIP_CHROMIUM") {
-        return Some(PathBuf::from(p));
+    if let Some(p) = std::env::var_os(CHROMIUM_ENV) {
+        return Some(PathBuf::from(p)).filter(|p| p.is_file());
     }
     let candidates = ["chromium", "chromium-browser", "google-chrome"];
     let path = std::env::var_os("PATH").unwrap_or_default();
@@ -77,12 +81,23 @@ impl Browser {
     /// When Chromium is required but missing, or cannot be started or attached to.
     pub async fn launch(width: u32, height: u32) -> Option<Browser> {
         let Some(binary) = find_chromium() else {
+            let missing = match std::env::var_os(CHROMIUM_ENV) {
+                Some(p) => format!("{CHROMIUM_ENV}={} is not a file", Path::new(&p).display()),
+                None => "Chromium not found".to_owned(),
+            };
             if std::env::var(REQUIRE_BROWSER_ENV).as_deref() == Ok("1") {
-                panic!("{REQUIRE_BROWSER_ENV}=1 but no Chromium found (apt-get install chromium)");
+                panic!("{REQUIRE_BROWSER_ENV}=1 but {missing} (apt-get install chromium)");
             }
-            eprintln!(
-                "NOTICE: skipping browser test: Chromium not installed (apt-get install chromium)"
-            );
+            crate::loud_notice(&[
+                &format!(
+                    "SKIPPING browser test {}: {missing}",
+                    std::thread::current().name().unwrap_or("(unnamed)")
+                ),
+                &format!(
+                    "(install it: apt-get install chromium fonts-wqy-microhei; or set PHIP_CHROMIUM; \
+                     {REQUIRE_BROWSER_ENV}=1 fails instead)"
+                ),
+            ]);
             return None;
         };
         Some(Self::start(&binary, width, height).await)

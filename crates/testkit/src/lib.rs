@@ -376,12 +376,31 @@ fn find_binaries() -> Option<PathBuf> {
         if std::env::var(REQUIRE_ENV).is_ok_and(|v| v == "1") {
             panic!("{msg}, but {REQUIRE_ENV}=1 requires them");
         }
-        eprintln!("\n========================================================");
-        eprintln!("{msg}");
-        eprintln!("(install PostgreSQL server binaries, or set {REQUIRE_ENV}=1 to fail instead)");
-        eprintln!("========================================================\n");
+        loud_notice(&[
+            msg,
+            &format!(
+                "(install PostgreSQL server binaries, or set {REQUIRE_ENV}=1 to fail instead)"
+            ),
+        ]);
     }
     found
+}
+
+/// Prints a framed notice about skipped tests to the process's stderr directly: `eprintln!`
+/// would be captured by the test harness and shown only for failing tests, and a skip must be
+/// seen in a plain `cargo test` run.
+pub fn loud_notice(lines: &[&str]) {
+    use std::io::Write as _;
+    let rule = "=".repeat(72);
+    let mut text = format!("\n{rule}\n");
+    for line in lines {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push_str(&rule);
+    text.push_str("\n\n");
+    // Best effort: a notice that cannot be written must not fail the test run.
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 /// A new temporary directory, owned by `run_as` when given.

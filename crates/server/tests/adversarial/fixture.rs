@@ -142,6 +142,11 @@ pub struct World {
     pub carol_consent: String,
     /// A regional Practitioner every resident's Observation names as performer.
     pub doctor: String,
+    /// A Practitioner held by org-a (hidden from org-b and org-c) that alice's Encounter and
+    /// bob's MedicationRequest at org-b name: `$everything` must add it only for callers who
+    /// may see it.
+    pub org_a_doctor: String,
+    pub org_a_doctor_name: String,
     pub records: Vec<Record>,
     pub operator: String,
     pub org_a_user: String,
@@ -296,15 +301,19 @@ fn condition_body(patient: &str, code: &str, text: &str) -> Value {
     })
 }
 
-fn medication_body(patient: &str, text: &str) -> Value {
-    json!({
+fn medication_body(patient: &str, text: &str, requester: Option<&str>) -> Value {
+    let mut body = json!({
         "resourceType": "MedicationRequest",
         "status": "active",
         "intent": "order",
         "medicationCodeableConcept": {"text": text},
         "subject": {"reference": format!("Patient/{patient}")},
         "authoredOn": "2023-08-01"
-    })
+    });
+    if let Some(requester) = requester {
+        body["requester"] = json!({"reference": format!("Practitioner/{requester}")});
+    }
+    body
 }
 
 /// A privacy Consent of `patient` with one provision of `kind` (`permit`/`deny`) for `org`.
@@ -362,6 +371,14 @@ impl World {
         )
         .await;
 
+        let org_a_doctor_name = "ORGA-DOCTOR-SECRET-9090".to_owned();
+        let org_a_doctor = create(
+            node,
+            &org_a_system,
+            &json!({"resourceType": "Practitioner", "name": [{"family": org_a_doctor_name}]}),
+        )
+        .await;
+
         let specs = [
             PatientSpec {
                 who: Who::Alice,
@@ -408,14 +425,24 @@ impl World {
             Who::Alice => Holder::Org(ORG_A, DIV_A),
             Who::Bob | Who::Carol => Holder::Org(ORG_B, DIV_B),
         };
-        let mut records = vec![Record {
-            label: "doctor".into(),
-            resource_type: "Practitioner",
-            id: doctor.clone(),
-            patient: None,
-            holder: Holder::Regional,
-            secrets: Vec::new(),
-        }];
+        let mut records = vec![
+            Record {
+                label: "doctor".into(),
+                resource_type: "Practitioner",
+                id: doctor.clone(),
+                patient: None,
+                holder: Holder::Regional,
+                secrets: Vec::new(),
+            },
+            Record {
+                label: "org-a.doctor".into(),
+                resource_type: "Practitioner",
+                id: org_a_doctor.clone(),
+                patient: None,
+                holder: Holder::Org(ORG_A, DIV_A),
+                secrets: vec![org_a_doctor_name.clone()],
+            },
+        ];
         let mut patients = Vec::new();
         for spec in &specs {
             let rid = resident_id(spec.area, &spec.birth.replace('-', ""), spec.sequence);
@@ -494,8 +521,14 @@ impl World {
             )
             .await;
             let medication_text = format!("{}-MEDICATION-SECRET", who.name().to_uppercase());
-            let medication =
-                create(node, &token, &medication_body(patient, &medication_text)).await;
+            // Bob's prescription at org-b names org-a's doctor, whom org-b may not see.
+            let requester = (*who == Who::Bob).then_some(org_a_doctor.as_str());
+            let medication = create(
+                node,
+                &token,
+                &medication_body(patient, &medication_text, requester),
+            )
+            .await;
             for (label, rt, id, secrets) in [
                 (
                     "observation",
@@ -547,6 +580,7 @@ impl World {
             &json!({"resourceType": "Encounter", "status": "finished",
                 "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
                 "subject": {"reference": format!("Patient/{alice_id}")},
+                "participant": [{"individual": {"reference": format!("Practitioner/{org_a_doctor}")}}],
                 "period": {"start": "2023-07-31T09:00:00+08:00", "end": "2023-07-31T10:00:00+08:00"},
                 "reasonCode": [{"text": "ALICE-ENCOUNTER-SECRET-7731"}]}),
         )
@@ -700,6 +734,8 @@ impl World {
             alice_document,
             carol_consent,
             doctor,
+            org_a_doctor,
+            org_a_doctor_name,
             records,
             operator,
             org_a_user,

@@ -66,6 +66,11 @@ pub const TABLE: &[(&str, &str, &[&str])] = &[
     ("reads_by_id", "batch GET", ALL),
     ("reads_by_id", "$everything", ALL),
     ("reads_by_id", "golden record read", ATT_ORG),
+    (
+        "reads_by_id",
+        "$everything: referenced resources",
+        &[HOLDER_ORG, OPERATOR],
+    ),
     ("searches", "search: string", ALL),
     ("searches", "search: token", ALL),
     ("searches", "search: reference", ALL),
