@@ -273,6 +273,23 @@ fn patients_of(resource_type: &str, resource: &Value, entries: &[IndexEntry]) ->
     out
 }
 
+/// The ids of the Patients whose compartment `resource` is in, as [`AccessLabels::patients`]
+/// has them, computed from the compartment's search parameters alone (without the full index
+/// extraction of a write).
+pub fn compartment_patients(resource: &Value) -> Vec<String> {
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let params = crate::r4().patient_compartment_params(resource_type);
+    let entries = if resource_type == "Patient" || params.is_empty() {
+        Vec::new()
+    } else {
+        crate::search::index::extract_params(resource, params)
+    };
+    patients_of(resource_type, resource, &entries)
+}
+
 /// Ids of the Patients `resource` links to with `link.type == link_type`.
 pub fn linked_patients(resource: &Value, link_type: &str) -> Vec<String> {
     resource
