@@ -92,6 +92,10 @@ impl CitusCluster {
     ///
     /// Panics when a node does not answer: there is no test to run without it.
     pub fn fresh_database(&self) -> String {
+        // Registering nodes takes cluster-wide locks that concurrent registrations in other
+        // databases can deadlock on: one database at a time.
+        static SERIAL: Mutex<()> = Mutex::new(());
+        let _one = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
         let n = DB_COUNTER.fetch_add(1, Ordering::Relaxed);
         let name = format!("phip_citus_{}_{n}", std::process::id());
         for node in std::iter::once(&self.coordinator).chain(&self.workers) {
@@ -109,8 +113,9 @@ impl CitusCluster {
                 w.port()
             ));
         }
-        c.batch_execute(&setup)
-            .unwrap_or_else(|e| panic!("cannot register the Citus nodes of {name}: {e}"));
+        c.batch_execute(&setup).unwrap_or_else(|e| {
+            panic!("cannot register the Citus nodes of {name}: {}", detail(&e))
+        });
         if let Ok(mut list) = self.databases.lock() {
             list.push(name.clone());
         }
@@ -134,7 +139,7 @@ impl CitusCluster {
                 "SELECT citus_add_node('127.0.0.1', {})",
                 worker.port()
             ))
-            .map_err(|e| format!("cannot add a worker to {name}: {e}"))?;
+            .map_err(|e| format!("cannot add a worker to {name}: {}", detail(&e)))?;
         }
         let port = worker.port();
         self.workers.push(worker);
@@ -143,9 +148,11 @@ impl CitusCluster {
 }
 
 /// Every node preloads Citus; a smaller buffer pool than a lone test cluster's, since a
-/// cluster is three servers.
+/// cluster is three servers; and room for a Citus maintenance daemon (a background worker)
+/// in each of the many databases tests create, which detects distributed deadlocks.
 fn node_options() -> String {
-    "-c shared_preload_libraries=citus -c shared_buffers=64MB".to_owned()
+    "-c shared_preload_libraries=citus -c shared_buffers=64MB -c max_worker_processes=512"
+        .to_owned()
 }
 
 /// Creates database `name` on `node` with the extension.
@@ -153,19 +160,34 @@ fn prepare(node: &PgCluster, name: &str) -> Result<(), String> {
     let mut c = connect(&node.url("postgres"))?;
     // Identifiers cannot be bound; the name is our own.
     c.batch_execute(&format!("CREATE DATABASE {name}"))
-        .map_err(|e| format!("cannot create database {name} on port {}: {e}", node.port()))?;
+        .map_err(|e| {
+            format!(
+                "cannot create database {name} on port {}: {}",
+                node.port(),
+                detail(&e)
+            )
+        })?;
     let mut c = connect(&node.url(name))?;
     c.batch_execute("CREATE EXTENSION citus").map_err(|e| {
         format!(
-            "cannot create the citus extension on port {}: {e}",
-            node.port()
+            "cannot create the citus extension on port {}: {}",
+            node.port(),
+            detail(&e)
         )
     })
 }
 
+/// The server's message for a database error (the driver's `Display` says only "db error").
+fn detail(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 fn connect(url: &str) -> Result<postgres::Client, String> {
     postgres::Client::connect(url, postgres::NoTls)
-        .map_err(|e| format!("cannot connect to {url}: {e}"))
+        .map_err(|e| format!("cannot connect to {url}: {}", detail(&e)))
 }
 
 /// The PostgreSQL binaries when Citus is installed next to them (`citus.so` in the server's

@@ -431,6 +431,9 @@ pub(crate) fn patient_compartment(
     Ok((resources, next))
 }
 
+/// Builds the conditions of a compartment page around a membership condition.
+type PageConds<'a> = dyn Fn(&PgTransaction<'_>, &dyn Fn(&mut Conds)) -> StoreResult<Conds> + 'a;
+
 /// The compartment page on Citus: the patient's shard answers for the resources at home
 /// there (one single-shard statement); those homed elsewhere are listed in `compartment_ref`
 /// on the same shard and, only if there are any, loaded from their shards. The two sorted
@@ -441,7 +444,7 @@ fn distributed_compartment(
     patient_tid: i64,
     after: Option<i64>,
     limit: usize,
-    page: &dyn Fn(&PgTransaction<'_>, &dyn Fn(&mut Conds)) -> StoreResult<Conds>,
+    page: &PageConds<'_>,
 ) -> StoreResult<Vec<Row>> {
     let shard = super::shard_key(patient_id);
     let conds = page(tx, &|conds| {

@@ -210,6 +210,15 @@ impl PgTransaction<'_> {
         let store = self.store;
         let citus = store.citus;
         let slots: Vec<&Slot> = slots.collect();
+        // Only a Consent has rules. On Citus `consent_rule` is a reference table, whose
+        // deletions Citus serializes cluster-wide (a lock until commit): only writes of
+        // Consents may touch it, or every write would queue behind every other.
+        let consent_tid = store.catalog.type_id("Consent")?;
+        let consents: Vec<i64> = slots
+            .iter()
+            .filter(|s| Some(s.tid) == consent_tid)
+            .map(|s| s.rid)
+            .collect();
         let mut written: Vec<i64> = Vec::new();
         let mut relabelled: Vec<i64> = Vec::new();
         let mut relabelled_shards: Vec<i64> = Vec::new();
@@ -260,13 +269,21 @@ impl PgTransaction<'_> {
             return Ok(());
         }
         if relabelled.is_empty() {
-            self.conn.execute(
-                "DELETE FROM consent_rule WHERE consent_rid = ANY($1)",
-                &[&written],
-            )?;
+            if !consents.is_empty() {
+                self.conn.execute(
+                    "DELETE FROM consent_rule WHERE consent_rid = ANY($1)",
+                    &[&consents],
+                )?;
+            }
             return Ok(());
         }
         if citus {
+            if !consents.is_empty() {
+                self.conn.execute(
+                    "DELETE FROM consent_rule WHERE consent_rid = ANY($1)",
+                    &[&consents],
+                )?;
+            }
             // The compartment memberships that go are needed for `compartment_ref`.
             let gone = self.conn.query(
                 "DELETE FROM access_label WHERE shard = ANY($1) AND rid = ANY($2) \
@@ -274,14 +291,12 @@ impl PgTransaction<'_> {
                 &[&relabelled_shards, &relabelled],
             )?;
             self.conn.execute(
-                "WITH gone_rules AS (DELETE FROM consent_rule WHERE consent_rid = ANY($1)) \
-                 UPDATE resources r SET holder_org = u.holder_org, \
+                "UPDATE resources r SET holder_org = u.holder_org, \
                  holder_division = u.holder_division, access_class = u.class \
-                 FROM unnest($2::bigint[], $3::text[], $4::text[], $5::smallint[], \
-                 $6::bigint[]) AS u(rid, holder_org, holder_division, class, shard) \
-                 WHERE r.shard = u.shard AND r.rid = u.rid",
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::smallint[], \
+                 $5::bigint[]) AS u(rid, holder_org, holder_division, class, shard) \
+                 WHERE r.shard = ANY($5) AND r.shard = u.shard AND r.rid = u.rid",
                 &[
-                    &written,
                     &relabelled,
                     &holder_org,
                     &holder_division,
@@ -300,7 +315,13 @@ impl PgTransaction<'_> {
                  holder_division = u.holder_division, access_class = u.class \
                  FROM unnest($2::bigint[], $3::text[], $4::text[], $5::smallint[]) \
                  AS u(rid, holder_org, holder_division, class) WHERE r.rid = u.rid",
-                &[&written, &relabelled, &holder_org, &holder_division, &class],
+                &[
+                    &consents,
+                    &relabelled,
+                    &holder_org,
+                    &holder_division,
+                    &class,
+                ],
             )?;
         }
         if !labels_rows.rid.is_empty() {
@@ -782,8 +803,10 @@ impl PgTransaction<'_> {
                 &changed.deleted,
             ];
             let (col, arg) = shard_column(citus, &mut params, &changed.shard);
+            // On Citus the shards are also named as such: a join with `unnest` would not tell
+            // Citus which shards to update, and it would visit them all.
             let same = if citus {
-                "r.shard = u.shard AND r.rid = u.rid"
+                "r.shard = ANY($5) AND r.shard = u.shard AND r.rid = u.rid"
             } else {
                 "r.rid = u.rid"
             };

@@ -142,8 +142,7 @@ fn shared(b: &mut Sql, sharing: &Sharing, r: &str) -> String {
 /// `index_source` in the schema) is shared with the caller: [`shared`] for a Patient, whose
 /// only compartment is its own and which is never addressed to a party.
 fn shared_source(b: &mut Sql, sharing: &Sharing, g: &str, r: &str) -> String {
-    let patient = format!("{g}.source_id");
-    let denied = patient_rule(b, sharing, &patient, r, false);
+    let denied = source_rule(b, sharing, g, r, false);
     let allowed = sharing.division.as_ref().map(|division| {
         let mut ways = vec![format!("{g}.holder_division IS NULL")];
         if let Some((lo, hi)) = phip_fhir::access::division_range(division) {
@@ -153,7 +152,7 @@ fn shared_source(b: &mut Sql, sharing: &Sharing, g: &str, r: &str) -> String {
                 b.arg(hi)
             ));
         }
-        ways.push(patient_rule(b, sharing, &patient, r, true));
+        ways.push(source_rule(b, sharing, g, r, true));
         format!("({})", ways.join(" OR "))
     });
     let consented = match allowed {
@@ -192,21 +191,26 @@ fn deciding_rule(b: &mut Sql, sharing: &Sharing, r: &str, permit: bool) -> Strin
     )
 }
 
-/// [`deciding_rule`] for the patient whose id is the SQL expression `patient` (a source
-/// record of a golden record `r`, whose only compartment is its own). "No applicable rule
-/// after it" is an anti-join rather than a nested `NOT EXISTS`: Citus refuses a correlated
-/// subquery over reference tables alone that has subqueries of its own.
-fn patient_rule(b: &mut Sql, sharing: &Sharing, patient: &str, r: &str, permit: bool) -> String {
+/// [`deciding_rule`] for the source record of the `index_source` row `g` of the golden record
+/// `r` (a Patient, whose only compartment is its own). The rules are joined through `g`'s
+/// row again rather than read alone: Citus refuses a correlated subquery over reference
+/// tables alone that has subqueries of its own, and one with an outer join in a statement
+/// with constant conditions, but runs this one on `g`'s shard.
+fn source_rule(b: &mut Sql, sharing: &Sharing, g: &str, r: &str, permit: bool) -> String {
+    let g2 = b.alias("sg");
     let d = b.alias("cd");
     let e = b.alias("ce");
     let effect = b.arg(i64::from(permit));
     let applies_d = applicable(b, sharing, &d, r);
     let applies_e = applicable(b, sharing, &e, r);
+    let same = b.dialect.same_row(&g2, g);
     format!(
-        "EXISTS (SELECT 1 FROM consent_rule {d} LEFT JOIN consent_rule {e} \
-         ON {e}.consent_rid = {d}.consent_rid AND {e}.node > {d}.node AND {applies_e} \
-         WHERE {d}.patient_id = {patient} AND {d}.permit = {effect} AND {applies_d} \
-         AND {e}.consent_rid IS NULL)"
+        "EXISTS (SELECT 1 FROM index_source {g2} JOIN consent_rule {d} \
+         ON {d}.patient_id = {g2}.source_id \
+         WHERE {same} AND {g2}.source_id = {g}.source_id AND {d}.permit = {effect} \
+         AND {applies_d} \
+         AND NOT EXISTS (SELECT 1 FROM consent_rule {e} WHERE {e}.consent_rid = {d}.consent_rid \
+         AND {e}.node > {d}.node AND {applies_e}))"
     )
 }
 

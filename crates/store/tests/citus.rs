@@ -1,0 +1,256 @@
+//! Where the distributed layout puts rows and where the store's statements run, read from a
+//! real Citus cluster: the coordinator logs every command it sends to a shard
+//! (`citus.log_remote_commands`), and each operation on one patient's records must reach one
+//! shard of the co-located tables (plus, for what is looked up by id, one shard of
+//! `resource_ids`). The behaviour of the store on Citus is checked by every `both!` test of
+//! the other store suites, which run on Citus as a third backend.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use phip_fhir::search::query::parse;
+use phip_store::postgres::{Layout, PostgresStore};
+use phip_store::{Access, PageCursor, SearchRequest, Store, WriteRequest};
+use phip_testkit::CitusCluster;
+use serde_json::{json, Value};
+
+/// The tables co-located by `shard`.
+const COLOCATED: &[&str] = &[
+    "resources",
+    "resource_versions",
+    "idx_string",
+    "idx_token",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_reference",
+    "idx_uri",
+    "access_label",
+    "index_source",
+    "compartment_ref",
+];
+
+/// What an operation touched: the hash ranges of the co-located shards, and the shards of
+/// `resource_ids`.
+#[derive(Debug, Default)]
+struct Touched {
+    ranges: BTreeSet<String>,
+    identity_shards: BTreeSet<i64>,
+}
+
+struct Cluster {
+    _cluster: CitusCluster,
+    log: std::path::PathBuf,
+    admin: postgres::Client,
+    store: PostgresStore,
+}
+
+impl Cluster {
+    /// The coordinator's log from `from` on.
+    fn log_since(&self, from: u64) -> String {
+        let text = std::fs::read(&self.log).unwrap();
+        String::from_utf8_lossy(&text[from as usize..]).into_owned()
+    }
+
+    fn log_len(&self) -> u64 {
+        std::fs::metadata(&self.log).unwrap().len()
+    }
+
+    /// Runs `op` and returns the shards the commands it made the coordinator send name.
+    fn touched(&mut self, op: impl FnOnce(&PostgresStore)) -> Touched {
+        let from = self.log_len();
+        op(&self.store);
+        let text = self.log_since(from);
+        if std::env::var_os("CITUS_TEST_DEBUG").is_some() {
+            eprintln!("{text}");
+        }
+        let mut shard_ids: BTreeSet<i64> = BTreeSet::new();
+        for line in text
+            .lines()
+            .filter(|l| l.contains("issuing ") || l.contains("executing the command locally"))
+        {
+            for table in COLOCATED.iter().chain(&["resource_ids"]) {
+                let needle = format!("{table}_");
+                let mut rest = line;
+                while let Some(at) = rest.find(&needle) {
+                    let before = rest[..at].chars().last();
+                    rest = &rest[at + needle.len()..];
+                    if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+                        continue;
+                    }
+                    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                    if let Ok(id) = digits.parse::<i64>() {
+                        shard_ids.insert(id);
+                    }
+                }
+            }
+        }
+        let ids: Vec<i64> = shard_ids.into_iter().collect();
+        let rows = self
+            .admin
+            .query(
+                "SELECT shardid, logicalrelid::text, shardminvalue FROM pg_dist_shard \
+                 WHERE shardid = ANY($1)",
+                &[&ids],
+            )
+            .unwrap();
+        let mut touched = Touched::default();
+        for row in rows {
+            let (id, table, min): (i64, String, String) = (row.get(0), row.get(1), row.get(2));
+            if table == "resource_ids" {
+                touched.identity_shards.insert(id);
+            } else {
+                assert!(COLOCATED.contains(&table.as_str()), "{table}");
+                touched.ranges.insert(min);
+            }
+        }
+        touched
+    }
+}
+
+fn start() -> Option<Cluster> {
+    let cluster = CitusCluster::start_owned(2)?;
+    let url = cluster.fresh_database();
+    let name = url
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap()
+        .to_owned();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET citus.log_remote_commands = on; \
+             ALTER DATABASE {name} SET log_min_messages = notice"
+        ))
+        .unwrap();
+    let store = PostgresStore::connect_with_layout(
+        &url,
+        4,
+        Arc::new(phip_fhir::search::index::extract),
+        Layout::Citus,
+    )
+    .unwrap();
+    assert!(store.is_distributed());
+    Some(Cluster {
+        log: cluster.coordinator().root().join("postgres.log"),
+        _cluster: cluster,
+        admin,
+        store,
+    })
+}
+
+fn write(store: &dyn Store, ty: &str, id: &str, body: Value) {
+    let mut tx = store.begin_write().unwrap();
+    tx.write(WriteRequest {
+        resource_type: ty.into(),
+        id: id.into(),
+        resource: Some(body),
+        expected_version: None,
+    })
+    .unwrap();
+    tx.commit().unwrap();
+}
+
+fn observation(patient: &str, value: &str) -> Value {
+    json!({"resourceType": "Observation", "status": "final",
+           "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+           "subject": {"reference": format!("Patient/{patient}")},
+           "valueString": value})
+}
+
+#[test]
+fn a_patients_records_share_a_shard_and_their_operations_run_there() {
+    let Some(mut c) = start() else {
+        return;
+    };
+    // Patients of other shards first, so that "one shard" means something.
+    for i in 0..8 {
+        write(
+            &c.store,
+            "Patient",
+            &format!("other-{i}"),
+            json!({"resourceType": "Patient"}),
+        );
+        write(
+            &c.store,
+            "Observation",
+            &format!("other-obs-{i}"),
+            observation(&format!("other-{i}"), "x"),
+        );
+    }
+    write(
+        &c.store,
+        "Patient",
+        "p1",
+        json!({"resourceType": "Patient", "name": [{"family": "Li"}]}),
+    );
+
+    let single = |t: &Touched, what: &str| {
+        assert_eq!(t.ranges.len(), 1, "{what} touched {t:?}");
+        assert!(t.identity_shards.len() <= 1, "{what} touched {t:?}");
+    };
+    let t = c.touched(|s| write(s, "Observation", "o1", observation("p1", "first")));
+    single(&t, "creating an Observation");
+    let home = t.ranges.clone();
+    let t = c.touched(|s| write(s, "Observation", "o1", observation("p1", "second")));
+    single(&t, "updating it");
+    assert_eq!(t.ranges, home);
+    let t = c.touched(|s| {
+        let mut tx = s.begin_read().unwrap();
+        let read = tx.read("Observation", "o1").unwrap().unwrap();
+        assert_eq!(read.version_id, 2);
+    });
+    single(&t, "reading it by id");
+    assert_eq!(t.ranges, home);
+    let t = c.touched(|s| {
+        write(
+            s,
+            "Patient",
+            "p1",
+            json!({"resourceType": "Patient", "name": [{"family": "Li"}], "gender": "female"}),
+        )
+    });
+    single(&t, "updating the Patient");
+    assert_eq!(t.ranges, home, "the Patient is where its records are");
+    let t = c.touched(|s| {
+        let mut tx = s.begin_read().unwrap();
+        let (page, _) = tx
+            .patient_compartment("p1", None, None, 100, None, &Access::Server)
+            .unwrap();
+        let mut ids: Vec<String> = page.into_iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, ["o1", "p1"]);
+    });
+    single(&t, "the patient's compartment ($everything)");
+    assert_eq!(t.ranges, home);
+    assert!(t.identity_shards.is_empty());
+
+    // The check can fail: a search over every patient's Observations visits every shard.
+    let t = c.touched(|s| {
+        let query = parse(Some("Observation"), &[], true).unwrap().query;
+        let mut tx = s.begin_read().unwrap();
+        let page = tx
+            .search(&SearchRequest {
+                query,
+                cursor: PageCursor::First,
+                page_size: 100,
+                access: Access::Server,
+            })
+            .unwrap();
+        assert_eq!(page.matches.len(), 9);
+    });
+    assert!(t.ranges.len() > 1, "{t:?}");
+
+    // The rows agree: the Patient and its records are in one shard.
+    let shards: i64 = c
+        .admin
+        .query_one(
+            "SELECT count(DISTINCT get_shard_id_for_distribution_column('resources', shard)) \
+             FROM resources WHERE id IN ('p1', 'o1')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(shards, 1);
+}
