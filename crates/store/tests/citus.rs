@@ -254,3 +254,241 @@ fn a_patients_records_share_a_shard_and_their_operations_run_there() {
         .get(0);
     assert_eq!(shards, 1);
 }
+
+/// Whether a store error is one a client retries (the HTTP layer answers 503 with
+/// Retry-After for these).
+fn transient(e: &phip_store::StoreError) -> bool {
+    matches!(
+        e,
+        phip_store::StoreError::Busy | phip_store::StoreError::Unavailable(_)
+    )
+}
+
+/// Runs `op` until it succeeds or fails for good, counting transient failures; `Err` carries
+/// the last error when it fails for good (not transient, or transient for too long).
+fn with_retries<T>(
+    retries: &std::sync::atomic::AtomicU64,
+    mut op: impl FnMut() -> phip_store::StoreResult<T>,
+) -> Result<T, String> {
+    use std::sync::atomic::Ordering;
+    let mut attempts = 0;
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(e) if transient(&e) && attempts < 100 => {
+                attempts += 1;
+                retries.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+/// Online growth: a third worker joins and the shards are rebalanced onto it
+/// (`citus_rebalance_start`, moving shards by logical replication) while clients keep
+/// writing and searching. No request fails beyond transient errors the client retries,
+/// nothing acknowledged is lost, and everything is found afterwards.
+#[test]
+fn a_worker_joins_and_shards_move_while_clients_write_and_search() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Mutex;
+
+    let Some(mut cluster) = CitusCluster::start_owned(2) else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    let store = Arc::new(
+        PostgresStore::connect_with_layout(
+            &url,
+            8,
+            Arc::new(phip_fhir::search::index::extract),
+            Layout::Citus,
+        )
+        .unwrap(),
+    );
+    const PATIENTS: usize = 24;
+    for i in 0..PATIENTS {
+        write(
+            store.as_ref(),
+            "Patient",
+            &format!("p{i}"),
+            json!({"resourceType": "Patient"}),
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let retries = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    // (id, version) of every acknowledged write.
+    let acknowledged = Arc::new(Mutex::new(Vec::<(String, u64)>::new()));
+    let reads = Arc::new(AtomicU64::new(0));
+
+    let mut clients = Vec::new();
+    for w in 0..3 {
+        let (store, stop, retries, failures, acknowledged) = (
+            store.clone(),
+            stop.clone(),
+            retries.clone(),
+            failures.clone(),
+            acknowledged.clone(),
+        );
+        clients.push(std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let id = format!("w{w}-{n}");
+                let patient = format!("p{}", (n * 7 + w) % PATIENTS);
+                let result = with_retries(&retries, || {
+                    let mut tx = store.begin_write()?;
+                    let stored = tx.write(WriteRequest {
+                        resource_type: "Observation".into(),
+                        id: id.clone(),
+                        resource: Some(observation(&patient, &id)),
+                        expected_version: None,
+                    })?;
+                    tx.commit()?;
+                    Ok(stored.version_id)
+                });
+                match result {
+                    Ok(version) => acknowledged.lock().unwrap().push((id.clone(), version)),
+                    Err(e) => failures.lock().unwrap().push(format!("write {id}: {e}")),
+                }
+                // Every third one is updated too.
+                if n % 3 == 0 {
+                    let result = with_retries(&retries, || {
+                        let mut tx = store.begin_write()?;
+                        let stored = tx.write(WriteRequest {
+                            resource_type: "Observation".into(),
+                            id: id.clone(),
+                            resource: Some(observation(&patient, "updated")),
+                            expected_version: None,
+                        })?;
+                        tx.commit()?;
+                        Ok(stored.version_id)
+                    });
+                    match result {
+                        Ok(version) => acknowledged.lock().unwrap().push((id.clone(), version)),
+                        Err(e) => failures.lock().unwrap().push(format!("update {id}: {e}")),
+                    }
+                }
+                n += 1;
+            }
+        }));
+    }
+    {
+        let (store, stop, retries, failures, reads) = (
+            store.clone(),
+            stop.clone(),
+            retries.clone(),
+            failures.clone(),
+            reads.clone(),
+        );
+        clients.push(std::thread::spawn(move || {
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let patient = format!("p{}", n % PATIENTS);
+                let params = vec![("subject".to_owned(), format!("Patient/{patient}"))];
+                let result = with_retries(&retries, || {
+                    let query = parse(Some("Observation"), &params, true)
+                        .map_err(|e| phip_store::StoreError::Backend(format!("{e:?}")))?
+                        .query;
+                    let mut tx = store.begin_read()?;
+                    let page = tx.search(&SearchRequest {
+                        query,
+                        cursor: PageCursor::First,
+                        page_size: 50,
+                        access: Access::Server,
+                    })?;
+                    let (everything, _) =
+                        tx.patient_compartment(&patient, None, None, 500, None, &Access::Server)?;
+                    Ok((page.matches.len(), everything.len()))
+                });
+                match result {
+                    Ok(_) => {
+                        reads.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => failures.lock().unwrap().push(format!("search: {e}")),
+                }
+                n += 1;
+            }
+        }));
+    }
+
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let before = acknowledged.lock().unwrap().len();
+    cluster.add_worker().unwrap();
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    // Two transactions: the background job the first schedules runs once it commits.
+    admin
+        .batch_execute("SELECT citus_rebalance_start()")
+        .unwrap();
+    admin
+        .batch_execute("SELECT citus_rebalance_wait()")
+        .unwrap();
+    let state: String = admin
+        .query_one(
+            "SELECT state::text FROM citus_rebalance_status() ORDER BY job_id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "finished");
+    let nodes: i64 = admin
+        .query_one(
+            "SELECT count(DISTINCT nodeport) FROM citus_shards \
+             WHERE table_name = 'resources'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(nodes, 3, "the new worker holds shards");
+    let during = acknowledged.lock().unwrap().len() - before;
+    // Some more traffic on the new layout.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(during > 0, "clients kept writing while shards moved");
+
+    // Nothing acknowledged is lost: every write is there, at least at its version.
+    let acknowledged = acknowledged.lock().unwrap();
+    let mut newest: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+    for (id, version) in acknowledged.iter() {
+        let v = newest.entry(id.as_str()).or_default();
+        *v = (*v).max(*version);
+    }
+    let mut tx = store.begin_read().unwrap();
+    for (id, version) in &newest {
+        let read = tx.read("Observation", id).unwrap();
+        assert_eq!(read.map(|r| r.version_id), Some(*version), "{id}");
+    }
+    let query = parse(Some("Observation"), &[], true).unwrap().query;
+    let mut total_query = query.clone();
+    total_query.total = phip_fhir::search::TotalMode::Accurate;
+    let page = tx
+        .search(&SearchRequest {
+            query: total_query,
+            cursor: PageCursor::First,
+            page_size: 0,
+            access: Access::Server,
+        })
+        .unwrap();
+    assert_eq!(page.total, Some(newest.len() as u64));
+    let mut compartments = 0;
+    for i in 0..PATIENTS {
+        let (all, _) = tx
+            .patient_compartment(&format!("p{i}"), None, None, 10_000, None, &Access::Server)
+            .unwrap();
+        compartments += all.len() - 1;
+    }
+    assert_eq!(compartments, newest.len());
+    println!(
+        "online growth: {} writes acknowledged ({during} while shards moved), {} searches, \
+         {} transient errors retried, none failed",
+        acknowledged.len(),
+        reads.load(Ordering::Relaxed),
+        retries.load(Ordering::Relaxed)
+    );
+}

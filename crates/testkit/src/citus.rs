@@ -148,10 +148,13 @@ impl CitusCluster {
 }
 
 /// Every node preloads Citus; a smaller buffer pool than a lone test cluster's, since a
-/// cluster is three servers; and room for a Citus maintenance daemon (a background worker)
-/// in each of the many databases tests create, which detects distributed deadlocks.
+/// cluster is three servers; room for a Citus maintenance daemon (a background worker) in
+/// each of the many databases tests create, which detects distributed deadlocks.
 fn node_options() -> String {
-    "-c shared_preload_libraries=citus -c shared_buffers=64MB -c max_worker_processes=512"
+    // `wal_level=logical`: Citus moves shards between nodes by logical replication, so that
+    // writes go on while a shard moves (`citus_rebalance_start`).
+    "-c shared_preload_libraries=citus -c shared_buffers=64MB -c max_worker_processes=512 \
+     -c wal_level=logical"
         .to_owned()
 }
 

@@ -83,6 +83,10 @@ CREATE TABLE compartment_ref (
     home    bigint NOT NULL,
     PRIMARY KEY (shard, patient, rid)
 );
+-- Adding a node copies the reference tables to it by logical replication, which needs a
+-- replica identity; these one-row tables have no key.
+ALTER TABLE phip_schema REPLICA IDENTITY FULL;
+ALTER TABLE access_backfill REPLICA IDENTITY FULL;
 SELECT create_reference_table(t)
 FROM unnest(ARRAY['types', 'params', 'phip_schema', 'access_backfill', 'consent_rule']) t;
 SELECT create_distributed_table('resources', 'shard');
