@@ -353,7 +353,7 @@ fn a_worker_joins_and_shards_move_while_clients_write_and_search() {
                     Err(e) => failures.lock().unwrap().push(format!("write {id}: {e}")),
                 }
                 // Every third one is updated too.
-                if n % 3 == 0 {
+                if n.is_multiple_of(3) {
                     let result = with_retries(&retries, || {
                         let mut tx = store.begin_write()?;
                         let stored = tx.write(WriteRequest {
