@@ -10,7 +10,10 @@ use std::sync::Arc;
 
 use phip_fhir::search::query::parse;
 use phip_store::postgres::{Layout, PostgresStore};
-use phip_store::{Access, PageCursor, SearchRequest, Store, WriteRequest};
+use phip_store::{
+    Access, HistoryQuery, HistoryScope, PageCursor, SearchRequest, Sharing, Store, TypeGrant,
+    Visibility, WriteRequest,
+};
 use phip_testkit::CitusCluster;
 use serde_json::{json, Value};
 
@@ -225,6 +228,53 @@ fn a_patients_records_share_a_shard_and_their_operations_run_there() {
     single(&t, "the patient's compartment ($everything)");
     assert_eq!(t.ranges, home);
     assert!(t.identity_shards.is_empty());
+
+    // The same for a caller whose every query carries the visibility predicate (its
+    // subqueries under OR must be held to the shard too).
+    let clinic = Access::Caller(Box::new(Visibility {
+        types: TypeGrant::All,
+        compartment_types: TypeGrant::Only(Vec::new()),
+        compartment: Vec::new(),
+        sharing: Some(Sharing {
+            organization: Some("clinic".into()),
+            division: Some("320481".into()),
+            now_ms: 1_800_000_000_000,
+        }),
+    }));
+    let t = c.touched(|s| {
+        let mut tx = s.begin_read().unwrap();
+        assert!(tx.visible("Observation", "o1", &clinic).unwrap());
+    });
+    single(&t, "a caller's check of one record");
+    assert_eq!(t.ranges, home);
+    let t = c.touched(|s| {
+        let mut tx = s.begin_read().unwrap();
+        let (page, _) = tx
+            .patient_compartment("p1", None, None, 100, None, &clinic)
+            .unwrap();
+        assert_eq!(page.len(), 2);
+    });
+    single(&t, "a caller's view of the compartment");
+    assert_eq!(t.ranges, home);
+    let t = c.touched(|s| {
+        let mut tx = s.begin_read().unwrap();
+        let history = tx
+            .history(&HistoryQuery {
+                scope: HistoryScope::Instance {
+                    resource_type: "Observation".into(),
+                    id: "o1".into(),
+                },
+                since: None,
+                before: None,
+                count: 10,
+                cursor: None,
+                access: clinic.clone(),
+            })
+            .unwrap();
+        assert_eq!(history.total, 2);
+    });
+    single(&t, "a caller's view of a record's history");
+    assert_eq!(t.ranges, home);
 
     // The check can fail: a search over every patient's Observations visits every shard.
     let t = c.touched(|s| {

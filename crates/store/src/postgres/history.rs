@@ -209,6 +209,14 @@ impl Conds {
         self.sql.push(template.replace('?', &p));
     }
 
+    /// Restricts the rows of `alias` (and on Citus every row the conditions join to them) to
+    /// one shard.
+    fn pin_shard(&mut self, alias: &str, shard: i64) {
+        let p = self.arg(shard);
+        self.sql.push(format!("{alias}.shard = {p}"));
+        self.b.pin = Some(p);
+    }
+
     /// Adds the visibility of the `resources` row `r` for `access`.
     fn push_visible(&mut self, catalog: &PgCatalog, access: &Access) -> StoreResult<()> {
         if access.is_server() {
@@ -252,7 +260,7 @@ pub(crate) fn visible(
         let Some(shard) = locate(tx, resource_type, tid, id)? else {
             return Ok(false);
         };
-        conds.push("r.shard = ?", shard);
+        conds.pin_shard("r", shard);
     }
     conds.push("r.tid = ?", tid);
     conds.push("r.id = ?", id);
@@ -284,7 +292,8 @@ pub(crate) fn history(
                 let Some(shard) = locate(tx, resource_type, tid, id)? else {
                     return Ok(empty);
                 };
-                conds.push("v.shard = ?", shard);
+                // `r`, when joined, is joined on `v.shard`.
+                conds.pin_shard("v", shard);
                 tx.conn.query_opt(
                     "SELECT rid FROM resources WHERE shard = $3 AND tid = $1 AND id = $2",
                     &[&to_i32(tid), id, &shard],
@@ -448,11 +457,12 @@ fn distributed_compartment(
 ) -> StoreResult<Vec<Row>> {
     let shard = super::shard_key(patient_id);
     let conds = page(tx, &|conds| {
-        let h = conds.arg(shard);
+        conds.pin_shard("r", shard);
+        let h = conds.b.pin.clone().unwrap_or_default();
         let (kind, id) = (conds.arg(access::PATIENT), conds.arg(patient_id));
         let p_tid = conds.arg(patient_tid);
         conds.sql.push(format!(
-            "r.shard = {h} AND r.rid IN (SELECT rid FROM access_label \
+            "r.rid IN (SELECT rid FROM access_label \
              WHERE shard = {h} AND kind = {kind} AND value = {id}) \
              AND (r.tid <> {p_tid} OR r.id = {id})"
         ));

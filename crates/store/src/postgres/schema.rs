@@ -89,6 +89,8 @@ ALTER TABLE phip_schema REPLICA IDENTITY FULL;
 ALTER TABLE access_backfill REPLICA IDENTITY FULL;
 SELECT create_reference_table(t)
 FROM unnest(ARRAY['types', 'params', 'phip_schema', 'access_backfill', 'consent_rule']) t;
+-- The version row written before the table was distributed now lives in its shards.
+SELECT truncate_local_data_after_distributing_table('phip_schema');
 SELECT create_distributed_table('resources', 'shard');
 SELECT create_distributed_table(t, 'shard', colocate_with => 'resources')
 FROM unnest(ARRAY['resource_versions', 'idx_string', 'idx_token', 'idx_date', 'idx_number',

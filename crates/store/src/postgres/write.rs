@@ -14,8 +14,8 @@ use super::catalog::to_i32;
 use super::error::backend;
 use super::tx::PgTransaction;
 use super::{home_shard, known_shard, shard_key, PostgresStore};
+use crate::sqlgen::access;
 use crate::sqlgen::ingest::{self, extract_parallel, finite, from_millis, stamp};
-use crate::sqlgen::{access, Catalog};
 use crate::{StoreError, StoreResult, StoredResource, WriteRequest};
 
 /// Index rows from which a batch streams them with `COPY` rather than prepared inserts.
@@ -213,12 +213,12 @@ impl PgTransaction<'_> {
         // Only a Consent has rules. On Citus `consent_rule` is a reference table, whose
         // deletions Citus serializes cluster-wide (a lock until commit): only writes of
         // Consents may touch it, or every write would queue behind every other.
-        let consent_tid = store.catalog.type_id("Consent")?;
-        let consents: Vec<i64> = slots
-            .iter()
-            .filter(|s| Some(s.tid) == consent_tid)
-            .map(|s| s.rid)
-            .collect();
+        let mut consents: Vec<i64> = Vec::new();
+        for slot in &slots {
+            if store.catalog.type_name(slot.tid)? == "Consent" {
+                consents.push(slot.rid);
+            }
+        }
         let mut written: Vec<i64> = Vec::new();
         let mut relabelled: Vec<i64> = Vec::new();
         let mut relabelled_shards: Vec<i64> = Vec::new();
@@ -366,17 +366,17 @@ impl PgTransaction<'_> {
     fn write_index_sources(&mut self, slots: &[&Slot]) -> StoreResult<()> {
         let store = self.store;
         let citus = store.citus;
-        let Some(patient_tid) = store.catalog.type_id("Patient")? else {
+        // By the slots' own types (known to the catalog's cache): a lookup of a type no
+        // write named would ask the database.
+        let mut patients: Vec<&Slot> = Vec::new();
+        for slot in slots {
+            if slot.labels.is_some() && store.catalog.type_name(slot.tid)? == "Patient" {
+                patients.push(slot);
+            }
+        }
+        let Some(patient_tid) = patients.first().map(|s| s.tid) else {
             return Ok(());
         };
-        let patients: Vec<&Slot> = slots
-            .iter()
-            .copied()
-            .filter(|s| s.tid == patient_tid && s.labels.is_some())
-            .collect();
-        if patients.is_empty() {
-            return Ok(());
-        }
         let (mut ids, mut classes, mut orgs, mut divisions) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for slot in &patients {
@@ -490,9 +490,15 @@ impl PgTransaction<'_> {
         slots: &[&Slot],
         gone: &[postgres::Row],
     ) -> StoreResult<()> {
-        let patient_tid = self.store.catalog.type_id("Patient")?;
+        let mut is_patient = HashMap::new();
+        for slot in slots {
+            is_patient.insert(
+                slot.tid,
+                self.store.catalog.type_name(slot.tid)? == "Patient",
+            );
+        }
         let away = |slot: &Slot, patient: &str| {
-            Some(slot.tid) != patient_tid && shard_key(patient) != slot.shard
+            !is_patient.get(&slot.tid).copied().unwrap_or(false) && shard_key(patient) != slot.shard
         };
         let by_rid: HashMap<i64, &Slot> = slots.iter().map(|s| (s.rid, *s)).collect();
         let mut old = RefRows::default();

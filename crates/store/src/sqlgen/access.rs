@@ -39,7 +39,7 @@ fn caller_visible(ctx: &Ctx<'_>, b: &mut Sql, v: &Visibility, r: &str) -> StoreR
                 let g = b.alias("src");
                 let source = shared_source(b, sharing, &g, r);
                 let denied = denied(b, sharing, r);
-                let same = b.dialect.same_row(&g, r);
+                let same = b.same_row(&g, r);
                 format!(
                     "(({r}.access_class = 0 AND {record}) OR ({r}.access_class = 1 AND NOT {denied} \
                      AND EXISTS (SELECT 1 FROM index_source {g} WHERE {same} \
@@ -54,7 +54,7 @@ fn caller_visible(ctx: &Ctx<'_>, b: &mut Sql, v: &Visibility, r: &str) -> StoreR
             let a = b.alias("cl");
             let kind = b.arg(PATIENT);
             let patients: Vec<String> = v.compartment.iter().map(|p| b.arg(p.as_str())).collect();
-            let same = b.dialect.same_row(&a, r);
+            let same = b.same_row(&a, r);
             alternatives.push(format!(
                 "({types} AND {r}.access_class <> 2 AND EXISTS (SELECT 1 FROM access_label {a} \
                  WHERE {same} AND {a}.kind = {kind} AND {a}.value IN ({})))",
@@ -119,7 +119,7 @@ fn shared(b: &mut Sql, sharing: &Sharing, r: &str) -> String {
                 ways.push(format!(
                     "EXISTS (SELECT 1 FROM access_label {a} WHERE {} \
                      AND {a}.kind = {} AND {a}.value = {})",
-                    b.dialect.same_row(&a, r),
+                    b.same_row(&a, r),
                     b.arg(PARTY),
                     b.arg(org.as_str())
                 ));
@@ -180,7 +180,7 @@ fn deciding_rule(b: &mut Sql, sharing: &Sharing, r: &str, permit: bool) -> Strin
     let effect = b.arg(i64::from(permit));
     let applies_d = applicable(b, sharing, &d, r);
     let applies_e = applicable(b, sharing, &e, r);
-    let same = b.dialect.same_row(&a, r);
+    let same = b.same_row(&a, r);
     // `consent_rule` is a reference table on Citus (a copy on every node), so the join runs
     // on whichever shard holds `r`.
     format!(
@@ -203,7 +203,7 @@ fn source_rule(b: &mut Sql, sharing: &Sharing, g: &str, r: &str, permit: bool) -
     let effect = b.arg(i64::from(permit));
     let applies_d = applicable(b, sharing, &d, r);
     let applies_e = applicable(b, sharing, &e, r);
-    let same = b.dialect.same_row(&g2, g);
+    let same = b.same_row(&g2, g);
     format!(
         "EXISTS (SELECT 1 FROM index_source {g2} JOIN consent_rule {d} \
          ON {d}.patient_id = {g2}.source_id \
