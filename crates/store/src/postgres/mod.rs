@@ -15,6 +15,11 @@
 //!   same criteria run one after the other and the second sees the first one's resource.
 //!   Unrelated writers never wait for each other.
 //!
+//! The same store runs on PostgreSQL with Citus, the schema distributed over worker nodes by
+//! the patient a resource belongs to (see `schema::CITUS_LAYOUT` and docs/postgres.md): the
+//! store learns the layout from the database and then writes the `shard` column, looks
+//! resources up through `resource_ids` and generates SQL in the Citus dialect.
+//!
 //! Timestamps: a write transaction takes one `last_updated` at its first write, later than
 //! every timestamp this process handed out before; a version of a resource is also always
 //! later than the resource's previous version (the row lock orders them), whatever the clocks

@@ -1,19 +1,20 @@
 //! The PostgreSQL schema and its versioned migrations.
 //!
-//! Layout (see docs/postgres.md for the reasoning and the Citus layout):
+//! Layout (see docs/postgres.md for the reasoning):
 //! - `types`/`params`: small dictionaries (reference tables on Citus).
 //! - `resource_ids`: the identity map `(id, tid) → rid`, whose primary key is what makes two
-//!   concurrent creates of the same id collide; keyed by the logical id so that it can be
-//!   distributed by it.
-//! - `resources`: one row per logical resource with its current version; `rid` is the
-//!   distribution column of this and every following table, so a resource, its versions and
-//!   its index rows live together.
+//!   concurrent creates of the same id collide; keyed by the logical id (on Citus distributed
+//!   by it, and holding the resource's shard).
+//! - `resources`: one row per logical resource with its current version.
 //! - `resource_versions`: every version, keyed `(rid, version)`; `seq` (from a sequence) is the
 //!   global order of history.
 //! - `idx_*`: narrow index rows of current versions, keyed `(rid, n)`, with lookup indexes that
 //!   start with the parameter and `INCLUDE (rid)`, so that "which rids match" is an
 //!   index-only scan. Text is `COLLATE "C"`: bytewise order, so prefix searches are index
 //!   ranges whatever the database's locale, and sorting agrees with SQLite.
+//! - `access_label`, `consent_rule`, `index_source`: what the visibility predicate reads.
+//! - On Citus (`CITUS_LAYOUT`) every resource-scoped table also has a `shard` column leading
+//!   its key, and is distributed by it, co-located with the others.
 //!
 //! Migrations run in one transaction under an advisory lock, so several servers starting at
 //! once apply them exactly once.
