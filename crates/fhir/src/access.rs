@@ -585,6 +585,34 @@ mod tests {
         })
     }
 
+    /// The store places a new resource by `compartment_patients` before extracting its index
+    /// entries; the place must be one of the patients its labels name.
+    #[test]
+    fn compartment_patients_agree_with_the_labels() {
+        let resources = [
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "Patient/b"},
+                   "performer": [{"reference": "Patient/a"}, {"reference": "Practitioner/x"}]}),
+            json!({"resourceType": "Encounter", "status": "finished",
+                   "subject": {"reference": "Patient/p"}}),
+            json!({"resourceType": "Patient", "id": "g",
+                   "meta": {"tag": [{"system": MPI_SYSTEM, "code": GOLDEN_TAG_CODE}]},
+                   "link": [{"type": "seealso", "other": {"reference": "Patient/s1"}}]}),
+            json!({"resourceType": "Organization", "name": "clinic"}),
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "Group/g"}}),
+        ];
+        for resource in &resources {
+            let entries = crate::search::index::extract(resource);
+            assert_eq!(
+                compartment_patients(resource),
+                labels(resource, &entries).patients,
+                "{resource}"
+            );
+        }
+        assert_eq!(compartment_patients(&resources[0]), ["a", "b"]);
+    }
+
     #[test]
     fn a_nested_provision_overrides_its_parent_and_the_last_sibling_wins() {
         let c = consent(json!({
