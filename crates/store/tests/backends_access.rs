@@ -637,3 +637,60 @@ both!(
     golden_records_follow_their_sources_labels,
     compartment_follows_the_patients_a_record_names,
 );
+
+/// A golden record and its source as a v3 database holds them (`index_source` did not
+/// exist): the v4 migration fills `index_source` from them, so the golden record stays
+/// visible through its source.
+fn write_v3_world(s: &dyn Store) {
+    put(
+        s,
+        "Patient",
+        "src-old",
+        Some(held(patient("Old"), "org-a", "320481")),
+        None,
+    )
+    .unwrap();
+    put(s, "Patient", "g-old", Some(golden(&["src-old"])), None).unwrap();
+}
+
+fn check_v4_world(s: &dyn Store) {
+    let a = org_caller("org-a", Some("320481"));
+    let b = org_caller("org-b", Some("320115"));
+    assert!(visible(s, "Patient", "g-old", &a));
+    assert!(!visible(s, "Patient", "g-old", &b));
+}
+
+#[test]
+fn v4_migration_fills_index_source_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = phip_store::sqlite::SqliteStore::open(dir.path()).unwrap();
+        write_v3_world(&s);
+    }
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("phip.db")).unwrap();
+        conn.execute_batch("DROP TABLE index_source; PRAGMA user_version = 3")
+            .unwrap();
+    }
+    let s = phip_store::sqlite::SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(s.schema_version(), 4);
+    check_v4_world(&s);
+}
+
+#[test]
+fn v4_migration_fills_index_source_postgres() {
+    let Some(cluster) = phip_testkit::PgCluster::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    {
+        let s = phip_store::postgres::PostgresStore::connect(&url).unwrap();
+        write_v3_world(&s);
+    }
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute("DROP TABLE index_source; UPDATE phip_schema SET version = 3")
+        .unwrap();
+    let s = phip_store::postgres::PostgresStore::connect(&url).unwrap();
+    assert_eq!(s.schema_version(), 4);
+    check_v4_world(&s);
+}
