@@ -146,6 +146,12 @@ enum Command {
     Migrate {
         #[command(flatten)]
         store: StoreArgs,
+        /// Lay out a new PostgreSQL database for Citus (distributed tables; see
+        /// docs/postgres.md), failing if the `citus` extension is missing or the database
+        /// already holds a schema that is not distributed. Without it a new database is laid
+        /// out for Citus when the extension is installed.
+        #[arg(long)]
+        citus: bool,
     },
 }
 
@@ -208,13 +214,26 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => bench::run(args),
         Command::Dev(args) => dev::run(args),
         Command::Portal(args) => portal::run(&file, args),
-        Command::Migrate { store } => {
+        Command::Migrate { store, citus } => {
             config::init_logging("text");
             let store_config = config::store_config(&file, &store);
-            let version = phip_store::migrate(&store_config)?;
+            if citus && !matches!(store_config, phip_store::StoreConfig::Postgres { .. }) {
+                anyhow::bail!("--citus needs a PostgreSQL database (--database-url)");
+            }
+            let layout = if citus {
+                phip_store::postgres::Layout::Citus
+            } else {
+                phip_store::postgres::Layout::Detect
+            };
+            let (version, distributed) = phip_store::migrate_with(&store_config, layout)?;
             println!(
-                "schema of {} is at version {version}",
-                store_config.describe()
+                "schema of {} is at version {version}{}",
+                store_config.describe(),
+                if distributed {
+                    ", distributed with Citus"
+                } else {
+                    ""
+                }
             );
             Ok(())
         }

@@ -273,6 +273,23 @@ fn patients_of(resource_type: &str, resource: &Value, entries: &[IndexEntry]) ->
     out
 }
 
+/// The ids of the Patients whose compartment `resource` is in, as [`AccessLabels::patients`]
+/// has them, computed from the compartment's search parameters alone (without the full index
+/// extraction of a write).
+pub fn compartment_patients(resource: &Value) -> Vec<String> {
+    let resource_type = resource
+        .get("resourceType")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let params = crate::r4().patient_compartment_params(resource_type);
+    let entries = if resource_type == "Patient" || params.is_empty() {
+        Vec::new()
+    } else {
+        crate::search::index::extract_params(resource, params)
+    };
+    patients_of(resource_type, resource, &entries)
+}
+
 /// Ids of the Patients `resource` links to with `link.type == link_type`.
 pub fn linked_patients(resource: &Value, link_type: &str) -> Vec<String> {
     resource
@@ -566,6 +583,34 @@ mod tests {
             "patient": {"reference": "Patient/p1"},
             "provision": provision
         })
+    }
+
+    /// The store places a new resource by `compartment_patients` before extracting its index
+    /// entries; the place must be one of the patients its labels name.
+    #[test]
+    fn compartment_patients_agree_with_the_labels() {
+        let resources = [
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "Patient/b"},
+                   "performer": [{"reference": "Patient/a"}, {"reference": "Practitioner/x"}]}),
+            json!({"resourceType": "Encounter", "status": "finished",
+                   "subject": {"reference": "Patient/p"}}),
+            json!({"resourceType": "Patient", "id": "g",
+                   "meta": {"tag": [{"system": MPI_SYSTEM, "code": GOLDEN_TAG_CODE}]},
+                   "link": [{"type": "seealso", "other": {"reference": "Patient/s1"}}]}),
+            json!({"resourceType": "Organization", "name": "clinic"}),
+            json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"},
+                   "subject": {"reference": "Group/g"}}),
+        ];
+        for resource in &resources {
+            let entries = crate::search::index::extract(resource);
+            assert_eq!(
+                compartment_patients(resource),
+                labels(resource, &entries).patients,
+                "{resource}"
+            );
+        }
+        assert_eq!(compartment_patients(&resources[0]), ["a", "b"]);
     }
 
     #[test]

@@ -356,7 +356,7 @@ async fn batch_post_assigns_a_new_id(backend: Backend) {
     });
 }
 
-on_both_backends!(
+on_all_backends!(
     transaction_rewrites_placeholders_and_is_atomic,
     transaction_update_delete_and_read_entries,
     batch_entries_are_independent,

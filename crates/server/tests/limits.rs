@@ -482,7 +482,7 @@ async fn metrics_expose_pool_subscription_and_export_queues(backend: Backend) {
         "{text}"
     );
     match backend {
-        Backend::Postgres => {
+        Backend::Postgres | Backend::Citus => {
             assert_eq!(
                 gauge("phip_store_pool_connections_max"),
                 Some(8.0),

@@ -571,7 +571,7 @@ async fn type_and_system_history(backend: Backend) {
     assert_eq!(page2.body["entry"].as_array().unwrap().len(), 1);
 }
 
-on_both_backends!(
+on_all_backends!(
     health_and_metadata,
     create_read_update_delete_lifecycle,
     update_with_client_id_creates,

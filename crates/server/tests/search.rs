@@ -620,7 +620,7 @@ async fn values_longer_than_an_index_entry_are_stored_and_found(backend: Backend
     );
 }
 
-on_both_backends!(
+on_all_backends!(
     values_longer_than_an_index_entry_are_stored_and_found,
     parameter_types_and_modifiers,
     chains_has_and_includes,

@@ -84,21 +84,26 @@ pub fn open_store(config: &StoreConfig) -> StoreResult<Arc<dyn Store>> {
 /// Applies pending schema migrations (`phip migrate`) and returns the schema version the
 /// database then has.
 pub fn migrate(config: &StoreConfig) -> StoreResult<i64> {
+    Ok(migrate_with(config, postgres::Layout::Detect)?.0)
+}
+
+/// Like [`migrate`], laying out a new PostgreSQL database as `layout` says (`phip migrate
+/// --citus`); also returns whether the schema is distributed with Citus.
+pub fn migrate_with(config: &StoreConfig, layout: postgres::Layout) -> StoreResult<(i64, bool)> {
     match config {
         StoreConfig::Sqlite { data_dir } => {
-            Ok(sqlite::SqliteStore::open(data_dir)?.schema_version())
+            Ok((sqlite::SqliteStore::open(data_dir)?.schema_version(), false))
         }
         StoreConfig::Postgres { url, .. } => {
-            Ok(
-                // The real extractor: a migration may compute the access labels of stored
-                // resources from their index entries.
-                postgres::PostgresStore::connect_with(
-                    url,
-                    1,
-                    Arc::new(phip_fhir::search::index::extract),
-                )?
-                .schema_version(),
-            )
+            // The real extractor: a migration may compute the access labels of stored
+            // resources from their index entries.
+            let store = postgres::PostgresStore::connect_with_layout(
+                url,
+                1,
+                Arc::new(phip_fhir::search::index::extract),
+                layout,
+            )?;
+            Ok((store.schema_version(), store.is_distributed()))
         }
     }
 }

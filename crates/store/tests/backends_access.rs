@@ -460,10 +460,237 @@ fn history_and_compartment_apply_it_too(s: &dyn Store) {
     assert_eq!(ids, vec!["carol", "deny-c", "oc"]);
 }
 
+/// A golden record linking `sources`.
+fn golden(sources: &[&str]) -> Value {
+    let links: Vec<Value> = sources
+        .iter()
+        .map(|s| json!({"type": "seealso", "other": {"reference": format!("Patient/{s}")}}))
+        .collect();
+    json!({"resourceType": "Patient",
+        "meta": {"tag": [{"system": MPI_SYSTEM, "code": GOLDEN_TAG_CODE}]},
+        "link": links})
+}
+
+/// A golden record's visibility follows its sources' labels as they are now, whichever was
+/// written first: the store keeps a copy of them beside it (`index_source`), which must
+/// change when a source appears, changes holder, or the golden record links others.
+fn golden_records_follow_their_sources_labels(s: &dyn Store) {
+    let a = org_caller("org-a", Some("320481"));
+    let b = org_caller("org-b", Some("320115"));
+    // Linked before the source exists (an import in any order): visible to nobody.
+    put(s, "Patient", "g-1", Some(golden(&["src-1", "src-2"])), None).unwrap();
+    assert!(!visible(s, "Patient", "g-1", &a));
+    assert!(visible(s, "Patient", "g-1", &Access::Server));
+    // The source appears, held in org-a's county: org-a sees the person, org-b does not.
+    put(
+        s,
+        "Patient",
+        "src-1",
+        Some(held(patient("One"), "org-a", "320481")),
+        None,
+    )
+    .unwrap();
+    assert!(visible(s, "Patient", "g-1", &a));
+    assert!(!visible(s, "Patient", "g-1", &b));
+    // The server moves the record to org-b: the person follows.
+    put(
+        s,
+        "Patient",
+        "src-1",
+        Some(held(patient("One"), "org-b", "320115")),
+        None,
+    )
+    .unwrap();
+    assert!(!visible(s, "Patient", "g-1", &a));
+    assert!(visible(s, "Patient", "g-1", &b));
+    // A second source held by org-a: both see the person; searches agree.
+    put(
+        s,
+        "Patient",
+        "src-2",
+        Some(held(patient("Two"), "org-a", "320481")),
+        None,
+    )
+    .unwrap();
+    assert!(visible(s, "Patient", "g-1", &a));
+    assert_eq!(
+        search(s, "Patient", "_id=g-1", &a),
+        (vec!["g-1".into()], Some(1))
+    );
+    // The golden record unlinks src-2: org-a loses the person again.
+    put(s, "Patient", "g-1", Some(golden(&["src-1"])), None).unwrap();
+    assert!(!visible(s, "Patient", "g-1", &a));
+    assert!(visible(s, "Patient", "g-1", &b));
+    assert_eq!(search(s, "Patient", "_id=g-1", &a), (vec![], Some(0)));
+    // The source's resident denies another organisation of the county: it loses the person,
+    // the holder keeps it.
+    let x = org_caller("org-x", Some("320115"));
+    assert!(visible(s, "Patient", "g-1", &x), "same county");
+    put(
+        s,
+        "Consent",
+        "deny-x",
+        Some(privacy_consent(
+            "src-1",
+            json!({"type": "deny", "actor": actor("org-x")}),
+        )),
+        None,
+    )
+    .unwrap();
+    assert!(!visible(s, "Patient", "g-1", &x));
+    assert!(visible(s, "Patient", "g-1", &b));
+    // ... and a permit opens it to an organisation of another province.
+    let far = org_caller("org-far", Some("440300"));
+    assert!(!visible(s, "Patient", "g-1", &far));
+    put(
+        s,
+        "Consent",
+        "permit-far",
+        Some(privacy_consent(
+            "src-1",
+            json!({"type": "permit", "actor": actor("org-far")}),
+        )),
+        None,
+    )
+    .unwrap();
+    assert!(visible(s, "Patient", "g-1", &far));
+}
+
+/// A resident's compartment holds what names them now: a second patient a record names, a
+/// subject that changed after the record was created (on Citus these records live on
+/// another patient's shard).
+fn compartment_follows_the_patients_a_record_names(s: &dyn Store) {
+    for p in ["p1", "p2", "p3"] {
+        put(s, "Patient", p, Some(patient(p)), None).unwrap();
+    }
+    let mut shared = obs("p1", "shared");
+    shared["performer"] = json!([{"reference": "Patient/p2"}]);
+    put(s, "Observation", "o-shared", Some(shared), None).unwrap();
+    put(s, "Observation", "o-moved", Some(obs("p1", "moved")), None).unwrap();
+    let compartment = |patient: &str, access: &Access| {
+        let mut tx = s.begin_read().unwrap();
+        let mut ids = Vec::new();
+        let mut cursor = None;
+        // Pages of one, so that the order across shards is exercised too.
+        loop {
+            let (page, next) = tx
+                .patient_compartment(patient, None, None, 1, cursor.as_deref(), access)
+                .unwrap();
+            ids.extend(page.into_iter().map(|r| r.id));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        ids.sort();
+        ids
+    };
+    assert_eq!(
+        compartment("p1", &Access::Server),
+        ["o-moved", "o-shared", "p1"]
+    );
+    assert_eq!(compartment("p2", &Access::Server), ["o-shared", "p2"]);
+    assert_eq!(compartment("p2", &resident("p2")), ["o-shared", "p2"]);
+    assert!(visible(s, "Observation", "o-shared", &resident("p2")));
+    // The subject changes: the record leaves p1's compartment for p3's.
+    put(s, "Observation", "o-moved", Some(obs("p3", "moved")), None).unwrap();
+    assert_eq!(compartment("p1", &Access::Server), ["o-shared", "p1"]);
+    assert_eq!(compartment("p3", &Access::Server), ["o-moved", "p3"]);
+    assert_eq!(compartment("p3", &resident("p3")), ["o-moved", "p3"]);
+    assert!(!visible(s, "Observation", "o-moved", &resident("p1")));
+    // The second patient is dropped.
+    put(
+        s,
+        "Observation",
+        "o-shared",
+        Some(obs("p1", "shared")),
+        None,
+    )
+    .unwrap();
+    assert_eq!(compartment("p2", &Access::Server), ["p2"]);
+    // A deleted record leaves every compartment.
+    put(s, "Observation", "o-moved", None, None).unwrap();
+    assert_eq!(compartment("p3", &Access::Server), ["p3"]);
+    // Reads by id find them all wherever they live.
+    let mut tx = s.begin_read().unwrap();
+    assert!(tx.read("Observation", "o-shared").unwrap().is_some());
+    assert_eq!(
+        tx.vread("Observation", "o-moved", 1)
+            .unwrap()
+            .and_then(|r| r.resource)
+            .map(|b| b["subject"]["reference"].clone()),
+        Some(json!("Patient/p1"))
+    );
+    assert!(tx
+        .read("Observation", "o-moved")
+        .unwrap()
+        .unwrap()
+        .is_deleted());
+}
+
 both!(
     region_and_holder_decide,
     chains_has_includes_and_counts_see_only_visible_rows,
     nested_provisions_periods_and_classes,
     golden_records_private_state_and_breaking_the_glass,
     history_and_compartment_apply_it_too,
+    golden_records_follow_their_sources_labels,
+    compartment_follows_the_patients_a_record_names,
 );
+
+/// A golden record and its source as a v3 database holds them (`index_source` did not
+/// exist): the v4 migration fills `index_source` from them, so the golden record stays
+/// visible through its source.
+fn write_v3_world(s: &dyn Store) {
+    put(
+        s,
+        "Patient",
+        "src-old",
+        Some(held(patient("Old"), "org-a", "320481")),
+        None,
+    )
+    .unwrap();
+    put(s, "Patient", "g-old", Some(golden(&["src-old"])), None).unwrap();
+}
+
+fn check_v4_world(s: &dyn Store) {
+    let a = org_caller("org-a", Some("320481"));
+    let b = org_caller("org-b", Some("320115"));
+    assert!(visible(s, "Patient", "g-old", &a));
+    assert!(!visible(s, "Patient", "g-old", &b));
+}
+
+#[test]
+fn v4_migration_fills_index_source_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = phip_store::sqlite::SqliteStore::open(dir.path()).unwrap();
+        write_v3_world(&s);
+    }
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("phip.db")).unwrap();
+        conn.execute_batch("DROP TABLE index_source; PRAGMA user_version = 3")
+            .unwrap();
+    }
+    let s = phip_store::sqlite::SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(s.schema_version(), 4);
+    check_v4_world(&s);
+}
+
+#[test]
+fn v4_migration_fills_index_source_postgres() {
+    let Some(cluster) = phip_testkit::PgCluster::shared() else {
+        return;
+    };
+    let url = cluster.fresh_database();
+    {
+        let s = phip_store::postgres::PostgresStore::connect(&url).unwrap();
+        write_v3_world(&s);
+    }
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    c.batch_execute("DROP TABLE index_source; UPDATE phip_schema SET version = 3")
+        .unwrap();
+    let s = phip_store::postgres::PostgresStore::connect(&url).unwrap();
+    assert_eq!(s.schema_version(), 4);
+    check_v4_world(&s);
+}

@@ -156,6 +156,13 @@ macro_rules! seam {
                         super::$name(&b);
                     }
                 }
+
+                #[test]
+                fn citus() {
+                    if let Some(b) = super::Backend::citus() {
+                        super::$name(&b);
+                    }
+                }
             }
         )*
     };

@@ -15,6 +15,9 @@
 //! `None`, so tests skip; with `PHIP_REQUIRE_POSTGRES=1` (CI) they panic instead, so that a
 //! missing installation cannot pass as green.
 //!
+//! [`CitusCluster`] runs a coordinator and workers of PostgreSQL with Citus the same way, with
+//! the same skip-or-fail rule (`PHIP_REQUIRE_CITUS=1`).
+//!
 //! [`browser::Browser`] is a headless Chromium for browser tests, with the same skip-or-fail
 //! rule (`PHIP_REQUIRE_BROWSER=1`).
 //!
@@ -22,7 +25,10 @@
 //! verifiers refuse it.
 
 pub mod browser;
+pub mod citus;
 pub mod jose;
+
+pub use citus::CitusCluster;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -48,6 +54,8 @@ pub struct PgCluster {
     run_as: Option<String>,
     /// Whether `Drop` stops the cluster (owned clusters; the shared one stops at exit).
     stop_on_drop: bool,
+    /// Server options after the common ones (`-c name=value …`).
+    options: String,
 }
 
 static SHARED: OnceLock<Option<PgCluster>> = OnceLock::new();
@@ -66,7 +74,7 @@ impl PgCluster {
         SHARED
             .get_or_init(|| {
                 let bin_dir = find_binaries()?;
-                match PgCluster::start_in(bin_dir, false) {
+                match PgCluster::start_in(bin_dir, false, String::new()) {
                     Ok(c) => Some(c),
                     Err(e) => panic!("cannot start the shared PostgreSQL test cluster: {e}"),
                 }
@@ -79,13 +87,17 @@ impl PgCluster {
     /// [`PgCluster::shared`].
     pub fn start_owned() -> Option<PgCluster> {
         let bin_dir = find_binaries()?;
-        match PgCluster::start_in(bin_dir, true) {
+        match PgCluster::start_in(bin_dir, true, String::new()) {
             Ok(c) => Some(c),
             Err(e) => panic!("cannot start a PostgreSQL test cluster: {e}"),
         }
     }
 
-    fn start_in(bin_dir: PathBuf, stop_on_drop: bool) -> Result<PgCluster, String> {
+    fn start_in(
+        bin_dir: PathBuf,
+        stop_on_drop: bool,
+        options: String,
+    ) -> Result<PgCluster, String> {
         // SAFETY: geteuid has no preconditions and cannot fail.
         let root_user = unsafe { libc::geteuid() } == 0;
         let run_as = root_user.then(|| "postgres".to_owned());
@@ -96,6 +108,7 @@ impl PgCluster {
             bin_dir,
             run_as,
             stop_on_drop,
+            options,
         };
         // From here on the directory exists: make sure it goes away whatever happens.
         cluster.spawn_watchdog()?;
@@ -188,9 +201,10 @@ impl PgCluster {
         let opts = format!(
             "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
-             -c max_connections=300 -c shared_buffers=128MB",
+             -c max_connections=300 -c shared_buffers=128MB {}",
             self.port,
-            self.root.display()
+            self.root.display(),
+            self.options
         );
         let log = self.root.join("postgres.log");
         let out = self

@@ -32,6 +32,17 @@ const MAX_COMPOSITE_COMBINATIONS: usize = 256;
 /// also gets one `IndexValue::Composite([type coding token, identifier token])` per type
 /// coding, which is what the `:of-type` modifier matches against.
 pub fn extract(resource: &Value) -> Vec<IndexEntry> {
+    extract_where(resource, |_| true)
+}
+
+/// The entries [`extract`] gives for the parameters named in `codes` alone, at the cost of
+/// evaluating only those (the store places a new resource by its compartment before the
+/// full extraction).
+pub fn extract_params(resource: &Value, codes: &[String]) -> Vec<IndexEntry> {
+    extract_where(resource, |code| codes.iter().any(|c| c == code))
+}
+
+fn extract_where(resource: &Value, wanted: impl Fn(&str) -> bool) -> Vec<IndexEntry> {
     let Some(resource_type) = resource.get("resourceType").and_then(Value::as_str) else {
         return Vec::new();
     };
@@ -40,6 +51,9 @@ pub fn extract(resource: &Value) -> Vec<IndexEntry> {
     let mut entries = Vec::new();
     let mut values = Vec::new();
     for def in defs.search_params(resource_type) {
+        if !wanted(&def.code) {
+            continue;
+        }
         let Some(expr) = &def.compiled else {
             continue;
         };

@@ -21,12 +21,45 @@ pub enum Backend {
     Sqlite,
     /// A fresh database in the process's throwaway PostgreSQL cluster.
     Postgres,
+    /// A fresh database in the process's throwaway Citus cluster (a coordinator and two
+    /// workers), laid out for Citus.
+    Citus,
 }
 
 /// Whether PostgreSQL tests can run (the testkit says loudly why not, and fails instead when
 /// `PHIP_REQUIRE_POSTGRES=1`, as CI sets).
 pub fn postgres_available() -> bool {
     phip_testkit::PgCluster::shared().is_some()
+}
+
+/// Whether Citus tests can run (the testkit says loudly why not, and fails instead when
+/// `PHIP_REQUIRE_CITUS=1`, as CI sets).
+pub fn citus_available() -> bool {
+    phip_testkit::CitusCluster::shared().is_some()
+}
+
+/// Runs each listed `async fn(Backend)` test on SQLite, PostgreSQL and PostgreSQL with Citus
+/// (the suites whose behaviour the distributed layout must keep: REST, search, bundles and
+/// the adversarial suite).
+#[macro_export]
+macro_rules! on_all_backends {
+    ($($name:ident),* $(,)?) => {
+        on_both_backends!($($name),*);
+        mod citus {
+            $(
+                #[tokio::test(flavor = "multi_thread")]
+                async fn $name() {
+                    let available = tokio::task::spawn_blocking(super::common::citus_available)
+                        .await
+                        .unwrap_or(false);
+                    if !available {
+                        return;
+                    }
+                    super::$name(super::common::Backend::Citus).await;
+                }
+            )*
+        }
+    };
 }
 
 /// Runs each listed `async fn(Backend)` test on SQLite and on PostgreSQL.
@@ -67,7 +100,8 @@ pub struct TestData {
 }
 
 impl TestData {
-    /// A fresh temp directory and, on PostgreSQL, a fresh database in the shared cluster.
+    /// A fresh temp directory and, on PostgreSQL, a fresh database in the shared cluster
+    /// (the shared Citus cluster for [`Backend::Citus`]).
     pub async fn new(backend: Backend) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_path_buf();
@@ -77,6 +111,13 @@ impl TestData {
             Backend::Postgres => StoreConfig::Postgres {
                 url: phip_testkit::PgCluster::shared()
                     .expect("PostgreSQL cluster")
+                    .fresh_database(),
+                pool_size: 8,
+            },
+            // The citus extension in a new database makes the store lay it out for Citus.
+            Backend::Citus => StoreConfig::Postgres {
+                url: phip_testkit::CitusCluster::shared()
+                    .expect("Citus cluster")
                     .fresh_database(),
                 pool_size: 8,
             },

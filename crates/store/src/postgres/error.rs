@@ -48,9 +48,12 @@ pub(crate) fn pg(e: postgres::Error) -> StoreError {
     StoreError::Unavailable(format!("PostgreSQL connection failed: {e}"))
 }
 
-/// Whether an error means the connection can no longer be used.
+/// Whether an error means the connection can no longer be used (a server shutting down
+/// ends every session after telling it so).
 pub(crate) fn is_fatal(e: &postgres::Error) -> bool {
-    e.is_closed() || e.code().is_none()
+    e.is_closed()
+        || e.code()
+            .is_none_or(|c| matches!(*c, SqlState::ADMIN_SHUTDOWN | SqlState::CRASH_SHUTDOWN))
 }
 
 /// A failure that is the store's own (bad stored data, misuse), not PostgreSQL's.

@@ -15,6 +15,11 @@
 //!   same criteria run one after the other and the second sees the first one's resource.
 //!   Unrelated writers never wait for each other.
 //!
+//! The same store runs on PostgreSQL with Citus, the schema distributed over worker nodes by
+//! the patient a resource belongs to (see `schema::CITUS_LAYOUT` and docs/postgres.md): the
+//! store learns the layout from the database and then writes the `shard` column, looks
+//! resources up through `resource_ids` and generates SQL in the Citus dialect.
+//!
 //! Timestamps: a write transaction takes one `last_updated` at its first write, later than
 //! every timestamp this process handed out before; a version of a resource is also always
 //! later than the resource's previous version (the row lock orders them), whatever the clocks
@@ -41,7 +46,7 @@ use crate::sqlgen::SqlArg;
 use crate::{Store, StoreError, StoreResult, StoredResource, Transaction, WriteRequest};
 use catalog::PgCatalog;
 use pool::{PgConn, Pool};
-pub use schema::SCHEMA_VERSION;
+pub use schema::{Layout, SCHEMA_VERSION};
 use tx::PgTransaction;
 
 /// Extracts search index entries from a resource (see [`crate::sqlite::Extractor`]).
@@ -56,6 +61,44 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// threshold doubles after each refresh.
 const FIRST_ANALYZE: u64 = 2_000;
 
+/// The shard key of a resource's home (see `schema::CITUS_LAYOUT`): FNV-1a of the home's
+/// id. It must be the same in every server of a deployment and every release, since it
+/// decides where rows are and where queries look for them; Citus hashes it again to pick
+/// the shard, so its own distribution does not matter.
+pub(crate) fn shard_key(home: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in home.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+/// The shard of `resource_type/id` when its type and id decide it: a Patient's home is its
+/// own id, and so is that of a resource of a type in no patient's compartment. Other
+/// resources are looked up in `resource_ids`.
+pub(crate) fn known_shard(resource_type: &str, id: &str) -> Option<i64> {
+    (resource_type == "Patient"
+        || phip_fhir::r4()
+            .patient_compartment_params(resource_type)
+            .is_empty())
+    .then(|| shard_key(id))
+}
+
+/// The shard a new resource is created on, for good: its own id for a Patient or a resource
+/// in no patient's compartment, otherwise the (first) patient whose compartment its first
+/// version is in. A resource whose patients change later stays where it is, and the
+/// compartments it then enters reach it through `compartment_ref`.
+pub(crate) fn home_shard(resource_type: &str, id: &str, body: Option<&serde_json::Value>) -> i64 {
+    if let Some(shard) = known_shard(resource_type, id) {
+        return shard;
+    }
+    let patients = body
+        .map(phip_fhir::access::compartment_patients)
+        .unwrap_or_default();
+    shard_key(patients.first().map_or(id, String::as_str))
+}
+
 /// The PostgreSQL store.
 pub struct PostgresStore {
     pool: Pool,
@@ -67,6 +110,8 @@ pub struct PostgresStore {
     /// refreshed (see [`write::bulk_write`]).
     bulk_loaded: Mutex<(u64, u64)>,
     schema_version: i64,
+    /// Whether the schema is distributed with Citus (`shard` columns, other statements).
+    citus: bool,
 }
 
 /// The time limit of the pool's statements unless the URL's `options` set
@@ -105,6 +150,17 @@ impl PostgresStore {
         pool_size: usize,
         extractor: Extractor,
     ) -> StoreResult<PostgresStore> {
+        Self::connect_with_layout(url, pool_size, extractor, Layout::Detect)
+    }
+
+    /// Like [`PostgresStore::connect_with`], laying out a new database as `layout` says
+    /// ([`Layout::Citus`]: `phip migrate --citus`).
+    pub fn connect_with_layout(
+        url: &str,
+        pool_size: usize,
+        extractor: Extractor,
+        layout: Layout,
+    ) -> StoreResult<PostgresStore> {
         let mut config: Config = url
             .parse()
             .map_err(|e| StoreError::Backend(format!("invalid PostgreSQL URL: {e}")))?;
@@ -116,7 +172,7 @@ impl PostgresStore {
         }
         config.keepalives(true);
         let mut conn = PgConn::connect(&config)?;
-        let schema_version = schema::migrate(&mut conn)?;
+        let (schema_version, citus) = schema::migrate(&mut conn, layout)?;
         let last: i64 = conn
             .query_one(
                 "SELECT COALESCE(MAX(last_updated), 0) FROM resource_versions",
@@ -130,6 +186,7 @@ impl PostgresStore {
             clock: Mutex::new(last),
             bulk_loaded: Mutex::new((0, FIRST_ANALYZE)),
             schema_version,
+            citus,
         };
         store.catalog.preload()?;
         let labelled = write::backfill_access_labels(&store)?;
@@ -146,12 +203,26 @@ impl PostgresStore {
     /// schema version. Safe to run from several processes at once.
     pub fn migrate(&self) -> StoreResult<i64> {
         let mut conn = self.pool.get()?;
-        schema::migrate(&mut conn)
+        Ok(schema::migrate(&mut conn, Layout::Detect)?.0)
     }
 
     /// The schema version of the database when the store connected.
     pub fn schema_version(&self) -> i64 {
         self.schema_version
+    }
+
+    /// Whether the schema is distributed with Citus.
+    pub fn is_distributed(&self) -> bool {
+        self.citus
+    }
+
+    /// The SQL dialect of this database's layout.
+    pub(crate) fn dialect(&self) -> crate::sqlgen::Dialect {
+        if self.citus {
+            crate::sqlgen::Dialect::Citus
+        } else {
+            crate::sqlgen::Dialect::Postgres
+        }
     }
 
     /// Where the store connects (`host:port/dbname`), for logs.

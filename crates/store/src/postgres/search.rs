@@ -6,7 +6,10 @@ use phip_fhir::search::TotalMode;
 use postgres::types::Type;
 use postgres::Row;
 
-use super::history::{load_current, stored_from_row, CURRENT_VERSION_JOIN, VERSION_COLUMNS};
+use super::history::{
+    load_current, stored_from_row, CURRENT_VERSION_JOIN, CURRENT_VERSION_JOIN_DISTRIBUTED,
+    VERSION_COLUMNS,
+};
 use super::tx::PgTransaction;
 use super::{error, get_int, params};
 use crate::sqlgen::cursor::{self, KeyValue};
@@ -20,8 +23,20 @@ const SHAPE: PageShape<'static> = PageShape {
     joins: CURRENT_VERSION_JOIN,
 };
 
-fn plan(ctx: &Ctx<'_>, request: &SearchRequest) -> StoreResult<Option<Plan>> {
-    sqlgen::plan(ctx, Dialect::Postgres, request, &SHAPE)
+/// [`SHAPE`] on Citus: the version is joined on the distribution column too, and the row's
+/// shard follows the body columns (for loading what it includes).
+const SHAPE_DISTRIBUTED: PageShape<'static> = PageShape {
+    columns: "r.tid, r.id, v.version, v.last_updated, v.body, r.shard",
+    joins: CURRENT_VERSION_JOIN_DISTRIBUTED,
+};
+
+fn plan(ctx: &Ctx<'_>, dialect: Dialect, request: &SearchRequest) -> StoreResult<Option<Plan>> {
+    let shape = if dialect.distributed() {
+        &SHAPE_DISTRIBUTED
+    } else {
+        &SHAPE
+    };
+    sqlgen::plan(ctx, dialect, request, shape)
 }
 
 /// A sort value as read from a page row, whatever the column's type.
@@ -75,7 +90,7 @@ pub(crate) fn explain(tx: &mut PgTransaction<'_>, request: &SearchRequest) -> St
         now_ms: Utc::now().timestamp_millis(),
         access: &request.access,
     };
-    sqlgen::explain(plan(&ctx, request)?, |sql, args| {
+    sqlgen::explain(plan(&ctx, tx.store.dialect(), request)?, |sql, args| {
         let rows = tx
             .conn
             .client()
@@ -99,7 +114,8 @@ pub(crate) fn search(
         access: &request.access,
     };
     let q = &request.query;
-    let Some(plan) = plan(&ctx, request)? else {
+    let dialect = store.dialect();
+    let Some(plan) = plan(&ctx, dialect, request)? else {
         return Ok(sqlgen::empty_page(Some(0)));
     };
     let total = match q.total {
@@ -128,7 +144,12 @@ pub(crate) fn search(
             values.push(key_value(row, 2 + i)?);
         }
         keys.push(cursor::encode_position(&values, rid));
-        page.push((rid, tid));
+        let shard = if dialect.distributed() {
+            row.get(2 + nkeys + 5)
+        } else {
+            0
+        };
+        page.push((rid, tid, shard));
         matches.push(stored_from_row(&store.catalog, row, 2 + nkeys)?);
     }
     let (next, previous) = sqlgen::page_links(
@@ -143,20 +164,13 @@ pub(crate) fn search(
 
     let found = {
         let conn = &mut tx.conn;
-        let mut run = |sql: &str, args: &[SqlArg]| -> StoreResult<Vec<(i64, i64)>> {
+        let mut run = |sql: &str, args: &[SqlArg]| -> StoreResult<Vec<(i64, i64, i64)>> {
             conn.query(sql, &params(args))?
                 .iter()
-                .map(|r| Ok((r.get::<_, i64>(0), get_int(r, 1)?)))
+                .map(|r| Ok((r.get::<_, i64>(0), get_int(r, 1)?, get_int(r, 2)?)))
                 .collect()
         };
-        sqlgen::include::included(
-            &ctx,
-            Dialect::Postgres,
-            &q.includes,
-            &q.revincludes,
-            &page,
-            &mut run,
-        )?
+        sqlgen::include::included(&ctx, dialect, &q.includes, &q.revincludes, &page, &mut run)?
     };
     let included = load_current(tx, &found)?;
     Ok(SearchPage {

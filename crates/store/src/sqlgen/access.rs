@@ -5,8 +5,10 @@
 //! It reads the access labels each write stores (`phip_fhir::access::labels`): the
 //! columns `holder_org`, `holder_division` and `access_class` of `resources`, the
 //! `access_label` rows (kind [`PATIENT`]: compartment membership, kind [`PARTY`]:
-//! organisations a workflow record is addressed to) and the `consent_rule` rows of privacy
-//! Consents.
+//! organisations a workflow record is addressed to), the `consent_rule` rows of privacy
+//! Consents, and for the patient index's golden records the `index_source` rows: the labels
+//! of the source records each one links, kept beside it so that its visibility is decided
+//! from its own rows (on Citus a golden record and its sources live on different shards).
 
 use super::builder::Sql;
 use super::filter::Ctx;
@@ -34,17 +36,14 @@ fn caller_visible(ctx: &Ctx<'_>, b: &mut Sql, v: &Visibility, r: &str) -> StoreR
             None => format!("{r}.access_class <> 2"),
             Some(sharing) => {
                 let record = shared(b, sharing, r);
-                let s = b.alias("src");
-                let l = b.alias("gl");
-                let source = shared(b, sharing, &s);
+                let g = b.alias("src");
+                let source = shared_source(b, sharing, &g, r);
                 let denied = denied(b, sharing, r);
-                let patient = b.arg(PATIENT);
+                let same = b.same_row(&g, r);
                 format!(
                     "(({r}.access_class = 0 AND {record}) OR ({r}.access_class = 1 AND NOT {denied} \
-                     AND EXISTS (SELECT 1 FROM access_label {l} JOIN resources {s} \
-                     ON {s}.tid = {r}.tid AND {s}.id = {l}.value \
-                     WHERE {l}.rid = {r}.rid AND {l}.kind = {patient} AND {s}.rid <> {r}.rid \
-                     AND {s}.access_class = 0 AND {source})))"
+                     AND EXISTS (SELECT 1 FROM index_source {g} WHERE {same} \
+                     AND {g}.access_class = 0 AND {source})))"
                 )
             }
         };
@@ -55,9 +54,10 @@ fn caller_visible(ctx: &Ctx<'_>, b: &mut Sql, v: &Visibility, r: &str) -> StoreR
             let a = b.alias("cl");
             let kind = b.arg(PATIENT);
             let patients: Vec<String> = v.compartment.iter().map(|p| b.arg(p.as_str())).collect();
+            let same = b.same_row(&a, r);
             alternatives.push(format!(
                 "({types} AND {r}.access_class <> 2 AND EXISTS (SELECT 1 FROM access_label {a} \
-                 WHERE {a}.rid = {r}.rid AND {a}.kind = {kind} AND {a}.value IN ({})))",
+                 WHERE {same} AND {a}.kind = {kind} AND {a}.value IN ({})))",
                 patients.join(", ")
             ));
         }
@@ -117,8 +117,9 @@ fn shared(b: &mut Sql, sharing: &Sharing, r: &str) -> String {
             if let Some(org) = &sharing.organization {
                 let a = b.alias("pl");
                 ways.push(format!(
-                    "EXISTS (SELECT 1 FROM access_label {a} WHERE {a}.rid = {r}.rid \
+                    "EXISTS (SELECT 1 FROM access_label {a} WHERE {} \
                      AND {a}.kind = {} AND {a}.value = {})",
+                    b.same_row(&a, r),
                     b.arg(PARTY),
                     b.arg(org.as_str())
                 ));
@@ -133,6 +134,33 @@ fn shared(b: &mut Sql, sharing: &Sharing, r: &str) -> String {
     };
     match own {
         Some(own) => format!("({own} OR {consented})"),
+        None => consented,
+    }
+}
+
+/// The source record `g` (an `index_source` row of the golden record `r`: a Patient, see
+/// `index_source` in the schema) is shared with the caller: [`shared`] for a Patient, whose
+/// only compartment is its own and which is never addressed to a party.
+fn shared_source(b: &mut Sql, sharing: &Sharing, g: &str, r: &str) -> String {
+    let denied = source_rule(b, sharing, g, r, false);
+    let allowed = sharing.division.as_ref().map(|division| {
+        let mut ways = vec![format!("{g}.holder_division IS NULL")];
+        if let Some((lo, hi)) = phip_fhir::access::division_range(division) {
+            ways.push(format!(
+                "({g}.holder_division >= {} AND {g}.holder_division < {})",
+                b.arg(lo),
+                b.arg(hi)
+            ));
+        }
+        ways.push(source_rule(b, sharing, g, r, true));
+        format!("({})", ways.join(" OR "))
+    });
+    let consented = match allowed {
+        Some(allowed) => format!("(NOT {denied} AND {allowed})"),
+        None => format!("NOT {denied}"),
+    };
+    match &sharing.organization {
+        Some(org) => format!("({g}.holder_org = {} OR {consented})", b.arg(org.as_str())),
         None => consented,
     }
 }
@@ -152,9 +180,35 @@ fn deciding_rule(b: &mut Sql, sharing: &Sharing, r: &str, permit: bool) -> Strin
     let effect = b.arg(i64::from(permit));
     let applies_d = applicable(b, sharing, &d, r);
     let applies_e = applicable(b, sharing, &e, r);
+    let same = b.same_row(&a, r);
+    // `consent_rule` is a reference table on Citus (a copy on every node), so the join runs
+    // on whichever shard holds `r`.
     format!(
         "EXISTS (SELECT 1 FROM access_label {a} JOIN consent_rule {d} ON {d}.patient_id = {a}.value \
-         WHERE {a}.rid = {r}.rid AND {a}.kind = {kind} AND {d}.permit = {effect} AND {applies_d} \
+         WHERE {same} AND {a}.kind = {kind} AND {d}.permit = {effect} AND {applies_d} \
+         AND NOT EXISTS (SELECT 1 FROM consent_rule {e} WHERE {e}.consent_rid = {d}.consent_rid \
+         AND {e}.node > {d}.node AND {applies_e}))"
+    )
+}
+
+/// [`deciding_rule`] for the source record of the `index_source` row `g` of the golden record
+/// `r` (a Patient, whose only compartment is its own). The rules are joined through `g`'s
+/// row again rather than read alone: Citus refuses a correlated subquery over reference
+/// tables alone that has subqueries of its own, and one with an outer join in a statement
+/// with constant conditions, but runs this one on `g`'s shard.
+fn source_rule(b: &mut Sql, sharing: &Sharing, g: &str, r: &str, permit: bool) -> String {
+    let g2 = b.alias("sg");
+    let d = b.alias("cd");
+    let e = b.alias("ce");
+    let effect = b.arg(i64::from(permit));
+    let applies_d = applicable(b, sharing, &d, r);
+    let applies_e = applicable(b, sharing, &e, r);
+    let same = b.same_row(&g2, g);
+    format!(
+        "EXISTS (SELECT 1 FROM index_source {g2} JOIN consent_rule {d} \
+         ON {d}.patient_id = {g2}.source_id \
+         WHERE {same} AND {g2}.source_id = {g}.source_id AND {d}.permit = {effect} \
+         AND {applies_d} \
          AND NOT EXISTS (SELECT 1 FROM consent_rule {e} WHERE {e}.consent_rid = {d}.consent_rid \
          AND {e}.node > {d}.node AND {applies_e}))"
     )

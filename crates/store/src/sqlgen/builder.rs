@@ -8,6 +8,9 @@ pub(crate) struct Sql {
     pub(crate) args: Vec<SqlArg>,
     pub(crate) dialect: Dialect,
     aliases: usize,
+    /// On Citus, the placeholder of the one shard every row of the statement is on, when the
+    /// statement reads a single shard (a resource by id, a patient's compartment).
+    pub(crate) pin: Option<String>,
 }
 
 impl Sql {
@@ -17,6 +20,18 @@ impl Sql {
             args: Vec::new(),
             dialect,
             aliases: 0,
+            pin: None,
+        }
+    }
+
+    /// [`Dialect::same_row`], naming the pinned shard too when the statement has one: Citus
+    /// routes a statement to one shard only when every distributed table in it, also in a
+    /// subquery under `OR` (as in the visibility predicate), is restricted to that shard by a
+    /// constant.
+    pub(crate) fn same_row(&self, x: &str, r: &str) -> String {
+        match (&self.pin, self.dialect.distributed()) {
+            (Some(pin), true) => format!("{x}.shard = {pin} AND {}", self.dialect.same_row(x, r)),
+            _ => self.dialect.same_row(x, r),
         }
     }
 

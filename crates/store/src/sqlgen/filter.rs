@@ -107,6 +107,23 @@ pub(crate) fn predicate(
             let inner = predicate(ctx, b, inner, &t, &target_scope)?;
             let live = b.lit(false);
             let visible = super::access::visible(ctx, b, ctx.access, &t)?;
+            if b.dialect.distributed() {
+                // The targets live on other shards: find them first (each shard answers for
+                // its own), then the references to them on every shard.
+                let targets = format!(
+                    "SELECT {t}.tid, {t}.id FROM resources {t} WHERE {t}.deleted = {live}\
+                     {tid_cond} AND ({inner}) AND {visible}"
+                );
+                return Ok(b.dialect.member(
+                    alias,
+                    false,
+                    &x,
+                    &format!("idx_reference {x}"),
+                    &format!(
+                        "{x}.pid IN {pid_list} AND ({x}.target_tid, {x}.target_id) IN ({targets})"
+                    ),
+                ));
+            }
             Ok(format!(
                 "{alias}.rid IN (SELECT {x}.rid FROM idx_reference {x} \
                  JOIN resources {t} ON {t}.tid = {x}.target_tid AND {t}.id = {x}.target_id \
@@ -134,6 +151,18 @@ pub(crate) fn predicate(
             let inner = predicate(ctx, b, inner, &s, &source_scope)?;
             let live = b.lit(false);
             let visible = super::access::visible(ctx, b, ctx.access, &s)?;
+            if b.dialect.distributed() {
+                // The referring resources live on other shards: the (type, id) pairs they
+                // point at are found first, which (a key of `resources`) is the same as
+                // matching the target's rid.
+                let same = b.dialect.same_row(&s, &x);
+                return Ok(format!(
+                    "({alias}.tid, {alias}.id) IN (SELECT {x}.target_tid, {x}.target_id \
+                     FROM idx_reference {x} JOIN resources {s} ON {same} \
+                     WHERE {x}.pid IN {pid_list} AND {s}.deleted = {live} AND ({inner}) \
+                     AND {visible})"
+                ));
+            }
             Ok(format!(
                 "{alias}.rid IN (SELECT {t}.rid FROM idx_reference {x} \
                  JOIN resources {s} ON {s}.rid = {x}.rid \
@@ -199,9 +228,12 @@ fn param_predicate(
         ors.push(value_condition(ctx, b, param_type, modifier, v, &x)?);
     }
     let cond = or_all(b, ors);
-    Ok(format!(
-        "{alias}.rid {}IN (SELECT {x}.rid FROM {table} {x} WHERE {x}.pid IN {pid_list} AND ({cond}))",
-        if negated { "NOT " } else { "" }
+    Ok(b.dialect.member(
+        alias,
+        negated,
+        &x,
+        &format!("{table} {x}"),
+        &format!("{x}.pid IN {pid_list} AND ({cond})"),
     ))
 }
 
@@ -267,6 +299,20 @@ fn missing_predicate(
         return Ok(b.lit(missing));
     }
     let pid_list = b.int_list(&pids);
+    if b.dialect.distributed() {
+        // One membership test per table: Citus runs each on every shard at once.
+        let mut parts = Vec::new();
+        for t in &tables {
+            let x = b.alias("x");
+            let cond = format!("{x}.pid IN {pid_list}");
+            parts.push(
+                b.dialect
+                    .member(alias, missing, &x, &format!("{t} {x}"), &cond),
+            );
+        }
+        let joined = parts.join(if missing { " AND " } else { " OR " });
+        return Ok(format!("({joined})"));
+    }
     let selects: Vec<String> = tables
         .iter()
         .map(|t| format!("SELECT rid FROM {t} WHERE pid IN {pid_list}"))
@@ -309,7 +355,8 @@ fn composite_value(
             first = c.clone();
         } else {
             from.push_str(&format!(
-                " JOIN {table} {c} ON {c}.rid = {first}.rid AND {c}.grp = {first}.grp"
+                " JOIN {table} {c} ON {} AND {c}.grp = {first}.grp",
+                b.dialect.same_row(&c, &first)
             ));
         }
         let pid_list = b.int_list(&pids);
@@ -319,10 +366,8 @@ fn composite_value(
             value_condition(ctx, b, ptype, &Modifier::None, part, &c)?
         ));
     }
-    Ok(format!(
-        "{alias}.rid IN (SELECT {first}.rid FROM {from} WHERE {})",
-        conds.join(" AND ")
-    ))
+    Ok(b.dialect
+        .member(alias, false, &first, &from, &conds.join(" AND ")))
 }
 
 /// The condition on one index row `x` for one searched value.

@@ -16,25 +16,28 @@ pub(crate) const MAX_ITERATE_DEPTH: usize = 4;
 /// cannot exhaust memory.
 pub(crate) const MAX_INCLUDED: usize = 10_000;
 
-/// Runs one include query and returns its `(rid, tid)` rows.
-pub(crate) type RunQuery<'a> = dyn FnMut(&str, &[SqlArg]) -> StoreResult<Vec<(i64, i64)>> + 'a;
+/// A resource found by a query: its rid, type id and shard (0 where the backend has none).
+pub(crate) type Found = (i64, i64, i64);
 
-/// The rids of the resources included for a page (`(rid, tid)` of its matches), in discovery
-/// order: deduplicated, never one of the matches, never deleted.
+/// Runs one include query and returns its `(rid, tid, shard)` rows.
+pub(crate) type RunQuery<'a> = dyn FnMut(&str, &[SqlArg]) -> StoreResult<Vec<Found>> + 'a;
+
+/// The resources included for a page (the [`Found`] rows of its matches), as `(rid, shard)`
+/// in discovery order: deduplicated, never one of the matches, never deleted.
 pub(crate) fn included(
     ctx: &Ctx<'_>,
     dialect: Dialect,
     includes: &[Include],
     revincludes: &[Include],
-    page: &[(i64, i64)],
+    page: &[Found],
     run: &mut RunQuery<'_>,
-) -> StoreResult<Vec<i64>> {
+) -> StoreResult<Vec<(i64, i64)>> {
     if includes.is_empty() && revincludes.is_empty() {
         return Ok(Vec::new());
     }
-    let mut seen: HashSet<i64> = page.iter().map(|(rid, _)| *rid).collect();
-    let mut found: Vec<i64> = Vec::new();
-    let mut frontier: Vec<(i64, i64)> = page.to_vec();
+    let mut seen: HashSet<i64> = page.iter().map(|(rid, _, _)| *rid).collect();
+    let mut found: Vec<(i64, i64)> = Vec::new();
+    let mut frontier: Vec<Found> = page.to_vec();
     for depth in 0..=MAX_ITERATE_DEPTH {
         if frontier.is_empty() || found.len() >= MAX_INCLUDED {
             break;
@@ -47,13 +50,13 @@ pub(crate) fn included(
             next.extend(reverse(ctx, dialect, inc, &frontier, run)?);
         }
         frontier.clear();
-        for (rid, tid) in next {
+        for (rid, tid, shard) in next {
             if found.len() >= MAX_INCLUDED {
                 break;
             }
             if seen.insert(rid) {
-                found.push(rid);
-                frontier.push((rid, tid));
+                found.push((rid, shard));
+                frontier.push((rid, tid, shard));
             }
         }
     }
@@ -65,9 +68,9 @@ fn forward(
     ctx: &Ctx<'_>,
     dialect: Dialect,
     inc: &Include,
-    frontier: &[(i64, i64)],
+    frontier: &[Found],
     run: &mut RunQuery<'_>,
-) -> StoreResult<Vec<(i64, i64)>> {
+) -> StoreResult<Vec<Found>> {
     let source_tid = if inc.source_type == "*" {
         None
     } else {
@@ -76,22 +79,39 @@ fn forward(
             None => return Ok(Vec::new()),
         }
     };
-    let sources: Vec<i64> = frontier
+    let sources: Vec<&Found> = frontier
         .iter()
-        .filter(|(_, tid)| source_tid.is_none_or(|s| s == *tid))
-        .map(|(rid, _)| *rid)
+        .filter(|(_, tid, _)| source_tid.is_none_or(|s| s == *tid))
         .collect();
     if sources.is_empty() {
         return Ok(Vec::new());
     }
-    let mut args = vec![SqlArg::IntList(sources)];
-    let mut sql = format!(
-        "SELECT DISTINCT t.rid, t.tid FROM idx_reference x \
-         JOIN resources t ON t.tid = x.target_tid AND t.id = x.target_id \
-         WHERE x.rid {} AND t.deleted = {}",
-        dialect.in_list(1),
-        dialect.bool_literal(false)
-    );
+    let mut args = vec![SqlArg::IntList(
+        sources.iter().map(|(rid, _, _)| *rid).collect(),
+    )];
+    let live = dialect.bool_literal(false);
+    let mut sql = if dialect.distributed() {
+        // The references are on the sources' shards, the targets anywhere: the targets'
+        // (type, id) pairs are found first.
+        args.push(SqlArg::IntList(
+            sources.iter().map(|(_, _, shard)| *shard).collect(),
+        ));
+        format!(
+            "SELECT t.rid, t.tid, t.shard FROM resources t WHERE t.deleted = {live} \
+             AND (t.tid, t.id) IN (SELECT x.target_tid, x.target_id FROM idx_reference x \
+             WHERE x.shard {} AND x.rid {}",
+            dialect.in_list(2),
+            dialect.in_list(1),
+        )
+    } else {
+        format!(
+            "SELECT DISTINCT t.rid, t.tid, {} FROM idx_reference x \
+             JOIN resources t ON t.tid = x.target_tid AND t.id = x.target_id \
+             WHERE x.rid {} AND t.deleted = {live}",
+            dialect.shard_of("t"),
+            dialect.in_list(1),
+        )
+    };
     if inc.param != "*" {
         let scope = match source_tid {
             Some(t) => Scope::Types(vec![t]),
@@ -102,7 +122,7 @@ fn forward(
             return Ok(Vec::new());
         }
         args.push(SqlArg::IntList(pids));
-        sql.push_str(&format!(" AND x.pid {}", dialect.in_list(2)));
+        sql.push_str(&format!(" AND x.pid {}", dialect.in_list(args.len())));
     }
     if let Some(target) = &inc.target_type {
         let Some(tid) = ctx.type_id(target)? else {
@@ -114,6 +134,9 @@ fn forward(
             dialect.placeholder(args.len())
         ));
     }
+    if dialect.distributed() {
+        sql.push(')');
+    }
     let args = with_visibility(ctx, dialect, args, "t", &mut sql)?;
     run(&sql, &args)
 }
@@ -123,9 +146,9 @@ fn reverse(
     ctx: &Ctx<'_>,
     dialect: Dialect,
     inc: &Include,
-    frontier: &[(i64, i64)],
+    frontier: &[Found],
     run: &mut RunQuery<'_>,
-) -> StoreResult<Vec<(i64, i64)>> {
+) -> StoreResult<Vec<Found>> {
     let target_tid = match &inc.target_type {
         Some(t) => match ctx.type_id(t)? {
             Some(tid) => Some(tid),
@@ -133,10 +156,9 @@ fn reverse(
         },
         None => None,
     };
-    let targets: Vec<i64> = frontier
+    let targets: Vec<&Found> = frontier
         .iter()
-        .filter(|(_, tid)| target_tid.is_none_or(|t| t == *tid))
-        .map(|(rid, _)| *rid)
+        .filter(|(_, tid, _)| target_tid.is_none_or(|t| t == *tid))
         .collect();
     if targets.is_empty() {
         return Ok(Vec::new());
@@ -149,15 +171,33 @@ fn reverse(
             None => return Ok(Vec::new()),
         }
     };
-    let mut args = vec![SqlArg::IntList(targets)];
-    let mut sql = format!(
-        "SELECT DISTINCT s.rid, s.tid FROM resources p \
-         JOIN idx_reference x ON x.target_id = p.id AND x.target_tid = p.tid \
-         JOIN resources s ON s.rid = x.rid \
-         WHERE p.rid {} AND s.deleted = {}",
-        dialect.in_list(1),
-        dialect.bool_literal(false)
-    );
+    let mut args = vec![SqlArg::IntList(
+        targets.iter().map(|(rid, _, _)| *rid).collect(),
+    )];
+    let live = dialect.bool_literal(false);
+    let mut sql = if dialect.distributed() {
+        // The targets' (type, id) pairs first, then the references to them on every shard.
+        args.push(SqlArg::IntList(
+            targets.iter().map(|(_, _, shard)| *shard).collect(),
+        ));
+        format!(
+            "SELECT DISTINCT s.rid, s.tid, s.shard FROM resources s \
+             JOIN idx_reference x ON x.shard = s.shard AND x.rid = s.rid \
+             WHERE (x.target_tid, x.target_id) IN (SELECT p.tid, p.id FROM resources p \
+             WHERE p.shard {} AND p.rid {}) AND s.deleted = {live}",
+            dialect.in_list(2),
+            dialect.in_list(1),
+        )
+    } else {
+        format!(
+            "SELECT DISTINCT s.rid, s.tid, {} FROM resources p \
+             JOIN idx_reference x ON x.target_id = p.id AND x.target_tid = p.tid \
+             JOIN resources s ON s.rid = x.rid \
+             WHERE p.rid {} AND s.deleted = {live}",
+            dialect.shard_of("s"),
+            dialect.in_list(1),
+        )
+    };
     if inc.param != "*" {
         let scope = match source_tid {
             Some(t) => Scope::Types(vec![t]),
@@ -168,7 +208,7 @@ fn reverse(
             return Ok(Vec::new());
         }
         args.push(SqlArg::IntList(pids));
-        sql.push_str(&format!(" AND x.pid {}", dialect.in_list(2)));
+        sql.push_str(&format!(" AND x.pid {}", dialect.in_list(args.len())));
     }
     if let Some(tid) = source_tid {
         args.push(SqlArg::Int(tid));

@@ -39,6 +39,13 @@ pub(crate) enum Dialect {
     Sqlite,
     /// `$N` placeholders, `TRUE`/`FALSE`.
     Postgres,
+    /// PostgreSQL with the resource-scoped tables distributed by Citus on their `shard`
+    /// column (see `docs/postgres.md`, "Citus"). Citus runs a statement on every shard at
+    /// once only when each join and correlated subquery between distributed tables equates
+    /// the distribution column, so every row-to-row condition also compares `shard`; joins
+    /// on anything else (a reference to its target) are written as uncorrelated subqueries,
+    /// which Citus evaluates first and ships to the shards as an intermediate result.
+    Citus,
 }
 
 impl Dialect {
@@ -46,7 +53,7 @@ impl Dialect {
     pub(crate) fn placeholder(self, n: usize) -> String {
         match self {
             Dialect::Sqlite => format!("?{n}"),
-            Dialect::Postgres => format!("${n}"),
+            Dialect::Postgres | Dialect::Citus => format!("${n}"),
         }
     }
 
@@ -54,7 +61,7 @@ impl Dialect {
     pub(crate) fn in_list(self, n: usize) -> String {
         match self {
             Dialect::Sqlite => format!("IN (SELECT value FROM json_each(?{n}))"),
-            Dialect::Postgres => format!("= ANY(${n})"),
+            Dialect::Postgres | Dialect::Citus => format!("= ANY(${n})"),
         }
     }
 
@@ -63,8 +70,54 @@ impl Dialect {
         match (self, b) {
             (Dialect::Sqlite, true) => "1",
             (Dialect::Sqlite, false) => "0",
-            (Dialect::Postgres, true) => "TRUE",
-            (Dialect::Postgres, false) => "FALSE",
+            (Dialect::Postgres | Dialect::Citus, true) => "TRUE",
+            (Dialect::Postgres | Dialect::Citus, false) => "FALSE",
+        }
+    }
+
+    /// Whether the resource-scoped tables are distributed by `shard` (Citus).
+    pub(crate) fn distributed(self) -> bool {
+        self == Dialect::Citus
+    }
+
+    /// The condition that `x` is a row of the same resource as `r` (both aliases of
+    /// resource-scoped tables).
+    pub(crate) fn same_row(self, x: &str, r: &str) -> String {
+        if self.distributed() {
+            format!("{x}.shard = {r}.shard AND {x}.rid = {r}.rid")
+        } else {
+            format!("{x}.rid = {r}.rid")
+        }
+    }
+
+    /// The condition that the resource `r` is (or with `negated`, is not) one of the resources
+    /// whose rows `x` the query `FROM {from} WHERE {cond}` yields. A semi-join on the key
+    /// (`r.rid IN (SELECT x.rid …)`), which lets the planner drive it from either side; on
+    /// Citus the key includes `shard` so that each shard answers for its own rows, and the
+    /// negation is a correlated `NOT EXISTS` (Citus would evaluate a `NOT IN` subquery on its
+    /// own and ship every row it yields to the shards).
+    pub(crate) fn member(self, r: &str, negated: bool, x: &str, from: &str, cond: &str) -> String {
+        match (self.distributed(), negated) {
+            (false, _) => format!(
+                "{r}.rid {}IN (SELECT {x}.rid FROM {from} WHERE {cond})",
+                if negated { "NOT " } else { "" }
+            ),
+            (true, false) => format!(
+                "({r}.shard, {r}.rid) IN (SELECT {x}.shard, {x}.rid FROM {from} WHERE {cond})"
+            ),
+            (true, true) => format!(
+                "NOT EXISTS (SELECT 1 FROM {from} WHERE {} AND ({cond}))",
+                self.same_row(x, r)
+            ),
+        }
+    }
+
+    /// The shard column of the resource-scoped alias `a` (a constant 0 where tables are not
+    /// distributed and have none).
+    pub(crate) fn shard_of(self, a: &str) -> String {
+        match self {
+            Dialect::Sqlite | Dialect::Postgres => "0".to_owned(),
+            Dialect::Citus => format!("{a}.shard"),
         }
     }
 }
@@ -192,12 +245,21 @@ pub(crate) fn plan(
     let p_keys: String = (0..q.sort.len()).map(|i| format!(", p.s{i}")).collect();
     // The inner query picks the page's rids (sorting only narrow rows); the outer one loads
     // those rows' bodies.
+    // On Citus the page's rows carry their shard, so that loading their bodies joins on the
+    // distribution column.
+    let shard_col = if dialect.distributed() {
+        "r.shard AS shard, "
+    } else {
+        ""
+    };
     let page_sql = format!(
         "SELECT p.rid, r.tid{p_keys}, {columns} FROM (\
-           SELECT m.* FROM (SELECT r.rid AS rid{key_cols} FROM resources r WHERE {where_sql}) m \
+           SELECT m.* FROM (SELECT {shard_col}r.rid AS rid{key_cols} FROM resources r \
+           WHERE {where_sql}) m \
            WHERE {keyset} ORDER BY {} LIMIT {limit}\
-         ) p JOIN resources r ON r.rid = p.rid {joins} ORDER BY {}",
+         ) p JOIN resources r ON {} {joins} ORDER BY {}",
         sort::order_by(&q.sort, "m", before),
+        dialect.same_row("r", "p"),
         sort::order_by(&q.sort, "p", false),
         columns = shape.columns,
         joins = shape.joins,

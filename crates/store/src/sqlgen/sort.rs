@@ -59,7 +59,8 @@ pub(crate) fn key_expr(
     // the table's key) are the few to look at.
     Ok(format!(
         "(SELECT {agg}({value}) FROM {table} {x} \
-         WHERE {x}.rid = {alias}.rid AND +{x}.pid IN {pid_list})"
+         WHERE {} AND +{x}.pid IN {pid_list})",
+        b.dialect.same_row(&x, alias)
     ))
 }
 

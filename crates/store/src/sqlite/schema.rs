@@ -21,10 +21,34 @@ use rusqlite::Connection;
 use crate::StoreResult;
 
 /// The newest schema version this binary knows.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` brings the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+
+/// v4: `index_source`, the access labels of the source records each golden record of the
+/// patient index links (its `seealso` Patients), kept beside the golden record so that the
+/// visibility predicate decides "visible when a source record is" from the golden record's
+/// own rows instead of joining the sources' rows by id (which PostgreSQL with Citus cannot do
+/// inside a correlated subquery: the sources live on other shards). The store keeps it
+/// current: a golden record's write replaces its rows, a Patient's write updates the rows
+/// naming it. `access_class` is NULL for a source that does not exist (yet).
+const V4: &str = r#"
+CREATE TABLE index_source (
+    rid             INTEGER NOT NULL,
+    source_id       TEXT NOT NULL,
+    access_class    INTEGER,
+    holder_org      TEXT,
+    holder_division TEXT,
+    PRIMARY KEY (rid, source_id)
+) WITHOUT ROWID;
+CREATE INDEX index_source_source ON index_source(source_id);
+INSERT INTO index_source (rid, source_id, access_class, holder_org, holder_division)
+SELECT g.rid, l.value, s.access_class, s.holder_org, s.holder_division
+FROM resources g JOIN access_label l ON l.rid = g.rid AND l.kind = 1
+LEFT JOIN resources s ON s.tid = g.tid AND s.id = l.value
+WHERE g.access_class = 1 AND l.value <> g.id;
+"#;
 
 /// v3: access labels (`phip_fhir::access`), read by the visibility predicate of every query
 /// run for a caller. `access_label` holds compartment membership (kind 1, a Patient id) and

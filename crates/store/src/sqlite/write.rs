@@ -212,6 +212,7 @@ impl SqliteTransaction<'_> {
                     .execute(params![rid, kind, value])?;
             }
         }
+        self.write_index_sources(rid, body, &labels)?;
         self.conn
             .prepare_cached("DELETE FROM consent_rule WHERE consent_rid = ?1")?
             .execute([rid])?;
@@ -240,6 +241,50 @@ impl SqliteTransaction<'_> {
                     rule.start,
                     rule.end
                 ])?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `index_source` current (see the schema's v4): a golden record's rows name the
+    /// sources it links with their current labels; a Patient's labels are copied into the
+    /// rows of every golden record naming it.
+    fn write_index_sources(
+        &mut self,
+        rid: i64,
+        body: &Value,
+        labels: &phip_fhir::access::AccessLabels,
+    ) -> StoreResult<()> {
+        if body.get("resourceType").and_then(Value::as_str) != Some("Patient") {
+            return Ok(());
+        }
+        let own_id = body.get("id").and_then(Value::as_str).unwrap_or_default();
+        self.conn
+            .prepare_cached(
+                "UPDATE index_source SET access_class = ?2, holder_org = ?3, \
+                 holder_division = ?4 WHERE source_id = ?1",
+            )?
+            .execute(params![
+                own_id,
+                labels.class.code(),
+                labels.holder_org,
+                labels.holder_division
+            ])?;
+        self.conn
+            .prepare_cached("DELETE FROM index_source WHERE rid = ?1")?
+            .execute([rid])?;
+        if labels.class != phip_fhir::access::AccessClass::Index {
+            return Ok(());
+        }
+        let tid = self.ensure_type("Patient")?;
+        for source in labels.patients.iter().filter(|p| *p != own_id) {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO index_source(rid, source_id, access_class, \
+                     holder_org, holder_division) \
+                     SELECT ?1, ?2, s.access_class, s.holder_org, s.holder_division \
+                     FROM (SELECT 1) LEFT JOIN resources s ON s.tid = ?3 AND s.id = ?2",
+                )?
+                .execute(params![rid, source, tid])?;
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
-//! Runs store tests on both backends: each test body takes `&dyn Store`, and [`both!`] makes a
-//! `sqlite` and a `postgres` test of it. PostgreSQL tests use the process's shared throwaway
-//! cluster and a fresh database each; without PostgreSQL binaries they are skipped loudly
-//! (or fail, with `PHIP_REQUIRE_POSTGRES=1`).
+//! Runs store tests on every backend: each test body takes `&dyn Store`, and [`both!`] makes a
+//! `sqlite`, a `postgres` and a `citus` test of it. PostgreSQL tests use the process's shared
+//! throwaway cluster and a fresh database each; without PostgreSQL binaries they are skipped
+//! loudly (or fail, with `PHIP_REQUIRE_POSTGRES=1`). Citus tests do the same on the process's
+//! shared Citus cluster (a coordinator and two workers), skipped loudly without Citus (or
+//! failing, with `PHIP_REQUIRE_CITUS=1`).
 
 #![allow(dead_code)]
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use phip_store::postgres::PostgresStore;
 use phip_store::sqlite::{Extractor, SqliteStore};
 use phip_store::{Store, StoreResult, StoredResource, WriteRequest};
-use phip_testkit::PgCluster;
+use phip_testkit::{CitusCluster, PgCluster};
 
 /// A store under test and what keeps it alive.
 pub enum Backend {
@@ -18,6 +20,8 @@ pub enum Backend {
     Sqlite(tempfile::TempDir, Box<SqliteStore>),
     /// A PostgreSQL store on a fresh database of the shared cluster.
     Postgres(String, Box<PostgresStore>),
+    /// A PostgreSQL store on a fresh database of the shared Citus cluster, laid out for it.
+    Citus(String, Box<PostgresStore>),
 }
 
 impl Backend {
@@ -50,11 +54,32 @@ impl Backend {
         Some(Backend::Postgres(url, Box::new(s)))
     }
 
+    /// A store on a new database of the Citus cluster, or `None` when Citus is not installed.
+    pub fn citus() -> Option<Backend> {
+        Self::citus_with(None)
+    }
+
+    /// A Citus store with a substitute extractor.
+    pub fn citus_with(extractor: Option<Extractor>) -> Option<Backend> {
+        let cluster = CitusCluster::shared()?;
+        let url = cluster.fresh_database();
+        let extractor = extractor.unwrap_or_else(|| Arc::new(phip_fhir::search::index::extract));
+        let s = PostgresStore::connect_with_layout(
+            &url,
+            16,
+            extractor,
+            phip_store::postgres::Layout::Citus,
+        )
+        .unwrap();
+        assert!(s.is_distributed());
+        Some(Backend::Citus(url, Box::new(s)))
+    }
+
     /// The store.
     pub fn store(&self) -> &dyn Store {
         match self {
             Backend::Sqlite(_, s) => s.as_ref(),
-            Backend::Postgres(_, s) => s.as_ref(),
+            Backend::Postgres(_, s) | Backend::Citus(_, s) => s.as_ref(),
         }
     }
 
@@ -66,13 +91,15 @@ impl Backend {
     ) -> StoreResult<StoredResource> {
         match self {
             Backend::Sqlite(_, s) => s.write_with_entries(request, entries),
-            Backend::Postgres(_, s) => s.write_with_entries(request, entries),
+            Backend::Postgres(_, s) | Backend::Citus(_, s) => {
+                s.write_with_entries(request, entries)
+            }
         }
     }
 }
 
-/// Makes `mod name { #[test] fn sqlite(); #[test] fn postgres(); }` running `name(&dyn Store)`
-/// on each backend.
+/// Makes `mod name { #[test] fn sqlite(); #[test] fn postgres(); #[test] fn citus(); }`
+/// running `name(&dyn Store)` on each backend.
 #[macro_export]
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
@@ -87,6 +114,14 @@ macro_rules! both {
                 #[test]
                 fn postgres() {
                     let Some(b) = $crate::support::Backend::postgres() else {
+                        return;
+                    };
+                    super::$name(b.store());
+                }
+
+                #[test]
+                fn citus() {
+                    let Some(b) = $crate::support::Backend::citus() else {
                         return;
                     };
                     super::$name(b.store());

@@ -136,15 +136,15 @@ pub(crate) fn search(
     let total = total
         .or_else(|| (request.cursor == PageCursor::First && !more).then_some(rows.len() as u64));
 
-    let page: Vec<(i64, i64)> = rows.iter().map(|r| (r.rid, r.tid)).collect();
+    let page: Vec<(i64, i64, i64)> = rows.iter().map(|r| (r.rid, r.tid, 0)).collect();
     let matches = rows
         .into_iter()
         .map(|r| r.raw.into_stored())
         .collect::<StoreResult<Vec<_>>>()?;
-    let mut run = |sql: &str, args: &[SqlArg]| -> StoreResult<Vec<(i64, i64)>> {
+    let mut run = |sql: &str, args: &[SqlArg]| -> StoreResult<Vec<(i64, i64, i64)>> {
         let mut stmt = tx.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?))
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     };
@@ -156,6 +156,7 @@ pub(crate) fn search(
         &page,
         &mut run,
     )?;
+    let found: Vec<i64> = found.into_iter().map(|(rid, _)| rid).collect();
     let included = super::rows::load_current(tx, &found)?;
     Ok(SearchPage {
         matches,
